@@ -1,0 +1,59 @@
+// EventSink: the narrow interface the pipeline uses to produce records and
+// receive their delivery reports. RdKafkaSink is the librdkafka implementation;
+// tests use fakes.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+
+namespace outboxd::kafka {
+
+struct ProduceRequest {
+  std::string_view topic;
+  std::string_view key;
+  std::string_view value;
+  const std::vector<std::pair<std::string_view, std::string_view>>* headers = nullptr;
+  uint64_t token = 0;  // handed back in the delivery report
+};
+
+// Called from Poll()/Flush() on the caller's thread, once per produced record:
+// OK when the broker acknowledged it (acks=all), else the reason.
+using DeliveryHandler = std::function<void(uint64_t token, const absl::Status& status)>;
+
+class EventSink {
+ public:
+  virtual ~EventSink() = default;
+
+  virtual void SetDeliveryHandler(DeliveryHandler handler) = 0;
+
+  // Enqueues one record; the bytes are copied. ResourceExhaustedError when the
+  // producer queue is full: backpressure, poll and try again. Other errors are
+  // failures of this record (e.g. InvalidArgumentError for a record larger than
+  // message.max.bytes) that produce no delivery report.
+  virtual absl::Status Produce(const ProduceRequest& request) = 0;
+
+  // Serves delivery reports, waiting up to `timeout` for at least one event.
+  virtual void Poll(absl::Duration timeout) = 0;
+
+  // Waits until every produced record has its delivery report, up to `timeout`.
+  // DeadlineExceededError if some are still outstanding.
+  virtual absl::Status Flush(absl::Duration timeout) = 0;
+
+  // Records produced and not yet reported.
+  virtual size_t InFlight() const = 0;
+
+  // Checks that the cluster answers a metadata request within `timeout`.
+  virtual absl::Status CheckReachable(absl::Duration timeout) = 0;
+
+  // A fatal producer error (e.g. idempotence state lost) reported by the
+  // library, or OK. After a fatal error the sink must be rebuilt.
+  virtual absl::Status FatalError() const = 0;
+};
+
+}  // namespace outboxd::kafka

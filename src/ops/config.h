@@ -1,0 +1,70 @@
+// Config: the TOML file of `outboxd run|check --config FILE`. Every key, its
+// default and an example are in docs/configuration.md. ${NAME} inside a string
+// value is replaced by the environment variable NAME (an unset variable is an
+// error), so secrets stay out of the file.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "outbox/table_mapping.h"
+
+namespace outboxd::ops {
+
+struct SourceConfig {
+  std::string dsn;                 // libpq connection string, without replication=
+  std::string slot = "outboxd";
+  std::string publication = "outboxd";
+  bool create_slot = true;
+  absl::Duration status_interval = absl::Seconds(10);
+};
+
+// Table-less events: transactional pg_logical_emit_message(true, prefix, json).
+struct MessagesConfig {
+  bool enabled = true;
+  std::string prefix = "outbox";
+  std::string topic = "outbox.event.{aggregate_type}";
+  outbox::KeySource key = outbox::KeySource::kId;
+};
+
+struct KafkaConfig {
+  // [sink.kafka]: librdkafka properties, passed through as is, in file order.
+  std::vector<std::pair<std::string, std::string>> properties;
+};
+
+struct HttpConfig {
+  std::string listen = "127.0.0.1:9187";
+};
+
+struct LogConfig {
+  std::string level = "info";   // debug, info, warn, error
+  std::string format = "text";  // text, json
+};
+
+struct Config {
+  SourceConfig source;
+  KafkaConfig kafka;
+  std::vector<outbox::TableConfig> outbox;  // [[outbox]]
+  MessagesConfig messages;
+  HttpConfig http;
+  LogConfig log;
+};
+
+using EnvLookup = std::function<std::optional<std::string>(std::string_view name)>;
+
+// Parses TOML text. InvalidArgumentError naming the key (and line) on any
+// mistake: unknown key, wrong type, bad value, unset ${VAR}.
+absl::StatusOr<Config> ParseConfig(std::string_view toml_text, const EnvLookup& env);
+// Reads and parses a file; NotFoundError when it cannot be read.
+absl::StatusOr<Config> LoadConfig(const std::string& path);
+
+// The DSN with any password replaced by "********", for logs and errors.
+std::string RedactDsn(std::string_view dsn);
+
+}  // namespace outboxd::ops

@@ -1,0 +1,93 @@
+#include "ops/metrics.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+
+namespace outboxd::ops {
+
+void LabeledCounter::Add(std::string_view label, uint64_t n) {
+  absl::MutexLock lock(&mu_);
+  values_[label] += n;
+}
+
+uint64_t LabeledCounter::Get(std::string_view label) const {
+  absl::MutexLock lock(&mu_);
+  auto it = values_.find(label);
+  return it == values_.end() ? 0 : it->second;
+}
+
+void LabeledCounter::Render(std::string_view name, std::string_view label_name,
+                            std::string* out) const {
+  std::vector<std::pair<std::string, uint64_t>> rows;
+  {
+    absl::MutexLock lock(&mu_);
+    rows.assign(values_.begin(), values_.end());
+  }
+  std::sort(rows.begin(), rows.end());
+  for (const auto& [label, value] : rows) {
+    absl::StrAppend(out, name, "{", label_name, "=\"", label, "\"} ", value, "\n");
+  }
+}
+
+void Histogram::Observe(double seconds) {
+  size_t i = 0;
+  while (i < kBuckets && seconds > kBounds[i]) ++i;
+  counts_[i].fetch_add(1, std::memory_order_relaxed);
+  count_.fetch_add(1, std::memory_order_relaxed);
+  sum_micros_.fetch_add(static_cast<uint64_t>(std::max(0.0, seconds) * 1e6),
+                        std::memory_order_relaxed);
+}
+
+void Histogram::Render(std::string_view name, std::string* out) const {
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < kBuckets; ++i) {
+    cumulative += counts_[i].load(std::memory_order_relaxed);
+    absl::StrAppend(out, name, "_bucket{le=\"", kBounds[i], "\"} ", cumulative, "\n");
+  }
+  cumulative += counts_[kBuckets].load(std::memory_order_relaxed);
+  absl::StrAppend(out, name, "_bucket{le=\"+Inf\"} ", cumulative, "\n");
+  absl::StrAppend(out, name, "_sum ", sum_micros_.load(std::memory_order_relaxed) / 1e6, "\n");
+  absl::StrAppend(out, name, "_count ", count_.load(std::memory_order_relaxed), "\n");
+}
+
+namespace {
+
+void Family(std::string* out, std::string_view name, std::string_view type, std::string_view help) {
+  absl::StrAppend(out, "# HELP outboxd_", name, " ", help, "\n# TYPE outboxd_", name, " ", type, "\n");
+}
+
+template <typename T>
+void Gauge(std::string* out, std::string_view name, std::string_view type, std::string_view help,
+           const std::atomic<T>& value) {
+  Family(out, name, type, help);
+  absl::StrAppend(out, "outboxd_", name, " ", value.load(std::memory_order_relaxed), "\n");
+}
+
+}  // namespace
+
+std::string Metrics::RenderPrometheus() const {
+  std::string out;
+  Family(&out, "events_published_total", "counter", "Events acknowledged by Kafka, by topic.");
+  events_published.Render("outboxd_events_published_total", "topic", &out);
+  Family(&out, "events_dead_lettered_total", "counter", "Bad events sent to the dead-letter topic, by reason.");
+  events_dead_lettered.Render("outboxd_events_dead_lettered_total", "reason", &out);
+  Family(&out, "changes_ignored_total", "counter", "Changes that are not events (updates, deletes, truncates, non-transactional or foreign messages), by kind.");
+  changes_ignored.Render("outboxd_changes_ignored_total", "kind", &out);
+  Family(&out, "reconnects_total", "counter", "Reconnections after a transient fault, by target.");
+  reconnects.Render("outboxd_reconnects_total", "target", &out);
+  Gauge(&out, "transactions_total", "counter", "Committed transactions received.", transactions);
+  Family(&out, "publish_latency_seconds", "histogram", "Commit time to Kafka acknowledgement.");
+  publish_latency.Render("outboxd_publish_latency_seconds", &out);
+  Gauge(&out, "replication_lag_bytes", "gauge", "Server WAL end minus confirmed flush LSN.", replication_lag_bytes);
+  Gauge(&out, "confirmed_flush_lsn", "gauge", "Last flush LSN sent to PostgreSQL, as a number.", confirmed_flush_lsn);
+  Gauge(&out, "received_lsn", "gauge", "Newest WAL position received, as a number.", received_lsn);
+  Gauge(&out, "inflight_events", "gauge", "Events produced and not yet acknowledged.", inflight_events);
+  Gauge(&out, "producer_queue_bytes", "gauge", "Bytes waiting in the producer queue.", producer_queue_bytes);
+  Gauge(&out, "standby", "gauge", "1 while waiting for another instance to release the slot.", standby);
+  Gauge(&out, "up", "gauge", "1 while the process runs.", up);
+  return out;
+}
+
+}  // namespace outboxd::ops

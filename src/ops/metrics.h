@@ -1,0 +1,65 @@
+// Metrics: the counters and gauges of ../docs (DESIGN "Metrics"), kept as
+// atomics so the pipeline updates them without locks and an HTTP thread can
+// render them. Names are Prometheus names without the outboxd_ prefix.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+
+namespace outboxd::ops {
+
+// A counter family with one label (e.g. topic, reason, target).
+class LabeledCounter {
+ public:
+  void Add(std::string_view label, uint64_t n = 1);
+  uint64_t Get(std::string_view label) const;
+  // Appends "name{label_name="v"} n" lines.
+  void Render(std::string_view name, std::string_view label_name, std::string* out) const;
+
+ private:
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, uint64_t> values_ ABSL_GUARDED_BY(mu_);
+};
+
+class Histogram {
+ public:
+  void Observe(double seconds);
+  void Render(std::string_view name, std::string* out) const;
+
+ private:
+  static constexpr double kBounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                       0.25,  0.5,    1,     2.5,  5,     10,   30};
+  static constexpr size_t kBuckets = sizeof(kBounds) / sizeof(kBounds[0]);
+  std::atomic<uint64_t> counts_[kBuckets + 1] = {};
+  std::atomic<uint64_t> count_{0};
+  std::atomic<uint64_t> sum_micros_{0};
+};
+
+struct Metrics {
+  LabeledCounter events_published;       // {topic}
+  LabeledCounter events_dead_lettered;   // {reason}
+  LabeledCounter changes_ignored;        // {kind}: update, delete, truncate, message, relation
+  LabeledCounter reconnects;             // {target}: postgres, kafka
+  std::atomic<uint64_t> transactions{0};
+  Histogram publish_latency;
+  std::atomic<int64_t> replication_lag_bytes{0};
+  std::atomic<uint64_t> confirmed_flush_lsn{0};
+  std::atomic<uint64_t> received_lsn{0};
+  std::atomic<uint64_t> server_wal_end{0};
+  std::atomic<int64_t> inflight_events{0};
+  std::atomic<int64_t> producer_queue_bytes{0};
+  std::atomic<int> standby{0};
+  std::atomic<int> streaming{0};
+  std::atomic<int> up{1};
+
+  // Prometheus text exposition format, every name prefixed outboxd_.
+  std::string RenderPrometheus() const;
+};
+
+}  // namespace outboxd::ops

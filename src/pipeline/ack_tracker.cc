@@ -1,0 +1,48 @@
+#include "pipeline/ack_tracker.h"
+
+namespace outboxd::pipeline {
+
+void AckTracker::Begin() {
+  pending_.push_back(Txn{});
+  open_ = true;
+}
+
+uint64_t AckTracker::AddEvent() {
+  // Called only inside Begin/Commit; the open transaction is the back.
+  ++pending_.back().outstanding;
+  ++inflight_events_;
+  return first_seq_ + pending_.size() - 1;
+}
+
+void AckTracker::Commit(Lsn end_lsn) {
+  pending_.back().end_lsn = end_lsn;
+  pending_.back().committed = true;
+  open_ = false;
+  Advance();
+}
+
+void AckTracker::OnDelivery(uint64_t token, bool ok) {
+  if (token < first_seq_ || token - first_seq_ >= pending_.size()) return;  // not ours
+  Txn& txn = pending_[token - first_seq_];
+  if (txn.outstanding == 0) return;
+  --txn.outstanding;
+  --inflight_events_;
+  if (!ok && (!failed_ || token < failed_seq_)) {
+    failed_ = true;
+    failed_seq_ = token;
+  }
+  Advance();
+}
+
+void AckTracker::Advance() {
+  // A failed transaction never completes: the prefix before it may still be
+  // confirmed, nothing at or after it ever is, even if fully acknowledged later.
+  while (!pending_.empty() && pending_.front().committed && pending_.front().outstanding == 0 &&
+         !(failed_ && first_seq_ >= failed_seq_)) {
+    safe_lsn_ = pending_.front().end_lsn;
+    pending_.pop_front();
+    ++first_seq_;
+  }
+}
+
+}  // namespace outboxd::pipeline

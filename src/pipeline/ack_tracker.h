@@ -1,0 +1,59 @@
+// AckTracker: decides the safe flush LSN from delivery reports.
+//
+// Each transaction is tracked from Begin to Commit with the count of its events
+// not yet acknowledged. The safe LSN is the end_lsn of the newest committed
+// transaction whose events, and every earlier transaction's events, were all
+// acknowledged. Reports may arrive in any order (partitions are independent). A
+// failed report freezes progress for good: the prefix before the failed
+// transaction may still complete, but nothing at or after it is ever confirmed by this tracker (the pipeline restarts from the
+// slot with a new one).
+#pragma once
+
+#include <cstdint>
+#include <deque>
+
+#include "common/lsn.h"
+
+namespace outboxd::pipeline {
+
+class AckTracker {
+ public:
+  // Opens a transaction. At most one is open at a time (pgoutput sends whole
+  // transactions in commit order).
+  void Begin();
+  // Registers one event of the open transaction; returns the token its delivery
+  // report must carry.
+  uint64_t AddEvent();
+  // Closes the open transaction with its end LSN.
+  void Commit(Lsn end_lsn);
+  // A delivery report for a token returned by AddEvent; exactly one per event
+  // (librdkafka reports every message once). Unknown tokens are ignored.
+  void OnDelivery(uint64_t token, bool ok);
+
+  // End LSN of the newest fully acknowledged prefix; Invalid() until one.
+  Lsn safe_lsn() const { return safe_lsn_; }
+  bool failed() const { return failed_; }
+  // No open transaction and no unacknowledged event.
+  bool idle() const { return !open_ && pending_.empty(); }
+  bool in_transaction() const { return open_; }
+  uint64_t inflight_events() const { return inflight_events_; }
+  size_t pending_transactions() const { return pending_.size(); }
+
+ private:
+  struct Txn {
+    Lsn end_lsn;
+    uint64_t outstanding = 0;
+    bool committed = false;
+  };
+  void Advance();
+
+  std::deque<Txn> pending_;  // front has sequence number first_seq_
+  uint64_t first_seq_ = 0;
+  bool open_ = false;
+  bool failed_ = false;
+  uint64_t failed_seq_ = 0;  // the oldest transaction with a failed report
+  uint64_t inflight_events_ = 0;
+  Lsn safe_lsn_;
+};
+
+}  // namespace outboxd::pipeline

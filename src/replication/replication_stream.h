@@ -1,0 +1,29 @@
+// ReplicationStream: the narrow interface the pipeline uses to read the
+// replication CopyBoth stream and send standby status updates. The libpq
+// implementation is PgReplicationStream; tests use fakes.
+#pragma once
+
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "replication/copy_frame.h"
+
+namespace outboxd::replication {
+
+class ReplicationStream {
+ public:
+  virtual ~ReplicationStream() = default;
+
+  // Waits up to `timeout` for the next CopyData frame. Returns true and sets
+  // `frame` (a view valid until the next call) when one arrived, false on
+  // timeout. UnavailableError when the connection broke or the server ended the
+  // stream, with the server's words.
+  virtual absl::StatusOr<bool> ReadFrame(absl::Duration timeout, std::string_view* frame) = 0;
+
+  // Sends an 'r' standby status update and flushes it to the socket.
+  virtual absl::Status SendStatus(const StandbyStatus& status) = 0;
+};
+
+}  // namespace outboxd::replication
