@@ -3,8 +3,7 @@
 #include <charconv>
 
 #include "absl/status/status.h"
-#include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
+#include "fmt/format.h"
 
 namespace outboxd {
 namespace {
@@ -23,14 +22,14 @@ absl::StatusOr<Lsn> Lsn::Parse(std::string_view text) {
   uint32_t lo = 0;
   if (slash == std::string_view::npos || !ParseHex32(text.substr(0, slash), &hi) ||
       !ParseHex32(text.substr(slash + 1), &lo)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("invalid LSN \"", text, "\": expected PostgreSQL's X/X hex form, e.g. 16/B374D848"));
+    return absl::InvalidArgumentError(fmt::format(
+        "invalid LSN \"{}\": expected PostgreSQL's X/X hex form, e.g. 16/B374D848", text));
   }
   return Lsn((static_cast<uint64_t>(hi) << 32) | lo);
 }
 
 std::string Lsn::ToString() const {
-  return absl::StrFormat("%X/%X", static_cast<uint32_t>(value_ >> 32), static_cast<uint32_t>(value_));
+  return fmt::format("{:X}/{:X}", static_cast<uint32_t>(value_ >> 32), static_cast<uint32_t>(value_));
 }
 
 }  // namespace outboxd

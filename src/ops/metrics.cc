@@ -1,20 +1,21 @@
 #include "ops/metrics.h"
 
 #include <algorithm>
+#include <iterator>
 #include <vector>
 
-#include "absl/strings/str_cat.h"
+#include "fmt/format.h"
 
 namespace outboxd::ops {
 
 void LabeledCounter::Add(std::string_view label, uint64_t n) {
   absl::MutexLock lock(&mu_);
-  values_[label] += n;
+  values_[std::string(label)] += n;
 }
 
 uint64_t LabeledCounter::Get(std::string_view label) const {
   absl::MutexLock lock(&mu_);
-  auto it = values_.find(label);
+  auto it = values_.find(std::string(label));
   return it == values_.end() ? 0 : it->second;
 }
 
@@ -27,7 +28,7 @@ void LabeledCounter::Render(std::string_view name, std::string_view label_name,
   }
   std::sort(rows.begin(), rows.end());
   for (const auto& [label, value] : rows) {
-    absl::StrAppend(out, name, "{", label_name, "=\"", label, "\"} ", value, "\n");
+    fmt::format_to(std::back_inserter(*out), "{}{{{}=\"{}\"}} {}\n", name, label_name, label, value);
   }
 }
 
@@ -44,25 +45,25 @@ void Histogram::Render(std::string_view name, std::string* out) const {
   uint64_t cumulative = 0;
   for (size_t i = 0; i < kBuckets; ++i) {
     cumulative += counts_[i].load(std::memory_order_relaxed);
-    absl::StrAppend(out, name, "_bucket{le=\"", kBounds[i], "\"} ", cumulative, "\n");
+    fmt::format_to(std::back_inserter(*out), "{}_bucket{{le=\"{}\"}} {}\n", name, kBounds[i], cumulative);
   }
   cumulative += counts_[kBuckets].load(std::memory_order_relaxed);
-  absl::StrAppend(out, name, "_bucket{le=\"+Inf\"} ", cumulative, "\n");
-  absl::StrAppend(out, name, "_sum ", sum_micros_.load(std::memory_order_relaxed) / 1e6, "\n");
-  absl::StrAppend(out, name, "_count ", count_.load(std::memory_order_relaxed), "\n");
+  fmt::format_to(std::back_inserter(*out), "{}_bucket{{le=\"+Inf\"}} {}\n", name, cumulative);
+  fmt::format_to(std::back_inserter(*out), "{}_sum {}\n", name, sum_micros_.load(std::memory_order_relaxed) / 1e6);
+  fmt::format_to(std::back_inserter(*out), "{}_count {}\n", name, count_.load(std::memory_order_relaxed));
 }
 
 namespace {
 
 void Family(std::string* out, std::string_view name, std::string_view type, std::string_view help) {
-  absl::StrAppend(out, "# HELP outboxd_", name, " ", help, "\n# TYPE outboxd_", name, " ", type, "\n");
+  fmt::format_to(std::back_inserter(*out), "# HELP outboxd_{} {}\n# TYPE outboxd_{} {}\n", name, help, name, type);
 }
 
 template <typename T>
 void Gauge(std::string* out, std::string_view name, std::string_view type, std::string_view help,
            const std::atomic<T>& value) {
   Family(out, name, type, help);
-  absl::StrAppend(out, "outboxd_", name, " ", value.load(std::memory_order_relaxed), "\n");
+  fmt::format_to(std::back_inserter(*out), "outboxd_{} {}\n", name, value.load(std::memory_order_relaxed));
 }
 
 }  // namespace
