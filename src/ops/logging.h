@@ -6,6 +6,7 @@
 #include <string_view>
 #include <utility>
 
+#include "common/format.h"
 #include "fmt/format.h"
 
 namespace outboxd::ops {

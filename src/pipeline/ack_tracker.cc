@@ -2,9 +2,14 @@
 
 namespace outboxd::pipeline {
 
-void AckTracker::Begin() {
-  pending_.push_back(Txn{});
+void AckTracker::Begin(int64_t commit_time) {
+  pending_.push_back(Txn{.commit_time = commit_time});
   open_ = true;
+}
+
+int64_t AckTracker::CommitTimeOf(uint64_t token) const {
+  if (token < first_seq_ || token - first_seq_ >= pending_.size()) return 0;
+  return pending_[token - first_seq_].commit_time;
 }
 
 uint64_t AckTracker::AddEvent() {

@@ -19,8 +19,8 @@ namespace outboxd::pipeline {
 class AckTracker {
  public:
   // Opens a transaction. At most one is open at a time (pgoutput sends whole
-  // transactions in commit order).
-  void Begin();
+  // transactions in commit order). `commit_time` is kept for latency metrics.
+  void Begin(int64_t commit_time = 0);
   // Registers one event of the open transaction; returns the token its delivery
   // report must carry.
   uint64_t AddEvent();
@@ -36,12 +36,15 @@ class AckTracker {
   // No open transaction and no unacknowledged event.
   bool idle() const { return !open_ && pending_.empty(); }
   bool in_transaction() const { return open_; }
+  // The commit time given to Begin for the transaction of `token`, or 0.
+  int64_t CommitTimeOf(uint64_t token) const;
   uint64_t inflight_events() const { return inflight_events_; }
   size_t pending_transactions() const { return pending_.size(); }
 
  private:
   struct Txn {
     Lsn end_lsn;
+    int64_t commit_time = 0;
     uint64_t outstanding = 0;
     bool committed = false;
   };

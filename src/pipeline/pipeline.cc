@@ -1,1 +1,332 @@
-// placeholder, being written
+#include "pipeline/pipeline.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "common/status_macros.h"
+#include "common/time.h"
+#include "common/format.h"
+#include "fmt/format.h"
+#include "ops/logging.h"
+#include "pgoutput/decoder.h"
+#include "replication/copy_frame.h"
+
+namespace outboxd::pipeline {
+namespace {
+
+using replication::Keepalive;
+using replication::ServerFrame;
+using replication::StandbyStatus;
+using replication::XLogData;
+
+// While events are in flight, wake up this often to serve delivery reports.
+constexpr absl::Duration kInflightPollInterval = absl::Milliseconds(1);
+// With nothing in flight, the longest wait for the next frame.
+constexpr absl::Duration kIdleReadTimeout = absl::Milliseconds(500);
+// While the producer queue is full, poll Kafka for this long between retries.
+constexpr absl::Duration kBackpressurePoll = absl::Milliseconds(10);
+
+std::string Describe(const outbox::OutboxEvent& event) {
+  if (!event.source.table.empty()) {
+    return fmt::format("{}.{} at LSN {} (xid {})", event.source.schema, event.source.table,
+                       event.source.lsn.ToString(), event.source.xid);
+  }
+  return fmt::format("logical message '{}' at LSN {} (xid {})", event.source.message_prefix,
+                     event.source.lsn.ToString(), event.source.xid);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Create(replication::ReplicationStream* stream,
+                                                           kafka::EventSink* sink,
+                                                           PipelineOptions options,
+                                                           ops::Metrics* metrics, Clock clock) {
+  std::vector<outbox::TopicTemplate> table_topics;
+  for (const outbox::TableConfig& table : options.tables) {
+    ASSIGN_OR_RETURN(outbox::TopicTemplate topic, outbox::TopicTemplate::Parse(table.topic));
+    table_topics.push_back(std::move(topic));
+  }
+  ASSIGN_OR_RETURN(outbox::TopicTemplate message_topic,
+                   outbox::TopicTemplate::Parse(options.messages_topic));
+  auto pipeline = std::unique_ptr<Pipeline>(
+      new Pipeline(stream, sink, std::move(options), metrics, std::move(clock)));
+  pipeline->table_topics_ = std::move(table_topics);
+  pipeline->message_topic_ = std::make_unique<outbox::TopicTemplate>(std::move(message_topic));
+  return pipeline;
+}
+
+Pipeline::Pipeline(replication::ReplicationStream* stream, kafka::EventSink* sink,
+                   PipelineOptions options, ops::Metrics* metrics, Clock clock)
+    : stream_(stream),
+      sink_(sink),
+      options_(std::move(options)),
+      metrics_(metrics),
+      clock_(std::move(clock)),
+      mapper_(options_.tables) {}
+
+absl::Status Pipeline::Run(const std::atomic<bool>& stop) {
+  sink_->SetDeliveryHandler(
+      [this](uint64_t token, const absl::Status& status) { OnDelivery(token, status); });
+  while (!stop.load(std::memory_order_relaxed)) {
+    sink_->Poll(absl::ZeroDuration());
+    RETURN_IF_ERROR(CheckDeliveries());
+    RETURN_IF_ERROR(MaybeSendStatus(/*force=*/false));
+
+    // Wake up in time for the next status update; while events are in flight,
+    // come back quickly to serve their delivery reports.
+    absl::Duration timeout = tracker_.inflight_events() > 0 ? kInflightPollInterval : kIdleReadTimeout;
+    const absl::Duration until_status = last_status_sent_ + options_.status_interval - clock_();
+    timeout = std::clamp(until_status, absl::ZeroDuration(), timeout);
+
+    std::string_view frame;
+    absl::StatusOr<bool> got = stream_->ReadFrame(timeout, &frame);
+    if (!got.ok()) {
+      // The stream broke: what is acknowledged may still be confirmed by the
+      // next session; nothing else is lost since the slot did not move.
+      return got.status();
+    }
+    if (*got) RETURN_IF_ERROR(HandleFrame(frame));
+  }
+  return GracefulStop();
+}
+
+absl::Status Pipeline::HandleFrame(std::string_view bytes) {
+  absl::StatusOr<ServerFrame> frame = replication::DecodeServerFrame(bytes);
+  if (!frame.ok()) {
+    return absl::DataLossError(fmt::format(
+        "cannot decode a replication frame from PostgreSQL: {}; this is a protocol error, not a "
+        "bad event: report it with the server version",
+        frame.status().message()));
+  }
+  if (const Keepalive* keepalive = std::get_if<Keepalive>(&*frame)) {
+    server_wal_end_ = std::max(server_wal_end_, keepalive->wal_end);
+    metrics_->server_wal_end.store(server_wal_end_.value(), std::memory_order_relaxed);
+    // The walsender's keepalive carries the position it has sent up to. With
+    // nothing open and nothing unacknowledged, everything before it is done, so
+    // confirming it keeps an idle outbox from pinning other tables' WAL.
+    if (tracker_.idle() && !tracker_.failed()) {
+      idle_confirmable_ = std::max(idle_confirmable_, keepalive->wal_end);
+    }
+    return MaybeSendStatus(/*force=*/keepalive->reply_requested);
+  }
+  const XLogData& data = std::get<XLogData>(*frame);
+  received_ = std::max(received_, data.data_start);
+  server_wal_end_ = std::max(server_wal_end_, data.wal_end);
+  metrics_->received_lsn.store(received_.value(), std::memory_order_relaxed);
+  absl::Status decoded = pgoutput::DecodeMessageInto(data.data, message_);
+  if (!decoded.ok()) {
+    return absl::Status(decoded.code(),
+                        fmt::format("cannot decode pgoutput data at LSN {}: {}",
+                                    data.data_start.ToString(), decoded.message()));
+  }
+  return HandleMessage(data.data_start);
+}
+
+absl::Status Pipeline::HandleMessage(Lsn lsn) {
+  using namespace pgoutput;  // NOLINT: the message types read better unqualified here
+  if (auto* begin = std::get_if<BeginMessage>(&message_)) {
+    begin_ = *begin;
+    in_transaction_ = true;
+    tracker_.Begin(begin->commit_time);
+    return absl::OkStatus();
+  }
+  if (auto* commit = std::get_if<CommitMessage>(&message_)) {
+    if (!in_transaction_) {
+      return absl::DataLossError(fmt::format("pgoutput Commit at LSN {} without a Begin",
+                                             commit->end_lsn.ToString()));
+    }
+    in_transaction_ = false;
+    tracker_.Commit(commit->end_lsn);
+    received_ = std::max(received_, commit->end_lsn);
+    metrics_->transactions.fetch_add(1, std::memory_order_relaxed);
+    return MaybeSendStatus(false);
+  }
+  if (auto* insert = std::get_if<InsertMessage>(&message_)) return HandleInsert(lsn, *insert);
+  if (auto* message = std::get_if<LogicalMessage>(&message_)) return HandleLogicalMessage(*message);
+  if (auto* relation = std::get_if<RelationMessage>(&message_)) {
+    mapper_.OnRelation(*relation);
+    relations_.Put(std::move(*relation));
+    return absl::OkStatus();
+  }
+  if (std::holds_alternative<UpdateMessage>(message_)) {
+    metrics_->changes_ignored.Add("update");
+  } else if (std::holds_alternative<DeleteMessage>(message_)) {
+    metrics_->changes_ignored.Add("delete");
+  } else if (std::holds_alternative<TruncateMessage>(message_)) {
+    metrics_->changes_ignored.Add("truncate");
+  }
+  // Type and Origin messages carry nothing an outbox event needs.
+  return absl::OkStatus();
+}
+
+absl::Status Pipeline::HandleInsert(Lsn lsn, const pgoutput::InsertMessage& insert) {
+  const outbox::TableBinding* binding = mapper_.Find(insert.relation_oid);
+  if (binding == nullptr) {
+    absl::StatusOr<const pgoutput::RelationMessage*> relation = relations_.Get(insert.relation_oid);
+    if (!relation.ok()) return relation.status();  // the server broke the protocol
+    metrics_->changes_ignored.Add("insert_unmapped_table");
+    if (warned_relations_.insert(insert.relation_oid).second) {
+      ops::LogWarn(
+          "table {}.{} is in publication but no [[outbox]] entry maps it: its inserts are counted "
+          "(outboxd_changes_ignored_total{{kind=\"insert_unmapped_table\"}}) and not published; "
+          "add an [[outbox]] entry or remove the table from the publication",
+          (*relation)->schema, (*relation)->name);
+    }
+    return absl::OkStatus();
+  }
+  absl::Status mapped = mapper_.MapInsert(*binding, insert.new_tuple, &event_);
+  event_.source.commit_lsn = begin_.final_lsn;
+  event_.source.lsn = lsn;
+  event_.source.xid = begin_.xid;
+  event_.source.commit_time = begin_.commit_time;
+  event_.source.schema = binding->schema;
+  event_.source.table = binding->table;
+  if (!mapped.ok()) {
+    return absl::InvalidArgumentError(fmt::format(
+        "bad outbox row in {}.{} at LSN {} (xid {}): {}; outboxd stopped before it and confirmed "
+        "nothing at or after it; fix or delete the offending row's transaction source and see "
+        "docs/operations.md",
+        binding->schema, binding->table, lsn.ToString(), begin_.xid, mapped.message()));
+  }
+  return Publish(table_topics_[binding->config_index], binding->config->key);
+}
+
+absl::Status Pipeline::HandleLogicalMessage(const pgoutput::LogicalMessage& message) {
+  if (!message.transactional()) {
+    // Not part of a transaction: it may describe work that rolled back.
+    metrics_->changes_ignored.Add("message_nontransactional");
+    return absl::OkStatus();
+  }
+  if (!options_.messages_enabled || message.prefix != options_.messages_prefix) {
+    metrics_->changes_ignored.Add("message_other_prefix");
+    return absl::OkStatus();
+  }
+  absl::Status mapped = outbox::MapLogicalMessage(message.content, &event_);
+  event_.source.commit_lsn = begin_.final_lsn;
+  event_.source.lsn = message.lsn;
+  event_.source.xid = begin_.xid;
+  event_.source.commit_time = begin_.commit_time;
+  event_.source.message_prefix = std::string(message.prefix);
+  if (!mapped.ok()) {
+    return absl::InvalidArgumentError(fmt::format(
+        "bad outbox message with prefix '{}' at LSN {} (xid {}): {}; outboxd stopped before it "
+        "and confirmed nothing at or after it",
+        message.prefix, message.lsn.ToString(), begin_.xid, mapped.message()));
+  }
+  return Publish(*message_topic_, options_.messages_key);
+}
+
+absl::Status Pipeline::Publish(const outbox::TopicTemplate& topic, outbox::KeySource key) {
+  if (absl::Status rendered = topic.Render(event_, &topic_); !rendered.ok()) {
+    return absl::InvalidArgumentError(
+        fmt::format("cannot route {}: {}", Describe(event_), rendered.message()));
+  }
+  outbox::EncodeEnvelope(event_, &value_);
+  headers_.clear();
+  outbox::RecordHeaders(event_, &headers_);
+  kafka::ProduceRequest request{
+      .topic = topic_,
+      .key = outbox::RecordKey(event_, key),
+      .value = value_,
+      .headers = &headers_,
+      .token = tracker_.AddEvent(),
+  };
+  metrics_->inflight_events.store(static_cast<int64_t>(tracker_.inflight_events()),
+                                  std::memory_order_relaxed);
+  absl::Status produced = ProduceWithBackpressure(request);
+  if (!produced.ok() && !absl::IsAborted(produced) && !absl::IsUnavailable(produced)) {
+    return absl::InvalidArgumentError(
+        fmt::format("cannot produce {} to topic {}: {}", Describe(event_), topic_, produced.message()));
+  }
+  return produced;
+}
+
+absl::Status Pipeline::ProduceWithBackpressure(const kafka::ProduceRequest& request) {
+  while (true) {
+    absl::Status status = sink_->Produce(request);
+    if (!absl::IsResourceExhausted(status)) return status;
+    // The producer queue is full: stop reading the socket (we are not reading
+    // while here), serve delivery reports, and keep status updates flowing so
+    // the walsender does not time us out.
+    sink_->Poll(kBackpressurePoll);
+    RETURN_IF_ERROR(CheckDeliveries());
+    RETURN_IF_ERROR(MaybeSendStatus(false));
+  }
+}
+
+void Pipeline::OnDelivery(uint64_t token, const absl::Status& status) {
+  if (status.ok()) {
+    const int64_t commit_time = tracker_.CommitTimeOf(token);
+    if (commit_time != 0) {
+      metrics_->publish_latency.Observe(
+          absl::ToDoubleSeconds(clock_() - PgTimestampToTime(commit_time)));
+    }
+  } else if (delivery_error_.ok()) {
+    delivery_error_ = status;
+  }
+  tracker_.OnDelivery(token, status.ok());
+  metrics_->inflight_events.store(static_cast<int64_t>(tracker_.inflight_events()),
+                                  std::memory_order_relaxed);
+}
+
+absl::Status Pipeline::CheckDeliveries() {
+  if (absl::Status fatal = sink_->FatalError(); !fatal.ok()) {
+    return absl::AbortedError(fmt::format("Kafka producer failed fatally: {}; restarting from the "
+                                          "slot's confirmed position",
+                                          fatal.message()));
+  }
+  if (tracker_.failed()) {
+    return absl::AbortedError(fmt::format(
+        "a Kafka delivery failed ({}); nothing at or after it is confirmed; restarting from the "
+        "slot's confirmed position {}",
+        delivery_error_.message(), confirmed_sent_.ToString()));
+  }
+  return absl::OkStatus();
+}
+
+Lsn Pipeline::FlushCandidate() const {
+  return std::max({confirmed_sent_, tracker_.safe_lsn(), idle_confirmable_});
+}
+
+absl::Status Pipeline::MaybeSendStatus(bool force) {
+  const absl::Time now = clock_();
+  const Lsn flush = FlushCandidate();
+  const bool due = force || now - last_status_sent_ >= options_.status_interval ||
+                   (flush > confirmed_sent_ && now - last_status_sent_ >= options_.feedback_delay);
+  if (!due) return absl::OkStatus();
+  StandbyStatus status{
+      .written = std::max(received_, flush),
+      .flushed = flush,
+      .applied = flush,
+      .clock = TimeToPgTimestamp(now),
+      .reply_requested = false,
+  };
+  RETURN_IF_ERROR(stream_->SendStatus(status));
+  confirmed_sent_ = flush;
+  last_status_sent_ = now;
+  metrics_->confirmed_flush_lsn.store(flush.value(), std::memory_order_relaxed);
+  if (server_wal_end_ >= flush) {
+    metrics_->replication_lag_bytes.store(static_cast<int64_t>(server_wal_end_.value() - flush.value()),
+                                          std::memory_order_relaxed);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Pipeline::GracefulStop() {
+  // Stop reading; wait for what is in flight; confirm what was acknowledged.
+  absl::Status flushed = sink_->Flush(options_.stop_flush_timeout);
+  if (!flushed.ok()) {
+    ops::LogWarn("stopping with {} events not acknowledged by Kafka ({}); they stay unconfirmed "
+                 "and are published again on the next start",
+                 tracker_.inflight_events(), flushed.message());
+  }
+  absl::Status sent = MaybeSendStatus(/*force=*/true);
+  if (!sent.ok()) {
+    ops::LogWarn("could not send the final status update ({}); the slot stays at its last "
+                 "confirmed position and the next start re-publishes from there",
+                 sent.message());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace outboxd::pipeline

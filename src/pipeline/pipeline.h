@@ -1,0 +1,119 @@
+// Pipeline: one replication session, from the first frame to an error or a
+// graceful stop. Reads frames, decodes pgoutput, maps outbox rows and messages
+// to events, produces them, feeds delivery reports to the AckTracker and sends
+// standby status updates with the safe flush LSN. Orchestration over the
+// ReplicationStream and EventSink interfaces only; the Relay restarts it.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/lsn.h"
+#include "kafka/event_sink.h"
+#include "ops/metrics.h"
+#include "outbox/envelope.h"
+#include "outbox/event.h"
+#include "outbox/routing.h"
+#include "outbox/table_mapping.h"
+#include "pgoutput/messages.h"
+#include "pgoutput/relation_cache.h"
+#include "pipeline/ack_tracker.h"
+#include "replication/replication_stream.h"
+
+namespace outboxd::pipeline {
+
+struct PipelineOptions {
+  std::vector<outbox::TableConfig> tables;
+  // Table-less events from transactional logical decoding messages.
+  bool messages_enabled = true;
+  std::string messages_prefix = "outbox";
+  std::string messages_topic = "outbox.event.{aggregate_type}";
+  outbox::KeySource messages_key = outbox::KeySource::kId;
+  // A status update goes out at least this often, and at once when the server
+  // asks for a reply.
+  absl::Duration status_interval = absl::Seconds(10);
+  // When the safe flush LSN moved, confirm it after at most this long.
+  absl::Duration feedback_delay = absl::Milliseconds(20);
+  // On graceful stop, how long to wait for outstanding delivery reports.
+  absl::Duration stop_flush_timeout = absl::Seconds(30);
+};
+
+using Clock = std::function<absl::Time()>;
+
+class Pipeline {
+ public:
+  // InvalidArgumentError for a topic template that does not parse.
+  static absl::StatusOr<std::unique_ptr<Pipeline>> Create(
+      replication::ReplicationStream* stream, kafka::EventSink* sink, PipelineOptions options,
+      ops::Metrics* metrics, Clock clock = absl::Now);
+
+  // Streams until `stop` becomes true, then flushes Kafka, sends the final
+  // status update and returns OK. Errors:
+  //  - UnavailableError / AbortedError: transient (connection lost, a delivery
+  //    failed); the caller restarts from the slot.
+  //  - InvalidArgumentError: a bad event (the message names table, LSN, reason);
+  //    nothing at or after it was confirmed.
+  //  - DataLossError / UnimplementedError / FailedPreconditionError: the stream
+  //    itself cannot be decoded; restarting would not help.
+  absl::Status Run(const std::atomic<bool>& stop);
+
+  // The flush LSN last sent to the server.
+  Lsn confirmed_lsn() const { return confirmed_sent_; }
+
+ private:
+  Pipeline(replication::ReplicationStream* stream, kafka::EventSink* sink, PipelineOptions options,
+           ops::Metrics* metrics, Clock clock);
+
+  absl::Status HandleFrame(std::string_view frame);
+  absl::Status HandleMessage(Lsn lsn);
+  absl::Status HandleInsert(Lsn lsn, const pgoutput::InsertMessage& insert);
+  absl::Status HandleLogicalMessage(const pgoutput::LogicalMessage& message);
+  absl::Status Publish(const outbox::TopicTemplate& topic, outbox::KeySource key);
+  absl::Status ProduceWithBackpressure(const kafka::ProduceRequest& request);
+  void OnDelivery(uint64_t token, const absl::Status& status);
+  absl::Status CheckDeliveries();
+  absl::Status MaybeSendStatus(bool force);
+  Lsn FlushCandidate() const;
+  absl::Status GracefulStop();
+
+  replication::ReplicationStream* stream_;
+  kafka::EventSink* sink_;
+  PipelineOptions options_;
+  ops::Metrics* metrics_;
+  Clock clock_;
+
+  pgoutput::RelationCache relations_;
+  outbox::TableMapper mapper_;
+  std::vector<outbox::TopicTemplate> table_topics_;  // parallel to options_.tables
+  std::unique_ptr<outbox::TopicTemplate> message_topic_;
+  AckTracker tracker_;
+
+  // The open transaction.
+  pgoutput::BeginMessage begin_;
+  bool in_transaction_ = false;
+
+  // Reused per event, so the hot path does not allocate once warm.
+  pgoutput::Message message_;
+  outbox::OutboxEvent event_;
+  std::string topic_;
+  std::string value_;
+  std::vector<std::pair<std::string_view, std::string_view>> headers_;
+
+  absl::Status delivery_error_;        // the first failed delivery report
+  absl::flat_hash_set<uint32_t> warned_relations_;  // inserts into non-outbox tables
+
+  Lsn received_;        // newest WAL position received
+  Lsn server_wal_end_;  // newest server WAL end seen
+  Lsn idle_confirmable_;  // a keepalive walEnd seen while nothing was open or in flight
+  Lsn confirmed_sent_;
+  absl::Time last_status_sent_ = absl::InfinitePast();
+};
+
+}  // namespace outboxd::pipeline

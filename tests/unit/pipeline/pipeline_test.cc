@@ -1,0 +1,279 @@
+#include "pipeline/pipeline.h"
+
+#include <atomic>
+#include <memory>
+
+#include "fakes.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "outbox/v1/envelope.pb.h"
+
+namespace outboxd::pipeline {
+namespace {
+
+using ::outboxd::testing::Begin;
+using ::outboxd::testing::Commit;
+using ::outboxd::testing::Delete;
+using ::outboxd::testing::FakeSink;
+using ::outboxd::testing::FakeStream;
+using ::outboxd::testing::Insert;
+using ::outboxd::testing::Message;
+using ::outboxd::testing::Relation;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::Pair;
+
+constexpr uint32_t kOutboxOid = 16400;
+constexpr uint32_t kOtherOid = 16500;
+constexpr uint32_t kUuid = 2950, kText = 25, kJsonb = 3802, kTimestamptz = 1184;
+
+std::string Id(int n) { return fmt::format("00000000-0000-4000-8000-{:012d}", n); }
+
+class PipelineTest : public ::testing::Test {
+ protected:
+  PipelineTest() : stream_(&now_) {
+    options_.tables.push_back(outbox::TableConfig{});
+    options_.status_interval = absl::Seconds(10);
+    options_.feedback_delay = absl::ZeroDuration();
+  }
+
+  void PushRelation() {
+    stream_.PushData(0x100, Relation(kOutboxOid, "public", "outbox",
+                                     {{"id", kUuid},
+                                      {"aggregate_type", kText},
+                                      {"aggregate_id", kText},
+                                      {"event_type", kText},
+                                      {"payload", kJsonb},
+                                      {"created_at", kTimestamptz}}));
+  }
+  void PushInsert(uint64_t lsn, int n, const std::string& type = "Order") {
+    stream_.PushData(lsn, Insert(kOutboxOid, {Id(n), type, fmt::format("order-{}", n), "OrderCreated",
+                                              fmt::format("{{\"n\": {}}}", n),
+                                              "2026-11-27 03:09:58.5+00"}));
+  }
+  // One transaction: Begin at `lsn`, `events` inserts, Commit ending at lsn+0x50.
+  void PushTxn(uint64_t lsn, uint32_t xid, int first, int events) {
+    stream_.PushData(lsn, Begin(lsn + 0x40, xid));
+    for (int i = 0; i < events; ++i) PushInsert(lsn + 1 + i, first + i);
+    stream_.PushData(lsn + 0x40, Commit(lsn + 0x40, lsn + 0x50));
+  }
+
+  absl::Status RunUntilScriptEnds() {
+    stream_.on_empty = [this] { stop_ = true; };
+    auto pipeline = Pipeline::Create(&stream_, &sink_, options_, &metrics_, [this] { return now_; });
+    if (!pipeline.ok()) return pipeline.status();
+    return (*pipeline)->Run(stop_);
+  }
+
+  absl::Time now_ = absl::FromUnixSeconds(1800000000);
+  FakeStream stream_;
+  FakeSink sink_;
+  ops::Metrics metrics_;
+  PipelineOptions options_;
+  std::atomic<bool> stop_{false};
+};
+
+TEST_F(PipelineTest, PublishesInsertsAsEnvelopesKeyedByUuid) {
+  PushRelation();
+  PushTxn(0x1000, 700, 1, 2);
+  sink_.auto_ack = true;
+  ASSERT_TRUE(RunUntilScriptEnds().ok());
+
+  ASSERT_EQ(sink_.produced.size(), 2u);
+  const auto& first = sink_.produced[0];
+  EXPECT_EQ(first.topic, "outbox.event.Order");
+  EXPECT_EQ(first.key, Id(1));
+  EXPECT_THAT(first.headers, ElementsAre(Pair("outbox-id", Id(1)), Pair("event-type", "OrderCreated"),
+                                         Pair("content-type", "application/json")));
+  outbox::v1::Envelope envelope;
+  ASSERT_TRUE(envelope.ParseFromString(first.value));
+  EXPECT_EQ(envelope.id(), Id(1));
+  EXPECT_EQ(envelope.aggregate_id(), "order-1");
+  EXPECT_EQ(envelope.payload(), "{\"n\": 1}");
+  EXPECT_EQ(envelope.source().commit_lsn(), 0x1040u);
+  EXPECT_EQ(envelope.source().xid(), 700u);
+  EXPECT_EQ(envelope.source().table(), "outbox");
+  EXPECT_EQ(sink_.produced[1].key, Id(2));
+  EXPECT_EQ(stream_.last_flushed(), Lsn(0x1050));
+}
+
+TEST_F(PipelineTest, ConfirmsOnlyAfterEveryEventOfTheTransactionIsAcknowledged) {
+  PushRelation();
+  PushTxn(0x1000, 700, 1, 2);
+  stream_.PushAction([this] { sink_.DeliverAt(1, absl::OkStatus()); });
+  stream_.PushKeepalive(0x1050, /*reply=*/true);
+  stream_.PushAction([this] {
+    EXPECT_LT(stream_.max_flushed(), Lsn(0x1050)) << "one event of the transaction is unacknowledged";
+    sink_.DeliverAt(0, absl::OkStatus());
+  });
+  stream_.PushKeepalive(0x1060, /*reply=*/true);
+  ASSERT_TRUE(RunUntilScriptEnds().ok());
+  EXPECT_GE(stream_.max_flushed(), Lsn(0x1050));
+}
+
+TEST_F(PipelineTest, FailedDeliveryStopsProgressAndAbortsTheSession) {
+  PushRelation();
+  PushTxn(0x1000, 700, 1, 1);
+  PushTxn(0x2000, 701, 2, 1);
+  stream_.PushAction([this] {
+    sink_.DeliverAt(1, absl::OkStatus());
+    sink_.DeliverAt(0, absl::UnavailableError("Local: Message timed out"));
+  });
+  PushTxn(0x3000, 702, 3, 1);
+  absl::Status status = RunUntilScriptEnds();
+  EXPECT_EQ(status.code(), absl::StatusCode::kAborted);
+  EXPECT_THAT(status.message(), HasSubstr("Message timed out"));
+  EXPECT_LT(stream_.max_flushed(), Lsn(0x1050));
+}
+
+TEST_F(PipelineTest, AnswersKeepaliveReplyRequestsAtOnce) {
+  stream_.PushKeepalive(0x500, /*reply=*/false);
+  stream_.PushAction([this] { now_ += absl::Seconds(1); });
+  stream_.PushKeepalive(0x600, /*reply=*/true);
+  stream_.PushAction([this] {
+    ASSERT_FALSE(stream_.statuses.empty());
+    EXPECT_EQ(stream_.statuses.back().clock, TimeToPgTimestamp(now_));
+  });
+  ASSERT_TRUE(RunUntilScriptEnds().ok());
+}
+
+TEST_F(PipelineTest, IdleOutboxConfirmsKeepaliveWalEnd) {
+  PushRelation();
+  PushTxn(0x1000, 700, 1, 1);
+  sink_.auto_ack = true;
+  stream_.PushKeepalive(0x9000, /*reply=*/true);  // unrelated WAL written since
+  ASSERT_TRUE(RunUntilScriptEnds().ok());
+  EXPECT_EQ(stream_.max_flushed(), Lsn(0x9000));
+}
+
+TEST_F(PipelineTest, KeepaliveWalEndIsNotConfirmedWhileEventsAreInFlight) {
+  PushRelation();
+  PushTxn(0x1000, 700, 1, 1);
+  stream_.PushKeepalive(0x9000, /*reply=*/true);
+  stream_.PushAction([this] {
+    EXPECT_LT(stream_.max_flushed(), Lsn(0x1050));
+    sink_.DeliverAll(absl::OkStatus());
+  });
+  ASSERT_TRUE(RunUntilScriptEnds().ok());
+  EXPECT_EQ(stream_.max_flushed(), Lsn(0x1050)) << "the keepalive came while not idle";
+}
+
+TEST_F(PipelineTest, KeepaliveInsideAnOpenTransactionIsNotConfirmed) {
+  PushRelation();
+  stream_.PushData(0x1000, Begin(0x1040, 700));
+  PushInsert(0x1001, 1);
+  stream_.PushAction([this] { sink_.DeliverAll(absl::OkStatus()); });
+  stream_.PushKeepalive(0x1020, /*reply=*/true);
+  ASSERT_TRUE(RunUntilScriptEnds().ok());
+  EXPECT_LT(stream_.max_flushed(), Lsn(0x1020));
+}
+
+TEST_F(PipelineTest, BackpressureStopsReadingButKeepsSendingStatus) {
+  PushRelation();
+  PushTxn(0x1000, 700, 1, 5);
+  sink_.queue_limit = 2;
+  // Kafka stalls for 30 simulated seconds: each poll takes one second.
+  int reads_at_first_full = -1;
+  sink_.on_poll = [&] {
+    if (sink_.pending() < sink_.queue_limit) return;
+    if (reads_at_first_full < 0) reads_at_first_full = stream_.reads_;
+    EXPECT_EQ(stream_.reads_, reads_at_first_full) << "the socket must not be read while full";
+    now_ += absl::Seconds(1);
+    if (sink_.polls > 30) {
+      sink_.DeliverAll(absl::OkStatus());
+      reads_at_first_full = -1;
+    }
+  };
+  const size_t statuses_before = stream_.statuses.size();
+  ASSERT_TRUE(RunUntilScriptEnds().ok());
+  EXPECT_GT(sink_.queue_full_answers, 0);
+  EXPECT_EQ(sink_.produced.size(), 5u);
+  EXPECT_GE(stream_.statuses.size() - statuses_before, 3u)
+      << "status updates must keep flowing while the producer queue is full";
+  EXPECT_EQ(stream_.last_flushed(), Lsn(0x1050));
+}
+
+TEST_F(PipelineTest, UpdatesDeletesAndOtherTablesAreCountedNotPublished) {
+  PushRelation();
+  stream_.PushData(0x200, Relation(kOtherOid, "public", "orders", {{"id", kText}}));
+  stream_.PushData(0x1000, Begin(0x1040, 700));
+  stream_.PushData(0x1001, Insert(kOtherOid, {"x"}));
+  stream_.PushData(0x1002, Delete(kOutboxOid, {Id(1)}));
+  stream_.PushData(0x1040, Commit(0x1040, 0x1050));
+  sink_.auto_ack = true;
+  ASSERT_TRUE(RunUntilScriptEnds().ok());
+  EXPECT_TRUE(sink_.produced.empty());
+  EXPECT_EQ(metrics_.changes_ignored.Get("delete"), 1u);
+  EXPECT_EQ(metrics_.changes_ignored.Get("insert_unmapped_table"), 1u);
+  EXPECT_EQ(stream_.max_flushed(), Lsn(0x1050));
+}
+
+TEST_F(PipelineTest, BadRowStopsWithoutConfirmingIt) {
+  PushRelation();
+  PushTxn(0x1000, 700, 1, 1);
+  stream_.PushData(0x2000, Begin(0x2040, 701));
+  stream_.PushData(0x2001, Insert(kOutboxOid, {Id(2), "Order", std::nullopt, "OrderCreated", "{}",
+                                               std::nullopt}));
+  sink_.auto_ack = true;
+  absl::Status status = RunUntilScriptEnds();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("aggregate_id"));
+  EXPECT_THAT(status.message(), HasSubstr("public.outbox"));
+  EXPECT_LE(stream_.max_flushed(), Lsn(0x1050));
+}
+
+TEST_F(PipelineTest, TransactionalLogicalMessagesArePublishedOthersIgnored) {
+  const std::string content = fmt::format(
+      R"({{"id":"{}","aggregate_type":"Invoice","aggregate_id":"i-1","event_type":"InvoiceSent","payload":{{"a":1}}}})",
+      Id(9));
+  stream_.PushData(0x50, Message(false, 0x50, "outbox", content));
+  stream_.PushData(0x1000, Begin(0x1040, 700));
+  stream_.PushData(0x1001, Message(true, 0x1001, "outbox", content));
+  stream_.PushData(0x1002, Message(true, 0x1002, "audit", "{}"));
+  stream_.PushData(0x1040, Commit(0x1040, 0x1050));
+  sink_.auto_ack = true;
+  ASSERT_TRUE(RunUntilScriptEnds().ok());
+  ASSERT_EQ(sink_.produced.size(), 1u);
+  EXPECT_EQ(sink_.produced[0].topic, "outbox.event.Invoice");
+  EXPECT_EQ(sink_.produced[0].key, Id(9));
+  EXPECT_EQ(metrics_.changes_ignored.Get("message_nontransactional"), 1u);
+  EXPECT_EQ(metrics_.changes_ignored.Get("message_other_prefix"), 1u);
+}
+
+TEST_F(PipelineTest, GracefulStopFlushesAndSendsFinalStatus) {
+  PushRelation();
+  PushTxn(0x1000, 700, 1, 3);
+  sink_.ack_on_flush = true;
+  ASSERT_TRUE(RunUntilScriptEnds().ok());
+  EXPECT_EQ(sink_.flushes, 1);
+  EXPECT_EQ(stream_.last_flushed(), Lsn(0x1050));
+}
+
+TEST_F(PipelineTest, GracefulStopNeverConfirmsUnacknowledgedEvents) {
+  PushRelation();
+  PushTxn(0x1000, 700, 1, 3);
+  ASSERT_TRUE(RunUntilScriptEnds().ok());  // Kafka never answers
+  EXPECT_LT(stream_.max_flushed(), Lsn(0x1050));
+}
+
+TEST_F(PipelineTest, StatusUpdatesGoOutAtLeastEveryInterval) {
+  // 35 simulated seconds of silence: at least 3 updates.
+  int timeouts = 0;
+  stream_.on_empty = [&] {
+    if (++timeouts > 1000 || now_ > absl::FromUnixSeconds(1800000035)) stop_ = true;
+  };
+  auto pipeline = Pipeline::Create(&stream_, &sink_, options_, &metrics_, [this] { return now_; });
+  ASSERT_TRUE(pipeline.ok());
+  ASSERT_TRUE((*pipeline)->Run(stop_).ok());
+  EXPECT_GE(stream_.statuses.size(), 4u);  // 0 s, 10 s, 20 s, 30 s, final
+}
+
+TEST_F(PipelineTest, StreamErrorsEndTheSessionAsTransient) {
+  stream_.error_when_empty = absl::UnavailableError("server closed the connection");
+  auto pipeline = Pipeline::Create(&stream_, &sink_, options_, &metrics_, [this] { return now_; });
+  ASSERT_TRUE(pipeline.ok());
+  EXPECT_EQ((*pipeline)->Run(stop_).code(), absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace outboxd::pipeline
