@@ -59,12 +59,17 @@ struct Config {
 using EnvLookup = std::function<std::optional<std::string>(std::string_view name)>;
 
 // Parses TOML text. InvalidArgumentError naming the key (and line) on any
-// mistake: unknown key, wrong type, bad value, unset ${VAR}.
+// mistake: unknown key, wrong type, bad value, unset ${VAR}. Messages read
+// "config: line N: <key path> ...: <what to do>"; "$$" stands for a literal "$".
 absl::StatusOr<Config> ParseConfig(std::string_view toml_text, const EnvLookup& env);
-// Reads and parses a file; NotFoundError when it cannot be read.
+// Reads and parses a file, expanding ${VAR} from the process environment;
+// errors then start with "config PATH: line N:". NotFoundError when it cannot
+// be read.
 absl::StatusOr<Config> LoadConfig(const std::string& path);
 
-// The DSN with any password replaced by "********", for logs and errors.
+// The DSN (key/value or postgresql:// URI) with the values of password and
+// sslpassword replaced by "********", for logs and errors. Never fails: on
+// malformed input it masks more, not less.
 std::string RedactDsn(std::string_view dsn);
 
 }  // namespace outboxd::ops
