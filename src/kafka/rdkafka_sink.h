@@ -6,8 +6,11 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -16,18 +19,50 @@
 
 namespace outboxd::kafka {
 
+using KafkaProperties = std::vector<std::pair<std::string, std::string>>;
+
+struct RdKafkaSinkOptions {
+  // librdkafka's log lines (syslog level 0-7, facility, message), with secret
+  // property values redacted. Called from librdkafka's own threads, so it must
+  // be thread-safe. Unset: librdkafka writes them to stderr itself.
+  std::function<void(int level, std::string_view facility, std::string_view message)> log;
+  // Client-level errors (all brokers down, authentication failed, ...), called
+  // from Poll/Flush on the caller's thread. Informative: librdkafka keeps
+  // retrying by itself, and a fatal one also shows in FatalError().
+  std::function<void(const absl::Status& error)> error;
+};
+
+// Delivery report statuses (the pipeline treats any non-OK as failed):
+//   InvalidArgument   the record itself is bad: too large for the broker,
+//                     invalid or unknown topic (dead-letter it);
+//   PermissionDenied  the principal may not write the topic or cluster;
+//   Aborted           purged by Purge(), or the producer hit a fatal error;
+//   Unavailable       everything else: timed out, broker down, not enough
+//                     replicas after retries (transient: reconnect and resume).
 class RdKafkaSink : public EventSink {
  public:
-  // InvalidArgumentError naming the property librdkafka rejected.
-  static absl::StatusOr<std::unique_ptr<RdKafkaSink>> Create(
-      const std::vector<std::pair<std::string, std::string>>& properties);
+  // InvalidArgumentError naming the property librdkafka rejected. Messages
+  // never contain the value of a secret property (see IsSecretProperty).
+  static absl::StatusOr<std::unique_ptr<RdKafkaSink>> Create(const KafkaProperties& properties,
+                                                             RdKafkaSinkOptions options = {});
   ~RdKafkaSink() override;
+
+  // The user's properties that Create overrides to keep delivery safe
+  // (enable.idempotence other than true, acks / request.required.acks other
+  // than all), in input order; the caller warns about them.
+  static std::vector<std::string> OverriddenProperties(const KafkaProperties& properties);
+
+  // True for properties whose value must never be shown: names containing
+  // "password", "secret", "sasl.oauthbearer.config" or "ssl.key".
+  static bool IsSecretProperty(std::string_view name);
 
   void SetDeliveryHandler(DeliveryHandler handler) override { handler_ = std::move(handler); }
   absl::Status Produce(const ProduceRequest& request) override;
   void Poll(absl::Duration timeout) override;
   absl::Status Flush(absl::Duration timeout) override;
-  size_t InFlight() const override;
+  // Exact count kept by the sink (produced minus reported), not
+  // rd_kafka_outq_len, which also counts queued events such as errors.
+  size_t InFlight() const override { return in_flight_.load(std::memory_order_relaxed); }
   absl::Status CheckReachable(absl::Duration timeout) override;
   absl::Status FatalError() const override;
 
@@ -35,11 +70,25 @@ class RdKafkaSink : public EventSink {
   // (purged) on the next Poll. Used before rebuilding after a failure.
   void Purge();
 
+  // The librdkafka handle, still owned by the sink: for statistics
+  // (rd_kafka_outq_len) and for tests (mock cluster, rd_kafka_test_fatal_error).
+  rd_kafka_t* handle() const { return rk_; }
+
  private:
   RdKafkaSink() = default;
   static void OnDelivery(rd_kafka_t* rk, const rd_kafka_message_t* msg, void* opaque);
+  static void OnError(rd_kafka_t* rk, int err, const char* reason, void* opaque);
+  static void OnLog(const rd_kafka_t* rk, int level, const char* facility, const char* message);
+  std::string Redact(std::string text) const;
+
   rd_kafka_t* rk_ = nullptr;
   DeliveryHandler handler_;
+  RdKafkaSinkOptions options_;
+  std::vector<std::string> secret_values_;  // to scrub from librdkafka's words
+  std::string bootstrap_servers_;           // named in reachability errors
+  int64_t message_max_bytes_ = 0;           // named in size errors
+  std::string topic_buffer_;                // NUL-terminated topic for producev
+  std::atomic<size_t> in_flight_{0};
 };
 
 }  // namespace outboxd::kafka
