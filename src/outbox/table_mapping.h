@@ -51,6 +51,7 @@ struct TableBinding {
   int id = -1, aggregate_type = -1, aggregate_id = -1, event_type = -1, payload = -1;
   int headers = -1, destination = -1, created_at = -1;
   uint32_t payload_type_oid = 0;
+  std::vector<uint32_t> type_oids;  // every column's type OID, in relation order
   std::string schema, table;
   size_t column_count = 0;
 };
@@ -58,12 +59,18 @@ struct TableBinding {
 class TableMapper {
  public:
   explicit TableMapper(std::vector<TableConfig> tables);
+  // Bindings point into tables_: a copy would point into the original.
+  TableMapper(const TableMapper&) = delete;
+  TableMapper& operator=(const TableMapper&) = delete;
+  TableMapper(TableMapper&&) = default;
+  TableMapper& operator=(TableMapper&&) = default;
 
   // Called for every Relation message: (re)binds the relation when it is a
   // configured outbox table, forgets it otherwise (an OID may be reused).
   void OnRelation(const pgoutput::RelationMessage& relation);
 
   // The binding for a relation OID, or nullptr when it is not an outbox table.
+  // Valid until the next OnRelation call.
   const TableBinding* Find(uint32_t relation_oid) const;
 
   // Fills `out` (after Clear()) from an inserted row. InvalidArgumentError naming
@@ -83,8 +90,10 @@ class TableMapper {
 // Fills `out` (after Clear()) from the content of a transactional logical
 // decoding message: a JSON object with the default column names as keys (id,
 // aggregate_type, aggregate_id, event_type, payload, and optional headers,
-// destination, created_at). `payload` may be any JSON value (kept as JSON text)
-// or a string. InvalidArgumentError naming the field on bad content.
+// destination, created_at). `payload` may be any JSON value except null; it is
+// kept as its JSON text exactly as written (a string keeps its quotes, numbers
+// keep their digits), content type application/json. InvalidArgumentError
+// naming the field on bad content.
 absl::Status MapLogicalMessage(std::string_view content, OutboxEvent* out);
 
 // Parses a UUID in any case, with or without hyphens or braces, into canonical

@@ -1,0 +1,163 @@
+#include "outbox/envelope.h"
+
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "common/time.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "outbox/v1/envelope.pb.h"
+
+namespace outboxd::outbox {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::Pair;
+
+OutboxEvent FullEvent() {
+  OutboxEvent event;
+  event.id = "0190f6a1-8a4b-7c3d-9e2f-0123456789ab";
+  event.aggregate_type = "order";
+  event.aggregate_id = "42";
+  event.event_type = "OrderCreated";
+  event.payload = std::string("\x00\x01\xff binary", 10);
+  event.content_type = "application/octet-stream";
+  event.headers = {
+      {"traceparent", "00-abc-01"}, {"tenant", "acme"}, {"bin", std::string("\0x", 2)}};
+  event.destination = "ignored-by-envelope";
+  event.created_at = 817'528'198'123'456;  // 2025-11-27 03:09:58.123456 UTC
+  event.source.commit_lsn = Lsn(0x16'B374D848);
+  event.source.lsn = Lsn(0x16'B374D000);
+  event.source.xid = 4'000'000'000u;
+  event.source.commit_time = 817'528'198'654'321;
+  event.source.schema = "public";
+  event.source.table = "outbox";
+  return event;
+}
+
+::outbox::v1::Envelope Decode(const std::string& bytes) {
+  ::outbox::v1::Envelope envelope;
+  EXPECT_TRUE(envelope.ParseFromString(bytes));
+  return envelope;
+}
+
+TEST(EncodeEnvelopeTest, RoundTripsEveryField) {
+  const OutboxEvent event = FullEvent();
+  std::string bytes = "stale bytes that must be replaced";
+  EncodeEnvelope(event, &bytes);
+  const ::outbox::v1::Envelope envelope = Decode(bytes);
+
+  EXPECT_EQ(envelope.id(), event.id);
+  EXPECT_EQ(envelope.aggregate_type(), "order");
+  EXPECT_EQ(envelope.aggregate_id(), "42");
+  EXPECT_EQ(envelope.event_type(), "OrderCreated");
+  EXPECT_EQ(envelope.payload(), event.payload);
+  EXPECT_EQ(envelope.content_type(), "application/octet-stream");
+  ASSERT_EQ(envelope.headers_size(), 3);
+  EXPECT_EQ(envelope.headers(0).key(), "traceparent");
+  EXPECT_EQ(envelope.headers(0).value(), "00-abc-01");
+  EXPECT_EQ(envelope.headers(1).key(), "tenant");
+  EXPECT_EQ(envelope.headers(1).value(), "acme");
+  EXPECT_EQ(envelope.headers(2).key(), "bin");
+  EXPECT_EQ(envelope.headers(2).value(), std::string("\0x", 2));
+
+  ASSERT_TRUE(envelope.has_created_at());
+  EXPECT_EQ(envelope.created_at().seconds(), 817'528'198 + kPgEpochOffsetSeconds);
+  EXPECT_EQ(envelope.created_at().nanos(), 123'456'000);
+
+  ASSERT_TRUE(envelope.has_source());
+  const ::outbox::v1::Source& source = envelope.source();
+  EXPECT_EQ(source.commit_lsn(), 0x16'B374D848u);
+  EXPECT_EQ(source.lsn(), 0x16'B374D000u);
+  EXPECT_EQ(source.xid(), 4'000'000'000u);
+  ASSERT_TRUE(source.has_commit_time());
+  EXPECT_EQ(source.commit_time().seconds(), 817'528'198 + kPgEpochOffsetSeconds);
+  EXPECT_EQ(source.commit_time().nanos(), 654'321'000);
+  EXPECT_EQ(source.schema(), "public");
+  EXPECT_EQ(source.table(), "outbox");
+  EXPECT_EQ(source.message_prefix(), "");
+}
+
+TEST(EncodeEnvelopeTest, TimestampsAgreeWithAbslTime) {
+  OutboxEvent event = FullEvent();
+  std::string bytes;
+  EncodeEnvelope(event, &bytes);
+  const ::outbox::v1::Envelope envelope = Decode(bytes);
+  const absl::Time expected = PgTimestampToTime(*event.created_at);
+  EXPECT_EQ(absl::FromUnixSeconds(envelope.created_at().seconds()) +
+                absl::Nanoseconds(envelope.created_at().nanos()),
+            expected);
+}
+
+TEST(EncodeEnvelopeTest, LogicalMessageWithoutCreatedAt) {
+  OutboxEvent event = FullEvent();
+  event.created_at.reset();
+  event.headers.clear();
+  event.source.schema.clear();
+  event.source.table.clear();
+  event.source.message_prefix = "outbox";
+  std::string bytes;
+  EncodeEnvelope(event, &bytes);
+  const ::outbox::v1::Envelope envelope = Decode(bytes);
+  EXPECT_FALSE(envelope.has_created_at());
+  EXPECT_EQ(envelope.headers_size(), 0);
+  EXPECT_EQ(envelope.source().schema(), "");
+  EXPECT_EQ(envelope.source().table(), "");
+  EXPECT_EQ(envelope.source().message_prefix(), "outbox");
+}
+
+TEST(EncodeEnvelopeTest, ReuseDoesNotLeakFieldsOfThePreviousEvent) {
+  std::string first;
+  EncodeEnvelope(FullEvent(), &first);
+  OutboxEvent small;
+  small.id = "00000000-0000-0000-0000-000000000001";
+  small.headers = {{"only", "one"}};
+  std::string bytes;
+  EncodeEnvelope(small, &bytes);
+  const ::outbox::v1::Envelope envelope = Decode(bytes);
+  EXPECT_EQ(envelope.id(), small.id);
+  EXPECT_EQ(envelope.aggregate_type(), "");
+  EXPECT_EQ(envelope.payload(), "");
+  ASSERT_EQ(envelope.headers_size(), 1);
+  EXPECT_EQ(envelope.headers(0).key(), "only");
+  EXPECT_FALSE(envelope.has_created_at());
+  EXPECT_EQ(envelope.source().commit_lsn(), 0u);
+  EXPECT_EQ(envelope.source().table(), "");
+  // Same input, same bytes.
+  std::string again;
+  EncodeEnvelope(FullEvent(), &again);
+  EXPECT_EQ(again, first);
+}
+
+TEST(EncodeEnvelopeTest, TimesBeforeTheEpochs) {
+  OutboxEvent event = FullEvent();
+  event.created_at = -1;  // 1999-12-31 23:59:59.999999
+  event.source.commit_time = -kPgEpochOffsetSeconds * 1'000'000 - 1;  // 1969-12-31 23:59:59.999999
+  std::string bytes;
+  EncodeEnvelope(event, &bytes);
+  const ::outbox::v1::Envelope envelope = Decode(bytes);
+  EXPECT_EQ(envelope.created_at().seconds(), kPgEpochOffsetSeconds - 1);
+  EXPECT_EQ(envelope.created_at().nanos(), 999'999'000);
+  EXPECT_EQ(envelope.source().commit_time().seconds(), -1);
+  EXPECT_EQ(envelope.source().commit_time().nanos(), 999'999'000);
+}
+
+TEST(RecordHeadersTest, FixedHeadersThenRowHeadersInOrder) {
+  const OutboxEvent event = FullEvent();
+  std::vector<std::pair<std::string_view, std::string_view>> headers = {{"stale", "x"}};
+  RecordHeaders(event, &headers);
+  EXPECT_THAT(headers, ElementsAre(Pair("outbox-id", "0190f6a1-8a4b-7c3d-9e2f-0123456789ab"),
+                                   Pair("event-type", "OrderCreated"),
+                                   Pair("content-type", "application/octet-stream"),
+                                   Pair("traceparent", "00-abc-01"), Pair("tenant", "acme"),
+                                   Pair("bin", std::string_view("\0x", 2))));
+  // Views into the event, not copies.
+  EXPECT_EQ(headers[0].second.data(), event.id.data());
+  EXPECT_EQ(headers[3].first.data(), event.headers[0].key.data());
+  EXPECT_EQ(headers[3].second.data(), event.headers[0].value.data());
+}
+
+}  // namespace
+}  // namespace outboxd::outbox
