@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace outboxd::replication {
@@ -20,11 +21,15 @@ using Row = std::vector<std::optional<std::string>>;
 
 class PgConnection {
  public:
-  // Connects with `dsn`; `replication` adds replication=database. Adds
-  // application_name=outboxd unless the DSN sets one, and session options that
-  // fix the text formats we parse (DateStyle=ISO, TimeZone=UTC,
-  // extra_float_digits=3). UnavailableError when the server cannot be reached,
-  // UnauthenticatedError / PermissionDeniedError when it refuses us.
+  // Connects with `dsn` (key=value or URI); `replication` adds
+  // replication=database. Adds application_name=outboxd unless the DSN sets
+  // one, connect_timeout=10 unless set, and session options that fix the text
+  // formats we parse (DateStyle=ISO, TimeZone=UTC, extra_float_digits=3),
+  // appended to the DSN's own `options`. InvalidArgumentError for a malformed
+  // DSN, UnavailableError when the server cannot be reached or is not ready,
+  // UnauthenticatedError when it rejects the credentials or the role,
+  // PermissionDeniedError when pg_hba.conf or privileges refuse us,
+  // NotFoundError for a missing database.
   static absl::StatusOr<std::unique_ptr<PgConnection>> Connect(std::string_view dsn, bool replication);
 
   ~PgConnection();
@@ -32,6 +37,9 @@ class PgConnection {
   PgConnection& operator=(const PgConnection&) = delete;
 
   // Runs a simple-protocol query and returns its rows (all columns as text).
+  // Several statements separated by ';' are allowed; the rows are the last
+  // statement's. Errors: the code of StatusCodeForSqlState, the server's words
+  // and SQLSTATE in the message, the SQLSTATE also as a payload (SqlStateOf).
   absl::StatusOr<std::vector<Row>> Query(std::string_view sql);
   // Runs a parameterized query (extended protocol; not for replication commands).
   absl::StatusOr<std::vector<Row>> QueryParams(std::string_view sql, const std::vector<std::string>& params);
@@ -47,8 +55,24 @@ class PgConnection {
 };
 
 // Quotes an SQL literal / identifier for the replication protocol, where there
-// are no parameters.
+// are no parameters. Assumes standard_conforming_strings = on (the default since
+// PostgreSQL 9.1, and the only form the replication command grammar accepts):
+// backslashes are ordinary characters, quotes are doubled.
 std::string QuoteLiteral(std::string_view s);
 std::string QuoteIdentifier(std::string_view s);
+
+// The status code for a server error's SQLSTATE: connection loss, shutdown,
+// too many clients and objects in use (a busy slot) are Unavailable, i.e.
+// worth retrying; privilege errors PermissionDenied; missing objects NotFound;
+// and so on. Unknown codes give kUnknown.
+absl::StatusCode StatusCodeForSqlState(std::string_view sqlstate);
+
+// The status for a failed libpq result (`res` may be null, e.g. out of memory
+// or connection lost): the server's message, SQLSTATE, detail and hint, with
+// `context` (what we were doing) in front when not empty.
+absl::Status StatusFromResult(const PGresult* res, PGconn* conn, std::string_view context);
+
+// The SQLSTATE attached to a status made by StatusFromResult or Query, if any.
+std::optional<std::string> SqlStateOf(const absl::Status& status);
 
 }  // namespace outboxd::replication

@@ -1,1 +1,424 @@
-// placeholder, being written
+#include "replication/pg_replication_stream.h"
+
+#include <poll.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/cord.h"
+#include "common/status_macros.h"
+#include "fmt/format.h"
+
+namespace outboxd::replication {
+namespace {
+
+// How long SendStatus may wait for the socket to take a 38-byte message before
+// calling the connection stalled. Well under wal_sender_timeout (60 s).
+constexpr absl::Duration kSendTimeout = absl::Seconds(10);
+
+constexpr std::string_view kLostSlotAdvice =
+    "events in the lost WAL are gone; see docs/operations.md (\"Invalidated slot\") to recover, "
+    "then drop the slot and start again";
+
+// A copy of `status` with `context` in front of its message, keeping code and payloads.
+absl::Status WithContext(const absl::Status& status, std::string_view context) {
+  absl::Status out(status.code(), fmt::format("{}: {}", context, std::string(status.message())));
+  status.ForEachPayload([&out](absl::string_view url, const absl::Cord& payload) { out.SetPayload(url, payload); });
+  return out;
+}
+
+absl::Status WithCode(const absl::Status& status, absl::StatusCode code) {
+  absl::Status out(code, status.message());
+  status.ForEachPayload([&out](absl::string_view url, const absl::Cord& payload) { out.SetPayload(url, payload); });
+  return out;
+}
+
+// A table name as the user would type it in SQL, quoting only when needed.
+std::string SqlName(std::string_view name) {
+  bool plain = !name.empty() && !(name[0] >= '0' && name[0] <= '9');
+  for (char c : name) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_')) plain = false;
+  }
+  return plain ? std::string(name) : QuoteIdentifier(name);
+}
+
+struct TableName {
+  std::string schema;
+  std::string table;
+  std::string Sql() const { return fmt::format("{}.{}", SqlName(schema), SqlName(table)); }
+};
+
+TableName SplitTableName(std::string_view qualified) {
+  const size_t dot = qualified.find('.');
+  if (dot == std::string_view::npos) return {"public", std::string(qualified)};
+  return {std::string(qualified.substr(0, dot)), std::string(qualified.substr(dot + 1))};
+}
+
+absl::StatusOr<Lsn> ParseLsnField(const std::optional<std::string>& text, std::string_view what) {
+  if (!text.has_value()) return Lsn::Invalid();
+  auto lsn = Lsn::Parse(*text);
+  if (!lsn.ok()) {
+    return absl::InternalError(fmt::format("PostgreSQL returned an unreadable {}: {}", what,
+                                           std::string(lsn.status().message())));
+  }
+  return *lsn;
+}
+
+int ToPollTimeout(absl::Duration left) {
+  if (left == absl::InfiniteDuration()) return -1;
+  if (left <= absl::ZeroDuration()) return 0;
+  const int64_t ms = absl::ToInt64Milliseconds(absl::Ceil(left, absl::Milliseconds(1)));
+  return ms > INT_MAX ? INT_MAX : static_cast<int>(ms);
+}
+
+// poll() on one descriptor until `deadline`, restarting after signals.
+// Returns the revents, 0 on timeout.
+absl::StatusOr<short> PollUntil(int fd, short events, absl::Time deadline) {
+  for (;;) {
+    pollfd pfd{fd, events, 0};
+    const int rc = poll(&pfd, 1, ToPollTimeout(deadline - absl::Now()));
+    if (rc >= 0) return rc == 0 ? short{0} : pfd.revents;
+    if (errno != EINTR) {
+      return absl::UnavailableError(
+          fmt::format("waiting on the replication connection's socket failed: {}", std::strerror(errno)));
+    }
+  }
+}
+
+absl::Status ConnectionError(PGconn* conn, std::string_view what) {
+  // One line: libpq's messages may span several.
+  std::string why;
+  for (const char* p = PQerrorMessage(conn); *p != '\0'; ++p) {
+    const bool space = *p == '\n' || *p == '\t' || *p == ' ';
+    if (space && (why.empty() || why.back() == ' ')) continue;
+    why.push_back(space ? ' ' : *p);
+  }
+  if (!why.empty() && why.back() == ' ') why.pop_back();
+  return absl::UnavailableError(fmt::format("{}: {}; outboxd reconnects", what, why));
+}
+
+absl::StatusOr<SlotState> ReadSlot(PgConnection& conn, std::string_view slot, bool* found) {
+  const bool has_wal_status = conn.server_version() >= 130000;
+  ASSIGN_OR_RETURN(
+      std::vector<Row> rows,
+      conn.Query(fmt::format("SELECT slot_type, plugin, database, active, active_pid, {}, confirmed_flush_lsn "
+                             "FROM pg_catalog.pg_replication_slots WHERE slot_name = {}",
+                             has_wal_status ? "wal_status" : "NULL", QuoteLiteral(slot))));
+  *found = !rows.empty();
+  SlotState state;
+  if (rows.empty()) return state;
+  const Row& row = rows[0];
+  state.slot_type = row[0].value_or("");
+  state.plugin = row[1].value_or("");
+  state.database = row[2].value_or("");
+  state.active = row[3].value_or("f") == "t";
+  if (row[4].has_value()) state.active_pid = std::atoi(row[4]->c_str());
+  state.wal_status = row[5].value_or("");
+  ASSIGN_OR_RETURN(state.confirmed_flush, ParseLsnField(row[6], "confirmed_flush_lsn"));
+  return state;
+}
+
+absl::Status CheckPublication(PgConnection& conn, const StreamOptions& options, std::string_view database) {
+  ASSIGN_OR_RETURN(std::vector<Row> pubs,
+                   conn.Query(fmt::format("SELECT pubinsert FROM pg_catalog.pg_publication WHERE pubname = {}",
+                                          QuoteLiteral(options.publication))));
+  if (pubs.empty()) {
+    return absl::FailedPreconditionError(fmt::format(
+        "publication \"{}\" does not exist in database \"{}\": run sql/outbox.sql (it creates publication "
+        "outboxd for public.outbox), or CREATE PUBLICATION {} FOR TABLE <your outbox tables> WITH (publish = "
+        "'insert'), or fix [source] publication",
+        options.publication, database, SqlName(options.publication)));
+  }
+  if (pubs[0][0].value_or("f") != "t") {
+    return absl::FailedPreconditionError(fmt::format(
+        "publication \"{}\" does not publish inserts, so no outbox row would ever reach outboxd: run ALTER "
+        "PUBLICATION {} SET (publish = 'insert')",
+        options.publication, SqlName(options.publication)));
+  }
+  if (options.tables.empty()) return absl::OkStatus();
+
+  ASSIGN_OR_RETURN(std::vector<Row> published,
+                   conn.Query(fmt::format("SELECT schemaname, tablename FROM pg_catalog.pg_publication_tables "
+                                          "WHERE pubname = {}",
+                                          QuoteLiteral(options.publication))));
+  for (const std::string& qualified : options.tables) {
+    const TableName name = SplitTableName(qualified);
+    bool in_publication = false;
+    for (const Row& row : published) {
+      if (row[0].value_or("") == name.schema && row[1].value_or("") == name.table) in_publication = true;
+    }
+    if (in_publication) continue;
+    ASSIGN_OR_RETURN(std::vector<Row> exists,
+                     conn.Query(fmt::format("SELECT pg_catalog.to_regclass({}) IS NOT NULL",
+                                            QuoteLiteral(fmt::format("{}.{}", QuoteIdentifier(name.schema),
+                                                                     QuoteIdentifier(name.table))))));
+    if (exists.empty() || exists[0][0].value_or("f") != "t") {
+      return absl::FailedPreconditionError(fmt::format(
+          "outbox table {} does not exist in database \"{}\": create it (sql/outbox.sql creates public.outbox), "
+          "add it to the publication with ALTER PUBLICATION {} ADD TABLE {}, or fix the [[outbox]] table name",
+          name.Sql(), database, SqlName(options.publication), name.Sql()));
+    }
+    return absl::FailedPreconditionError(fmt::format(
+        "outbox table {} is not in publication \"{}\", so its rows would never reach outboxd: run ALTER "
+        "PUBLICATION {} ADD TABLE {}",
+        name.Sql(), options.publication, SqlName(options.publication), name.Sql()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int ProtoVersionFor(int server_version) {
+  if (server_version >= 160000) return 4;
+  if (server_version >= 150000) return 3;
+  if (server_version >= 140000) return 2;
+  return 1;
+}
+
+absl::Status ValidateSlotName(std::string_view name) {
+  bool valid = !name.empty() && name.size() <= 63;
+  for (char c : name) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_')) valid = false;
+  }
+  if (valid) return absl::OkStatus();
+  return absl::InvalidArgumentError(fmt::format(
+      "invalid replication slot name \"{}\": PostgreSQL allows 1 to 63 lower case letters, digits and "
+      "underscores; fix [source] slot",
+      name));
+}
+
+absl::Status CheckSlot(std::string_view name, const SlotState& slot, std::string_view database) {
+  if (slot.slot_type != "logical") {
+    return absl::FailedPreconditionError(fmt::format(
+        "replication slot \"{}\" is a {} slot; outboxd needs a logical slot with plugin pgoutput: choose "
+        "another [source] slot name (outboxd creates it), or drop this one if nothing uses it",
+        name, slot.slot_type));
+  }
+  if (slot.plugin != "pgoutput") {
+    return absl::FailedPreconditionError(fmt::format(
+        "replication slot \"{}\" uses output plugin \"{}\"; outboxd needs pgoutput: choose another [source] slot "
+        "name, or drop this one (SELECT pg_drop_replication_slot('{}')) if nothing else uses it",
+        name, slot.plugin, name));
+  }
+  if (slot.database != database) {
+    return absl::FailedPreconditionError(fmt::format(
+        "replication slot \"{}\" belongs to database \"{}\", not \"{}\": fix dbname in [source] dsn or choose "
+        "another [source] slot name",
+        name, slot.database, database));
+  }
+  if (slot.wal_status == "lost") {
+    return absl::FailedPreconditionError(fmt::format(
+        "replication slot \"{}\" was invalidated by PostgreSQL (wal_status lost, max_slot_wal_keep_size "
+        "exceeded): {}",
+        name, kLostSlotAdvice));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<PgReplicationStream>> PgReplicationStream::Start(const StreamOptions& options) {
+  RETURN_IF_ERROR(ValidateSlotName(options.slot));
+  if (options.publication.empty()) {
+    return absl::InvalidArgumentError("[source] publication is empty: name the publication of the outbox tables");
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<PgConnection> conn, PgConnection::Connect(options.dsn, /*replication=*/true));
+  const std::string where = conn->Describe();
+
+  SystemInfo info;
+  info.server_version = conn->server_version();
+  if (info.server_version < 100000) {
+    return absl::FailedPreconditionError(fmt::format(
+        "PostgreSQL {} ({}) has no pgoutput logical decoding; outboxd needs PostgreSQL 10 or later",
+        info.server_version, where));
+  }
+  info.proto_version = ProtoVersionFor(info.server_version);
+
+  // IDENTIFY_SYSTEM: systemid, timeline, xlogpos, dbname.
+  auto identify = conn->Query("IDENTIFY_SYSTEM");
+  if (!identify.ok()) return WithContext(identify.status(), fmt::format("IDENTIFY_SYSTEM on {}", where));
+  if (identify->size() != 1 || (*identify)[0].size() < 4) {
+    return absl::InternalError(fmt::format("IDENTIFY_SYSTEM on {} returned an unexpected result", where));
+  }
+  const Row& system = (*identify)[0];
+  info.system_id = system[0].value_or("");
+  info.timeline = system[1].has_value() ? std::atoi(system[1]->c_str()) : 0;
+  ASSIGN_OR_RETURN(info.xlog_pos, ParseLsnField(system[2], "xlogpos"));
+  const std::string database = system[3].value_or("");
+
+  auto wal_level = conn->Query("SHOW wal_level");
+  if (!wal_level.ok()) return WithContext(wal_level.status(), fmt::format("SHOW wal_level on {}", where));
+  const std::string level = !wal_level->empty() ? (*wal_level)[0][0].value_or("") : "";
+  if (level != "logical") {
+    return absl::FailedPreconditionError(fmt::format(
+        "wal_level is '{}'; logical decoding needs wal_level = logical: set it in postgresql.conf and restart "
+        "PostgreSQL",
+        level));
+  }
+
+  if (absl::Status s = CheckPublication(*conn, options, database); !s.ok()) {
+    return s.code() == absl::StatusCode::kFailedPrecondition
+               ? s
+               : WithContext(s, fmt::format("checking publication \"{}\" on {}", options.publication, where));
+  }
+
+  bool found = false;
+  auto slot = ReadSlot(*conn, options.slot, &found);
+  if (!slot.ok()) {
+    return WithContext(slot.status(), fmt::format("reading replication slot \"{}\" on {}", options.slot, where));
+  }
+  if (found) {
+    RETURN_IF_ERROR(CheckSlot(options.slot, *slot, database));
+    info.slot_confirmed_flush = slot->confirmed_flush;
+  } else if (!options.create_slot) {
+    return absl::FailedPreconditionError(fmt::format(
+        "replication slot \"{}\" does not exist in database \"{}\" and [source] create_slot = false: create it "
+        "with SELECT pg_create_logical_replication_slot('{}', 'pgoutput'), or set create_slot = true",
+        options.slot, database, options.slot));
+  } else {
+    // No snapshot: outboxd streams from now on and never reads a snapshot.
+    const std::string create =
+        info.server_version >= 150000
+            ? fmt::format("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'nothing')",
+                          QuoteIdentifier(options.slot))
+            : fmt::format("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput NOEXPORT_SNAPSHOT",
+                          QuoteIdentifier(options.slot));
+    auto created = conn->Query(create);
+    if (!created.ok()) {
+      if (SqlStateOf(created.status()) == "42710") {
+        // Another instance created it between our look-up and now.
+        return WithCode(WithContext(created.status(),
+                                    fmt::format("creating replication slot \"{}\": another client created it at "
+                                                "the same moment; retrying",
+                                                options.slot)),
+                        absl::StatusCode::kUnavailable);
+      }
+      return WithContext(created.status(), fmt::format("creating replication slot \"{}\" on {}", options.slot, where));
+    }
+    // slot_name, consistent_point, snapshot_name, output_plugin.
+    if (created->size() != 1 || (*created)[0].size() < 2) {
+      return absl::InternalError(
+          fmt::format("CREATE_REPLICATION_SLOT on {} returned an unexpected result", where));
+    }
+    ASSIGN_OR_RETURN(info.slot_confirmed_flush, ParseLsnField((*created)[0][1], "consistent_point"));
+    info.slot_created = true;
+  }
+
+  // pgoutput parses publication_names as a list of identifiers, hence the
+  // identifier quoting inside the literal.
+  std::string start = fmt::format(
+      "START_REPLICATION SLOT {} LOGICAL 0/0 (proto_version '{}', publication_names {}", QuoteIdentifier(options.slot),
+      info.proto_version, QuoteLiteral(QuoteIdentifier(options.publication)));
+  if (options.messages && info.server_version >= 140000) start += ", messages 'true'";
+  start += ")";
+
+  PGresult* res = PQexec(conn->raw(), start.c_str());
+  if (res == nullptr || PQresultStatus(res) != PGRES_COPY_BOTH) {
+    absl::Status status = StatusFromResult(res, conn->raw(), "");
+    if (res != nullptr) PQclear(res);
+    if (status.code() == absl::StatusCode::kUnavailable && SqlStateOf(status) == "55006") {
+      return WithContext(status, fmt::format("replication slot \"{}\" is in use by another client (probably "
+                                             "another outboxd instance); this instance waits as a standby",
+                                             options.slot));
+    }
+    if (status.code() == absl::StatusCode::kFailedPrecondition && status.message().find("invalidated") !=
+                                                                        absl::string_view::npos) {
+      return WithContext(status, fmt::format("replication slot \"{}\" was invalidated by PostgreSQL; {}",
+                                             options.slot, kLostSlotAdvice));
+    }
+    return WithContext(status, fmt::format("START_REPLICATION on {}", where));
+  }
+  PQclear(res);
+  // Non-blocking from here on so that a stalled server cannot hang SendStatus.
+  if (PQsetnonblocking(conn->raw(), 1) != 0) {
+    return ConnectionError(conn->raw(), "cannot make the replication connection non-blocking");
+  }
+  return std::unique_ptr<PgReplicationStream>(new PgReplicationStream(std::move(conn), std::move(info)));
+}
+
+PgReplicationStream::~PgReplicationStream() {
+  if (buffer_ != nullptr) PQfreemem(buffer_);
+}
+
+absl::StatusOr<bool> PgReplicationStream::ReadFrame(absl::Duration timeout, std::string_view* frame) {
+  if (buffer_ != nullptr) {
+    PQfreemem(buffer_);
+    buffer_ = nullptr;
+  }
+  *frame = {};
+  PGconn* conn = conn_->raw();
+  const absl::Time deadline = absl::Now() + timeout;
+  bool consumed = false;
+  for (;;) {
+    const int n = PQgetCopyData(conn, &buffer_, /*async=*/1);
+    if (n > 0) {
+      *frame = std::string_view(buffer_, static_cast<size_t>(n));
+      return true;
+    }
+    if (n == -1) return EndOfStream();
+    if (n == -2) return ConnectionError(conn, "the replication connection failed");
+    // Nothing complete in libpq's buffer. Read what the socket holds before
+    // waiting: with TLS, bytes may already sit decrypted in the library.
+    if (!consumed) {
+      if (PQconsumeInput(conn) == 0) return ConnectionError(conn, "reading from the replication connection failed");
+      consumed = true;
+      continue;
+    }
+    ASSIGN_OR_RETURN(short revents, PollUntil(PQsocket(conn), POLLIN, deadline));
+    if (revents == 0) return false;
+    if (PQconsumeInput(conn) == 0) return ConnectionError(conn, "reading from the replication connection failed");
+  }
+}
+
+absl::Status PgReplicationStream::EndOfStream() {
+  PGconn* conn = conn_->raw();
+  // The message that ended the stream is already buffered, so this does not block.
+  PGresult* res = PQgetResult(conn);
+  absl::Status status;
+  if (res != nullptr && PQresultStatus(res) == PGRES_FATAL_ERROR) {
+    status = WithCode(StatusFromResult(res, conn, "PostgreSQL ended the replication stream"),
+                      absl::StatusCode::kUnavailable);
+  } else {
+    status = absl::UnavailableError(fmt::format(
+        "PostgreSQL ended the replication stream ({}): the server is probably shutting down; outboxd reconnects",
+        res != nullptr ? PQresStatus(PQresultStatus(res)) : "connection closed"));
+  }
+  if (res != nullptr) PQclear(res);
+  return status;
+}
+
+absl::Status PgReplicationStream::WaitToFlush(absl::Time deadline) {
+  PGconn* conn = conn_->raw();
+  ASSIGN_OR_RETURN(short revents, PollUntil(PQsocket(conn), POLLIN | POLLOUT, deadline));
+  if (revents == 0) {
+    return absl::UnavailableError(fmt::format(
+        "PostgreSQL did not take the standby status update within {}: the replication connection is stalled; "
+        "outboxd reconnects",
+        absl::FormatDuration(kSendTimeout)));
+  }
+  if ((revents & (POLLIN | POLLERR | POLLHUP)) != 0 && PQconsumeInput(conn) == 0) {
+    return ConnectionError(conn, "reading from the replication connection failed");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PgReplicationStream::SendStatus(const StandbyStatus& status) {
+  PGconn* conn = conn_->raw();
+  const std::array<char, kStandbyStatusSize> bytes = EncodeStandbyStatus(status);
+  const absl::Time deadline = absl::Now() + kSendTimeout;
+  for (;;) {
+    const int rc = PQputCopyData(conn, bytes.data(), static_cast<int>(bytes.size()));
+    if (rc == 1) break;
+    if (rc == -1) return ConnectionError(conn, "cannot send a standby status update to PostgreSQL");
+    RETURN_IF_ERROR(WaitToFlush(deadline));  // rc == 0: libpq's buffer is full
+  }
+  for (;;) {
+    const int rc = PQflush(conn);
+    if (rc == 0) return absl::OkStatus();
+    if (rc == -1) return ConnectionError(conn, "cannot send a standby status update to PostgreSQL");
+    RETURN_IF_ERROR(WaitToFlush(deadline));
+  }
+}
+
+}  // namespace outboxd::replication

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -50,15 +51,46 @@ class PgReplicationStream : public ReplicationStream {
   absl::Status SendStatus(const StandbyStatus& status) override;
 
   const SystemInfo& info() const { return info_; }
+  // The walsender's process id, as in pg_stat_replication.pid.
+  int backend_pid() const { return PQbackendPID(conn_->raw()); }
   ~PgReplicationStream() override;
 
  private:
   PgReplicationStream(std::unique_ptr<PgConnection> conn, SystemInfo info)
       : conn_(std::move(conn)), info_(std::move(info)) {}
+  // Waits until the socket accepts more output (reading input meanwhile, so
+  // that neither side blocks on a full buffer), at most until `deadline`.
+  absl::Status WaitToFlush(absl::Time deadline);
+  // The status for the end of the CopyBoth stream (PQgetCopyData returned -1).
+  absl::Status EndOfStream();
+
   std::unique_ptr<PgConnection> conn_;
   SystemInfo info_;
   char* buffer_ = nullptr;  // the last frame from PQgetCopyData, freed on the next read
 };
+
+// What Start needs from a row of pg_replication_slots.
+struct SlotState {
+  std::string slot_type;  // "logical" or "physical"
+  std::string plugin;     // empty for a physical slot
+  std::string database;   // empty for a physical slot
+  bool active = false;
+  std::optional<int> active_pid;
+  // "reserved", "extended", "unreserved" or "lost"; empty before PostgreSQL 13.
+  std::string wal_status;
+  Lsn confirmed_flush;
+};
+
+// OK when the existing slot `name` can feed outboxd from `database`, else
+// FailedPreconditionError saying what to do: a physical slot, another output
+// plugin, another database, or a slot PostgreSQL invalidated (wal_status lost,
+// events gone). An active slot is not an error here: START_REPLICATION reports
+// it, and the pipeline waits as a standby.
+absl::Status CheckSlot(std::string_view name, const SlotState& slot, std::string_view database);
+
+// InvalidArgumentError unless `name` is a valid replication slot name: 1 to 63
+// characters from [a-z0-9_], as PostgreSQL requires.
+absl::Status ValidateSlotName(std::string_view name);
 
 // The pgoutput proto_version for a server_version_num: 4 from 16, 3 from 15,
 // 2 from 14, else 1. Streaming stays off whatever the version.
