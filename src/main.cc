@@ -82,8 +82,24 @@ int Run(const ops::Config& config) {
                  info.server_version, info.proto_version, info.slot_created ? ", slot created" : "");
     return std::unique_ptr<replication::ReplicationStream>(std::move(*stream));
   };
+  for (const std::string& key : kafka::RdKafkaSink::OverriddenProperties(config.kafka.properties)) {
+    ops::LogWarn("[sink.kafka] {} is overridden: outboxd always produces with "
+                 "enable.idempotence=true and acks=all, or an acknowledged event could be lost",
+                 key);
+  }
+  kafka::RdKafkaSinkOptions sink_options{
+      .log =
+          [](int level, std::string_view facility, std::string_view message) {
+            const ops::LogLevel ours = level <= 3   ? ops::LogLevel::kError
+                                       : level == 4 ? ops::LogLevel::kWarn
+                                       : level <= 6 ? ops::LogLevel::kInfo
+                                                    : ops::LogLevel::kDebug;
+            ops::Log(ours, "kafka {}: {}", facility, message);
+          },
+      .error = [](const absl::Status& error) { ops::LogWarn("kafka: {}", error.message()); },
+  };
   pipeline::SinkFactory sinks = [&]() -> absl::StatusOr<std::unique_ptr<kafka::EventSink>> {
-    auto sink = kafka::RdKafkaSink::Create(config.kafka.properties);
+    auto sink = kafka::RdKafkaSink::Create(config.kafka.properties, sink_options);
     if (!sink.ok()) return sink.status();
     return std::unique_ptr<kafka::EventSink>(std::move(*sink));
   };

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <compare>
+#include <ostream>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -26,6 +27,8 @@ class Lsn {
   std::string ToString() const;
 
   friend constexpr auto operator<=>(Lsn, Lsn) = default;
+
+  friend std::ostream& operator<<(std::ostream& os, Lsn lsn) { return os << lsn.ToString(); }
 
   template <typename Sink>
   friend void AbslStringify(Sink& sink, Lsn lsn) {

@@ -100,6 +100,9 @@ absl::Status Pipeline::HandleFrame(std::string_view bytes) {
   }
   if (const Keepalive* keepalive = std::get_if<Keepalive>(&*frame)) {
     server_wal_end_ = std::max(server_wal_end_, keepalive->wal_end);
+    // The walsender has sent everything before walEnd; reporting it as written
+    // keeps the server from pinging us again and again while we are behind.
+    received_ = std::max(received_, keepalive->wal_end);
     metrics_->server_wal_end.store(server_wal_end_.value(), std::memory_order_relaxed);
     // The walsender's keepalive carries the position it has sent up to. With
     // nothing open and nothing unacknowledged, everything before it is done, so

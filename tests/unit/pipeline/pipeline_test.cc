@@ -3,7 +3,9 @@
 #include <atomic>
 #include <memory>
 
+#include "common/time.h"
 #include "fakes.h"
+#include "fmt/format.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "outbox/v1/envelope.pb.h"
@@ -85,7 +87,7 @@ TEST_F(PipelineTest, PublishesInsertsAsEnvelopesKeyedByUuid) {
   EXPECT_EQ(first.key, Id(1));
   EXPECT_THAT(first.headers, ElementsAre(Pair("outbox-id", Id(1)), Pair("event-type", "OrderCreated"),
                                          Pair("content-type", "application/json")));
-  outbox::v1::Envelope envelope;
+  ::outbox::v1::Envelope envelope;
   ASSERT_TRUE(envelope.ParseFromString(first.value));
   EXPECT_EQ(envelope.id(), Id(1));
   EXPECT_EQ(envelope.aggregate_id(), "order-1");
@@ -174,16 +176,21 @@ TEST_F(PipelineTest, BackpressureStopsReadingButKeepsSendingStatus) {
   sink_.queue_limit = 2;
   // Kafka stalls for 30 simulated seconds: each poll takes one second.
   int reads_at_first_full = -1;
+  int refusals_at_release = 0;
+  int stalled_polls = 0;
   sink_.on_poll = [&] {
-    if (sink_.pending() < sink_.queue_limit) return;
+    // Backpressure: a Produce was refused and the queue is still full.
+    if (sink_.pending() < sink_.queue_limit || sink_.queue_full_answers == refusals_at_release) return;
     if (reads_at_first_full < 0) reads_at_first_full = stream_.reads_;
     EXPECT_EQ(stream_.reads_, reads_at_first_full) << "the socket must not be read while full";
     now_ += absl::Seconds(1);
-    if (sink_.polls > 30) {
+    if (++stalled_polls % 30 == 0) {
       sink_.DeliverAll(absl::OkStatus());
       reads_at_first_full = -1;
+      refusals_at_release = sink_.queue_full_answers;
     }
   };
+  sink_.ack_on_flush = true;  // the broker answers the rest at shutdown
   const size_t statuses_before = stream_.statuses.size();
   ASSERT_TRUE(RunUntilScriptEnds().ok());
   EXPECT_GT(sink_.queue_full_answers, 0);

@@ -1,0 +1,275 @@
+#include "harness.h"
+
+#include <fcntl.h>
+#include <librdkafka/rdkafka.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "common/format.h"
+#include "fmt/format.h"
+#include "gtest/gtest.h"
+
+namespace outboxd::it {
+
+std::string PgPort() {
+  const char* port = std::getenv("OUTBOXD_PG_PORT");
+  return port && *port ? port : "54329";
+}
+
+std::string KafkaBootstrap() {
+  const char* port = std::getenv("OUTBOXD_KAFKA_PORT");
+  return fmt::format("127.0.0.1:{}", port && *port ? port : "59092");
+}
+
+std::string PgDsn() { return fmt::format("host=127.0.0.1 port={} dbname=app user=postgres", PgPort()); }
+
+std::string UniqueName(const std::string& prefix) {
+  static const std::string run = [] {
+    std::random_device rd;
+    return fmt::format("{:06x}", rd() & 0xffffff);
+  }();
+  static std::atomic<int> counter{0};
+  return fmt::format("{}_{}_{}", prefix, run, counter++);
+}
+
+bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout, absl::Duration every) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    if (condition()) return true;
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(every);
+  }
+}
+
+Sql::Sql() {
+  auto conn = replication::PgConnection::Connect(PgDsn(), false);
+  if (!conn.ok()) {
+    ADD_FAILURE() << "cannot connect to the local PostgreSQL (deploy/local/stack.sh up): "
+                  << conn.status();
+    return;
+  }
+  conn_ = std::move(*conn);
+}
+
+std::vector<replication::Row> Sql::Query(const std::string& sql) {
+  if (!conn_) return {};
+  auto rows = conn_->Query(sql);
+  if (!rows.ok()) {
+    ADD_FAILURE() << "SQL failed: " << sql << "\n" << rows.status();
+    return {};
+  }
+  return *rows;
+}
+
+std::string Sql::Scalar(const std::string& sql) {
+  auto rows = Query(sql);
+  if (rows.empty() || rows[0].empty() || !rows[0][0]) return "";
+  return *rows[0][0];
+}
+
+Lsn Sql::CurrentLsn() { return *Lsn::Parse(Scalar("SELECT pg_current_wal_lsn()")); }
+
+Lsn Sql::ConfirmedFlush(const std::string& slot) {
+  std::string text = Scalar(fmt::format(
+      "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '{}'", slot));
+  if (text.empty()) return Lsn();
+  return *Lsn::Parse(text);
+}
+
+int64_t Sql::RetainedWal(const std::string& slot) {
+  std::string text = Scalar(fmt::format(
+      "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint FROM pg_replication_slots "
+      "WHERE slot_name = '{}'",
+      slot));
+  return text.empty() ? -1 : std::stoll(text);
+}
+
+void Sql::DropSlotWhenInactive(const std::string& slot) {
+  WaitFor(
+      [&] {
+        return Scalar(fmt::format("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}' "
+                                  "AND active",
+                                  slot)) == "0";
+      },
+      absl::Seconds(20));
+  Query(fmt::format("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE "
+                    "slot_name = '{}'",
+                    slot));
+}
+
+TestSource CreateDefaultSource(Sql& sql, const std::string& name) {
+  TestSource source{
+      .table = UniqueName(name + "_outbox"),
+      .publication = UniqueName(name + "_pub"),
+      .slot = UniqueName(name + "_slot"),
+      .topic_prefix = UniqueName("it." + name),
+  };
+  sql.Exec(fmt::format(
+      "CREATE TABLE public.{} (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), aggregate_type text "
+      "NOT NULL, aggregate_id text NOT NULL, event_type text NOT NULL, payload jsonb NOT NULL, "
+      "headers jsonb, destination text, created_at timestamptz NOT NULL DEFAULT now())",
+      source.table));
+  sql.Exec(fmt::format("CREATE PUBLICATION {} FOR TABLE public.{} WITH (publish = 'insert')",
+                       source.publication, source.table));
+  return source;
+}
+
+void DropSource(Sql& sql, const TestSource& source) {
+  sql.DropSlotWhenInactive(source.slot);
+  sql.Exec(fmt::format("DROP PUBLICATION IF EXISTS {}", source.publication));
+  sql.Exec(fmt::format("DROP TABLE IF EXISTS public.{}", source.table));
+}
+
+std::string ConfigFor(const TestSource& source, const std::string& extra_outbox_keys) {
+  return fmt::format(R"([source]
+dsn = "{}"
+slot = "{}"
+publication = "{}"
+create_slot = true
+
+[sink.kafka]
+"bootstrap.servers" = "{}"
+
+[[outbox]]
+table = "public.{}"
+topic = "{}.{{aggregate_type}}"
+{}
+[messages]
+enabled = false
+
+[log]
+level = "debug"
+)",
+                     PgDsn(), source.slot, source.publication, KafkaBootstrap(), source.table,
+                     source.topic_prefix, extra_outbox_keys);
+}
+
+std::vector<Record> ReadTopics(const std::vector<std::string>& topics, size_t expected,
+                               absl::Duration timeout) {
+  std::vector<Record> records;
+  char errstr[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  auto set = [&](const char* k, const std::string& v) {
+    if (rd_kafka_conf_set(conf, k, v.c_str(), errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
+      ADD_FAILURE() << k << ": " << errstr;
+    }
+  };
+  set("bootstrap.servers", KafkaBootstrap());
+  set("group.id", UniqueName("it_reader"));
+  set("auto.offset.reset", "earliest");
+  set("enable.auto.commit", "false");
+  set("topic.metadata.refresh.interval.ms", "500");
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+  if (rk == nullptr) {
+    ADD_FAILURE() << "consumer: " << errstr;
+    return records;
+  }
+  rd_kafka_poll_set_consumer(rk);
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(topics.size());
+  for (const std::string& topic : topics) {
+    rd_kafka_topic_partition_list_add(list, topic.c_str(), RD_KAFKA_PARTITION_UA);
+  }
+  rd_kafka_subscribe(rk, list);
+  rd_kafka_topic_partition_list_destroy(list);
+
+  const absl::Time deadline = absl::Now() + timeout;
+  while (records.size() < expected && absl::Now() < deadline) {
+    rd_kafka_message_t* msg = rd_kafka_consumer_poll(rk, 200);
+    if (msg == nullptr) continue;
+    if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      Record r;
+      r.topic = rd_kafka_topic_name(msg->rkt);
+      r.partition = msg->partition;
+      r.offset = msg->offset;
+      if (msg->key) r.key.assign(static_cast<const char*>(msg->key), msg->key_len);
+      if (msg->payload) r.value.assign(static_cast<const char*>(msg->payload), msg->len);
+      rd_kafka_headers_t* headers = nullptr;
+      if (rd_kafka_message_headers(msg, &headers) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        const char* name;
+        const void* value;
+        size_t size;
+        for (size_t i = 0; rd_kafka_header_get_all(headers, i, &name, &value, &size) ==
+                           RD_KAFKA_RESP_ERR_NO_ERROR;
+             ++i) {
+          r.headers.emplace_back(name, std::string(static_cast<const char*>(value), size));
+        }
+      }
+      records.push_back(std::move(r));
+    }
+    rd_kafka_message_destroy(msg);
+  }
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+  return records;
+}
+
+OutboxdProcess::OutboxdProcess(std::string config_toml) {
+  const std::string base = fmt::format("/tmp/{}", UniqueName("outboxd_it"));
+  config_path_ = base + ".toml";
+  log_path_ = base + ".log";
+  std::ofstream(config_path_) << config_toml;
+}
+
+OutboxdProcess::~OutboxdProcess() {
+  if (pid_ > 0) Stop(SIGKILL);
+}
+
+void OutboxdProcess::Start() {
+  ASSERT_LE(pid_, 0) << "already running";
+  pid_ = fork();
+  ASSERT_GE(pid_, 0);
+  if (pid_ == 0) {
+    int fd = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+    dup2(fd, STDOUT_FILENO);
+    dup2(fd, STDERR_FILENO);
+    close(fd);
+    execl(OUTBOXD_BINARY, OUTBOXD_BINARY, "run", "--config", config_path_.c_str(), nullptr);
+    _exit(127);
+  }
+}
+
+int OutboxdProcess::Stop(int signal, absl::Duration timeout) {
+  if (pid_ <= 0) return -1;
+  kill(pid_, signal);
+  int status = 0;
+  const absl::Time deadline = absl::Now() + timeout;
+  while (waitpid(pid_, &status, WNOHANG) == 0) {
+    if (absl::Now() > deadline) {
+      ADD_FAILURE() << "outboxd did not exit within " << timeout << " of signal " << signal;
+      kill(pid_, SIGKILL);
+      waitpid(pid_, &status, 0);
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  pid_ = -1;
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return 128 + WTERMSIG(status);
+}
+
+std::string OutboxdProcess::Log() const {
+  std::ifstream in(log_path_);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+bool OutboxdProcess::WaitForLog(const std::string& text, absl::Duration timeout) {
+  return WaitFor([&] { return Log().find(text) != std::string::npos; }, timeout,
+                 absl::Milliseconds(20));
+}
+
+bool Stack(const std::string& args) {
+  const std::string command =
+      fmt::format("bash {}/deploy/local/stack.sh {} >/dev/null 2>&1", OUTBOXD_SOURCE_DIR, args);
+  return std::system(command.c_str()) == 0;
+}
+
+}  // namespace outboxd::it

@@ -1,0 +1,107 @@
+// Integration test harness: the real local PostgreSQL and Kafka started by
+// deploy/local/stack.sh, an outboxd process under test, a Kafka reader, and
+// waiting on conditions with deadlines.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "common/lsn.h"
+#include "replication/pg_connection.h"
+
+namespace outboxd::it {
+
+std::string PgPort();
+std::string KafkaBootstrap();
+// host=127.0.0.1 port=... dbname=app user=postgres
+std::string PgDsn();
+// A name unique to this process and call, e.g. "it_ab12cd_3".
+std::string UniqueName(const std::string& prefix);
+
+// Waits until `condition` holds, polling every `every`; false at the deadline.
+bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout,
+             absl::Duration every = absl::Milliseconds(50));
+
+// An SQL session on the app database. Aborts the test on error via ADD_FAILURE
+// and returns an empty result.
+class Sql {
+ public:
+  Sql();
+  std::vector<replication::Row> Query(const std::string& sql);
+  // The first column of the first row, or "" if none / NULL.
+  std::string Scalar(const std::string& sql);
+  void Exec(const std::string& sql) { Query(sql); }
+  Lsn CurrentLsn();
+  // The slot's confirmed_flush_lsn, Invalid when the slot is missing.
+  Lsn ConfirmedFlush(const std::string& slot);
+  // pg_current_wal_lsn() - restart_lsn of the slot, in bytes.
+  int64_t RetainedWal(const std::string& slot);
+  void DropSlotWhenInactive(const std::string& slot);
+
+ private:
+  std::unique_ptr<replication::PgConnection> conn_;
+};
+
+// An outbox table, publication and slot made for one test, dropped at the end.
+struct TestSource {
+  std::string table;        // unqualified, in schema public
+  std::string publication;
+  std::string slot;
+  std::string topic_prefix;  // topics are topic_prefix + "." + aggregate_type
+};
+
+// Creates the default outbox table layout (as sql/outbox.sql) under a unique
+// name, with its own publication.
+TestSource CreateDefaultSource(Sql& sql, const std::string& name);
+void DropSource(Sql& sql, const TestSource& source);
+
+struct Record {
+  std::string topic;
+  int32_t partition = 0;
+  int64_t offset = 0;
+  std::string key;
+  std::string value;
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+// Reads every record of the given topics from offset 0 (a fresh consumer
+// group each time), until `expected` records or the deadline.
+std::vector<Record> ReadTopics(const std::vector<std::string>& topics, size_t expected,
+                               absl::Duration timeout);
+
+// An outboxd process running `run --config` with a config file written from
+// `config_toml`; its output goes to a log file read by Log().
+class OutboxdProcess {
+ public:
+  explicit OutboxdProcess(std::string config_toml);
+  ~OutboxdProcess();
+  void Start();
+  // Sends `signal` and waits for the exit; returns the exit code (or 128+sig).
+  int Stop(int signal, absl::Duration timeout = absl::Seconds(60));
+  bool running() const { return pid_ > 0; }
+  std::string Log() const;
+  // Waits until the log contains `text`.
+  bool WaitForLog(const std::string& text, absl::Duration timeout);
+
+ private:
+  std::string config_path_;
+  std::string log_path_;
+  pid_t pid_ = -1;
+};
+
+// The config for a test source against the local stack.
+std::string ConfigFor(const TestSource& source, const std::string& extra_outbox_keys = "");
+
+// Runs deploy/local/stack.sh with the arguments; true on exit 0.
+bool Stack(const std::string& args);
+
+}  // namespace outboxd::it
