@@ -147,7 +147,7 @@ void CheckKafka(const Config& config, Report& report) {
     report.Fail("kafka", std::string(sink.status().message()));
     return;
   }
-  absl::Status reachable = (*sink)->CheckReachable(absl::Seconds(10));
+  absl::Status reachable = (*sink)->CheckReachable(absl::Seconds(5));
   std::string servers;
   for (const auto& [key, value] : config.kafka.properties) {
     if (key == "bootstrap.servers") servers = value;

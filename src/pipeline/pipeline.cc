@@ -75,8 +75,10 @@ absl::Status Pipeline::Run(const std::atomic<bool>& stop) {
     // Wake up in time for the next status update; while events are in flight,
     // come back quickly to serve their delivery reports.
     absl::Duration timeout = tracker_.inflight_events() > 0 ? kInflightPollInterval : kIdleReadTimeout;
-    const absl::Duration until_status = last_status_sent_ + options_.status_interval - clock_();
-    timeout = std::clamp(until_status, absl::ZeroDuration(), timeout);
+    const absl::Time next_status = FlushCandidate() > confirmed_sent_
+                                       ? last_status_sent_ + options_.feedback_delay
+                                       : last_status_sent_ + options_.status_interval;
+    timeout = std::clamp(next_status - clock_(), absl::ZeroDuration(), timeout);
 
     std::string_view frame;
     absl::StatusOr<bool> got = stream_->ReadFrame(timeout, &frame);
