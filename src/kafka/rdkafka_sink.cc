@@ -50,8 +50,8 @@ const std::vector<Default>& Defaults() {
       {{"linger.ms", "queue.buffering.max.ms"}, "5"},
       // Bounded memory (DESIGN invariant 4): QUEUE_FULL turns into backpressure
       // on the replication socket long before the process grows large.
-      {{"queue.buffering.max.messages"}, "100000"},
-      {{"queue.buffering.max.kbytes"}, "65536"},
+      {{"queue.buffering.max.messages"}, "20000"},
+      {{"queue.buffering.max.kbytes"}, "16384"},
       {{"client.id"}, "outboxd"},
   };
   return *defaults;

@@ -59,7 +59,7 @@ void CheckPostgres(const Config& config, Report& report) {
     report.Fail("privileges", std::string(role.status().message()));
   } else if (Value(*role, 0, 0) == "t" || Value(*role, 0, 1) == "t") {
     report.Ok("privileges", Value(*role, 0, 1) == "t"
-                                ? "superuser (works; a role with only REPLICATION is safer, see sql/role.sql)"
+                                ? "superuser (works; a role with only REPLICATION and SELECT on the outbox tables is safer)"
                                 : "REPLICATION");
   } else {
     report.Fail("privileges", "the role lacks REPLICATION: run ALTER ROLE <user> REPLICATION as a "

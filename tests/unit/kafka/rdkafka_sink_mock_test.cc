@@ -258,8 +258,8 @@ TEST(RdKafkaSinkMockTest, IdempotenceAndAcksAreForcedAndReported) {
   EXPECT_EQ(ConfValue(*sink, "enable.idempotence"), "true");
   EXPECT_EQ(ConfValue(*sink, "acks"), "-1");
   EXPECT_EQ(ConfValue(*sink, "linger.ms"), "7");  // the user's value wins over our default
-  EXPECT_EQ(ConfValue(*sink, "queue.buffering.max.kbytes"), "65536");
-  EXPECT_EQ(ConfValue(*sink, "queue.buffering.max.messages"), "100000");
+  EXPECT_EQ(ConfValue(*sink, "queue.buffering.max.kbytes"), "16384");
+  EXPECT_EQ(ConfValue(*sink, "queue.buffering.max.messages"), "20000");
 
   Reports reports;
   reports.Attach(*sink);
