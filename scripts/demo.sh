@@ -11,6 +11,7 @@ pg_port=${OUTBOXD_PG_PORT:-54329}
 kafka_port=${OUTBOXD_KAFKA_PORT:-59092}
 psql_app=(psql -X -q -v ON_ERROR_STOP=1 "host=127.0.0.1 port=$pg_port dbname=app user=postgres")
 mkdir -p .run/demo
+export PGOPTIONS="-c client_min_messages=warning"
 
 pids=()
 cleanup() {
@@ -33,8 +34,8 @@ echo "== outboxd run --config deploy/local/outboxd.toml (log: .run/demo/outboxd.
 "$build/outboxd" run --config .run/demo/outboxd.toml > .run/demo/outboxd.log 2>&1 &
 pids+=($!)
 
-echo "== consumer: outboxd-tail '^outbox\\.event\\..*'"
-"$build/outboxd-tail" --brokers "127.0.0.1:$kafka_port" '^outbox\.event\..*' &
+echo "== consumer: outboxd-tail --from-beginning '^outbox\\.event\\..*'"
+"$build/outboxd-tail" --brokers "127.0.0.1:$kafka_port" --from-beginning '^outbox\.event\..*' &
 pids+=($!)
 
 echo "== producer: one order + its OrderCreated event per transaction, every second"

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "google/protobuf/util/json_util.h"
+#include "nlohmann/json.hpp"
 #include "outbox/v1/envelope.pb.h"
 
 namespace {
@@ -23,6 +24,28 @@ int Usage() {
   std::fprintf(stderr,
                "usage: outboxd-tail [--brokers HOST:PORT] [--from-beginning] [--max N] TOPIC|^REGEX...\n");
   return 2;
+}
+
+// The envelope as one JSON line, with the payload and header values shown as
+// the JSON or text they hold rather than protobuf's base64 for bytes fields.
+std::string Render(const outbox::v1::Envelope& envelope,
+                   const google::protobuf::util::JsonPrintOptions& options) {
+  std::string json;
+  if (!google::protobuf::util::MessageToJsonString(envelope, &json, options).ok()) return "";
+  nlohmann::ordered_json doc = nlohmann::ordered_json::parse(json, nullptr, false);
+  if (doc.is_discarded()) return json;
+  if (envelope.content_type() == "application/json") {
+    auto payload = nlohmann::ordered_json::parse(envelope.payload(), nullptr, false);
+    if (!payload.is_discarded()) doc["payload"] = payload;
+  } else if (envelope.content_type() == "text/plain") {
+    doc["payload"] = envelope.payload();
+  }
+  if (doc.contains("headers")) {
+    for (int i = 0; i < envelope.headers_size(); ++i) {
+      doc["headers"][i]["value"] = envelope.headers(i).value();
+    }
+  }
+  return doc.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
 }
 
 }  // namespace
@@ -89,7 +112,7 @@ int main(int argc, char** argv) {
       outbox::v1::Envelope envelope;
       std::string json;
       if (envelope.ParseFromArray(msg->payload, static_cast<int>(msg->len)) &&
-          google::protobuf::util::MessageToJsonString(envelope, &json, options).ok()) {
+          !(json = Render(envelope, options)).empty()) {
         std::printf("%s[%d]@%lld %s\n", rd_kafka_topic_name(msg->rkt), msg->partition,
                     static_cast<long long>(msg->offset), json.c_str());
       } else {
