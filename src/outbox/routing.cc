@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "fmt/format.h"
+#include "outbox/values.h"
 
 namespace outboxd::outbox {
 namespace {
@@ -13,27 +14,11 @@ namespace {
 // partition suffix under the filesystem's 255).
 constexpr size_t kMaxTopicLength = 249;
 
+constexpr size_t kTopicPreview = 300;  // long enough for any valid topic name
+
 bool IsTopicChar(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
          c == '_' || c == '-';
-}
-
-// A printable rendition of a (possibly invalid, possibly huge) topic name.
-std::string Printable(std::string_view text, size_t limit = 300) {
-  std::string out;
-  for (size_t i = 0; i < text.size() && i < limit; ++i) {
-    const auto c = static_cast<unsigned char>(text[i]);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c >= 0x20 && c < 0x7f) {
-      out += static_cast<char>(c);
-    } else {
-      fmt::format_to(std::back_inserter(out), "\\x{:02x}", c);
-    }
-  }
-  if (text.size() > limit) out += "...";
-  return out;
 }
 
 // Why `topic` is not a valid name, or "" when it is.
@@ -60,7 +45,7 @@ absl::Status ValidateTopicName(std::string_view topic) {
   std::string problem = TopicProblem(topic);
   if (problem.empty()) return absl::OkStatus();
   return absl::InvalidArgumentError(
-      fmt::format("\"{}\" is not a valid Kafka topic name: {}", Printable(topic), problem));
+      fmt::format("\"{}\" is not a valid Kafka topic name: {}", Printable(topic, kTopicPreview), problem));
 }
 
 absl::StatusOr<TopicTemplate> TopicTemplate::Parse(std::string_view text) {
@@ -74,7 +59,7 @@ absl::StatusOr<TopicTemplate> TopicTemplate::Parse(std::string_view text) {
         "topic template \"{}\": {}; placeholders are {{aggregate_type}}, {{destination}}, "
         "{{event_type}}, {{table}} and {{schema}}, anything else is literal (see "
         "docs/configuration.md, [[outbox]] topic)",
-        Printable(text), what));
+        Printable(text, kTopicPreview), what));
   };
 
   TopicTemplate result;
@@ -104,7 +89,7 @@ absl::StatusOr<TopicTemplate> TopicTemplate::Parse(std::string_view text) {
     const auto* found = std::find_if(std::begin(kPlaceholders), std::end(kPlaceholders),
                                      [name](const auto& p) { return p.first == name; });
     if (found == std::end(kPlaceholders)) {
-      return error(fmt::format("unknown placeholder \"{{{}}}\"", Printable(name)));
+      return error(fmt::format("unknown placeholder \"{{{}}}\"", Printable(name, kTopicPreview)));
     }
     if (!literal.empty()) {
       result.pieces_.push_back(Piece{Part::kLiteral, std::move(literal)});
@@ -143,7 +128,7 @@ absl::Status TopicTemplate::Render(const OutboxEvent& event, std::string* out) c
               "topic template \"{}\" needs a destination, and this event has none (NULL or "
               "absent destination); set the destination column of the outbox row, or use a "
               "topic template without {{destination}}",
-              Printable(text_)));
+              Printable(text_, kTopicPreview)));
         }
         out->append(*event.destination);
         break;
@@ -162,7 +147,7 @@ absl::Status TopicTemplate::Render(const OutboxEvent& event, std::string* out) c
   if (problem.empty()) return absl::OkStatus();
   return absl::InvalidArgumentError(fmt::format(
       "topic template \"{}\" produced \"{}\", which is not a valid Kafka topic name: {}",
-      Printable(text_), Printable(*out), problem));
+      Printable(text_, kTopicPreview), Printable(*out, kTopicPreview), problem));
 }
 
 std::string_view RecordKey(const OutboxEvent& event, KeySource source) {

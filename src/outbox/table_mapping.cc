@@ -26,25 +26,6 @@ constexpr std::string_view kJsonContentType = "application/json";
 constexpr std::string_view kTextContentType = "text/plain";
 constexpr std::string_view kBytesContentType = "application/octet-stream";
 
-// A short, printable rendition of a value for error messages: values can be
-// large or binary, and messages end up in logs and dead-letter headers.
-std::string Preview(std::string_view value, size_t limit = 64) {
-  std::string out;
-  for (size_t i = 0; i < value.size() && i < limit; ++i) {
-    const auto c = static_cast<unsigned char>(value[i]);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c >= 0x20 && c < 0x7f) {
-      out += static_cast<char>(c);
-    } else {
-      fmt::format_to(std::back_inserter(out), "\\x{:02x}", c);
-    }
-  }
-  if (value.size() > limit) out += "...";
-  return out;
-}
-
 int HexValue(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -412,7 +393,7 @@ absl::Status RequiredString(const Json& doc, const char* name, std::string* out)
 absl::Status MapLogicalMessageJson(std::string_view content, OutboxEvent* out) {
   const Json doc = Json::parse(content.begin(), content.end(), nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) {
-    return MessageError(fmt::format("content is not valid JSON (\"{}\")", Preview(content)));
+    return MessageError(fmt::format("content is not valid JSON (\"{}\")", Printable(content)));
   }
   if (!doc.is_object()) {
     return MessageError(fmt::format("content is a JSON {}, not an object", doc.type_name()));
@@ -481,7 +462,7 @@ absl::StatusOr<int64_t> ParsePgTimestamp(std::string_view text) {
         "\"{}\" is not a timestamp outboxd can read ({}); expected PostgreSQL's ISO form such as "
         "\"2026-11-27 03:09:58.123456+00\" (DateStyle = ISO) or ISO 8601 such as "
         "\"2026-11-27T03:09:58.123456+00:00\"",
-        Preview(text), why));
+        Printable(text), why));
   };
   if (text == "infinity" || text == "-infinity") {
     return absl::InvalidArgumentError(
@@ -544,7 +525,7 @@ absl::StatusOr<int64_t> ParsePgTimestamp(std::string_view text) {
   if (text.substr(pos) == " BC") {
     return absl::InvalidArgumentError(fmt::format(
         "timestamp \"{}\" is before the common era, which an event timestamp cannot be",
-        Preview(text)));
+        Printable(text)));
   }
   if (pos != text.size()) return bad("unexpected text after the timestamp");
   if (year < 1 || month < 1 || month > 12 || day < 1 || hour > 23 || minute > 59 ||
@@ -563,7 +544,7 @@ absl::Status DecodeByteaHex(std::string_view text, std::string* out) {
         "bytea value \"{}\" is not in hex form (\"\\x...\"); the server prints bytea with "
         "bytea_output = 'escape': set bytea_output = 'hex' (the default) for outboxd's role "
         "(ALTER ROLE ... SET bytea_output = 'hex')",
-        Preview(text, 32)));
+        Printable(text, 32)));
   }
   const std::string_view digits = text.substr(2);
   if (digits.size() % 2 != 0) {
@@ -580,7 +561,7 @@ absl::Status DecodeByteaHex(std::string_view text, std::string* out) {
       const size_t bad = hi < 0 ? i : i + 1;
       return absl::InvalidArgumentError(fmt::format(
           "bytea value has a character that is not a hex digit at offset {} (\"{}\")", bad + 2,
-          Preview(digits.substr(bad, 1))));
+          Printable(digits.substr(bad, 1))));
     }
     out->push_back(static_cast<char>((hi << 4) | lo));
   }
@@ -593,7 +574,7 @@ absl::Status ParseHeadersJson(std::string_view json, std::vector<Header>* out) {
     const Json doc = Json::parse(json.begin(), json.end(), nullptr, /*allow_exceptions=*/false);
     if (doc.is_discarded()) {
       return absl::InvalidArgumentError(
-          fmt::format("headers are not valid JSON (\"{}\")", Preview(json)));
+          fmt::format("headers are not valid JSON (\"{}\")", Printable(json)));
     }
     return HeadersFromJson(doc, out);
   } catch (const std::exception& e) {
@@ -648,7 +629,7 @@ absl::StatusOr<std::string> CanonicalUuid(std::string_view text) {
     return absl::InvalidArgumentError(fmt::format(
         "\"{}\" is not a UUID; expected 32 hex digits as 8-4-4-4-12, e.g. "
         "\"0190f6a1-8a4b-7c3d-9e2f-0123456789ab\"",
-        Preview(text)));
+        Printable(text)));
   };
   const bool hyphenated = s.size() == 36;
   if (s.size() != 32 && !hyphenated) return bad();
@@ -762,6 +743,23 @@ absl::Status MapLogicalMessage(std::string_view content, OutboxEvent* out) {
   } catch (const std::exception& e) {
     return MessageError(fmt::format("content cannot be read ({})", e.what()));
   }
+}
+
+std::string Printable(std::string_view value, size_t limit) {
+  std::string out;
+  for (size_t i = 0; i < value.size() && i < limit; ++i) {
+    const auto c = static_cast<unsigned char>(value[i]);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      fmt::format_to(std::back_inserter(out), "\\x{:02x}", c);
+    }
+  }
+  if (value.size() > limit) out += "...";
+  return out;
 }
 
 }  // namespace outboxd::outbox

@@ -48,4 +48,9 @@ absl::Status ParseHeadersJson(std::string_view json, std::vector<Header>* out);
 // True when `text` is well-formed UTF-8 (no overlong forms, no surrogates).
 bool IsValidUtf8(std::string_view text);
 
+// A short, printable, quote-escaped rendition of a value for error messages
+// (values can be large or binary, and messages reach logs): at most `limit`
+// bytes, non-printable bytes as \xNN, "..." when cut.
+std::string Printable(std::string_view value, size_t limit = 64);
+
 }  // namespace outboxd::outbox

@@ -1,6 +1,6 @@
 // RdKafkaSink against the real local Kafka broker (deploy/local/stack.sh up,
 // 127.0.0.1:${OUTBOXD_KAFKA_PORT:-59092}): idempotent produce with headers,
-// read back with a librdkafka consumer, and reachability checks.
+// read back with the harness's consumer, and reachability checks.
 #include <arpa/inet.h>
 #include <librdkafka/rdkafka.h>
 #include <netinet/in.h>
@@ -20,6 +20,7 @@
 #include "fmt/format.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "harness.h"
 #include "kafka/rdkafka_sink.h"
 
 namespace outboxd::kafka {
@@ -27,10 +28,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::string Bootstrap() {
-  const char* port = std::getenv("OUTBOXD_KAFKA_PORT");
-  return fmt::format("127.0.0.1:{}", port != nullptr && *port != '\0' ? port : "59092");
-}
+std::string Bootstrap() { return it::KafkaBootstrap(); }
 
 std::string FreshTopic(std::string_view what) {
   return fmt::format("outboxd.it.{}.{}.{}", what, getpid(), absl::ToUnixMicros(absl::Now()));
@@ -48,89 +46,6 @@ int ClosedPort() {
   getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
   close(fd);
   return ntohs(addr.sin_port);
-}
-
-struct Record {
-  std::string key;
-  std::string value;
-  std::vector<std::pair<std::string, std::string>> headers;
-};
-
-struct ConsumerDeleter {
-  void operator()(rd_kafka_t* rk) const {
-    rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
-  }
-};
-
-// Reads `want` records of every partition of `topic` from the beginning,
-// without a consumer group, grouped by partition in offset order.
-std::map<int32_t, std::vector<Record>> ConsumeAll(const std::string& topic, size_t want,
-                                                  absl::Duration limit) {
-  std::map<int32_t, std::vector<Record>> out;
-  char errstr[512];
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  rd_kafka_conf_set(conf, "bootstrap.servers", Bootstrap().c_str(), errstr, sizeof errstr);
-  rd_kafka_conf_set(conf, "group.id", fmt::format("{}.reader", topic).c_str(), errstr,
-                    sizeof errstr);
-  rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof errstr);
-  rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, sizeof errstr);
-  std::unique_ptr<rd_kafka_t, ConsumerDeleter> rk(
-      rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr));
-  if (rk == nullptr) {
-    ADD_FAILURE() << "consumer: " << errstr;
-    return out;
-  }
-
-  rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk.get(), topic.c_str(), nullptr);
-  const rd_kafka_metadata_t* metadata = nullptr;
-  const rd_kafka_resp_err_t merr = rd_kafka_metadata(rk.get(), 0, rkt, &metadata, 10000);
-  rd_kafka_topic_destroy(rkt);
-  if (merr != RD_KAFKA_RESP_ERR_NO_ERROR || metadata->topic_cnt != 1) {
-    ADD_FAILURE() << "metadata: " << rd_kafka_err2str(merr);
-    return out;
-  }
-  rd_kafka_topic_partition_list_t* parts = rd_kafka_topic_partition_list_new(1);
-  for (int i = 0; i < metadata->topics[0].partition_cnt; ++i) {
-    rd_kafka_topic_partition_list_add(parts, topic.c_str(), metadata->topics[0].partitions[i].id)
-        ->offset = RD_KAFKA_OFFSET_BEGINNING;
-  }
-  rd_kafka_metadata_destroy(metadata);
-  const rd_kafka_resp_err_t aerr = rd_kafka_assign(rk.get(), parts);
-  rd_kafka_topic_partition_list_destroy(parts);
-  if (aerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    ADD_FAILURE() << "assign: " << rd_kafka_err2str(aerr);
-    return out;
-  }
-
-  size_t got = 0;
-  const absl::Time deadline = absl::Now() + limit;
-  while (got < want && absl::Now() < deadline) {
-    rd_kafka_message_t* msg = rd_kafka_consumer_poll(rk.get(), 100);
-    if (msg == nullptr) continue;
-    if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-      Record r;
-      r.key.assign(static_cast<const char*>(msg->key), msg->key_len);
-      r.value.assign(static_cast<const char*>(msg->payload), msg->len);
-      rd_kafka_headers_t* headers = nullptr;
-      if (rd_kafka_message_headers(msg, &headers) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        const char* name;
-        const void* value;
-        size_t size;
-        for (size_t i = 0; rd_kafka_header_get_all(headers, i, &name, &value, &size) ==
-                           RD_KAFKA_RESP_ERR_NO_ERROR;
-             ++i) {
-          r.headers.emplace_back(name, std::string(static_cast<const char*>(value), size));
-        }
-      }
-      out[msg->partition].push_back(std::move(r));
-      ++got;
-    } else if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-      ADD_FAILURE() << "consume: " << rd_kafka_message_errstr(msg);
-    }
-    rd_kafka_message_destroy(msg);
-  }
-  return out;
 }
 
 class KafkaSinkTest : public ::testing::Test {
@@ -180,13 +95,16 @@ TEST_F(KafkaSinkTest, ProducesIdempotentlyAndReadsBackInOrder) {
     ASSERT_TRUE(reports[i][0].ok()) << i << ": " << reports[i][0];
   }
 
-  const auto partitions = ConsumeAll(topic, kCount, absl::Seconds(60));
+  std::map<int32_t, std::vector<it::Record>> partitions;
+  for (it::Record& r : it::ReadTopics({topic}, kCount, absl::Seconds(60))) {
+    partitions[r.partition].push_back(std::move(r));
+  }
   size_t total = 0;
   std::vector<bool> seen(kCount, false);
   for (const auto& [partition, records] : partitions) {
     std::map<std::string, int> last_by_key;
     int last = -1;
-    for (const Record& r : records) {
+    for (const it::Record& r : records) {
       ++total;
       ASSERT_EQ(r.value.rfind("event-", 0), 0u) << r.value;
       const int n = std::stoi(r.value.substr(6));
