@@ -220,6 +220,9 @@ RdKafkaSink::~RdKafkaSink() {
   // No flush here: a graceful stop flushes explicitly, and after a failure the
   // outstanding records must not be waited for. No reports reach the handler.
   handler_ = nullptr;
+  // Drop what is queued or in flight so destroy never waits on a dead broker;
+  // none of it was confirmed, so the next session re-reads it from the slot.
+  rd_kafka_purge(rk_, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
   rd_kafka_destroy(rk_);
 }
 

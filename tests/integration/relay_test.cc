@@ -7,6 +7,8 @@
 #include <map>
 #include <random>
 #include <set>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "fmt/format.h"
@@ -290,6 +292,55 @@ event_type = "type"
     EXPECT_EQ(e.event_type(), "CustomerCreated");
     EXPECT_EQ(e.payload(), fmt::format("{{\"n\": {}}}", i + 1));
   }
+}
+
+// A row deleted in the transaction that inserted it is still published (the
+// WAL keeps the insert), and so is a table-less event from outbox_emit().
+TEST_F(RelayTest, DeletedRowsAndLogicalMessagesArePublished) {
+  source_ = CreateDefaultSource(sql_, "emit");
+  std::ifstream file(std::string(OUTBOXD_SOURCE_DIR) + "/sql/outbox.sql");
+  std::stringstream outbox_sql;
+  outbox_sql << file.rdbuf();
+  sql_.Exec(outbox_sql.str());  // for outbox_emit(); idempotent
+  std::string config = ConfigFor(source_);
+  const std::string off = "[messages]\nenabled = false";
+  config.replace(config.find(off), off.size(),
+                 fmt::format("[messages]\nenabled = true\ntopic = \"{}.{{aggregate_type}}\"",
+                             source_.topic_prefix));
+  outboxd_ = std::make_unique<OutboxdProcess>(config);
+  outboxd_->Start();
+  ASSERT_TRUE(outboxd_->WaitForLog("streaming slot", absl::Seconds(30))) << outboxd_->Log();
+
+  sql_.Exec("BEGIN");
+  const std::string deleted_id = sql_.Scalar(fmt::format(
+      "INSERT INTO public.{} (aggregate_type, aggregate_id, event_type, payload) VALUES ('Order', "
+      "'o-1', 'OrderCreated', '{{\"a\": 1}}') RETURNING id",
+      source_.table));
+  sql_.Exec(fmt::format("DELETE FROM public.{} WHERE id = '{}'", source_.table, deleted_id));
+  sql_.Exec("COMMIT");
+  sql_.Exec("BEGIN");
+  const std::string emitted_id =
+      sql_.Scalar("SELECT outbox_emit('Invoice', 'i-7', 'InvoiceSent', '{\"total\": 12}')");
+  sql_.Exec("COMMIT");
+  ASSERT_FALSE(deleted_id.empty());
+  ASSERT_FALSE(emitted_id.empty());
+  EXPECT_EQ(sql_.Scalar(fmt::format("SELECT count(*) FROM public.{}", source_.table)), "0");
+  // Rolled back: never published.
+  sql_.Exec("BEGIN; SELECT outbox_emit('Invoice', 'i-8', 'InvoiceSent', '{}'); ROLLBACK;");
+  sql_.Exec("BEGIN; SELECT outbox_emit('Invoice', 'i-9', 'InvoiceSent', '{}'); COMMIT;");
+
+  std::vector<Record> orders = ReadTopics({Topic("Order")}, 1, absl::Seconds(60));
+  ASSERT_EQ(orders.size(), 1u) << outboxd_->Log();
+  EXPECT_EQ(orders[0].key, deleted_id);
+  std::vector<Record> invoices = ReadTopics({Topic("Invoice")}, 2, absl::Seconds(60));
+  ASSERT_EQ(invoices.size(), 2u) << outboxd_->Log();
+  ::outbox::v1::Envelope e = Decode(invoices[0]);
+  EXPECT_EQ(invoices[0].key, emitted_id);
+  EXPECT_EQ(e.aggregate_id(), "i-7");
+  EXPECT_EQ(e.event_type(), "InvoiceSent");
+  EXPECT_EQ(e.payload(), "{\"total\": 12}");
+  EXPECT_EQ(e.source().message_prefix(), "outbox");
+  EXPECT_EQ(Decode(invoices[1]).aggregate_id(), "i-9") << "the rolled-back event must not appear";
 }
 
 }  // namespace
