@@ -219,10 +219,16 @@ OutboxdProcess::OutboxdProcess(std::string config_toml) {
 
 OutboxdProcess::~OutboxdProcess() {
   if (pid_ > 0) Stop(SIGKILL);
+  // Keep the log of a failed test for the post-mortem.
+  if (!::testing::Test::HasFailure()) {
+    std::remove(config_path_.c_str());
+    std::remove(log_path_.c_str());
+  }
 }
 
 void OutboxdProcess::Start() {
   ASSERT_LE(pid_, 0) << "already running";
+  log_offset_ = Log().size();
   pid_ = fork();
   ASSERT_GE(pid_, 0);
   if (pid_ == 0) {
@@ -262,7 +268,7 @@ std::string OutboxdProcess::Log() const {
 }
 
 bool OutboxdProcess::WaitForLog(const std::string& text, absl::Duration timeout) {
-  return WaitFor([&] { return Log().find(text) != std::string::npos; }, timeout,
+  return WaitFor([&] { return Log().find(text, log_offset_) != std::string::npos; }, timeout,
                  absl::Milliseconds(20));
 }
 

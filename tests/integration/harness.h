@@ -89,13 +89,14 @@ class OutboxdProcess {
   int Stop(int signal, absl::Duration timeout = absl::Seconds(60));
   bool running() const { return pid_ > 0; }
   std::string Log() const;
-  // Waits until the log contains `text`.
+  // Waits until the log written since the last Start() contains `text`.
   bool WaitForLog(const std::string& text, absl::Duration timeout);
 
  private:
   std::string config_path_;
   std::string log_path_;
   pid_t pid_ = -1;
+  size_t log_offset_ = 0;  // log size at the last Start()
 };
 
 // The config for a test source against the local stack.
