@@ -26,7 +26,7 @@
 #include "absl/status/status.h"
 #include "common/status_macros.h"
 #include "fmt/format.h"
-#include "pgoutput/byte_reader.h"
+#include "common/byte_reader.h"
 
 namespace outboxd::pgoutput {
 namespace {

@@ -6,12 +6,12 @@
 #include "absl/status/status.h"
 #include "common/status_macros.h"
 #include "fmt/format.h"
-#include "pgoutput/byte_reader.h"
+#include "common/byte_reader.h"
 
 namespace outboxd::replication {
 namespace {
 
-using pgoutput::ByteReader;
+using ::outboxd::ByteReader;
 
 constexpr size_t kXLogDataHeaderSize = 1 + 8 * 3;
 constexpr size_t kKeepaliveSize = 1 + 8 * 2 + 1;

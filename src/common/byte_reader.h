@@ -15,7 +15,7 @@
 #include "absl/status/statusor.h"
 #include "fmt/format.h"
 
-namespace outboxd::pgoutput {
+namespace outboxd {
 
 class ByteReader {
  public:
@@ -122,4 +122,4 @@ class ByteReader {
   size_t pos_ = 0;
 };
 
-}  // namespace outboxd::pgoutput
+}  // namespace outboxd
