@@ -3,11 +3,16 @@
 # of mixed sizes before outboxd starts; measures the time from process start
 # until the slot is confirmed past the last commit (so every event was
 # acknowledged by Kafka), outboxd's CPU seconds and peak RSS.
-#   bench/drain.sh [EVENTS]        (needs deploy/local/stack.sh up and make build)
+#   bench/drain.sh [EVENTS] [TXN_SIZE]   (needs deploy/local/stack.sh up and make build)
+# Without TXN_SIZE, transactions of 1, 10, 100 and 1000 rows take turns; with
+# it, every transaction has TXN_SIZE rows (TXN_SIZE = EVENTS: one transaction).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 events=${1:-100000}
+txn_size=${2:-}
+sizes_sql="ARRAY[1, 10, 100, 1000]"
+[[ -n "$txn_size" ]] && sizes_sql="ARRAY[$txn_size, $txn_size, $txn_size, $txn_size]"
 build=${BUILD_DIR:-build}
 pg_port=${OUTBOXD_PG_PORT:-54329}
 kafka_port=${OUTBOXD_KAFKA_PORT:-59092}
@@ -34,11 +39,10 @@ CREATE PUBLICATION $pub FOR TABLE $table WITH (publish = 'insert');
 SELECT pg_create_logical_replication_slot('$slot', 'pgoutput');
 SQL
 
-# Transactions of 1, 10, 100 and 1000 rows in turn until N rows.
-echo "bench: committing $events outbox rows in transactions of mixed sizes" >&2
+echo "bench: committing $events outbox rows in transactions of ${txn_size:-mixed} size" >&2
 "${psql[@]}" >/dev/null <<SQL
 DO \$\$
-DECLARE done int := 0; sizes int[] := ARRAY[1, 10, 100, 1000]; i int := 0; n int;
+DECLARE done int := 0; sizes int[] := $sizes_sql; i int := 0; n int;
 BEGIN
   WHILE done < $events LOOP
     n := least(sizes[1 + i % 4], $events - done);
@@ -88,4 +92,4 @@ elapsed=$(awk -v s="$start_ns" -v e="$end_ns" 'BEGIN {printf "%.3f", (e - s) / 1
 rate=$(awk -v n="$events" -v t="$elapsed" 'BEGIN {printf "%.0f", n / t}')
 cpu=$(awk -v t="$ticks" -v hz="$hz" 'BEGIN {printf "%.2f", t / hz}')
 rss=$(awk -v k="$hwm_kb" 'BEGIN {printf "%.1f", k / 1024}')
-echo "drain: events=$events seconds=$elapsed events_per_s=$rate cpu_s=$cpu peak_rss_mb=$rss"
+echo "drain: events=$events txn_size=${txn_size:-mixed} seconds=$elapsed events_per_s=$rate cpu_s=$cpu peak_rss_mb=$rss"

@@ -295,7 +295,7 @@ event_type = "type"
 }
 
 // A row deleted in the transaction that inserted it is still published (the
-// WAL keeps the insert), and so is a table-less event from outbox_emit().
+// WAL keeps the insert) with its headers, and so is a table-less event from outbox_emit().
 TEST_F(RelayTest, DeletedRowsAndLogicalMessagesArePublished) {
   source_ = CreateDefaultSource(sql_, "emit");
   std::ifstream file(std::string(OUTBOXD_SOURCE_DIR) + "/sql/outbox.sql");
@@ -313,8 +313,9 @@ TEST_F(RelayTest, DeletedRowsAndLogicalMessagesArePublished) {
 
   sql_.Exec("BEGIN");
   const std::string deleted_id = sql_.Scalar(fmt::format(
-      "INSERT INTO public.{} (aggregate_type, aggregate_id, event_type, payload) VALUES ('Order', "
-      "'o-1', 'OrderCreated', '{{\"a\": 1}}') RETURNING id",
+      "INSERT INTO public.{} (aggregate_type, aggregate_id, event_type, payload, headers) VALUES "
+      "('Order', 'o-1', 'OrderCreated', '{{\"a\": 1}}', '{{\"traceparent\": \"00-abc-01\", "
+      "\"attempt\": 2}}') RETURNING id",
       source_.table));
   sql_.Exec(fmt::format("DELETE FROM public.{} WHERE id = '{}'", source_.table, deleted_id));
   sql_.Exec("COMMIT");
@@ -332,6 +333,13 @@ TEST_F(RelayTest, DeletedRowsAndLogicalMessagesArePublished) {
   std::vector<Record> orders = ReadTopics({Topic("Order")}, 1, absl::Seconds(60));
   ASSERT_EQ(orders.size(), 1u) << outboxd_->Log();
   EXPECT_EQ(orders[0].key, deleted_id);
+  // The row's headers jsonb became Kafka headers after outboxd's own.
+  EXPECT_EQ(orders[0].headers,
+            (std::vector<std::pair<std::string, std::string>>{{"outbox-id", deleted_id},
+                                                              {"event-type", "OrderCreated"},
+                                                              {"content-type", "application/json"},
+                                                              {"attempt", "2"},
+                                                              {"traceparent", "00-abc-01"}}));
   std::vector<Record> invoices = ReadTopics({Topic("Invoice")}, 2, absl::Seconds(60));
   ASSERT_EQ(invoices.size(), 2u) << outboxd_->Log();
   ::outbox::v1::Envelope e = Decode(invoices[0]);
