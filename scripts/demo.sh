@@ -33,6 +33,14 @@ sed -e "s/port=54329/port=$pg_port/" -e "s/127.0.0.1:59092/127.0.0.1:$kafka_port
 echo "== outboxd run --config deploy/local/outboxd.toml (log: .run/demo/outboxd.log)"
 "$build/outboxd" run --config .run/demo/outboxd.toml > .run/demo/outboxd.log 2>&1 &
 pids+=($!)
+# Events are captured from the moment the slot exists: start writing only once
+# outboxd streams (on a first start it creates the slot).
+for _ in $(seq 1 300); do
+  grep -q "streaming slot" .run/demo/outboxd.log && break
+  kill -0 "${pids[0]}" 2>/dev/null || { cat .run/demo/outboxd.log; exit 1; }
+  sleep 0.1
+done
+grep -q "streaming slot" .run/demo/outboxd.log || { echo "outboxd did not start streaming:"; cat .run/demo/outboxd.log; exit 1; }
 
 echo "== consumer: outboxd-tail --from-beginning '^outbox\\.event\\..*'"
 "$build/outboxd-tail" --brokers "127.0.0.1:$kafka_port" --from-beginning '^outbox\.event\..*' &
