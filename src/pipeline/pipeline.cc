@@ -83,8 +83,9 @@ absl::Status Pipeline::Run(const std::atomic<bool>& stop) {
     std::string_view frame;
     absl::StatusOr<bool> got = stream_->ReadFrame(timeout, &frame);
     if (!got.ok()) {
-      // The stream broke: what is acknowledged may still be confirmed by the
-      // next session; nothing else is lost since the slot did not move.
+      // The stream broke. The next session resumes from the slot's confirmed
+      // position: whatever was acknowledged since is published again
+      // (duplicates, never gaps).
       return got.status();
     }
     if (*got) RETURN_IF_ERROR(HandleFrame(frame));
@@ -130,17 +131,19 @@ absl::Status Pipeline::HandleFrame(std::string_view bytes) {
 absl::Status Pipeline::HandleMessage(Lsn lsn) {
   using namespace pgoutput;  // NOLINT: the message types read better unqualified here
   if (auto* begin = std::get_if<BeginMessage>(&message_)) {
+    if (tracker_.in_transaction()) {
+      return absl::DataLossError(fmt::format("pgoutput Begin at LSN {} inside an open transaction",
+                                             lsn.ToString()));
+    }
     begin_ = *begin;
-    in_transaction_ = true;
     tracker_.Begin(begin->commit_time);
     return absl::OkStatus();
   }
   if (auto* commit = std::get_if<CommitMessage>(&message_)) {
-    if (!in_transaction_) {
+    if (!tracker_.in_transaction()) {
       return absl::DataLossError(fmt::format("pgoutput Commit at LSN {} without a Begin",
                                              commit->end_lsn.ToString()));
     }
-    in_transaction_ = false;
     tracker_.Commit(commit->end_lsn);
     received_ = std::max(received_, commit->end_lsn);
     metrics_->transactions.fetch_add(1, std::memory_order_relaxed);
@@ -222,6 +225,12 @@ absl::Status Pipeline::HandleLogicalMessage(const pgoutput::LogicalMessage& mess
 }
 
 absl::Status Pipeline::Publish(const outbox::TopicTemplate& topic, outbox::KeySource key) {
+  if (!tracker_.in_transaction()) {
+    // pgoutput sends changes and transactional messages only between Begin
+    // and Commit; anything else is a stream we cannot trust.
+    return absl::DataLossError(
+        fmt::format("pgoutput sent {} outside a transaction", Describe(event_)));
+  }
   if (absl::Status rendered = topic.Render(event_, &topic_); !rendered.ok()) {
     return absl::InvalidArgumentError(
         fmt::format("cannot route {}: {}", Describe(event_), rendered.message()));

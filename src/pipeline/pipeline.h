@@ -95,9 +95,8 @@ class Pipeline {
   std::unique_ptr<outbox::TopicTemplate> message_topic_;
   AckTracker tracker_;
 
-  // The open transaction.
+  // The open transaction's Begin (AckTracker knows whether one is open).
   pgoutput::BeginMessage begin_;
-  bool in_transaction_ = false;
 
   // Reused per event, so the hot path does not allocate once warm.
   pgoutput::Message message_;

@@ -275,6 +275,22 @@ TEST_F(PipelineTest, StatusUpdatesGoOutAtLeastEveryInterval) {
   EXPECT_GE(stream_.statuses.size(), 4u);  // 0 s, 10 s, 20 s, 30 s, final
 }
 
+TEST_F(PipelineTest, ChangesOutsideATransactionAreAProtocolError) {
+  PushRelation();
+  PushInsert(0x1001, 1);  // no Begin
+  sink_.auto_ack = true;
+  absl::Status status = RunUntilScriptEnds();
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(status.message(), HasSubstr("outside a transaction"));
+  EXPECT_TRUE(sink_.produced.empty());
+}
+
+TEST_F(PipelineTest, CommitWithoutBeginIsAProtocolError) {
+  stream_.PushData(0x1040, Commit(0x1040, 0x1050));
+  EXPECT_EQ(RunUntilScriptEnds().code(), absl::StatusCode::kDataLoss);
+  EXPECT_LT(stream_.max_flushed(), Lsn(0x1050));
+}
+
 TEST_F(PipelineTest, StreamErrorsEndTheSessionAsTransient) {
   stream_.error_when_empty = absl::UnavailableError("server closed the connection");
   auto pipeline = Pipeline::Create(&stream_, &sink_, options_, &metrics_, [this] { return now_; });
