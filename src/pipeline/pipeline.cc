@@ -183,10 +183,7 @@ absl::Status Pipeline::HandleInsert(Lsn lsn, const pgoutput::InsertMessage& inse
     return absl::OkStatus();
   }
   absl::Status mapped = mapper_.MapInsert(*binding, insert.new_tuple, &event_);
-  event_.source.commit_lsn = begin_.final_lsn;
-  event_.source.lsn = lsn;
-  event_.source.xid = begin_.xid;
-  event_.source.commit_time = begin_.commit_time;
+  SetSourcePosition(lsn);
   event_.source.schema = binding->schema;
   event_.source.table = binding->table;
   if (!mapped.ok()) {
@@ -210,10 +207,7 @@ absl::Status Pipeline::HandleLogicalMessage(const pgoutput::LogicalMessage& mess
     return absl::OkStatus();
   }
   absl::Status mapped = outbox::MapLogicalMessage(message.content, &event_);
-  event_.source.commit_lsn = begin_.final_lsn;
-  event_.source.lsn = message.lsn;
-  event_.source.xid = begin_.xid;
-  event_.source.commit_time = begin_.commit_time;
+  SetSourcePosition(message.lsn);
   event_.source.message_prefix = std::string(message.prefix);
   if (!mapped.ok()) {
     return absl::InvalidArgumentError(fmt::format(
@@ -222,6 +216,13 @@ absl::Status Pipeline::HandleLogicalMessage(const pgoutput::LogicalMessage& mess
         message.prefix, message.lsn.ToString(), begin_.xid, mapped.message()));
   }
   return Publish(*message_topic_, options_.messages_key);
+}
+
+void Pipeline::SetSourcePosition(Lsn lsn) {
+  event_.source.commit_lsn = begin_.final_lsn;
+  event_.source.lsn = lsn;
+  event_.source.xid = begin_.xid;
+  event_.source.commit_time = begin_.commit_time;
 }
 
 absl::Status Pipeline::Publish(const outbox::TopicTemplate& topic, outbox::KeySource key) {
@@ -248,11 +249,13 @@ absl::Status Pipeline::Publish(const outbox::TopicTemplate& topic, outbox::KeySo
   metrics_->inflight_events.store(static_cast<int64_t>(tracker_.inflight_events()),
                                   std::memory_order_relaxed);
   absl::Status produced = ProduceWithBackpressure(request);
-  if (!produced.ok() && !absl::IsAborted(produced) && !absl::IsUnavailable(produced)) {
-    return absl::InvalidArgumentError(
-        fmt::format("cannot produce {} to topic {}: {}", Describe(event_), topic_, produced.message()));
+  if (produced.ok() || absl::IsAborted(produced)) return produced;
+  if (absl::IsUnavailable(produced)) {
+    // A Kafka fault, not the replication stream's: Aborted tells the relay so.
+    return absl::AbortedError(fmt::format("Kafka refused {}: {}", Describe(event_), produced.message()));
   }
-  return produced;
+  return absl::InvalidArgumentError(
+      fmt::format("cannot produce {} to topic {}: {}", Describe(event_), topic_, produced.message()));
 }
 
 absl::Status Pipeline::ProduceWithBackpressure(const kafka::ProduceRequest& request) {

@@ -56,8 +56,9 @@ class Pipeline {
 
   // Streams until `stop` becomes true, then flushes Kafka, sends the final
   // status update and returns OK. Errors:
-  //  - UnavailableError / AbortedError: transient (connection lost, a delivery
-  //    failed); the caller restarts from the slot.
+  //  - UnavailableError: the replication stream broke; AbortedError: Kafka
+  //    failed (a delivery, the producer). Both transient: the caller restarts
+  //    from the slot.
   //  - InvalidArgumentError: a bad event (the message names table, LSN, reason);
   //    nothing at or after it was confirmed.
   //  - DataLossError / UnimplementedError / FailedPreconditionError: the stream
@@ -75,6 +76,8 @@ class Pipeline {
   absl::Status HandleMessage(Lsn lsn);
   absl::Status HandleInsert(Lsn lsn, const pgoutput::InsertMessage& insert);
   absl::Status HandleLogicalMessage(const pgoutput::LogicalMessage& message);
+  // Fills event_.source from the open transaction and the change's LSN.
+  void SetSourcePosition(Lsn lsn);
   absl::Status Publish(const outbox::TopicTemplate& topic, outbox::KeySource key);
   absl::Status ProduceWithBackpressure(const kafka::ProduceRequest& request);
   void OnDelivery(uint64_t token, const absl::Status& status);

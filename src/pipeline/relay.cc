@@ -49,6 +49,8 @@ absl::Status Relay::Run(const std::atomic<bool>& stop) {
   bool was_standby = false;
   while (!stop.load()) {
     absl::Status status;
+    // Which side failed, for outboxd_reconnects_total{target}.
+    const char* target = "kafka";
     absl::StatusOr<std::unique_ptr<kafka::EventSink>> sink = sinks_();
     if (!sink.ok()) {
       status = sink.status();
@@ -56,6 +58,7 @@ absl::Status Relay::Run(const std::atomic<bool>& stop) {
       absl::StatusOr<std::unique_ptr<replication::ReplicationStream>> stream = streams_();
       if (!stream.ok()) {
         status = stream.status();
+        target = "postgres";
       } else {
         if (was_standby) ops::LogInfo("the slot was released: this instance takes over streaming");
         was_standby = false;
@@ -68,6 +71,8 @@ absl::Status Relay::Run(const std::atomic<bool>& stop) {
         status = (*pipeline)->Run(stop);
         metrics_->streaming.store(0);
         if (status.ok()) return status;  // graceful stop
+        // The pipeline reports Kafka faults as Aborted, a broken stream as Unavailable.
+        target = absl::IsAborted(status) ? "kafka" : "postgres";
         // A session that streamed for a while earns a fresh backoff.
         if (absl::Now() - started > absl::Seconds(30)) backoff = options_.initial_backoff;
       }
@@ -84,8 +89,6 @@ absl::Status Relay::Run(const std::atomic<bool>& stop) {
       }
       was_standby = true;
     } else {
-      const std::string target =
-          std::string(status.message()).find("Kafka") != std::string::npos ? "kafka" : "postgres";
       metrics_->reconnects.Add(target);
       ops::LogWarn("{}; retrying in {}", status.message(), absl::FormatDuration(backoff));
     }
