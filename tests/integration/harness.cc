@@ -153,6 +153,14 @@ level = "debug"
 
 std::vector<Record> ReadTopics(const std::vector<std::string>& topics, size_t expected,
                                absl::Duration timeout) {
+  return ReadTopicsUntil(
+      topics, [expected](const std::vector<Record>& records) { return records.size() >= expected; },
+      timeout);
+}
+
+std::vector<Record> ReadTopicsUntil(const std::vector<std::string>& topics,
+                                    const std::function<bool(const std::vector<Record>&)>& done,
+                                    absl::Duration timeout) {
   std::vector<Record> records;
   char errstr[512];
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
@@ -180,7 +188,7 @@ std::vector<Record> ReadTopics(const std::vector<std::string>& topics, size_t ex
   rd_kafka_topic_partition_list_destroy(list);
 
   const absl::Time deadline = absl::Now() + timeout;
-  while (records.size() < expected && absl::Now() < deadline) {
+  while (!done(records) && absl::Now() < deadline) {
     rd_kafka_message_t* msg = rd_kafka_consumer_poll(rk, 200);
     if (msg == nullptr) continue;
     if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {

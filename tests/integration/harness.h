@@ -77,6 +77,10 @@ struct Record {
 // group each time), until `expected` records or the deadline.
 std::vector<Record> ReadTopics(const std::vector<std::string>& topics, size_t expected,
                                absl::Duration timeout);
+// Same, reading until `done(records so far)` holds or the deadline.
+std::vector<Record> ReadTopicsUntil(const std::vector<std::string>& topics,
+                                    const std::function<bool(const std::vector<Record>&)>& done,
+                                    absl::Duration timeout);
 
 // An outboxd process running `run --config` with a config file written from
 // `config_toml`; its output goes to a log file read by Log().
