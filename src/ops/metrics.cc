@@ -87,6 +87,7 @@ std::string Metrics::RenderPrometheus() const {
   Gauge(&out, "inflight_events", "gauge", "Events produced and not yet acknowledged.", inflight_events);
   Gauge(&out, "producer_queue_bytes", "gauge", "Bytes waiting in the producer queue.", producer_queue_bytes);
   Gauge(&out, "standby", "gauge", "1 while waiting for another instance to release the slot.", standby);
+  Gauge(&out, "slot_invalidated", "gauge", "1 when PostgreSQL invalidated the replication slot (wal_status lost): events were lost upstream; see the README section on faults.", slot_invalidated);
   Gauge(&out, "up", "gauge", "1 while the process runs.", up);
   return out;
 }

@@ -55,6 +55,7 @@ struct Metrics {
   std::atomic<int64_t> inflight_events{0};
   std::atomic<int64_t> producer_queue_bytes{0};
   std::atomic<int> standby{0};
+  std::atomic<int> slot_invalidated{0};  // 1: PostgreSQL invalidated the slot (gap upstream)
   std::atomic<int> streaming{0};
   std::atomic<int> up{1};
 

@@ -319,6 +319,7 @@ absl::Status Pipeline::MaybeSendStatus(bool force) {
       .reply_requested = false,
   };
   RETURN_IF_ERROR(stream_->SendStatus(status));
+  if (flush > confirmed_sent_ && options_.on_confirmed) options_.on_confirmed(flush);
   confirmed_sent_ = flush;
   last_status_sent_ = now;
   metrics_->confirmed_flush_lsn.store(flush.value(), std::memory_order_relaxed);

@@ -43,6 +43,9 @@ struct PipelineOptions {
   absl::Duration feedback_delay = absl::Milliseconds(20);
   // On graceful stop, how long to wait for outstanding delivery reports.
   absl::Duration stop_flush_timeout = absl::Seconds(30);
+  // Called after a status update that moved the flush LSN reached the socket
+  // (e.g. to record it in the state file). Optional.
+  std::function<void(Lsn)> on_confirmed;
 };
 
 using Clock = std::function<absl::Time()>;
