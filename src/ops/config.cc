@@ -244,7 +244,7 @@ const std::vector<std::string_view>& TopKeys() {
 }
 const std::vector<std::string_view>& SourceKeys() {
   static const auto* keys = new std::vector<std::string_view>{"dsn", "slot", "publication",
-                                                              "create_slot", "status_interval"};
+                                                              "create_slot", "status_interval", "state_dir"};
   return *keys;
 }
 const std::vector<std::string_view>& SinkKeys() {
@@ -607,6 +607,7 @@ class ConfigParser {
                                out->publication));
     }
     RETURN_IF_ERROR(GetBool(*source, "create_slot", "source.create_slot", &out->create_slot));
+    RETURN_IF_ERROR(GetString(*source, "state_dir", "source.state_dir", &out->state_dir));
 
     if (const toml::node* node = source->get("status_interval"); node != nullptr) {
       std::string text;

@@ -23,6 +23,9 @@ struct SourceConfig {
   std::string publication = "outboxd";
   bool create_slot = true;
   absl::Duration status_interval = absl::Seconds(10);
+  // Directory of the state file that detects gaps upstream; empty: not set
+  // (run --state-dir wins; see README "Faults and what outboxd does").
+  std::string state_dir;
 };
 
 // Table-less events: transactional pg_logical_emit_message(true, prefix, json).

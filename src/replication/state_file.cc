@@ -178,6 +178,32 @@ absl::Status WriteStateFile(const std::string& path, const SavedState& state) {
   return absl::OkStatus();
 }
 
+StateRecorder::StateRecorder(std::string path, absl::Duration min_interval, std::function<absl::Time()> clock)
+    : path_(std::move(path)), min_interval_(min_interval), clock_(std::move(clock)) {}
+
+absl::Status StateRecorder::Begin(SavedState state) {
+  state_ = std::move(state);
+  return Write();
+}
+
+absl::Status StateRecorder::OnConfirmed(Lsn lsn) {
+  if (!state_.has_value() || lsn <= state_->confirmed_lsn) return absl::OkStatus();
+  state_->confirmed_lsn = lsn;
+  dirty_ = true;
+  if (clock_() - last_write_ < min_interval_) return absl::OkStatus();
+  return Write();
+}
+
+absl::Status StateRecorder::Flush() { return dirty_ ? Write() : absl::OkStatus(); }
+
+absl::Status StateRecorder::Write() {
+  RETURN_IF_ERROR(WriteStateFile(path_, *state_));
+  dirty_ = false;
+  last_write_ = clock_();
+  ++writes_;
+  return absl::OkStatus();
+}
+
 absl::Status MarkGap(absl::Status status, bool invalidated) {
   status.SetPayload(kGapPayload, absl::Cord("1"));
   if (invalidated) status.SetPayload(kSlotInvalidatedPayload, absl::Cord("1"));

@@ -5,12 +5,14 @@
 // from the two file functions, which use POSIX calls only.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "common/lsn.h"
 
 namespace outboxd::replication {
@@ -45,6 +47,34 @@ std::string StateFilePath(std::string_view dir, std::string_view slot);
 absl::StatusOr<std::optional<SavedState>> ReadStateFile(const std::string& path);
 // Atomically: write `path`.tmp, fsync it, rename over `path`, fsync the directory.
 absl::Status WriteStateFile(const std::string& path, const SavedState& state);
+
+// Keeps the state file up to date while streaming: written at once when a
+// session starts, then on confirmed positions at most once per
+// `min_interval`, and by Flush (at stop). Not thread-safe: the pipeline's
+// thread calls it.
+class StateRecorder {
+ public:
+  StateRecorder(std::string path, absl::Duration min_interval, std::function<absl::Time()> clock);
+  // A session started streaming `state.slot` of `state.system_id`.
+  absl::Status Begin(SavedState state);
+  // The pipeline confirmed `lsn`; writes if the last write is old enough.
+  absl::Status OnConfirmed(Lsn lsn);
+  // Writes what is not written yet.
+  absl::Status Flush();
+  const std::string& path() const { return path_; }
+  int writes() const { return writes_; }
+
+ private:
+  absl::Status Write();
+
+  std::string path_;
+  absl::Duration min_interval_;
+  std::function<absl::Time()> clock_;
+  std::optional<SavedState> state_;
+  bool dirty_ = false;
+  absl::Time last_write_ = absl::InfinitePast();
+  int writes_ = 0;
+};
 
 // What a start does with the slot, given what the server shows and what the
 // state file remembers.

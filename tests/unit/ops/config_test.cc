@@ -66,6 +66,7 @@ TEST(ParseConfigTest, MinimalConfigTakesEveryDefault) {
   EXPECT_EQ(config->source.publication, "outboxd");
   EXPECT_TRUE(config->source.create_slot);
   EXPECT_EQ(config->source.status_interval, absl::Seconds(10));
+  EXPECT_EQ(config->source.state_dir, "");
   EXPECT_THAT(config->kafka.properties, ElementsAre(Pair("bootstrap.servers", "kafka:9092")));
   EXPECT_TRUE(config->outbox.empty());
   EXPECT_TRUE(config->messages.enabled);
@@ -100,6 +101,7 @@ slot = "shop_outbox"
 publication = "shop_pub"
 create_slot = false
 status_interval = "500ms"
+state_dir = "/var/lib/shop-outboxd"
 
 [sink.kafka]
 "bootstrap.servers" = "k1:9092,k2:9092"
@@ -136,6 +138,7 @@ format = "json"
   EXPECT_EQ(config->source.publication, "shop_pub");
   EXPECT_FALSE(config->source.create_slot);
   EXPECT_EQ(config->source.status_interval, absl::Milliseconds(500));
+  EXPECT_EQ(config->source.state_dir, "/var/lib/shop-outboxd");
   // File order, not toml++'s sorted order; integers and booleans as librdkafka text.
   EXPECT_THAT(config->kafka.properties,
               ElementsAre(Pair("bootstrap.servers", "k1:9092,k2:9092"), Pair("linger.ms", "5"),
@@ -266,7 +269,7 @@ dns = "host=db"
             "config: line 6: unknown key sink.rabbitmq; the keys of [sink] are: kafka");
   EXPECT_EQ(ErrorOf("[source]\ndsn = \"h\"\non_bad_event = \"stop\"\n"),
             "config: line 3: unknown key source.on_bad_event; the keys of [source] are: dsn, slot, "
-            "publication, create_slot, status_interval");
+            "publication, create_slot, status_interval, state_dir");
 }
 
 TEST(ParseConfigTest, WrongTypesNameKeyAndType) {

@@ -169,3 +169,40 @@ TEST(DecideSlotActionTest, AnotherSystemIsAPossibleGap) {
 
 }  // namespace
 }  // namespace outboxd::replication
+
+namespace outboxd::replication {
+namespace {
+
+TEST_F(StateFileIoTest, RecorderWritesAtOnceThenAtMostOnceASecondAndAtStop) {
+  absl::Time now = absl::FromUnixSeconds(1700000000);
+  const std::string path = StateFilePath(dir_, "outboxd");
+  StateRecorder recorder(path, absl::Seconds(1), [&] { return now; });
+  auto on_disk = [&] { return (*ReadStateFile(path))->confirmed_lsn; };
+  ASSERT_TRUE(recorder.OnConfirmed(Lsn(5)).ok()) << "nothing to record before a session";
+  EXPECT_FALSE(ReadStateFile(path)->has_value());
+
+  SavedState state = Sample();
+  state.confirmed_lsn = Lsn(100);
+  ASSERT_TRUE(recorder.Begin(state).ok());
+  EXPECT_EQ(on_disk(), Lsn(100)) << "a session start is recorded at once";
+  for (int i = 1; i <= 100; ++i) {
+    now += absl::Milliseconds(10);
+    ASSERT_TRUE(recorder.OnConfirmed(Lsn(100 + i)).ok());
+  }
+  // 100 confirms over one second: the first within the second is held back,
+  // one write when the second has passed.
+  EXPECT_EQ(recorder.writes(), 2);
+  EXPECT_EQ(on_disk(), Lsn(200));
+  now += absl::Milliseconds(10);
+  ASSERT_TRUE(recorder.OnConfirmed(Lsn(250)).ok());
+  EXPECT_EQ(on_disk(), Lsn(200)) << "throttled";
+  ASSERT_TRUE(recorder.OnConfirmed(Lsn(240)).ok()) << "never backwards";
+  ASSERT_TRUE(recorder.Flush().ok());
+  EXPECT_EQ(on_disk(), Lsn(250)) << "written at stop";
+  EXPECT_EQ(recorder.writes(), 3);
+  ASSERT_TRUE(recorder.Flush().ok());
+  EXPECT_EQ(recorder.writes(), 3) << "nothing new, nothing written";
+}
+
+}  // namespace
+}  // namespace outboxd::replication
