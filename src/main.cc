@@ -143,10 +143,15 @@ int Run(const ops::Config& config, const RunFlags& flags) {
                    "before {} and not yet published are not streamed",
                    stream_options.slot, info.slot_confirmed_flush.ToString());
     } else if (accept_gap && stream_options.saved.has_value() &&
-               (info.slot_created || stream_options.saved->system_id != info.system_id)) {
-      ops::LogWarn("--accept-gap: streaming slot '{}' of system {} although the state file showed system {} "
-                   "confirmed up to {}; events in between are not streamed",
+               stream_options.saved->system_id != info.system_id) {
+      ops::LogWarn("--accept-gap: streaming slot '{}' of system {}, although outboxd last streamed it from "
+                   "system {} up to {}; events not published from there are not streamed",
                    stream_options.slot, info.system_id, stream_options.saved->system_id,
+                   stream_options.saved->confirmed_lsn.ToString());
+    } else if (accept_gap && stream_options.saved.has_value() && info.slot_created) {
+      ops::LogWarn("--accept-gap: created slot '{}' anew at {}; outboxd had confirmed up to {} on the old one, "
+                   "and events committed in between are not streamed",
+                   stream_options.slot, info.slot_confirmed_flush.ToString(),
                    stream_options.saved->confirmed_lsn.ToString());
     }
     accept_gap = false;
