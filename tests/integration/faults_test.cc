@@ -348,7 +348,8 @@ TEST_F(FaultsTest, TwoInstancesOneStreamsTheStandbyTakesOverAfterSigkill) {
             "1");
   const std::string waiting = standby.Log();
   size_t lines = 0;
-  for (size_t at = waiting.find("standby: "); at != std::string::npos; at = waiting.find("standby: ", at + 1)) {
+  const std::string line = "waiting for the slot to be released";
+  for (size_t at = waiting.find(line); at != std::string::npos; at = waiting.find(line, at + 1)) {
     ++lines;
   }
   EXPECT_EQ(lines, 1u) << "logged once a minute, not once a retry\n" << waiting;
