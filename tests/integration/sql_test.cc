@@ -10,6 +10,7 @@
 #include <cstring>
 #include <set>
 
+#include "absl/cleanup/cleanup.h"
 #include "fmt/format.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -29,7 +30,7 @@ struct Result {
   std::string output;
 };
 
-Result Run(const std::string& command) {
+Result Shell(const std::string& command) {
   FILE* pipe = popen((command + " 2>&1").c_str(), "r");
   std::string output;
   char buf[4096];
@@ -42,7 +43,7 @@ Result Run(const std::string& command) {
 // psql -f sql/<file> as the superuser, with -v variables; `env` is prepended
 // (NAME=value ...) to the command's environment.
 Result Psql(const std::string& file, const std::string& vars = "", const std::string& env = "") {
-  return Run(fmt::format("{} {} \"{}\" -X -v ON_ERROR_STOP=1 {} -f {}/sql/{}", env, kPsql, PgDsn(), vars,
+  return Shell(fmt::format("{} {} \"{}\" -X -v ON_ERROR_STOP=1 {} -f {}/sql/{}", env, kPsql, PgDsn(), vars,
                          OUTBOXD_SOURCE_DIR, file));
 }
 
@@ -113,11 +114,19 @@ TEST_F(SqlToolkitTest, RoleSqlMakesALeastPrivilegeRoleThatStreams) {
   const std::string role = UniqueName("relay");
   const std::string business = UniqueName("orders");
   sql_.Exec(fmt::format("CREATE TABLE public.{} (id int PRIMARY KEY, secret text)", business));
+  absl::Cleanup cleanup = [&] {
+    DropSource(sql_, source);
+    sql_.Exec(fmt::format("DROP TABLE public.{}", business));
+    sql_.Exec(fmt::format("DROP OWNED BY {0}; DROP ROLE IF EXISTS {0}", role));
+  };
   const std::string password = "Pw-" + UniqueName("x") + "'\"$";
   const std::string vars = fmt::format("-v outboxd_role={} -v outboxd_tables=public.{}", role, source.table);
   for (int i = 0; i < 2; ++i) {
     // -e echoes every statement: the password statement must still not show.
-    Result r = Psql("role.sql", vars + " -e", fmt::format("OUTBOXD_ROLE_PASSWORD='{}'", password));
+    // Through the environment, as an operator would: not on psql's command line.
+    setenv("OUTBOXD_ROLE_PASSWORD", password.c_str(), 1);
+    Result r = Psql("role.sql", vars + " -e");
+    unsetenv("OUTBOXD_ROLE_PASSWORD");
     ASSERT_EQ(r.code, 0) << r.output;
     EXPECT_THAT(r.output, Not(HasSubstr(password)));
     EXPECT_THAT(r.output, HasSubstr("password set from OUTBOXD_ROLE_PASSWORD"));
@@ -164,17 +173,13 @@ TEST_F(SqlToolkitTest, RoleSqlMakesALeastPrivilegeRoleThatStreams) {
   FILE* f = fopen(path.c_str(), "w");
   fputs(config.c_str(), f);
   fclose(f);
-  Result check = Run(fmt::format("{} check --config {}", OUTBOXD_BINARY, path));
+  Result check = Shell(fmt::format("{} check --config {}", OUTBOXD_BINARY, path));
   EXPECT_EQ(check.code, 0) << check.output;
   EXPECT_THAT(check.output, HasSubstr(fmt::format("ok    privileges   role {} has REPLICATION and is not a "
                                                   "superuser",
                                                   role)));
   EXPECT_THAT(check.output, HasSubstr("ok    replication"));
   std::remove(path.c_str());
-
-  DropSource(sql_, source);
-  sql_.Exec(fmt::format("DROP TABLE public.{}", business));
-  sql_.Exec(fmt::format("DROP OWNED BY {0}; DROP ROLE {0}", role));
 }
 
 // purge.sql: a day-partitioned outbox published under the root's name, whose
@@ -184,6 +189,9 @@ TEST_F(SqlToolkitTest, PartitionedOutboxPublishesUnderTheRootAndSurvivesDropping
   const std::string root = UniqueName("outbox_days");
   const std::string publication = UniqueName("days_pub");
   const std::string vars = fmt::format("-v partitioned_outbox=public.{} -v publication={}", root, publication);
+  TestSource source{.table = root, .publication = publication, .slot = UniqueName("days_slot"),
+                    .topic_prefix = UniqueName("it.days")};
+  absl::Cleanup cleanup = [&] { DropSource(sql_, source); };
   Result first = Psql("purge.sql", vars);
   ASSERT_EQ(first.code, 0) << first.output;
   EXPECT_THAT(first.output, HasSubstr("created"));
@@ -209,8 +217,6 @@ TEST_F(SqlToolkitTest, PartitionedOutboxPublishesUnderTheRootAndSurvivesDropping
                                          "interval '12 hours'",
                                          old_day);
 
-  TestSource source{.table = root, .publication = publication, .slot = UniqueName("days_slot"),
-                    .topic_prefix = UniqueName("it.days")};
   std::string config = ConfigFor(source);
   // {table} renders the relation name pgoutput sent: the root's, not a partition's.
   config.replace(config.find(".{aggregate_type}"), strlen(".{aggregate_type}"), ".{table}");
@@ -248,9 +254,6 @@ TEST_F(SqlToolkitTest, PartitionedOutboxPublishesUnderTheRootAndSurvivesDropping
   records = ReadUntilAllKeys({topic}, ids, absl::Seconds(60));
   EXPECT_EQ(Keys(records), ids) << outboxd.Log();
   EXPECT_EQ(outboxd.Stop(SIGTERM), 0) << outboxd.Log();
-
-  sql_.DropSlotWhenInactive(source.slot);
-  sql_.Exec(fmt::format("DROP PUBLICATION {}; DROP TABLE public.{}", publication, root));
 }
 
 // purge.sql's other two patterns: delete-on-insert (still published) and the
@@ -258,6 +261,7 @@ TEST_F(SqlToolkitTest, PartitionedOutboxPublishesUnderTheRootAndSurvivesDropping
 TEST_F(SqlToolkitTest, DeleteOnInsertPublishesAndPurgeDeletesOnlyOldRows) {
   ASSERT_EQ(Psql("purge.sql").code, 0);
   TestSource source = CreateDefaultSource(sql_, "purge");
+  absl::Cleanup cleanup = [&] { DropSource(sql_, source); };
   const std::string table = "public." + source.table;
   EXPECT_EQ(sql_.Scalar(fmt::format("SELECT outbox_set_delete_on_insert('{}', true)", table)), "t");
   EXPECT_EQ(sql_.Scalar(fmt::format("SELECT outbox_set_delete_on_insert('{}', true)", table)), "t");
@@ -274,13 +278,12 @@ TEST_F(SqlToolkitTest, DeleteOnInsertPublishesAndPurgeDeletesOnlyOldRows) {
   EXPECT_EQ(sql_.Scalar(fmt::format("SELECT outbox_set_delete_on_insert('{}', false)", table)), "f");
   Insert(sql_, table, 25, "now() - interval '5 days'");
   Insert(sql_, table, 3);
-  Result purge = Run(fmt::format("{} \"{}\" -X -v ON_ERROR_STOP=1 -c \"CALL outbox_purge('{}', interval "
+  Result purge = Shell(fmt::format("{} \"{}\" -X -v ON_ERROR_STOP=1 -c \"CALL outbox_purge('{}', interval "
                                  "'1 day', 10)\"",
                                  kPsql, PgDsn(), table));
   ASSERT_EQ(purge.code, 0) << purge.output;
   EXPECT_THAT(purge.output, HasSubstr("deleted 25 row(s)"));
   EXPECT_EQ(sql_.Scalar(fmt::format("SELECT count(*) FROM {}", table)), "3");
-  DropSource(sql_, source);
 }
 
 // monitoring.sql: outboxd_slot_status shows lag, retained WAL, wal_status and
@@ -291,6 +294,7 @@ TEST_F(SqlToolkitTest, MonitoringViewShowsLagRetainedWalAndTheActiveSender) {
     ASSERT_EQ(r.code, 0) << r.output;
   }
   TestSource source = CreateDefaultSource(sql_, "mon");
+  absl::Cleanup cleanup = [&] { DropSource(sql_, source); };
   sql_.Exec(fmt::format("SELECT pg_create_logical_replication_slot('{}', 'pgoutput')", source.slot));
   Insert(sql_, "public." + source.table, 50);
   auto status = [&](const std::string& column) {
@@ -321,7 +325,6 @@ TEST_F(SqlToolkitTest, MonitoringViewShowsLagRetainedWalAndTheActiveSender) {
   EXPECT_EQ(sql_.Scalar("SELECT note FROM outboxd_settings WHERE name = 'wal_level'"), "must be logical");
   EXPECT_THAT(sql_.Scalar("SELECT note FROM outboxd_settings WHERE name = 'max_slot_wal_keep_size'"),
               HasSubstr("unbounded"));
-  DropSource(sql_, source);
 }
 
 // docs/examples/alembic_add_outbox.py mirrors sql/outbox.sql: applied (twice)
@@ -330,9 +333,10 @@ TEST_F(SqlToolkitTest, MonitoringViewShowsLagRetainedWalAndTheActiveSender) {
 TEST_F(SqlToolkitTest, AlembicExampleMirrorsOutboxSql) {
   const std::string db = UniqueName("it_alembic");
   sql_.Exec(fmt::format("CREATE DATABASE {}", db));
+  absl::Cleanup cleanup = [&] { sql_.Exec(fmt::format("DROP DATABASE IF EXISTS {}", db)); };
   const std::string dsn = fmt::format("host=127.0.0.1 port={} dbname={} user=postgres", PgPort(), db);
   auto migrate = [&](const std::string& direction) {
-    return Run(fmt::format("/usr/bin/python3 {0}/tests/integration/alembic_sql.py "
+    return Shell(fmt::format("/usr/bin/python3 {0}/tests/integration/alembic_sql.py "
                            "{0}/docs/examples/alembic_add_outbox.py {1} | {2} \"{3}\" -X -q -v ON_ERROR_STOP=1",
                            OUTBOXD_SOURCE_DIR, direction, kPsql, dsn));
   };
@@ -349,23 +353,22 @@ TEST_F(SqlToolkitTest, AlembicExampleMirrorsOutboxSql) {
       "SELECT pubinsert::text || pubupdate::text || pubdelete::text || pubtruncate::text || "
       "(SELECT string_agg(schemaname || '.' || tablename, ',') FROM pg_publication_tables t WHERE "
       "t.pubname = p.pubname) FROM pg_publication p WHERE pubname = 'outboxd'";
-  auto in_db = [&](const std::string& query) {
-    Result r = Run(fmt::format("{} \"{}\" -X -At -c \"{}\"", kPsql, dsn, query));
-    EXPECT_EQ(r.code, 0) << r.output;
+  auto in_db = [&](const std::string& query, int code = 0) {
+    Result r = Shell(fmt::format("{} \"{}\" -X -At -c \"{}\"", kPsql, dsn, query));
+    EXPECT_EQ(r.code, code) << r.output;
     return r.output;
   };
   EXPECT_EQ(in_db(describe), sql_.Scalar(describe) + "\n");
   EXPECT_EQ(in_db(publication), "truefalsefalsefalsepublic.outbox\n");
   // outbox_emit() behaves the same: returns the id, refuses NULLs.
   EXPECT_THAT(in_db("SELECT outbox_emit('a', 'b', 'c', '{}')"), ::testing::MatchesRegex("[0-9a-f-]{36}\n"));
-  EXPECT_THAT(in_db("SELECT outbox_emit(NULL, 'b', 'c', '{}')"), HasSubstr("must not be NULL"));
+  EXPECT_THAT(in_db("SELECT outbox_emit(NULL, 'b', 'c', '{}')", 1), HasSubstr("must not be NULL"));
 
   Result down = migrate("downgrade");
   ASSERT_EQ(down.code, 0) << down.output;
   EXPECT_EQ(in_db("SELECT to_regclass('public.outbox') IS NULL AND NOT EXISTS (SELECT 1 FROM pg_publication "
                   "WHERE pubname = 'outboxd')"),
             "t\n");
-  sql_.Exec(fmt::format("DROP DATABASE {}", db));
 }
 
 }  // namespace
