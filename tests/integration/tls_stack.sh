@@ -6,7 +6,8 @@
 #   - PostgreSQL 15 with ssl=on whose pg_hba.conf admits role outboxd only over hostssl with
 #     scram-sha-256 (postgres itself only over the Unix socket, for test setup);
 #   - one KRaft Kafka broker (the jars of deploy/local/stack.sh) with an SSL and a SASL_SSL
-#     (SCRAM-SHA-512, user outboxd created at format time) listener.
+#     listener; SASL mechanisms SCRAM-SHA-512 (user outboxd created at format time) and PLAIN
+#     (same user and password: librdkafka before 2.6.1 cannot do SCRAM with Kafka 4.x).
 # Everything binds 127.0.0.1. Passwords are random, kept in 0600 files, and never passed on a
 # command line (the Kafka format tool reads its arguments from a java @argfile).
 #
@@ -161,8 +162,9 @@ advertised.listeners=SSL://127.0.0.1:$SSL_PORT,SASL_SSL://127.0.0.1:$SASL_PORT
 listener.security.protocol.map=SSL:SSL,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=SSL
 controller.listener.names=CONTROLLER
-sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_outboxd="$(<"$TLS/secrets/kafka_password")";
 ssl.keystore.type=PKCS12
 ssl.keystore.location=$TLS/certs/server.p12
 ssl.keystore.password=$store
@@ -226,7 +228,7 @@ EOF
         fi
         sleep 0.3
     done
-    say "kafka: SSL on 127.0.0.1:$SSL_PORT, SASL_SSL (SCRAM-SHA-512) on 127.0.0.1:$SASL_PORT (pid $pid)"
+    say "kafka: SSL on 127.0.0.1:$SSL_PORT, SASL_SSL (SCRAM-SHA-512, PLAIN) on 127.0.0.1:$SASL_PORT (pid $pid)"
 }
 
 kafka_down() {
