@@ -230,8 +230,9 @@ level = "debug"
     return ids;
   }
 
-  // Streams `n` rows through outboxd with `kafka` and checks every id arrived.
-  void StreamThrough(const Properties& kafka) {
+  // Streams rows through outboxd with `kafka` (the password as ${file:...}) and
+  // checks, reading with `reader` (the password itself), that every id arrived.
+  void StreamThrough(const Properties& kafka, const Properties& reader) {
     OutboxdProcess outboxd(Config(Dsn(env_["CA"]), kafka));
     outboxd.Start();
     ASSERT_TRUE(outboxd.WaitForLog("streaming slot", absl::Seconds(60))) << outboxd.Log();
@@ -242,7 +243,7 @@ level = "debug"
               (replication::Row{"0", "1"}));
     const std::set<std::string> ids = InsertRows(50);
     ASSERT_EQ(ids.size(), 50u);
-    EXPECT_EQ(ReadKeys(kafka, topic_prefix_ + ".order", ids, absl::Seconds(90)), ids);
+    EXPECT_EQ(ReadKeys(reader, topic_prefix_ + ".order", ids, absl::Seconds(90)), ids);
     EXPECT_EQ(outboxd.Stop(SIGTERM), 0) << outboxd.Log();
     const std::string log = outboxd.Log();
     EXPECT_THAT(log, Not(HasSubstr(pg_password_)));
@@ -256,7 +257,7 @@ level = "debug"
 };
 
 TEST_F(TlsTest, PostgresVerifyFullAndKafkaSsl) {
-  StreamThrough(Kafka(/*sasl=*/false, ""));
+  StreamThrough(Kafka(/*sasl=*/false, ""), Kafka(/*sasl=*/false, ""));
 }
 
 TEST_F(TlsTest, PostgresVerifyFullAndKafkaSaslSslScram) {
@@ -265,12 +266,14 @@ TEST_F(TlsTest, PostgresVerifyFullAndKafkaSaslSslScram) {
                  << " cannot authenticate with SCRAM to Kafka 4.x (fixed in 2.6.1, "
                     "confluentinc/librdkafka#4895); SASL_SSL is tested with PLAIN";
   }
-  StreamThrough(Kafka(/*sasl=*/true, fmt::format("${{file:{}}}", env_["KAFKA_PASSWORD_FILE"])));
+  StreamThrough(Kafka(/*sasl=*/true, fmt::format("${{file:{}}}", env_["KAFKA_PASSWORD_FILE"])),
+                Kafka(/*sasl=*/true, kafka_password_));
 }
 
 TEST_F(TlsTest, PostgresVerifyFullAndKafkaSaslSslPlain) {
   StreamThrough(
-      Kafka(/*sasl=*/true, fmt::format("${{file:{}}}", env_["KAFKA_PASSWORD_FILE"]), "PLAIN"));
+      Kafka(/*sasl=*/true, fmt::format("${{file:{}}}", env_["KAFKA_PASSWORD_FILE"]), "PLAIN"),
+      Kafka(/*sasl=*/true, kafka_password_, "PLAIN"));
 }
 
 // `outboxd check` and `outboxd replay` open ordinary (non-replication)
