@@ -30,6 +30,7 @@ namespace outboxd::ops {
 namespace {
 
 constexpr std::string_view kMask = "********";
+constexpr std::string_view kFilePrefix = "file:";  // ${file:PATH} reads a secret file
 
 // ---------------------------------------------------------------------------
 // Small string helpers.
@@ -443,7 +444,8 @@ class ConfigParser {
     return absl::OkStatus();
   }
 
-  // Replaces ${NAME} by the environment variable NAME and "$$" by "$". `path`
+  // Replaces ${NAME} by the environment variable NAME, ${file:PATH} by the
+  // content of the file PATH, and "$$" by "$". `path`
   // names the key in errors; the value itself is never quoted, it may be secret.
   absl::StatusOr<std::string> Expand(std::string_view text, std::string_view path,
                                      const toml::node& node) const {
@@ -470,6 +472,13 @@ class ConfigParser {
                                         path));
       }
       const std::string_view name = text.substr(i + 2, close - i - 2);
+      if (name.rfind(kFilePrefix, 0) == 0) {
+        ASSIGN_OR_RETURN(std::string secret,
+                         ReadSecretFile(name.substr(kFilePrefix.size()), path, node));
+        out += secret;
+        i = close;
+        continue;
+      }
       const bool valid_name =
           !name.empty() && !(name[0] >= '0' && name[0] <= '9') &&
           std::all_of(name.begin(), name.end(), [](char c) {
@@ -491,6 +500,41 @@ class ConfigParser {
       i = close;
     }
     return out;
+  }
+
+  // ${file:PATH}: the content of PATH, one trailing newline removed (what
+  // `echo secret > file` and Kubernetes/Docker secrets leave behind). Errors
+  // name the key and the path, never the content.
+  absl::StatusOr<std::string> ReadSecretFile(std::string_view file_path, std::string_view path,
+                                             const toml::node& node) const {
+    if (file_path.empty()) {
+      return Error(&node, fmt::format("{}: \"${{file:}}\" names no file; write "
+                                      "${{file:/run/secrets/NAME}}",
+                                      path));
+    }
+    const std::string file(file_path);
+    std::error_code error;
+    if (std::filesystem::is_directory(file, error)) {
+      return Error(&node, fmt::format("{}: cannot read secret file {}: it is a directory; name "
+                                      "the file that holds the secret",
+                                      path, file));
+    }
+    std::ifstream in(file, std::ios::binary);
+    if (!in) {
+      return Error(&node, fmt::format("{}: cannot read secret file {}: {}; check the path and "
+                                      "that outboxd's user may read it",
+                                      path, file, std::strerror(errno)));
+    }
+    std::ostringstream content;
+    content << in.rdbuf();
+    if (in.bad()) {
+      return Error(&node, fmt::format("{}: cannot read secret file {}: {}", path, file,
+                                      std::strerror(errno)));
+    }
+    std::string secret = std::move(content).str();
+    if (!secret.empty() && secret.back() == '\n') secret.pop_back();
+    if (!secret.empty() && secret.back() == '\r') secret.pop_back();
+    return secret;
   }
 
   // Typed getters. An absent key leaves `*out` unchanged (its default).

@@ -1,7 +1,8 @@
 // Config: the TOML file of `outboxd run|check --config FILE`. Every key, its
 // default and an example are in docs/configuration.md. ${NAME} inside a string
 // value is replaced by the environment variable NAME (an unset variable is an
-// error), so secrets stay out of the file.
+// error), and ${file:PATH} by the content of the file PATH without its trailing
+// newline (an unreadable file is an error), so secrets stay out of the file.
 #pragma once
 
 #include <functional>

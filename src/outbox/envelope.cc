@@ -46,7 +46,8 @@ void EncodeEnvelope(const OutboxEvent& event, std::string* out) {
   source->set_commit_lsn(event.source.commit_lsn.value());
   source->set_lsn(event.source.lsn.value());
   source->set_xid(event.source.xid);
-  SetTimestamp(event.source.commit_time, source->mutable_commit_time());
+  // 0 (2000-01-01) is no commit at all: `outboxd replay` reads rows, not WAL.
+  if (event.source.commit_time != 0) SetTimestamp(event.source.commit_time, source->mutable_commit_time());
   source->set_schema(event.source.schema);
   source->set_table(event.source.table);
   source->set_message_prefix(event.source.message_prefix);

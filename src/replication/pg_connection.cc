@@ -87,11 +87,21 @@ std::string Redact(std::string message, const std::vector<std::string>& secrets)
   return message;
 }
 
+// The server's certificate could not be verified (sslmode=verify-ca or
+// verify-full): a configuration problem that retrying will not fix.
+bool IsTlsVerifyFailure(std::string_view message) {
+  return ContainsNoCase(message, "certificate verify failed") ||
+         (ContainsNoCase(message, "server certificate for") && ContainsNoCase(message, "does not match")) ||
+         ContainsNoCase(message, "root certificate file") ||
+         ContainsNoCase(message, "could not read root certificate");
+}
+
 // libpq reports connection failures as text only (no SQLSTATE reaches the
 // client API), so the classification reads the words. Everything not
 // recognised is treated as transient: retrying a refused or timed-out
 // connection is the right default for a relay.
 absl::StatusCode ClassifyConnectFailure(std::string_view message) {
+  if (IsTlsVerifyFailure(message)) return absl::StatusCode::kFailedPrecondition;
   if (ContainsNoCase(message, "password authentication failed") ||
       ContainsNoCase(message, "authentication failed for user") || ContainsNoCase(message, "no password supplied") ||
       ContainsNoCase(message, "password is required") ||
@@ -125,6 +135,10 @@ std::string_view HintFor(absl::StatusCode code, bool replication) {
       return "check dbname in [source] dsn";
     case absl::StatusCode::kInvalidArgument:
       return "fix [source] dsn";
+    case absl::StatusCode::kFailedPrecondition:
+      return "the server's TLS certificate could not be verified: set sslrootcert in [source] dsn to "
+             "the CA certificate that signed it, and with sslmode=verify-full connect to a host name "
+             "or address that the certificate names (see docs/configuration.md, TLS)";
     default:
       return "is PostgreSQL running and reachable from here? outboxd keeps retrying";
   }

@@ -29,7 +29,8 @@ class PgConnection {
   // DSN, UnavailableError when the server cannot be reached or is not ready,
   // UnauthenticatedError when it rejects the credentials or the role,
   // PermissionDeniedError when pg_hba.conf or privileges refuse us,
-  // NotFoundError for a missing database.
+  // NotFoundError for a missing database, FailedPreconditionError when the
+  // server's TLS certificate fails verification (sslrootcert, host name).
   static absl::StatusOr<std::unique_ptr<PgConnection>> Connect(std::string_view dsn, bool replication);
 
   ~PgConnection();

@@ -12,12 +12,14 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "fmt/format.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace outboxd::ops {
 namespace {
 
+using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -242,6 +244,70 @@ dsn = "host=db password=${PGPASSWORD}"
               HasSubstr("log.level: \"${}\" is not a valid environment variable reference"));
   EXPECT_THAT(ErrorOf(std::string(kMinimal) + "\"sasl.password\" = \"${KAFKA_SECRET}\"\n"),
               HasSubstr("sink.kafka.\"sasl.password\": environment variable KAFKA_SECRET is not set"));
+}
+
+// A file under the test's temporary directory holding `content`.
+std::string SecretFile(const std::string& name, const std::string& content) {
+  const std::string path = ::testing::TempDir() + "/config_test_" + name;
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << content;
+  return path;
+}
+
+TEST(ParseConfigTest, ExpandsSecretFilesWithoutTheirTrailingNewline) {
+  const std::string pg = SecretFile("pg_password", "pg s3cret\n");
+  const std::string kafka = SecretFile("kafka_password", "k$pass{}\r\n");
+  const std::string bare = SecretFile("bare", "no-newline");
+  const std::string two = SecretFile("two_newlines", "a\n\n");
+  absl::StatusOr<Config> config = ParseConfig(fmt::format(R"(
+[source]
+dsn = "host=db user=outboxd password='${{file:{}}}'"
+[sink.kafka]
+"bootstrap.servers" = "k:9092"
+"sasl.password" = "${{file:{}}}"
+"ssl.key.password" = "${{file:{}}}-${{USER_SUFFIX}}"
+"x" = "${{file:{}}}"
+)",
+                                                          pg, kafka, bare, two),
+                                              Env({{"USER_SUFFIX", "env"}}));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->source.dsn, "host=db user=outboxd password='pg s3cret'");
+  EXPECT_THAT(config->kafka.properties,
+              ElementsAre(Pair("bootstrap.servers", "k:9092"), Pair("sasl.password", "k$pass{}"),
+                          Pair("ssl.key.password", "no-newline-env"), Pair("x", "a\n")));
+}
+
+TEST(ParseConfigTest, UnreadableSecretFileNamesKeyAndPathNotContent) {
+  const std::string missing = ::testing::TempDir() + "/config_test_does_not_exist";
+  EXPECT_EQ(ErrorOf(fmt::format("[source]\ndsn = \"password=${{file:{}}}\"\n", missing)),
+            fmt::format("config: line 2: source.dsn: cannot read secret file {}: No such file or "
+                        "directory; check the path and that outboxd's user may read it",
+                        missing));
+  EXPECT_THAT(ErrorOf(std::string(kMinimal) + fmt::format("\"sasl.password\" = \"${{file:{}}}\"\n",
+                                                          ::testing::TempDir())),
+              HasSubstr("sink.kafka.\"sasl.password\": cannot read secret file"));
+  EXPECT_THAT(ErrorOf(std::string(kMinimal) + "\"sasl.password\" = \"${file:}\"\n"),
+              HasSubstr("sink.kafka.\"sasl.password\": \"${file:}\" names no file"));
+  // "$${file:...}" stays literal text.
+  absl::StatusOr<Config> literal =
+      ParseConfig(std::string(kMinimal) + "\"x\" = \"$${file:/nope}\"\n", Env());
+  ASSERT_TRUE(literal.ok()) << literal.status();
+  EXPECT_THAT(literal->kafka.properties, Contains(Pair("x", "${file:/nope}")));
+}
+
+TEST(ParseConfigTest, ErrorsAfterASecretNeverQuoteIt) {
+  // A bad value elsewhere in the file: the message names that key only.
+  const std::string secret_file = SecretFile("quiet", "Hush-Hush-42\n");
+  const std::string error = ErrorOf(fmt::format(R"(
+[source]
+dsn = "host=db password=${{file:{}}}"
+slot = "Bad-Slot"
+[sink.kafka]
+"bootstrap.servers" = "k:9092"
+"sasl.password" = "${{file:{}}}"
+)",
+                                                secret_file, secret_file));
+  EXPECT_THAT(error, HasSubstr("source.slot"));
+  EXPECT_THAT(error, Not(HasSubstr("Hush-Hush-42")));
 }
 
 TEST(ParseConfigTest, UnknownKeySuggestsTheClosestName) {
