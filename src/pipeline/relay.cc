@@ -90,6 +90,7 @@ absl::Status Relay::Run(const std::atomic<bool>& stop) {
       was_standby = true;
     } else {
       metrics_->reconnects.Add(target);
+      metrics_->SetLastError(std::string(status.message()));
       ops::LogWarn("{}; retrying in {}", status.message(), absl::FormatDuration(backoff));
     }
     // Full jitter over the upper half keeps instances from retrying in step.
