@@ -251,8 +251,11 @@ absl::Status Pipeline::Publish(const outbox::TopicTemplate& topic, outbox::KeySo
       .key = outbox::RecordKey(event_, key),
       .value = value_,
       .headers = &headers_,
-      .token = tracker_.AddEvent(),
+      // One token per record (the tracker's token names the transaction), so
+      // that its report finds its topic and size.
+      .token = next_record_token_++,
   };
+  const uint64_t txn_token = tracker_.AddEvent();
   metrics_->inflight_events.store(static_cast<int64_t>(tracker_.inflight_events()),
                                   std::memory_order_relaxed);
   auto topic_id = topic_ids_.find(topic_);
@@ -262,7 +265,7 @@ absl::Status Pipeline::Publish(const outbox::TopicTemplate& topic, outbox::KeySo
   }
   size_t bytes = request.key.size() + request.value.size();
   for (const auto& [name, value] : headers_) bytes += name.size() + value.size();
-  inflight_records_[request.token] = {topic_id->second, static_cast<uint32_t>(bytes)};
+  inflight_records_[request.token] = {txn_token, topic_id->second, static_cast<uint32_t>(bytes)};
   inflight_bytes_ += static_cast<int64_t>(bytes);
   metrics_->producer_queue_bytes.store(inflight_bytes_, std::memory_order_relaxed);
   absl::Status produced = ProduceWithBackpressure(request);
@@ -288,13 +291,14 @@ absl::Status Pipeline::ProduceWithBackpressure(const kafka::ProduceRequest& requ
   }
 }
 
-void Pipeline::OnDelivery(uint64_t token, const absl::Status& status) {
-  if (auto record = inflight_records_.find(token); record != inflight_records_.end()) {
-    if (status.ok()) metrics_->events_published.Add(topic_names_[record->second.topic]);
-    inflight_bytes_ -= record->second.bytes;
-    metrics_->producer_queue_bytes.store(inflight_bytes_, std::memory_order_relaxed);
-    inflight_records_.erase(record);
-  }
+void Pipeline::OnDelivery(uint64_t record_token, const absl::Status& status) {
+  auto record = inflight_records_.find(record_token);
+  if (record == inflight_records_.end()) return;  // not ours (the tracker ignores those too)
+  const uint64_t token = record->second.txn_token;
+  if (status.ok()) metrics_->events_published.Add(topic_names_[record->second.topic]);
+  inflight_bytes_ -= record->second.bytes;
+  metrics_->producer_queue_bytes.store(inflight_bytes_, std::memory_order_relaxed);
+  inflight_records_.erase(record);
   if (status.ok()) {
     const int64_t commit_time = tracker_.CommitTimeOf(token);
     if (commit_time != 0) {

@@ -116,12 +116,15 @@ class Pipeline {
 
   absl::Status delivery_error_;        // the first failed delivery report
 
-  // For outboxd_events_published_total{topic} and outboxd_producer_queue_bytes:
-  // each unacknowledged record's topic (an index into topic_names_) and size.
+  // Each unacknowledged record by its own token: its transaction's token in
+  // the AckTracker, and for outboxd_events_published_total{topic} and
+  // outboxd_producer_queue_bytes its topic (an index into topic_names_) and size.
   struct InflightRecord {
+    uint64_t txn_token;
     uint32_t topic;
     uint32_t bytes;
   };
+  uint64_t next_record_token_ = 1;
   absl::flat_hash_map<uint64_t, InflightRecord> inflight_records_;
   absl::flat_hash_map<std::string, uint32_t> topic_ids_;
   std::vector<std::string> topic_names_;
