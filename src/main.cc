@@ -17,7 +17,11 @@
 #include "kafka/rdkafka_sink.h"
 #include "ops/check.h"
 #include "ops/config.h"
+#include "ops/endpoints.h"
+#include "ops/http_server.h"
+#include "ops/log_secrets.h"
 #include "ops/logging.h"
+#include "ops/slot_monitor.h"
 #include "ops/metrics.h"
 #include "ops/replay.h"
 #include "pipeline/relay.h"
@@ -191,12 +195,30 @@ int Run(const ops::Config& config, const RunFlags& flags) {
             ops::Log(ours, "kafka {}: {}", facility, message);
           },
       .error = [](const absl::Status& error) { ops::LogWarn("kafka: {}", error.message()); },
+      .brokers_up = [&metrics](int up) { metrics.kafka_brokers_up.store(up); },
   };
   pipeline::SinkFactory sinks = [&]() -> absl::StatusOr<std::unique_ptr<kafka::EventSink>> {
+    metrics.kafka_brokers_up.store(-1);  // unknown until the new producer's first statistics
     auto sink = kafka::RdKafkaSink::Create(config.kafka.properties, sink_options);
     if (!sink.ok()) return sink.status();
     return std::unique_ptr<kafka::EventSink>(std::move(*sink));
   };
+
+  std::unique_ptr<ops::HttpServer> http;
+  if (!ops::HttpDisabled(config.http.listen)) {
+    auto server = ops::HttpServer::Start(
+        config.http.listen, [&metrics](std::string_view method, std::string_view path) {
+          return ops::ServeHttp(method, path, metrics, g_stop.load());
+        });
+    if (!server.ok()) {
+      ops::LogError("{}", server.status().message());
+      return 1;
+    }
+    http = std::move(*server);
+    ops::LogInfo("serving /metrics, /healthz and /readyz on http://{}", http->address());
+  }
+  // Retained WAL and wal_status, on its own connection, every 15 s.
+  ops::SlotMonitor slot_monitor(config.source.dsn, config.source.slot, absl::Seconds(15), &metrics);
 
   pipeline::RelayOptions relay_options = RelayOptionsFrom(config);
   if (recorder.has_value()) {
@@ -316,6 +338,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   ApplyLogConfig(config->log);
+  ops::RegisterLogSecrets(*config);
   if (command == "check") return ops::RunCheck(*config, std::cout);
   if (command == "replay") {
     absl::StatusOr<ops::ReplayOptions> options = replay.Options();

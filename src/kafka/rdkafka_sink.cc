@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "fmt/format.h"
+#include "nlohmann/json.hpp"
 
 namespace outboxd::kafka {
 namespace {
@@ -181,6 +182,9 @@ absl::StatusOr<std::unique_ptr<RdKafkaSink>> RdKafkaSink::Create(const KafkaProp
     if (!status.ok()) break;
     if (!UserSet(properties, d.names)) status = set(std::string(d.names[0]), std::string(d.value));
   }
+  if (status.ok() && sink->options_.brokers_up && !UserSet(properties, {"statistics.interval.ms"})) {
+    status = set("statistics.interval.ms", "2000");
+  }
   // Forced last: no loss and no reordering on retries (DESIGN invariants 2, 3).
   if (status.ok()) status = set("enable.idempotence", "true");
   if (status.ok()) status = set("acks", "all");
@@ -192,6 +196,7 @@ absl::StatusOr<std::unique_ptr<RdKafkaSink>> RdKafkaSink::Create(const KafkaProp
   rd_kafka_conf_set_dr_msg_cb(conf, &RdKafkaSink::OnDelivery);
   rd_kafka_conf_set_error_cb(conf, &RdKafkaSink::OnError);
   if (sink->options_.log) rd_kafka_conf_set_log_cb(conf, &RdKafkaSink::OnLog);
+  if (sink->options_.brokers_up) rd_kafka_conf_set_stats_cb(conf, &RdKafkaSink::OnStats);
   rd_kafka_conf_set_opaque(conf, sink.get());
 
   // Kept for error messages; read back so that librdkafka's own parsing counts.
@@ -363,6 +368,23 @@ void RdKafkaSink::OnLog(const rd_kafka_t* rk, int level, const char* facility,
   auto* sink = static_cast<RdKafkaSink*>(rd_kafka_opaque(rk));
   if (sink == nullptr || !sink->options_.log) return;
   sink->options_.log(level, facility, sink->Redact(message));
+}
+
+int RdKafkaSink::OnStats(rd_kafka_t*, char* json, size_t json_len, void* opaque) {
+  auto* sink = static_cast<RdKafkaSink*>(opaque);
+  if (!sink->options_.brokers_up) return 0;
+  const nlohmann::json stats = nlohmann::json::parse(json, json + json_len, nullptr,
+                                                     /*allow_exceptions=*/false);
+  if (stats.is_discarded() || !stats.contains("brokers") || !stats["brokers"].is_object()) return 0;
+  int up = 0;
+  for (const auto& [name, broker] : stats["brokers"].items()) {
+    // "internal" and "logical" entries are librdkafka's own, not connections.
+    const std::string source = broker.value("source", "");
+    if (source == "internal" || source == "logical") continue;
+    if (broker.value("state", "") == "UP") ++up;
+  }
+  sink->options_.brokers_up(up);
+  return 0;  // librdkafka frees the JSON
 }
 
 }  // namespace outboxd::kafka

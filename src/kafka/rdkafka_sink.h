@@ -30,6 +30,10 @@ struct RdKafkaSinkOptions {
   // from Poll/Flush on the caller's thread. Informative: librdkafka keeps
   // retrying by itself, and a fatal one also shows in FatalError().
   std::function<void(const absl::Status& error)> error;
+  // Broker connections in state UP, from librdkafka's statistics (every
+  // statistics.interval.ms, 2000 unless set), called from Poll/Flush. Setting
+  // it turns the statistics on; readiness (/readyz) is built on it.
+  std::function<void(int brokers_up)> brokers_up;
 };
 
 // Delivery report statuses (the pipeline treats any non-OK as failed):
@@ -79,6 +83,7 @@ class RdKafkaSink : public EventSink {
   static void OnDelivery(rd_kafka_t* rk, const rd_kafka_message_t* msg, void* opaque);
   static void OnError(rd_kafka_t* rk, int err, const char* reason, void* opaque);
   static void OnLog(const rd_kafka_t* rk, int level, const char* facility, const char* message);
+  static int OnStats(rd_kafka_t* rk, char* json, size_t json_len, void* opaque);
   std::string Redact(std::string text) const;
 
   rd_kafka_t* rk_ = nullptr;

@@ -849,6 +849,8 @@ class ConfigParser {
     if (http == nullptr) return absl::OkStatus();
     RETURN_IF_ERROR(CheckKeys(*http, "http.", HttpKeys(), "[http]"));
     RETURN_IF_ERROR(GetString(*http, "listen", "http.listen", &out->listen));
+    // "" or "off" turns the endpoint off.
+    if (out->listen.empty() || out->listen == "off") return absl::OkStatus();
     if (const std::string problem = CheckListen(out->listen); !problem.empty()) {
       return Error(http->get("listen"),
                    fmt::format("http.listen = \"{}\": {}", out->listen, problem));

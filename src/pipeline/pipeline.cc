@@ -64,6 +64,11 @@ Pipeline::Pipeline(replication::ReplicationStream* stream, kafka::EventSink* sin
       clock_(std::move(clock)),
       mapper_(options_.tables) {}
 
+Pipeline::~Pipeline() {
+  metrics_->inflight_events.store(0, std::memory_order_relaxed);
+  metrics_->producer_queue_bytes.store(0, std::memory_order_relaxed);
+}
+
 absl::Status Pipeline::Run(const std::atomic<bool>& stop) {
   sink_->SetDeliveryHandler(
       [this](uint64_t token, const absl::Status& status) { OnDelivery(token, status); });
@@ -107,6 +112,8 @@ absl::Status Pipeline::HandleFrame(std::string_view bytes) {
     // keeps the server from pinging us again and again while we are behind.
     received_ = std::max(received_, keepalive->wal_end);
     metrics_->server_wal_end.store(server_wal_end_.value(), std::memory_order_relaxed);
+    metrics_->received_lsn.store(received_.value(), std::memory_order_relaxed);
+    UpdateLagMetric();
     // The walsender's keepalive carries the position it has sent up to. With
     // nothing open and nothing unacknowledged, everything before it is done, so
     // confirming it keeps an idle outbox from pinning other tables' WAL.
@@ -244,10 +251,23 @@ absl::Status Pipeline::Publish(const outbox::TopicTemplate& topic, outbox::KeySo
       .key = outbox::RecordKey(event_, key),
       .value = value_,
       .headers = &headers_,
-      .token = tracker_.AddEvent(),
+      // One token per record (the tracker's token names the transaction), so
+      // that its report finds its topic and size.
+      .token = next_record_token_++,
   };
+  const uint64_t txn_token = tracker_.AddEvent();
   metrics_->inflight_events.store(static_cast<int64_t>(tracker_.inflight_events()),
                                   std::memory_order_relaxed);
+  auto topic_id = topic_ids_.find(topic_);
+  if (topic_id == topic_ids_.end()) {
+    topic_id = topic_ids_.emplace(topic_, static_cast<uint32_t>(topic_names_.size())).first;
+    topic_names_.push_back(topic_);
+  }
+  size_t bytes = request.key.size() + request.value.size();
+  for (const auto& [name, value] : headers_) bytes += name.size() + value.size();
+  inflight_records_[request.token] = {txn_token, topic_id->second, static_cast<uint32_t>(bytes)};
+  inflight_bytes_ += static_cast<int64_t>(bytes);
+  metrics_->producer_queue_bytes.store(inflight_bytes_, std::memory_order_relaxed);
   absl::Status produced = ProduceWithBackpressure(request);
   if (produced.ok() || absl::IsAborted(produced)) return produced;
   if (absl::IsUnavailable(produced)) {
@@ -271,7 +291,14 @@ absl::Status Pipeline::ProduceWithBackpressure(const kafka::ProduceRequest& requ
   }
 }
 
-void Pipeline::OnDelivery(uint64_t token, const absl::Status& status) {
+void Pipeline::OnDelivery(uint64_t record_token, const absl::Status& status) {
+  auto record = inflight_records_.find(record_token);
+  if (record == inflight_records_.end()) return;  // not ours (the tracker ignores those too)
+  const uint64_t token = record->second.txn_token;
+  if (status.ok()) metrics_->events_published.Add(topic_names_[record->second.topic]);
+  inflight_bytes_ -= record->second.bytes;
+  metrics_->producer_queue_bytes.store(inflight_bytes_, std::memory_order_relaxed);
+  inflight_records_.erase(record);
   if (status.ok()) {
     const int64_t commit_time = tracker_.CommitTimeOf(token);
     if (commit_time != 0) {
@@ -323,11 +350,16 @@ absl::Status Pipeline::MaybeSendStatus(bool force) {
   confirmed_sent_ = flush;
   last_status_sent_ = now;
   metrics_->confirmed_flush_lsn.store(flush.value(), std::memory_order_relaxed);
-  if (server_wal_end_ >= flush) {
-    metrics_->replication_lag_bytes.store(static_cast<int64_t>(server_wal_end_.value() - flush.value()),
-                                          std::memory_order_relaxed);
-  }
+  UpdateLagMetric();
   return absl::OkStatus();
+}
+
+void Pipeline::UpdateLagMetric() {
+  // Until the first confirmation there is no position to measure from.
+  if (confirmed_sent_.value() == 0 || server_wal_end_ < confirmed_sent_) return;
+  metrics_->replication_lag_bytes.store(
+      static_cast<int64_t>(server_wal_end_.value() - confirmed_sent_.value()),
+      std::memory_order_relaxed);
 }
 
 absl::Status Pipeline::GracefulStop() {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -68,6 +69,9 @@ class Pipeline {
   //    itself cannot be decoded; restarting would not help.
   absl::Status Run(const std::atomic<bool>& stop);
 
+  // Zeroes the in-flight gauges: whatever this session held is gone with it.
+  ~Pipeline();
+
   // The flush LSN last sent to the server.
   Lsn confirmed_lsn() const { return confirmed_sent_; }
 
@@ -87,6 +91,8 @@ class Pipeline {
   absl::Status CheckDeliveries();
   absl::Status MaybeSendStatus(bool force);
   Lsn FlushCandidate() const;
+  // outboxd_replication_lag_bytes: the server's WAL end minus the confirmed LSN.
+  void UpdateLagMetric();
   absl::Status GracefulStop();
 
   replication::ReplicationStream* stream_;
@@ -112,6 +118,20 @@ class Pipeline {
   std::vector<std::pair<std::string_view, std::string_view>> headers_;
 
   absl::Status delivery_error_;        // the first failed delivery report
+
+  // Each unacknowledged record by its own token: its transaction's token in
+  // the AckTracker, and for outboxd_events_published_total{topic} and
+  // outboxd_producer_queue_bytes its topic (an index into topic_names_) and size.
+  struct InflightRecord {
+    uint64_t txn_token;
+    uint32_t topic;
+    uint32_t bytes;
+  };
+  uint64_t next_record_token_ = 1;
+  absl::flat_hash_map<uint64_t, InflightRecord> inflight_records_;
+  absl::flat_hash_map<std::string, uint32_t> topic_ids_;
+  std::vector<std::string> topic_names_;
+  int64_t inflight_bytes_ = 0;
   absl::flat_hash_set<uint32_t> warned_relations_;  // inserts into non-outbox tables
 
   Lsn received_;        // newest WAL position received

@@ -119,6 +119,7 @@ absl::Status Relay::Run(const std::atomic<bool>& stop) {
       metrics_->standby.store(0);
     }
     metrics_->reconnects.Add(target);
+    metrics_->SetLastError(std::string(status.message()));
     const absl::Duration delay = backoff.Next();
     ops::LogWarn("{}; reconnecting to {} in {} (reconnect {} to {})", status.message(), target,
                  absl::FormatDuration(delay), metrics_->reconnects.Get(target), target);

@@ -410,7 +410,7 @@ TEST(ParseConfigTest, BadLogLevelAndFormat) {
 
 TEST(ParseConfigTest, ListenAddress) {
   for (const char* good : {"127.0.0.1:9187", "0.0.0.0:1", "localhost:65535", "[::1]:9187",
-                           "[::]:80", "metrics-host.internal:9187"}) {
+                           "[::]:80", "metrics-host.internal:9187", "", "off"}) {
     absl::StatusOr<Config> config =
         ParseConfig(Minimal(std::string("[http]\nlisten = \"") + good + "\"\n"), Env());
     ASSERT_TRUE(config.ok()) << good << ": " << config.status();
@@ -427,7 +427,7 @@ TEST(ParseConfigTest, ListenAddress) {
       {"[::1]9187", "expected \"[ipv6]:port\""},
       {"[zz]:9187", "the address in brackets is not an IPv6 address"},
       {"my host:9187", "the host is not an IP address or host name"},
-      {"", "expected \"host:port\""},
+      {"Off", "expected \"host:port\""},
   };
   for (const auto& [listen, problem] : bad) {
     const std::string error = ErrorOf(Minimal(std::string("[http]\nlisten = \"") + listen + "\"\n"));
