@@ -14,6 +14,7 @@ PACKAGES=(
     postgresql-15 postgresql-client-15
     openjdk-17-jre-headless maven
     python3 curl
+    python3-venv
 )
 
 say() { printf 'deps: %s\n' "$*" >&2; }

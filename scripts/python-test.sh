@@ -27,7 +27,8 @@ fi
 "$venv/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation --force-reinstall \
     "$repo/clients/python" >/dev/null
 
-export OUTBOXD_BIN=${OUTBOXD_BIN:-$repo/$build/outboxd}
+[[ $build == /* ]] || build="$repo/$build"
+export OUTBOXD_BIN=${OUTBOXD_BIN:-$build/outboxd}
 [[ -x $OUTBOXD_BIN ]] || { echo "python-test: $OUTBOXD_BIN not found; run make build" >&2; exit 1; }
-exec "$venv/bin/python" -m pytest -p no:cacheprovider --import-mode=importlib \
+exec "$venv/bin/python" -m pytest -p no:cacheprovider --import-mode=importlib --rootdir "$repo" \
     clients/python/tests examples/flask-orders/tests "$@"
