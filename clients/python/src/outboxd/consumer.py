@@ -241,6 +241,9 @@ class IdempotentConsumer:
             return None
 
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        if topic is None or partition is None or offset is None:  # only events lack them
+            log.warning("kafka consumer: a message without topic, partition or offset: ignored")
+            return None
         try:
             event = decode(msg.value(), topic=topic, partition=partition, offset=offset)
         except UndecodableRecord as e:

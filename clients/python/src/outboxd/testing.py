@@ -229,11 +229,13 @@ def read_topics(topics: Sequence[str], done: Callable[[list[KafkaRecord]], bool]
             msg = consumer.poll(0.2)
             if msg is None:
                 continue
-            if msg.error():
-                if msg.error().code() not in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
-                    raise RuntimeError(f"reading {topics}: {msg.error()}")
+            err = msg.error()
+            if err is not None:
+                if err.code() not in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
+                    raise RuntimeError(f"reading {topics}: {err}")
                 continue
-            records.append(KafkaRecord(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value()))
+            records.append(KafkaRecord(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.key(),
+                                       msg.value()))
     finally:
         consumer.close()
     return records
