@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= 2
 
-.PHONY: all deps build test unit integration demo stack-up stack-down stack-status clean
+.PHONY: all deps build test unit integration demo stack-up stack-down stack-status clean python-test
 
 all: build
 
@@ -27,6 +27,11 @@ unit: build
 # Integration tests against an already running local stack.
 integration: build
 	@ctest --test-dir $(BUILD_DIR) -L integration --output-on-failure
+
+# Python client and examples/flask-orders tests (venv in .run/python-venv) against an
+# already running local stack and build/outboxd.
+python-test: build
+	@bash scripts/python-test.sh $(BUILD_DIR)
 
 demo: deps build
 	@bash scripts/demo.sh $(BUILD_DIR)

@@ -16,6 +16,7 @@ PACKAGES=(
     python3 curl
     openssl  # tests/integration/tls_stack.sh: test certificates (keytool comes with the JRE)
     libcpp-httplib-dev prometheus python3-yaml
+    python3-venv
 )
 
 say() { printf 'deps: %s\n' "$*" >&2; }

@@ -18,4 +18,7 @@ echo "== integration tests (real PostgreSQL and Kafka)"
 # Serial: some tests stop and start the broker.
 ctest --test-dir "$build" -L integration --output-on-failure --timeout 600
 
+echo "== python tests (clients/python, examples/flask-orders; real PostgreSQL, Kafka, outboxd)"
+bash scripts/python-test.sh "$build"
+
 echo "== make test passed in $(( $(date +%s) - start )) s"
