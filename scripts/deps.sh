@@ -14,6 +14,7 @@ PACKAGES=(
     postgresql-15 postgresql-client-15
     openjdk-17-jre-headless maven
     python3 curl
+    clang libclang-rt-14-dev
 )
 
 say() { printf 'deps: %s\n' "$*" >&2; }
