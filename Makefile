@@ -33,7 +33,7 @@ integration: build
 # runs it too); any report aborts the process that made it.
 ASAN_DIR ?= build-asan
 asan:
-	@cmake -S . -B $(ASAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DOUTBOXD_SANITIZE=ON >/dev/null
+	@cmake -S . -B $(ASAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1 -g1" -DOUTBOXD_SANITIZE=ON >/dev/null
 	@cmake --build $(ASAN_DIR) -j $(JOBS)
 
 # libFuzzer targets (pgoutput decoder, frame codec), FUZZ_SECONDS each.

@@ -13,7 +13,9 @@ export CHAOS_OUTBOXD_KILLS=${CHAOS_OUTBOXD_KILLS:-100}
 export CHAOS_BROKER_KILLS=${CHAOS_BROKER_KILLS:-10}
 export CHAOS_PG_CRASHES=${CHAOS_PG_CRASHES:-5}
 export CHAOS_WALSENDER_KILLS=${CHAOS_WALSENDER_KILLS:-10}
-export CHAOS_RATE=${CHAOS_RATE:-1500}
+export CHAOS_RATE=${CHAOS_RATE:-1000}
+# A broker restarted on a busy machine can take more than the default 120 s.
+export OUTBOXD_STACK_TIMEOUT=${OUTBOXD_STACK_TIMEOUT:-300}
 
 started_stack=0
 if ! bash deploy/local/stack.sh status >/dev/null 2>&1; then

@@ -21,7 +21,9 @@ lap "unit tests ($build)"
 ctest --test-dir "$build" -L unit --output-on-failure -j 2
 
 lap "sanitizer build ($asan: AddressSanitizer + UndefinedBehaviorSanitizer)"
-cmake -S . -B "$asan" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOUTBOXD_SANITIZE=ON >/dev/null
+# -O1 -g1: quicker to compile than -O2 -g, line numbers in reports, asserts kept.
+cmake -S . -B "$asan" -G Ninja -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1 -g1" \
+    -DOUTBOXD_SANITIZE=ON >/dev/null
 cmake --build "$asan" -j "${JOBS:-2}"
 # Inherited by the outboxd processes the integration tests spawn. Reports go to
 # files as well, so that one from an outboxd a test killed is not missed.

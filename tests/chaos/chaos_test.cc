@@ -52,7 +52,7 @@ int64_t EnvInt(const char* name, int64_t fallback) {
 int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
 
 struct Params {
-  int64_t events = EnvInt("CHAOS_EVENTS", 30000);
+  int64_t events = EnvInt("CHAOS_EVENTS", 20000);
   int outboxd_kills = static_cast<int>(EnvInt("CHAOS_OUTBOXD_KILLS", 4));
   int broker_kills = static_cast<int>(EnvInt("CHAOS_BROKER_KILLS", 1));
   int pg_crashes = static_cast<int>(EnvInt("CHAOS_PG_CRASHES", 1));
@@ -244,6 +244,9 @@ std::vector<KRecord> ReadAll(const std::string& topic, int* bad) {
 class ChaosTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    // A broker restarted on a busy machine may need longer than stack.sh's
+    // default 120 s to serve a produce again.
+    setenv("OUTBOXD_STACK_TIMEOUT", "300", /*overwrite=*/0);
     ASSERT_TRUE(Stack("status")) << "the local stack is not up: run deploy/local/stack.sh up";
   }
 };
