@@ -17,6 +17,7 @@ PACKAGES=(
     openssl  # tests/integration/tls_stack.sh: test certificates (keytool comes with the JRE)
     libcpp-httplib-dev prometheus python3-yaml
     python3-venv
+    clang libclang-rt-14-dev
 )
 
 say() { printf 'deps: %s\n' "$*" >&2; }
