@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <atomic>
 #include <cstdio>
 #include <fstream>
@@ -149,6 +150,9 @@ class FaultsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(Stack("status")) << "the local stack is not up: run deploy/local/stack.sh up";
+    // A broker restarted on a loaded 2-core CI machine may need more than the
+    // script's default 120 s to accept an acks=all produce again.
+    setenv("OUTBOXD_STACK_TIMEOUT", "300", /*overwrite=*/0);
   }
   void TearDown() override {
     // A fault test may leave a side down when it fails half-way.
