@@ -211,6 +211,25 @@ TEST_F(DoctorTest, InvalidatedSlotFailsAndABoundedKeepSizeIsOk) {
   ASSERT_TRUE(WaitFor([&] { return sql_.Scalar("SHOW max_slot_wal_keep_size") == "-1"; }, absl::Seconds(10)));
 }
 
+// Secrets in the DSN and in [sink.kafka] never appear, whether the servers
+// accept them (the local PostgreSQL trusts 127.0.0.1 and ignores the password)
+// or not (the local Kafka speaks no SASL, so the handshake fails).
+TEST_F(DoctorTest, NeverPrintsSecrets) {
+  const std::string pg_secret = "PgS3cret-" + UniqueName("p");
+  const std::string kafka_secret = "K4fkaS3cret-" + UniqueName("k");
+  std::string config = Replace(ConfigFor(source_), PgDsn(), PgDsn() + " password=" + pg_secret);
+  config = Replace(config, "[sink.kafka]\n",
+                   fmt::format("[sink.kafka]\n\"security.protocol\" = \"sasl_plaintext\"\n"
+                               "\"sasl.mechanisms\" = \"PLAIN\"\n\"sasl.username\" = \"outboxd\"\n"
+                               "\"sasl.password\" = \"{}\"\n\"socket.timeout.ms\" = 3000\n",
+                               kafka_secret));
+  Result r = Check(config);
+  EXPECT_THAT(r.output, HasSubstr("ok    connect")) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("FAIL  kafka")) << r.output;
+  EXPECT_THAT(r.output, Not(HasSubstr(pg_secret)));
+  EXPECT_THAT(r.output, Not(HasSubstr(kafka_secret)));
+}
+
 TEST_F(DoctorTest, StatusIntervalAboveHalfTheSenderTimeoutWarns) {
   const std::string config = Replace(ConfigFor(source_), "create_slot = true",
                                      "create_slot = true\nstatus_interval = \"45s\"");
