@@ -443,7 +443,8 @@ steady max max 16
 # Report
 # ---------------------------------------------------------------------------------------------
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; }
-holds() { awk -v c="$1" 'BEGIN {print (c) ? "holds" : "NOT YET"}'; }
+# holds EXPR: EXPR is an awk condition over numbers, e.g. "0.44 >= 0.5".
+holds() { awk "BEGIN {print ($1) ? \"holds\" : \"NOT YET\"}"; }
 R[ratio_recv]=$(ratio "${R[ox_rate]}" "${R[recv_rate]}")
 R[ratio_dbz]=$(ratio "${R[ox_rate]}" "${R[dbz_rate]:-0}")
 date_tag=$(date -u +%Y-%m-%d)
