@@ -6,6 +6,7 @@ JOBS ?= 2
 
 .PHONY: all deps build test unit integration demo stack-up stack-down stack-status clean
 .PHONY: python-test asan fuzz chaos
+.PHONY: bench bench-quick
 
 all: build
 
@@ -53,6 +54,13 @@ chaos: deps build
 
 demo: deps build
 	@bash scripts/demo.sh $(BUILD_DIR)
+
+# Benchmarks against pg_recvlogical and Debezium (bench/bench.sh): installs what it needs,
+# builds, starts and stops the local stack itself; results in bench/results/<date>.md. Not part of test.
+bench:
+	@bash bench/bench.sh full
+bench-quick:
+	@bash bench/bench.sh quick
 
 stack-up:
 	@bash deploy/local/stack.sh up

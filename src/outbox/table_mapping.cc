@@ -62,17 +62,44 @@ bool ReadChar(std::string_view s, size_t* pos, char c) {
   return false;
 }
 
-std::string FormatUuid(std::string_view bytes16) {
+// Into `out`, reusing its capacity: the hot path maps one id per event.
+void FormatUuid(std::string_view bytes16, std::string* out) {
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(36);
+  out->clear();
   for (size_t i = 0; i < 16; ++i) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) out += '-';
+    if (i == 4 || i == 6 || i == 8 || i == 10) out->push_back('-');
     const auto b = static_cast<unsigned char>(bytes16[i]);
-    out += kHex[b >> 4];
-    out += kHex[b & 0xf];
+    out->push_back(kHex[b >> 4]);
+    out->push_back(kHex[b & 0xf]);
   }
-  return out;
+}
+
+// Canonical lower-case 8-4-4-4-12 text of a UUID given in any case, with or without hyphens
+// or braces, into `out` (reusing its capacity); false when `text` is not a UUID.
+bool CanonicalUuidInto(std::string_view text, std::string* out) {
+  std::string_view s = text;
+  if (s.size() >= 2 && s.front() == '{' && s.back() == '}') s = s.substr(1, s.size() - 2);
+  const bool hyphenated = s.size() == 36;
+  if (s.size() != 32 && !hyphenated) return false;
+  static constexpr char kHex[] = "0123456789abcdef";
+  out->clear();
+  size_t digits = 0;
+  for (size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
+    if (hyphenated && (i == 8 || i == 13 || i == 18 || i == 23)) {
+      if (c != '-') return false;
+      out->push_back('-');
+      continue;
+    }
+    const int v = HexValue(c);
+    if (v < 0) return false;
+    if (!hyphenated && (digits == 8 || digits == 12 || digits == 16 || digits == 20)) {
+      out->push_back('-');
+    }
+    out->push_back(kHex[v]);
+    ++digits;
+  }
+  return true;
 }
 
 absl::Status HeadersFromJson(const Json& doc, std::vector<Header>* out) {
@@ -282,16 +309,14 @@ absl::Status MapId(const RowReader& reader, int pos, std::string_view column, st
       return reader.Error(column, fmt::format("holds a binary uuid of {} bytes instead of 16",
                                               value->data.size()));
     }
-    *out = FormatUuid(value->data);
+    FormatUuid(value->data, out);
     return absl::OkStatus();
   }
   ASSIGN_OR_RETURN(std::string_view text, reader.Text(*value, pos, column));
-  absl::StatusOr<std::string> uuid = CanonicalUuid(text);
-  if (!uuid.ok()) {
-    return reader.Error(column, fmt::format("is not a UUID: {}", MessageOf(uuid.status())));
-  }
-  *out = *std::move(uuid);
-  return absl::OkStatus();
+  if (CanonicalUuidInto(text, out)) return absl::OkStatus();
+  // Not a UUID: CanonicalUuid says why.
+  return reader.Error(column,
+                      fmt::format("is not a UUID: {}", MessageOf(CanonicalUuid(text).status())));
 }
 
 absl::Status MapPayload(const RowReader& reader, const TableBinding& binding,
@@ -623,34 +648,12 @@ bool IsValidUtf8(std::string_view text) {
 // ---- table_mapping.h
 
 absl::StatusOr<std::string> CanonicalUuid(std::string_view text) {
-  std::string_view s = text;
-  if (s.size() >= 2 && s.front() == '{' && s.back() == '}') s = s.substr(1, s.size() - 2);
-  const auto bad = [text] {
-    return absl::InvalidArgumentError(fmt::format(
-        "\"{}\" is not a UUID; expected 32 hex digits as 8-4-4-4-12, e.g. "
-        "\"0190f6a1-8a4b-7c3d-9e2f-0123456789ab\"",
-        Printable(text)));
-  };
-  const bool hyphenated = s.size() == 36;
-  if (s.size() != 32 && !hyphenated) return bad();
-  static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
-  out.reserve(36);
-  size_t digits = 0;
-  for (size_t i = 0; i < s.size(); ++i) {
-    const char c = s[i];
-    if (hyphenated && (i == 8 || i == 13 || i == 18 || i == 23)) {
-      if (c != '-') return bad();
-      out += '-';
-      continue;
-    }
-    const int v = HexValue(c);
-    if (v < 0) return bad();
-    if (!hyphenated && (digits == 8 || digits == 12 || digits == 16 || digits == 20)) out += '-';
-    out += kHex[v];
-    ++digits;
-  }
-  return out;
+  if (CanonicalUuidInto(text, &out)) return out;
+  return absl::InvalidArgumentError(fmt::format(
+      "\"{}\" is not a UUID; expected 32 hex digits as 8-4-4-4-12, e.g. "
+      "\"0190f6a1-8a4b-7c3d-9e2f-0123456789ab\"",
+      Printable(text)));
 }
 
 TableMapper::TableMapper(std::vector<TableConfig> tables) : tables_(std::move(tables)) {}
