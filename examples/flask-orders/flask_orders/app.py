@@ -5,6 +5,7 @@
 POST /orders {"order_id": "o-1", "customer": "ada", "sku": "widget", "quantity": 2,
 "amount_cents": 1998}: 201 with the event id; 200 for a retried order id (same event id, no
 second event); 409 when the sku is out of stock (the transaction, event included, rolls back).
+POST /orders/batch {"orders": [...]}: several orders in one transaction, all or nothing.
 """
 
 from __future__ import annotations
@@ -28,18 +29,15 @@ def create_app(database_url: str, *, outbox_table: str = "outbox") -> Flask:
     db.init_app(app)
     outbox = Outbox(table=outbox_table)
 
-    @app.post("/orders")
-    def create_order() -> Any:
-        body = request.get_json(force=True)
+    def take_order(body: Any) -> Order:
+        """Adds the order and its OrderCreated event to the session; raises ValueError when invalid."""
         try:
-            order_id = str(body["order_id"])
-            order = Order(id=order_id, customer=str(body["customer"]), sku=str(body["sku"]),
+            order = Order(id=str(body["order_id"]), customer=str(body["customer"]), sku=str(body["sku"]),
                           quantity=int(body["quantity"]), amount_cents=int(body["amount_cents"]))
         except (KeyError, TypeError, ValueError) as e:
-            return jsonify(error=f"bad order: {e}"), 400
+            raise ValueError(f"bad order: {e!r}") from e
         if order.quantity <= 0 or order.amount_cents < 0:
-            return jsonify(error="quantity must be positive and amount_cents not negative"), 400
-
+            raise ValueError("quantity must be positive and amount_cents not negative")
         headers = {"traceparent": request.headers["traceparent"]} if "traceparent" in request.headers else None
         # The order id is the natural key of its OrderCreated: a retried request emits the same id.
         order.event_id = emit(db.session, "order", order.id, "OrderCreated",
@@ -47,25 +45,56 @@ def create_app(database_url: str, *, outbox_table: str = "outbox") -> Flask:
                                "quantity": order.quantity, "amount_cents": order.amount_cents},
                               headers, dedupe_key=order.id, outbox=outbox)
         db.session.add(order)
+        # Autoflush inserts the order and the outbox row first; then the stock goes down, and
+        # the CHECK constraint refuses to go below zero (IntegrityError).
+        reserved = db.session.execute(
+            update(Stock).where(Stock.sku == order.sku).values(available=Stock.available - order.quantity))
+        if reserved.rowcount != 1:
+            raise LookupError(f"unknown sku {order.sku}")
+        return order
+
+    def constraint_of(error: IntegrityError) -> str | None:
+        return getattr(getattr(error.orig, "diag", None), "constraint_name", None)
+
+    @app.post("/orders")
+    def create_order() -> Any:
+        body = request.get_json(force=True)
         try:
-            # Autoflush inserts the order and the outbox row first; then the stock goes down,
-            # and the CHECK constraint refuses to go below zero.
-            reserved = db.session.execute(
-                update(Stock).where(Stock.sku == order.sku).values(available=Stock.available - order.quantity))
-            if reserved.rowcount != 1:
-                db.session.rollback()
-                return jsonify(error=f"unknown sku {order.sku}"), 404
+            order = take_order(body)
             db.session.commit()
+        except ValueError as e:
+            db.session.rollback()
+            return jsonify(error=str(e)), 400
+        except LookupError as e:
+            db.session.rollback()
+            return jsonify(error=str(e)), 404
         except IntegrityError as e:
             db.session.rollback()
-            constraint = getattr(getattr(e.orig, "diag", None), "constraint_name", None)
-            if constraint == "stock_available_check":
-                return jsonify(error=f"{order.sku} is out of stock", order_id=order_id), 409
-            existing = db.session.get(Order, order_id)
+            if constraint_of(e) == "stock_available_check":
+                return jsonify(error=f"{body.get('sku')} is out of stock", order_id=body.get("order_id")), 409
+            existing = db.session.get(Order, str(body.get("order_id")))
             if existing is not None:  # a retry of an order already taken
                 return jsonify(order_id=existing.id, event_id=str(existing.event_id), created=False), 200
             raise
         return jsonify(order_id=order.id, event_id=str(order.event_id), created=True), 201
+
+    @app.post("/orders/batch")
+    def create_orders() -> Any:
+        """{"orders": [...]}: all or nothing, in one transaction (e.g. an import)."""
+        body = request.get_json(force=True)
+        try:
+            orders = [take_order(item) for item in body["orders"]]
+            db.session.commit()
+        except (ValueError, KeyError, TypeError) as e:
+            db.session.rollback()
+            return jsonify(error=f"bad batch: {e}"), 400
+        except LookupError as e:
+            db.session.rollback()
+            return jsonify(error=str(e)), 404
+        except IntegrityError as e:
+            db.session.rollback()
+            return jsonify(error=f"batch refused, nothing taken: {constraint_of(e) or e.orig}"), 409
+        return jsonify(orders=[{"order_id": o.id, "event_id": str(o.event_id)} for o in orders]), 201
 
     @app.get("/orders/<order_id>")
     def get_order(order_id: str) -> Any:

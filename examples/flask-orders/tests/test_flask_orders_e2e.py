@@ -19,7 +19,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pytest
 from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy import text
 from werkzeug.serving import make_server
@@ -38,6 +37,7 @@ CLIENTS = 4            # concurrent HTTP clients: keeps events in flight when ou
 MIN_KILLS = 3          # SIGKILLs at least this many times...
 MAX_KILLS = 20         # ...and until the topic shows a duplicate, at most this many
 ORDERS_PER_ROUND = 15  # orders created between two kills (outboxd streaming meanwhile)
+BATCH = 50             # orders of the one-transaction batch posted right before each kill
 TIMEOUT = 120.0
 
 
@@ -50,9 +50,6 @@ class Tally:
         self.aggregates: dict = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        #: Set whenever a record arrives: the test kills outboxd right then, while the
-        #: acknowledgement of that record is still on its way back to PostgreSQL.
-        self.fresh = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -70,9 +67,12 @@ class Tally:
                 with self._lock:
                     self.counts[event.id] += 1
                     self.aggregates[event.id] = event.aggregate_id
-                self.fresh.set()
         finally:
             consumer.close()
+
+    def seen_any(self, ids: set) -> bool:
+        with self._lock:
+            return not ids.isdisjoint(self.counts)
 
     def snapshot(self) -> tuple[int, int]:
         """(records, distinct event ids) seen so far."""
@@ -89,11 +89,11 @@ class Tally:
         self._thread.join(30)
 
 
-def post(port: int, order: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/orders", data=json.dumps(order).encode(),
+def post(port: int, order: dict, path: str = "/orders") -> tuple[int, dict]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(order).encode(),
                                      headers={"Content-Type": "application/json"}, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
@@ -113,9 +113,10 @@ def topic_size(topic: str) -> int:
         probe.close()
 
 
-def test_every_order_is_billed_exactly_once_while_outboxd_is_killed(tmp_path: Path) -> None:
+def test_every_order_is_billed_exactly_once_while_outboxd_is_killed(tmp_path: Path, report) -> None:
     with temp_database("flask_orders") as (dbname, engine):
-        init_db(engine, stock={"widget": 1_000_000, "limited": 0})
+        # Batches take "bulk", so that they do not queue behind single orders on the "widget" row.
+        init_db(engine, stock={"widget": 1_000_000, "bulk": 1_000_000, "limited": 0})
         prefix = unique_name("pyt.orders")
         topic = f"{prefix}.order"
         config = config_for(dbname=dbname, slot=unique_name("orders_slot"), publication="outboxd",
@@ -171,6 +172,25 @@ def test_every_order_is_billed_exactly_once_while_outboxd_is_killed(tmp_path: Pa
                             else:
                                 errors.append(f"retry of {order_id}: {again} {body2}")
 
+            def new_orders(count: int, sku: str = "bulk") -> list[dict]:
+                with lock:
+                    numbers = [next(next_order) for _ in range(count)]
+                return [{"order_id": f"b-{n:06d}", "customer": "importer", "sku": sku, "quantity": 1,
+                         "amount_cents": 100 + n} for n in numbers]
+
+            def post_batch(batch: list[dict]) -> None:
+                status, body = post(port, {"orders": batch}, "/orders/batch")
+                with lock:
+                    if status == 201 and len(body["orders"]) == len(batch):
+                        created.update({o["order_id"]: o["event_id"] for o in body["orders"]})
+                    elif status == 409 and any(o["sku"] == "limited" for o in batch):
+                        rejected.extend(o["order_id"] for o in batch)
+                    else:
+                        errors.append(f"batch: {status} {body}")
+
+            # A batch with one out-of-stock order: refused whole, none of its events may ever appear.
+            post_batch(new_orders(20) + new_orders(1, sku="limited") + new_orders(20))
+
             clients = [threading.Thread(target=client, daemon=True) for _ in range(CLIENTS)]
             for c in clients:
                 c.start()
@@ -185,9 +205,18 @@ def test_every_order_is_billed_exactly_once_while_outboxd_is_killed(tmp_path: Pa
                     target = orders_so_far() + ORDERS_PER_ROUND
                     assert wait_for(lambda: orders_so_far() >= target or bool(errors), TIMEOUT), "clients stalled"
                     assert not errors, errors[:5]
-                    tally.fresh.clear()
-                    assert tally.fresh.wait(TIMEOUT), "no record reached Kafka"
+                    # A batch of orders in one transaction: outboxd confirms it only once Kafka
+                    # acknowledged all of its events, so killing outboxd as soon as the first of
+                    # them is in Kafka leaves published events unconfirmed.
+                    batch = new_orders(BATCH)
+                    batch_events = {event_id("order", o["order_id"], "OrderCreated", o["order_id"]) for o in batch}
+                    poster = threading.Thread(target=post_batch, args=(batch,))
+                    poster.start()
+                    assert wait_for(lambda: tally.seen_any(batch_events) or bool(errors), TIMEOUT), (
+                        "no event of the batch reached Kafka")
                     assert outboxd.stop(signal.SIGKILL) == -signal.SIGKILL
+                    poster.join(TIMEOUT)
+                    assert not errors, errors[:5]
                     kills += 1
                     outboxd.start()
                     outboxd.wait_streaming(TIMEOUT)
@@ -232,7 +261,7 @@ def test_every_order_is_billed_exactly_once_while_outboxd_is_killed(tmp_path: Pa
             orders = {row[0] for row in conn.execute(text("SELECT id FROM orders"))}
             outbox_rows = conn.execute(text("SELECT count(*) FROM outbox")).scalar_one()
         billed = sum(charges.values())
-        print(f"\nflask-orders e2e: {len(created)} orders created, {len(rejected)} rolled back (out of stock), "
+        report(f"flask-orders e2e: {len(created)} orders created, {len(rejected)} rolled back (out of stock), "
               f"{len(retried)} retried requests; outboxd SIGKILLed {kills} times; Kafka received {records} "
               f"records for {distinct} events: {duplicates} duplicates; billing skipped {billing.duplicates} "
               f"duplicates; billed {billed} orders")
