@@ -427,6 +427,9 @@ TEST_F(ChaosTest, NoLossBoundedDuplicatesUnderFaults) {
                       absl::Minutes(10), absl::Milliseconds(200)))
       << "the slot never confirmed " << end_lsn.ToString() << "; at "
       << end_sql.ConfirmedFlush(source.slot).ToString();
+  // A process started by the last fault may not have installed its signal
+  // handlers yet; once it streams, SIGTERM is a graceful stop.
+  EXPECT_TRUE(WaitFor(slot_active, absl::Minutes(3), absl::Milliseconds(100)));
   EXPECT_EQ(outboxd.Stop(SIGTERM), 0);
   sampler_stop = true;
   sampler.join();
@@ -585,8 +588,12 @@ TEST_F(ChaosTest, NoLossBoundedDuplicatesUnderFaults) {
           << Name(faults[f].kind) << " #" << f << ": outboxd resumed before the position the slot "
           << "had confirmed: the slot went backwards";
     }
-    EXPECT_LE(epoch_dups[f + 1], window)
-        << Name(faults[f].kind) << " #" << f << ": more duplicates than outboxd replayed";
+    // Two sources of duplicates: outboxd replaying from the slot (window), and
+    // the producer re-sending what it had in flight when the broker died
+    // (librdkafka's idempotence does not survive every broker crash): records
+    // produced before the fault was over and not yet confirmed (inflight).
+    EXPECT_LE(epoch_dups[f + 1], window + inflight)
+        << Name(faults[f].kind) << " #" << f << ": more duplicates than were in flight";
     // A killed outboxd produces nothing after its death, and its successor
     // resumes at or after what the slot had confirmed before the kill: only
     // what was produced and not yet confirmed then may come again.
