@@ -495,6 +495,7 @@ TEST_F(DeadLetterTest, RefusedDeadLetterStopsForGood) {
   stream_.PushAction([this] {
     sink_.DeliverAt(0, BadEventError(bad_event::kMessageTooLarge, "too large"));
   });
+  stream_.PushKeepalive(0x1050, /*reply=*/false);  // a loop turn: the dead letter goes out
   stream_.PushAction([this] {
     ASSERT_EQ(sink_.produced.size(), 2u);
     sink_.DeliverAt(0, BadEventError(bad_event::kMessageTooLarge, "dead letter too large"));
