@@ -116,8 +116,12 @@ class SchemaChangeTest : public ::testing::Test {
     }
     // The retyped payload (text now) travels as text.
     for (const auto& [id, envelope] : envelopes) {
-      if (envelope.aggregate_id() == "retyped") EXPECT_EQ(envelope.content_type(), "text/plain");
-      if (envelope.aggregate_id() == "before") EXPECT_EQ(envelope.content_type(), "application/json");
+      if (envelope.aggregate_id() == "retyped") {
+        EXPECT_EQ(envelope.content_type(), "text/plain");
+      }
+      if (envelope.aggregate_id() == "before") {
+        EXPECT_EQ(envelope.content_type(), "application/json");
+      }
     }
   }
 
