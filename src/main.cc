@@ -70,6 +70,8 @@ pipeline::RelayOptions RelayOptionsFrom(const ops::Config& config) {
   options.pipeline.messages_topic = config.messages.topic;
   options.pipeline.messages_key = config.messages.key;
   options.pipeline.status_interval = config.source.status_interval;
+  options.pipeline.on_bad_event = config.errors.on_bad_event;
+  options.pipeline.dead_letter_topic = config.errors.dead_letter_topic;
   return options;
 }
 

@@ -38,7 +38,9 @@ struct RdKafkaSinkOptions {
 
 // Delivery report statuses (the pipeline treats any non-OK as failed):
 //   InvalidArgument   the record itself is bad: too large for the broker,
-//                     invalid or unknown topic (dead-letter it);
+//                     invalid or unknown topic (dead-letter it); a
+//                     BadEventError with its reason code, and the record is
+//                     handed to the FailedRecordHandler first;
 //   PermissionDenied  the principal may not write the topic or cluster;
 //   Aborted           purged by Purge(), or the producer hit a fatal error;
 //   Unavailable       everything else: timed out, broker down, not enough
@@ -61,6 +63,9 @@ class RdKafkaSink : public EventSink {
   static bool IsSecretProperty(std::string_view name);
 
   void SetDeliveryHandler(DeliveryHandler handler) override { handler_ = std::move(handler); }
+  void SetFailedRecordHandler(FailedRecordHandler handler) override {
+    failed_record_handler_ = std::move(handler);
+  }
   absl::Status Produce(const ProduceRequest& request) override;
   void Poll(absl::Duration timeout) override;
   absl::Status Flush(absl::Duration timeout) override;
@@ -88,6 +93,7 @@ class RdKafkaSink : public EventSink {
 
   rd_kafka_t* rk_ = nullptr;
   DeliveryHandler handler_;
+  FailedRecordHandler failed_record_handler_;
   RdKafkaSinkOptions options_;
   std::vector<std::string> secret_values_;  // to scrub from librdkafka's words
   std::string bootstrap_servers_;           // named in reachability errors

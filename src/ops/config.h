@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "outbox/dead_letter.h"
 #include "outbox/table_mapping.h"
 
 namespace outboxd::ops {
@@ -42,6 +43,13 @@ struct KafkaConfig {
   std::vector<std::pair<std::string, std::string>> properties;
 };
 
+// [errors]: what a bad event (NULL or missing required column, id not a UUID,
+// oversize payload, invalid topic name) does.
+struct ErrorsConfig {
+  outbox::BadEventPolicy on_bad_event = outbox::BadEventPolicy::kDeadLetter;
+  std::string dead_letter_topic = "outboxd.dlq";
+};
+
 struct HttpConfig {
   std::string listen = "127.0.0.1:9187";
 };
@@ -56,6 +64,7 @@ struct Config {
   KafkaConfig kafka;
   std::vector<outbox::TableConfig> outbox;  // [[outbox]]
   MessagesConfig messages;
+  ErrorsConfig errors;
   HttpConfig http;
   LogConfig log;
 };

@@ -14,6 +14,9 @@
 #include <string_view>
 
 #include "common/time.h"
+#include "fmt/format.h"
+#include "google/protobuf/timestamp.pb.h"
+#include "outbox/v1/envelope.pb.h"
 
 namespace outboxd::outbox {
 namespace {
@@ -97,7 +100,39 @@ char* PutTimestamp(char* p, uint32_t field, const Timestamp& t) {
 
 size_t HeaderBodySize(const Header& h) { return BytesFieldSize(h.key) + BytesFieldSize(h.value); }
 
+int64_t FromTimestamp(const google::protobuf::Timestamp& t) {
+  return (t.seconds() - kPgEpochOffsetSeconds) * kMicrosPerSecond + t.nanos() / 1000;
+}
+
 }  // namespace
+
+absl::Status DecodeEnvelope(std::string_view bytes, OutboxEvent* out) {
+  out->Clear();
+  ::outbox::v1::Envelope envelope;
+  if (!envelope.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    return absl::InvalidArgumentError(
+        fmt::format("{} bytes are not an outbox.v1.Envelope", bytes.size()));
+  }
+  out->id = envelope.id();
+  out->aggregate_type = envelope.aggregate_type();
+  out->aggregate_id = envelope.aggregate_id();
+  out->event_type = envelope.event_type();
+  out->payload = envelope.payload();
+  out->content_type = envelope.content_type();
+  for (const ::outbox::v1::Header& h : envelope.headers()) {
+    out->headers.push_back(Header{h.key(), h.value()});
+  }
+  if (envelope.has_created_at()) out->created_at = FromTimestamp(envelope.created_at());
+  const ::outbox::v1::Source& source = envelope.source();
+  out->source.commit_lsn = Lsn(source.commit_lsn());
+  out->source.lsn = Lsn(source.lsn());
+  out->source.xid = source.xid();
+  out->source.commit_time = FromTimestamp(source.commit_time());
+  out->source.schema = source.schema();
+  out->source.table = source.table();
+  out->source.message_prefix = source.message_prefix();
+  return absl::OkStatus();
+}
 
 void EncodeEnvelope(const OutboxEvent& event, std::string* out) {
   const SourcePosition& src = event.source;

@@ -8,6 +8,7 @@
 
 #include "absl/time/civil_time.h"
 #include "absl/time/time.h"
+#include "common/bad_event.h"
 #include "common/status_macros.h"
 #include "common/time.h"
 #include "fmt/format.h"
@@ -216,9 +217,12 @@ class RowReader {
  public:
   RowReader(const TableBinding& binding, const TupleData& row) : binding_(binding), row_(row) {}
 
-  absl::Status Error(std::string_view column, std::string_view what) const {
-    return absl::InvalidArgumentError(fmt::format("outbox table {}.{}: column \"{}\" {}",
-                                                  binding_.schema, binding_.table, column, what));
+  // A bad row: `reason` is one of the bad_event codes (invalid_value unless
+  // the caller knows better).
+  absl::Status Error(std::string_view column, std::string_view what,
+                     std::string_view reason = bad_event::kInvalidValue) const {
+    return BadEventError(reason, fmt::format("outbox table {}.{}: column \"{}\" {}",
+                                             binding_.schema, binding_.table, column, what));
   }
 
   // The value at `pos`. For an optional column, nullptr when the table has no
@@ -229,7 +233,8 @@ class RowReader {
       return Error(column,
                    "does not exist; every outbox row needs it: add the column, or name the column "
                    "that holds it in the [[outbox]] entry's columns (see docs/configuration.md, "
-                   "[[outbox]] columns)");
+                   "[[outbox]] columns)",
+                   bad_event::kMissingColumn);
     }
     const TupleValue& value = row_.values[static_cast<size_t>(pos)];
     switch (value.kind) {
@@ -240,7 +245,8 @@ class RowReader {
         if (!required) return nullptr;
         return Error(column,
                      "is NULL; every outbox row needs it (see docs/configuration.md, [[outbox]] "
-                     "columns)");
+                     "columns)",
+                     bad_event::kNullColumn);
       case TupleValue::Kind::kUnchangedToast:
         return Error(column,
                      "came as an unchanged TOASTed value ('u') without data, which an inserted "
@@ -306,8 +312,10 @@ absl::Status MapId(const RowReader& reader, int pos, std::string_view column, st
   ASSIGN_OR_RETURN(const TupleValue* value, reader.Get(pos, column, /*required=*/true));
   if (value->kind == TupleValue::Kind::kBinary && reader.TypeOid(pos) == kUuidOid) {
     if (value->data.size() != 16) {
-      return reader.Error(column, fmt::format("holds a binary uuid of {} bytes instead of 16",
-                                              value->data.size()));
+      return reader.Error(column,
+                          fmt::format("holds a binary uuid of {} bytes instead of 16",
+                                      value->data.size()),
+                          bad_event::kInvalidUuid);
     }
     FormatUuid(value->data, out);
     return absl::OkStatus();
@@ -316,7 +324,8 @@ absl::Status MapId(const RowReader& reader, int pos, std::string_view column, st
   if (CanonicalUuidInto(text, out)) return absl::OkStatus();
   // Not a UUID: CanonicalUuid says why.
   return reader.Error(column,
-                      fmt::format("is not a UUID: {}", MessageOf(CanonicalUuid(text).status())));
+                      fmt::format("is not a UUID: {}", MessageOf(CanonicalUuid(text).status())),
+                      bad_event::kInvalidUuid);
 }
 
 absl::Status MapPayload(const RowReader& reader, const TableBinding& binding,
@@ -390,7 +399,7 @@ absl::Status MapCreatedAt(const RowReader& reader, int pos, std::string_view col
 // ---- Logical messages.
 
 absl::Status MessageError(std::string_view what) {
-  return absl::InvalidArgumentError(fmt::format(
+  return BadEventError(bad_event::kBadPayload, fmt::format(
       "outbox logical message: {}; the content must be a JSON object with id, aggregate_type, "
       "aggregate_id, event_type and payload (optional headers, destination, created_at), as "
       "outbox_emit() writes it",
@@ -418,7 +427,8 @@ absl::Status RequiredString(const Json& doc, const char* name, std::string* out)
 absl::Status MapLogicalMessageJson(std::string_view content, OutboxEvent* out) {
   const Json doc = Json::parse(content.begin(), content.end(), nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) {
-    return MessageError(fmt::format("content is not valid JSON (\"{}\")", Printable(content)));
+    // No excerpt: the content is the event's payload, which stays out of logs.
+    return MessageError(fmt::format("content ({} bytes) is not valid JSON", content.size()));
   }
   if (!doc.is_object()) {
     return MessageError(fmt::format("content is a JSON {}, not an object", doc.type_name()));
@@ -446,7 +456,7 @@ absl::Status MapLogicalMessageJson(std::string_view content, OutboxEvent* out) {
   }
   const std::optional<std::string_view> payload = RawJsonMember(content, "payload");
   if (!payload.has_value()) {
-    return absl::InternalError("outbox logical message: cannot locate the payload in valid JSON");
+    return MessageError("cannot locate the payload in the content");
   }
   out->payload.assign(payload->data(), payload->size());
   out->content_type = kJsonContentType;
@@ -566,10 +576,9 @@ absl::StatusOr<int64_t> ParsePgTimestamp(std::string_view text) {
 absl::Status DecodeByteaHex(std::string_view text, std::string* out) {
   if (text.size() < 2 || text[0] != '\\' || text[1] != 'x') {
     return absl::InvalidArgumentError(fmt::format(
-        "bytea value \"{}\" is not in hex form (\"\\x...\"); the server prints bytea with "
+        "bytea value is not in hex form (\"\\x...\"); the server prints bytea with "
         "bytea_output = 'escape': set bytea_output = 'hex' (the default) for outboxd's role "
-        "(ALTER ROLE ... SET bytea_output = 'hex')",
-        Printable(text, 32)));
+        "(ALTER ROLE ... SET bytea_output = 'hex')"));
   }
   const std::string_view digits = text.substr(2);
   if (digits.size() % 2 != 0) {

@@ -694,3 +694,30 @@ TEST(ShippedConfigTest, EveryDocumentedExampleParses) {
 
 }  // namespace
 }  // namespace outboxd::ops
+
+namespace outboxd::ops {
+namespace {
+
+TEST(ParseConfigTest, ErrorsSection) {
+  absl::StatusOr<Config> defaults = ParseConfig(Minimal(""), Env());
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  EXPECT_EQ(defaults->errors.on_bad_event, outbox::BadEventPolicy::kDeadLetter);
+  EXPECT_EQ(defaults->errors.dead_letter_topic, "outboxd.dlq");
+
+  absl::StatusOr<Config> stop =
+      ParseConfig(Minimal("[errors]\non_bad_event = \"stop\"\ndead_letter_topic = \"app.dlq\"\n"),
+                  Env());
+  ASSERT_TRUE(stop.ok()) << stop.status();
+  EXPECT_EQ(stop->errors.on_bad_event, outbox::BadEventPolicy::kStop);
+  EXPECT_EQ(stop->errors.dead_letter_topic, "app.dlq");
+
+  EXPECT_THAT(ErrorOf(Minimal("[errors]\non_bad_event = \"skip\"\n")),
+              HasSubstr("errors.on_bad_event = \"skip\": expected \"dead_letter\""));
+  EXPECT_THAT(ErrorOf(Minimal("[errors]\ndead_letter_topic = \"bad topic\"\n")),
+              HasSubstr("errors.dead_letter_topic = \"bad topic\""));
+  EXPECT_THAT(ErrorOf(Minimal("[errors]\ndead_letter = \"x\"\n")),
+              HasSubstr("unknown key errors.dead_letter"));
+}
+
+}  // namespace
+}  // namespace outboxd::ops
