@@ -150,6 +150,8 @@ table = "public.$1"
 topic = "$3"
 [messages]
 enabled = false
+[http]
+listen = "off"
 TOML
 }
 

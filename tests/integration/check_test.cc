@@ -18,22 +18,14 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-struct Result {
-  int code;
-  std::string output;
-};
+using Result = CommandResult;
 
 Result Check(const std::string& toml) {
   const std::string path = fmt::format("/tmp/{}.toml", UniqueName("doctor"));
   std::ofstream(path) << toml;
-  FILE* pipe = popen(fmt::format("{} check --config {} 2>&1", OUTBOXD_BINARY, path).c_str(), "r");
-  std::string output;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) output.append(buf, n);
-  const int status = pclose(pipe);
+  Result result = RunOutboxd(fmt::format("check --config {}", path));
   std::remove(path.c_str());
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+  return result;
 }
 
 std::string Replace(std::string text, const std::string& from, const std::string& to) {

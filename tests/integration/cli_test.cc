@@ -17,21 +17,7 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-struct Result {
-  int code;
-  std::string output;
-};
-
-Result RunOutboxd(const std::string& args) {
-  const std::string command = fmt::format("{} {} 2>&1", OUTBOXD_BINARY, args);
-  FILE* pipe = popen(command.c_str(), "r");
-  std::string output;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) output.append(buf, n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
-}
+using Result = CommandResult;
 
 std::string WriteConfig(const std::string& toml) {
   const std::string path = fmt::format("/tmp/{}.toml", UniqueName("cli"));

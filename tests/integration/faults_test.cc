@@ -29,19 +29,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::vector<Record> ReadUntilAllKeys(const std::vector<std::string>& topics,
-                                     const std::set<std::string>& keys, absl::Duration timeout) {
-  std::set<std::string> seen;
-  size_t read = 0;
-  return ReadTopicsUntil(
-      topics,
-      [&](const std::vector<Record>& records) {
-        for (; read < records.size(); ++read) seen.insert(records[read].key);
-        return std::includes(seen.begin(), seen.end(), keys.begin(), keys.end());
-      },
-      timeout);
-}
-
 std::string InsertTxnSql(const std::string& table, int txn, int rows) {
   return fmt::format(
       "BEGIN; INSERT INTO public.{0} (aggregate_type, aggregate_id, event_type, payload) "

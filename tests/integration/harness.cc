@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <fstream>
@@ -143,6 +144,10 @@ topic = "{}.{{aggregate_type}}"
 {}
 [messages]
 enabled = false
+
+# Tests run several instances at once; observability_test sets a port.
+[http]
+listen = "off"
 
 [log]
 level = "debug"
@@ -289,6 +294,33 @@ bool Stack(const std::string& args) {
   const std::string command =
       fmt::format("bash {}/deploy/local/stack.sh {} >/dev/null 2>&1", OUTBOXD_SOURCE_DIR, args);
   return std::system(command.c_str()) == 0;
+}
+
+std::vector<Record> ReadUntilAllKeys(const std::vector<std::string>& topics,
+                                     const std::set<std::string>& keys, absl::Duration timeout) {
+  std::set<std::string> seen;
+  size_t read = 0;
+  return ReadTopicsUntil(
+      topics,
+      [&](const std::vector<Record>& records) {
+        for (; read < records.size(); ++read) seen.insert(records[read].key);
+        return std::includes(seen.begin(), seen.end(), keys.begin(), keys.end());
+      },
+      timeout);
+}
+
+CommandResult RunShell(const std::string& command) {
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  std::string output;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) output.append(buf, n);
+  const int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+CommandResult RunOutboxd(const std::string& args) {
+  return RunShell(fmt::format("{} {}", OUTBOXD_BINARY, args));
 }
 
 }  // namespace outboxd::it

@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -81,6 +82,22 @@ std::vector<Record> ReadTopics(const std::vector<std::string>& topics, size_t ex
 std::vector<Record> ReadTopicsUntil(const std::vector<std::string>& topics,
                                     const std::function<bool(const std::vector<Record>&)>& done,
                                     absl::Duration timeout);
+
+// Reads from offset 0 until every key in `keys` was seen (duplicates after a
+// fault make a plain record count stop early) or the deadline.
+std::vector<Record> ReadUntilAllKeys(const std::vector<std::string>& topics,
+                                     const std::set<std::string>& keys, absl::Duration timeout);
+
+// A finished command: its exit code (-1 if a signal ended it) and its stdout
+// and stderr together.
+struct CommandResult {
+  int code;
+  std::string output;
+};
+// Runs `command` with sh, stderr merged into the output.
+CommandResult RunShell(const std::string& command);
+// Runs the outboxd under test with `args` (e.g. "check --config FILE").
+CommandResult RunOutboxd(const std::string& args);
 
 // An outboxd process running `run --config` with a config file written from
 // `config_toml`; its output goes to a log file read by Log().

@@ -29,21 +29,6 @@ using ::testing::Pair;
   return envelope;
 }
 
-// Reads from offset 0 until every key in `keys` was seen (duplicates after a
-// fault make a plain record count stop early) or the deadline.
-std::vector<Record> ReadUntilAllKeys(const std::vector<std::string>& topics,
-                                     const std::set<std::string>& keys, absl::Duration timeout) {
-  std::set<std::string> seen;
-  size_t read = 0;
-  return ReadTopicsUntil(
-      topics,
-      [&](const std::vector<Record>& records) {
-        for (; read < records.size(); ++read) seen.insert(records[read].key);
-        return std::includes(seen.begin(), seen.end(), keys.begin(), keys.end());
-      },
-      timeout);
-}
-
 // Inserts one transaction of `rows` events, aggregate ids "t<txn>-<seq>".
 void InsertTxn(Sql& sql, const std::string& table, int txn, int rows,
                const std::string& aggregate_type = "Order") {

@@ -25,43 +25,17 @@ using ::testing::Not;
 
 constexpr char kPsql[] = "/usr/lib/postgresql/15/bin/psql";
 
-struct Result {
-  int code;
-  std::string output;
-};
-
-Result Shell(const std::string& command) {
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  std::string output;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) output.append(buf, n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
-}
+using Result = CommandResult;
 
 // psql -f sql/<file> as the superuser, with -v variables; `env` is prepended
 // (NAME=value ...) to the command's environment.
 Result Psql(const std::string& file, const std::string& vars = "", const std::string& env = "") {
-  return Shell(fmt::format("{} {} \"{}\" -X -v ON_ERROR_STOP=1 {} -f {}/sql/{}", env, kPsql, PgDsn(), vars,
+  return RunShell(fmt::format("{} {} \"{}\" -X -v ON_ERROR_STOP=1 {} -f {}/sql/{}", env, kPsql, PgDsn(), vars,
                          OUTBOXD_SOURCE_DIR, file));
 }
 
 std::string DsnAs(const std::string& role) {
   return fmt::format("host=127.0.0.1 port={} dbname=app user={}", PgPort(), role);
-}
-
-std::vector<Record> ReadUntilAllKeys(const std::vector<std::string>& topics,
-                                     const std::set<std::string>& keys, absl::Duration timeout) {
-  std::set<std::string> seen;
-  size_t read = 0;
-  return ReadTopicsUntil(
-      topics,
-      [&](const std::vector<Record>& records) {
-        for (; read < records.size(); ++read) seen.insert(records[read].key);
-        return std::includes(seen.begin(), seen.end(), keys.begin(), keys.end());
-      },
-      timeout);
 }
 
 std::set<std::string> Keys(const std::vector<Record>& records) {
@@ -173,7 +147,7 @@ TEST_F(SqlToolkitTest, RoleSqlMakesALeastPrivilegeRoleThatStreams) {
   FILE* f = fopen(path.c_str(), "w");
   fputs(config.c_str(), f);
   fclose(f);
-  Result check = Shell(fmt::format("{} check --config {}", OUTBOXD_BINARY, path));
+  Result check = RunShell(fmt::format("{} check --config {}", OUTBOXD_BINARY, path));
   EXPECT_EQ(check.code, 0) << check.output;
   EXPECT_THAT(check.output, HasSubstr(fmt::format("ok    privileges   role {} has REPLICATION and is not a "
                                                   "superuser",
@@ -278,7 +252,7 @@ TEST_F(SqlToolkitTest, DeleteOnInsertPublishesAndPurgeDeletesOnlyOldRows) {
   EXPECT_EQ(sql_.Scalar(fmt::format("SELECT outbox_set_delete_on_insert('{}', false)", table)), "f");
   Insert(sql_, table, 25, "now() - interval '5 days'");
   Insert(sql_, table, 3);
-  Result purge = Shell(fmt::format("{} \"{}\" -X -v ON_ERROR_STOP=1 -c \"CALL outbox_purge('{}', interval "
+  Result purge = RunShell(fmt::format("{} \"{}\" -X -v ON_ERROR_STOP=1 -c \"CALL outbox_purge('{}', interval "
                                  "'1 day', 10)\"",
                                  kPsql, PgDsn(), table));
   ASSERT_EQ(purge.code, 0) << purge.output;
@@ -336,7 +310,7 @@ TEST_F(SqlToolkitTest, AlembicExampleMirrorsOutboxSql) {
   absl::Cleanup cleanup = [&] { sql_.Exec(fmt::format("DROP DATABASE IF EXISTS {}", db)); };
   const std::string dsn = fmt::format("host=127.0.0.1 port={} dbname={} user=postgres", PgPort(), db);
   auto migrate = [&](const std::string& direction) {
-    return Shell(fmt::format("/usr/bin/python3 {0}/tests/integration/alembic_sql.py "
+    return RunShell(fmt::format("/usr/bin/python3 {0}/tests/integration/alembic_sql.py "
                            "{0}/docs/examples/alembic_add_outbox.py {1} | {2} \"{3}\" -X -q -v ON_ERROR_STOP=1",
                            OUTBOXD_SOURCE_DIR, direction, kPsql, dsn));
   };
@@ -354,7 +328,7 @@ TEST_F(SqlToolkitTest, AlembicExampleMirrorsOutboxSql) {
       "(SELECT string_agg(schemaname || '.' || tablename, ',') FROM pg_publication_tables t WHERE "
       "t.pubname = p.pubname) FROM pg_publication p WHERE pubname = 'outboxd'";
   auto in_db = [&](const std::string& query, int code = 0) {
-    Result r = Shell(fmt::format("{} \"{}\" -X -At -c \"{}\"", kPsql, dsn, query));
+    Result r = RunShell(fmt::format("{} \"{}\" -X -At -c \"{}\"", kPsql, dsn, query));
     EXPECT_EQ(r.code, code) << r.output;
     return r.output;
   };

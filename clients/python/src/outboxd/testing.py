@@ -135,6 +135,9 @@ topic = "{topic}"
 [messages]
 enabled = false
 
+[http]
+listen = "off"
+
 [log]
 level = "info"
 {extra}"""
