@@ -15,6 +15,9 @@ PACKAGES=(
     openjdk-17-jre-headless maven
     python3 curl
     openssl  # tests/integration/tls_stack.sh: test certificates (keytool comes with the JRE)
+    libcpp-httplib-dev prometheus python3-yaml
+    python3-venv
+    clang libclang-rt-14-dev
 )
 
 say() { printf 'deps: %s\n' "$*" >&2; }
@@ -60,6 +63,16 @@ if ((installed_pg_now)) && [[ -f $main_data/postmaster.pid ]]; then
     (cd / && "${SUDO[@]}" runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl \
         -D "$main_data" -m fast -w -s stop) || true
 fi
+
+# Debian's prometheus package (installed for promtool) enables its server, which listens on
+# every interface. If we installed it just now, keep it from running; a prometheus that was
+# already there belongs to the machine's owner.
+for p in "${missing[@]}"; do
+    if [[ $p == prometheus ]] && command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+        say "disabling Debian's prometheus service (only promtool is needed)"
+        "${SUDO[@]}" systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
+done
 
 # Kafka jars (Maven Central -> ~/.m2) and .run/kafka/classpath.txt; no-op when up to date.
 "$REPO/deploy/local/stack.sh" classpath

@@ -12,7 +12,9 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "common/bad_event.h"
 #include "fmt/format.h"
+#include "nlohmann/json.hpp"
 
 namespace outboxd::kafka {
 namespace {
@@ -101,6 +103,34 @@ absl::StatusCode CodeFor(rd_kafka_resp_err_t err) {
   }
 }
 
+// The bad-event reason of an error that concerns one record, or "".
+std::string_view BadEventReasonFor(rd_kafka_resp_err_t err) {
+  switch (err) {
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+      return bad_event::kMessageTooLarge;
+    case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+      return bad_event::kInvalidTopic;
+    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+    case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+    case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
+      return bad_event::kUnknownTopic;
+    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+      return bad_event::kInvalidRecord;
+    default:
+      return "";
+  }
+}
+
+// A status with `code`, tagged with the bad-event reason when there is one.
+absl::Status StatusFor(rd_kafka_resp_err_t err, std::string_view message) {
+  const std::string_view reason = BadEventReasonFor(err);
+  if (!reason.empty() && CodeFor(err) == absl::StatusCode::kInvalidArgument) {
+    return BadEventError(reason, message);
+  }
+  return absl::Status(CodeFor(err), absl::string_view(message.data(), message.size()));
+}
+
 std::string ErrText(rd_kafka_resp_err_t err) {
   return fmt::format("{} ({})", rd_kafka_err2str(err), rd_kafka_err2name(err));
 }
@@ -181,6 +211,9 @@ absl::StatusOr<std::unique_ptr<RdKafkaSink>> RdKafkaSink::Create(const KafkaProp
     if (!status.ok()) break;
     if (!UserSet(properties, d.names)) status = set(std::string(d.names[0]), std::string(d.value));
   }
+  if (status.ok() && sink->options_.brokers_up && !UserSet(properties, {"statistics.interval.ms"})) {
+    status = set("statistics.interval.ms", "2000");
+  }
   // Forced last: no loss and no reordering on retries (DESIGN invariants 2, 3).
   if (status.ok()) status = set("enable.idempotence", "true");
   if (status.ok()) status = set("acks", "all");
@@ -192,6 +225,7 @@ absl::StatusOr<std::unique_ptr<RdKafkaSink>> RdKafkaSink::Create(const KafkaProp
   rd_kafka_conf_set_dr_msg_cb(conf, &RdKafkaSink::OnDelivery);
   rd_kafka_conf_set_error_cb(conf, &RdKafkaSink::OnError);
   if (sink->options_.log) rd_kafka_conf_set_log_cb(conf, &RdKafkaSink::OnLog);
+  if (sink->options_.brokers_up) rd_kafka_conf_set_stats_cb(conf, &RdKafkaSink::OnStats);
   rd_kafka_conf_set_opaque(conf, sink.get());
 
   // Kept for error messages; read back so that librdkafka's own parsing counts.
@@ -259,7 +293,7 @@ absl::Status RdKafkaSink::Produce(const ProduceRequest& request) {
           "Kafka producer queue is full (queue.buffering.max.messages / "
           "queue.buffering.max.kbytes): serve delivery reports with Poll and retry");
     case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
-      return absl::InvalidArgumentError(fmt::format(
+      return BadEventError(bad_event::kMessageTooLarge, fmt::format(
           "record of {} bytes (key {}, value {}, headers {}) for topic \"{}\" exceeds the "
           "producer's message.max.bytes ({}); shrink the payload or raise message.max.bytes in "
           "[sink.kafka] together with the topic's max.message.bytes",
@@ -270,8 +304,8 @@ absl::Status RdKafkaSink::Produce(const ProduceRequest& request) {
     case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
     case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
     case RD_KAFKA_RESP_ERR__INVALID_ARG:
-      return absl::InvalidArgumentError(
-          fmt::format("cannot produce to topic \"{}\": {}", request.topic, ErrText(err)));
+      return StatusFor(err,
+                       fmt::format("cannot produce to topic \"{}\": {}", request.topic, ErrText(err)));
     case RD_KAFKA_RESP_ERR__FATAL: {
       const absl::Status fatal = FatalError();
       return absl::UnavailableError(
@@ -342,9 +376,32 @@ void RdKafkaSink::OnDelivery(rd_kafka_t* rk, const rd_kafka_message_t* msg, void
   std::string reason = ErrText(msg->err);
   if (msg->err == RD_KAFKA_RESP_ERR__FATAL) reason = std::string(sink->FatalError().message());
   const char* topic = msg->rkt != nullptr ? rd_kafka_topic_name(msg->rkt) : "?";
-  sink->handler_(token, absl::Status(CodeFor(msg->err),
-                                     fmt::format("delivery to Kafka topic \"{}\" failed: {}",
-                                                 topic, reason)));
+  const absl::Status status =
+      StatusFor(msg->err, fmt::format("delivery to Kafka topic \"{}\" failed: {}", topic, reason));
+  if (sink->failed_record_handler_ && !BadEventReason(status).empty()) {
+    // Hand the refused record back as produced, so it can be dead-lettered.
+    std::vector<std::pair<std::string_view, std::string_view>> headers;
+    rd_kafka_headers_t* hdrs = nullptr;
+    if (rd_kafka_message_headers(msg, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR && hdrs != nullptr) {
+      const char* name;
+      const void* value;
+      size_t size;
+      for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &value, &size) ==
+                         RD_KAFKA_RESP_ERR_NO_ERROR;
+           ++i) {
+        headers.emplace_back(name, std::string_view(static_cast<const char*>(value), size));
+      }
+    }
+    const ProduceRequest record{
+        .topic = topic,
+        .key = std::string_view(static_cast<const char*>(msg->key), msg->key_len),
+        .value = std::string_view(static_cast<const char*>(msg->payload), msg->len),
+        .headers = &headers,
+        .token = token,
+    };
+    sink->failed_record_handler_(record, status);
+  }
+  sink->handler_(token, status);
 }
 
 void RdKafkaSink::OnError(rd_kafka_t* rk, int err, const char* reason, void* opaque) {
@@ -363,6 +420,23 @@ void RdKafkaSink::OnLog(const rd_kafka_t* rk, int level, const char* facility,
   auto* sink = static_cast<RdKafkaSink*>(rd_kafka_opaque(rk));
   if (sink == nullptr || !sink->options_.log) return;
   sink->options_.log(level, facility, sink->Redact(message));
+}
+
+int RdKafkaSink::OnStats(rd_kafka_t*, char* json, size_t json_len, void* opaque) {
+  auto* sink = static_cast<RdKafkaSink*>(opaque);
+  if (!sink->options_.brokers_up) return 0;
+  const nlohmann::json stats = nlohmann::json::parse(json, json + json_len, nullptr,
+                                                     /*allow_exceptions=*/false);
+  if (stats.is_discarded() || !stats.contains("brokers") || !stats["brokers"].is_object()) return 0;
+  int up = 0;
+  for (const auto& [name, broker] : stats["brokers"].items()) {
+    // "internal" and "logical" entries are librdkafka's own, not connections.
+    const std::string source = broker.value("source", "");
+    if (source == "internal" || source == "logical") continue;
+    if (broker.value("state", "") == "UP") ++up;
+  }
+  sink->options_.brokers_up(up);
+  return 0;  // librdkafka frees the JSON
 }
 
 }  // namespace outboxd::kafka

@@ -30,11 +30,17 @@ struct RdKafkaSinkOptions {
   // from Poll/Flush on the caller's thread. Informative: librdkafka keeps
   // retrying by itself, and a fatal one also shows in FatalError().
   std::function<void(const absl::Status& error)> error;
+  // Broker connections in state UP, from librdkafka's statistics (every
+  // statistics.interval.ms, 2000 unless set), called from Poll/Flush. Setting
+  // it turns the statistics on; readiness (/readyz) is built on it.
+  std::function<void(int brokers_up)> brokers_up;
 };
 
 // Delivery report statuses (the pipeline treats any non-OK as failed):
 //   InvalidArgument   the record itself is bad: too large for the broker,
-//                     invalid or unknown topic (dead-letter it);
+//                     invalid or unknown topic (dead-letter it); a
+//                     BadEventError with its reason code, and the record is
+//                     handed to the FailedRecordHandler first;
 //   PermissionDenied  the principal may not write the topic or cluster;
 //   Aborted           purged by Purge(), or the producer hit a fatal error;
 //   Unavailable       everything else: timed out, broker down, not enough
@@ -57,6 +63,9 @@ class RdKafkaSink : public EventSink {
   static bool IsSecretProperty(std::string_view name);
 
   void SetDeliveryHandler(DeliveryHandler handler) override { handler_ = std::move(handler); }
+  void SetFailedRecordHandler(FailedRecordHandler handler) override {
+    failed_record_handler_ = std::move(handler);
+  }
   absl::Status Produce(const ProduceRequest& request) override;
   void Poll(absl::Duration timeout) override;
   absl::Status Flush(absl::Duration timeout) override;
@@ -79,10 +88,12 @@ class RdKafkaSink : public EventSink {
   static void OnDelivery(rd_kafka_t* rk, const rd_kafka_message_t* msg, void* opaque);
   static void OnError(rd_kafka_t* rk, int err, const char* reason, void* opaque);
   static void OnLog(const rd_kafka_t* rk, int level, const char* facility, const char* message);
+  static int OnStats(rd_kafka_t* rk, char* json, size_t json_len, void* opaque);
   std::string Redact(std::string text) const;
 
   rd_kafka_t* rk_ = nullptr;
   DeliveryHandler handler_;
+  FailedRecordHandler failed_record_handler_;
   RdKafkaSinkOptions options_;
   std::vector<std::string> secret_values_;  // to scrub from librdkafka's words
   std::string bootstrap_servers_;           // named in reachability errors

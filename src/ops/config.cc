@@ -240,12 +240,13 @@ void FindUriSecrets(std::string_view dsn, std::vector<Replacement>* out) {
 
 const std::vector<std::string_view>& TopKeys() {
   static const auto* keys =
-      new std::vector<std::string_view>{"source", "sink", "outbox", "messages", "http", "log"};
+      new std::vector<std::string_view>{"source", "sink", "outbox", "messages", "http", "log",
+                                        "errors"};
   return *keys;
 }
 const std::vector<std::string_view>& SourceKeys() {
   static const auto* keys = new std::vector<std::string_view>{"dsn", "slot", "publication",
-                                                              "create_slot", "status_interval"};
+                                                              "create_slot", "status_interval", "state_dir"};
   return *keys;
 }
 const std::vector<std::string_view>& SinkKeys() {
@@ -265,6 +266,11 @@ const std::vector<std::string_view>& ColumnKeys() {
 }
 const std::vector<std::string_view>& MessagesKeys() {
   static const auto* keys = new std::vector<std::string_view>{"enabled", "prefix", "topic", "key"};
+  return *keys;
+}
+const std::vector<std::string_view>& ErrorsKeys() {
+  static const auto* keys =
+      new std::vector<std::string_view>{"on_bad_event", "dead_letter_topic"};
   return *keys;
 }
 const std::vector<std::string_view>& HttpKeys() {
@@ -383,6 +389,7 @@ class ConfigParser {
     RETURN_IF_ERROR(ParseMessages(root, &config.messages));
     RETURN_IF_ERROR(ParseHttp(root, &config.http));
     RETURN_IF_ERROR(ParseLog(root, &config.log));
+    RETURN_IF_ERROR(ParseErrors(root, &config.errors));
     if (config.outbox.empty() && !config.messages.enabled) {
       return Error(nullptr,
                    "nothing to relay: add an [[outbox]] table, or set messages.enabled = true "
@@ -431,7 +438,7 @@ class ConfigParser {
       // A section key written above every [section] header lands at the top.
       const std::pair<std::string_view, const std::vector<std::string_view>*> sections[] = {
           {"source", &SourceKeys()}, {"sink", &SinkKeys()}, {"messages", &MessagesKeys()},
-          {"http", &HttpKeys()},     {"log", &LogKeys()}};
+          {"http", &HttpKeys()},     {"log", &LogKeys()}, {"errors", &ErrorsKeys()}};
       for (const auto& [section, keys] : sections) {
         if (std::find(keys->begin(), keys->end(), name) != keys->end()) {
           return ErrorAt(key->source().begin.line,
@@ -651,6 +658,7 @@ class ConfigParser {
                                out->publication));
     }
     RETURN_IF_ERROR(GetBool(*source, "create_slot", "source.create_slot", &out->create_slot));
+    RETURN_IF_ERROR(GetString(*source, "state_dir", "source.state_dir", &out->state_dir));
 
     if (const toml::node* node = source->get("status_interval"); node != nullptr) {
       std::string text;
@@ -848,9 +856,38 @@ class ConfigParser {
     if (http == nullptr) return absl::OkStatus();
     RETURN_IF_ERROR(CheckKeys(*http, "http.", HttpKeys(), "[http]"));
     RETURN_IF_ERROR(GetString(*http, "listen", "http.listen", &out->listen));
+    // "" or "off" turns the endpoint off.
+    if (out->listen.empty() || out->listen == "off") return absl::OkStatus();
     if (const std::string problem = CheckListen(out->listen); !problem.empty()) {
       return Error(http->get("listen"),
                    fmt::format("http.listen = \"{}\": {}", out->listen, problem));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status ParseErrors(const toml::table& root, ErrorsConfig* out) const {
+    ASSIGN_OR_RETURN(const toml::table* errors, GetSection(root, "errors", "errors", "[errors]"));
+    if (errors == nullptr) return absl::OkStatus();
+    RETURN_IF_ERROR(CheckKeys(*errors, "errors.", ErrorsKeys(), "[errors]"));
+    std::string policy = "dead_letter";
+    RETURN_IF_ERROR(GetString(*errors, "on_bad_event", "errors.on_bad_event", &policy));
+    if (policy == "dead_letter") {
+      out->on_bad_event = outbox::BadEventPolicy::kDeadLetter;
+    } else if (policy == "stop") {
+      out->on_bad_event = outbox::BadEventPolicy::kStop;
+    } else {
+      return Error(errors->get("on_bad_event"),
+                   fmt::format("errors.on_bad_event = \"{}\": expected \"dead_letter\" (send bad "
+                               "events to errors.dead_letter_topic and go on) or \"stop\" (halt "
+                               "with the error)",
+                               policy));
+    }
+    RETURN_IF_ERROR(GetNonEmptyString(*errors, "dead_letter_topic", "errors.dead_letter_topic",
+                                      &out->dead_letter_topic));
+    if (absl::Status valid = outbox::ValidateTopicName(out->dead_letter_topic); !valid.ok()) {
+      return Error(errors->get("dead_letter_topic"),
+                   fmt::format("errors.dead_letter_topic = \"{}\": {}", out->dead_letter_topic,
+                               std::string(valid.message())));
     }
     return absl::OkStatus();
   }

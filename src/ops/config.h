@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "outbox/dead_letter.h"
 #include "outbox/table_mapping.h"
 
 namespace outboxd::ops {
@@ -24,6 +25,9 @@ struct SourceConfig {
   std::string publication = "outboxd";
   bool create_slot = true;
   absl::Duration status_interval = absl::Seconds(10);
+  // Directory of the state file that detects gaps upstream; empty: not set
+  // (run --state-dir wins; see README "Faults and what outboxd does").
+  std::string state_dir;
 };
 
 // Table-less events: transactional pg_logical_emit_message(true, prefix, json).
@@ -37,6 +41,13 @@ struct MessagesConfig {
 struct KafkaConfig {
   // [sink.kafka]: librdkafka properties, passed through as is, in file order.
   std::vector<std::pair<std::string, std::string>> properties;
+};
+
+// [errors]: what a bad event (NULL or missing required column, id not a UUID,
+// oversize payload, invalid topic name) does.
+struct ErrorsConfig {
+  outbox::BadEventPolicy on_bad_event = outbox::BadEventPolicy::kDeadLetter;
+  std::string dead_letter_topic = "outboxd.dlq";
 };
 
 struct HttpConfig {
@@ -53,6 +64,7 @@ struct Config {
   KafkaConfig kafka;
   std::vector<outbox::TableConfig> outbox;  // [[outbox]]
   MessagesConfig messages;
+  ErrorsConfig errors;
   HttpConfig http;
   LogConfig log;
 };

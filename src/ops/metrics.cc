@@ -10,12 +10,15 @@ namespace outboxd::ops {
 
 void LabeledCounter::Add(std::string_view label, uint64_t n) {
   absl::MutexLock lock(&mu_);
-  values_[std::string(label)] += n;
+  // Heterogeneous lookup: no std::string (and no allocation) once the label exists.
+  auto it = values_.find(absl::string_view(label.data(), label.size()));
+  if (it == values_.end()) it = values_.emplace(std::string(label), 0).first;
+  it->second += n;
 }
 
 uint64_t LabeledCounter::Get(std::string_view label) const {
   absl::MutexLock lock(&mu_);
-  auto it = values_.find(std::string(label));
+  auto it = values_.find(absl::string_view(label.data(), label.size()));
   return it == values_.end() ? 0 : it->second;
 }
 
@@ -87,8 +90,35 @@ std::string Metrics::RenderPrometheus() const {
   Gauge(&out, "inflight_events", "gauge", "Events produced and not yet acknowledged.", inflight_events);
   Gauge(&out, "producer_queue_bytes", "gauge", "Bytes waiting in the producer queue.", producer_queue_bytes);
   Gauge(&out, "standby", "gauge", "1 while waiting for another instance to release the slot.", standby);
+  Gauge(&out, "slot_invalidated", "gauge", "1 when PostgreSQL invalidated the replication slot (wal_status lost): events were lost upstream; see the README section on faults.", slot_invalidated);
   Gauge(&out, "up", "gauge", "1 while the process runs.", up);
+  Gauge(&out, "streaming", "gauge", "1 while a replication session streams from the slot.", streaming);
+  Gauge(&out, "kafka_brokers_up", "gauge", "Kafka brokers the producer is connected to (-1 before the first statistics report).", kafka_brokers_up);
+  if (slot_known.load(std::memory_order_relaxed) != 0) {
+    Gauge(&out, "slot_active", "gauge", "1 while some process (this one or another) holds the slot, from pg_replication_slots.", slot_active);
+    Gauge(&out, "slot_retained_wal_bytes", "gauge", "WAL the slot keeps on the server: pg_current_wal_lsn() minus restart_lsn.", slot_retained_wal_bytes);
+    if (slot_safe_wal_size_bytes.load(std::memory_order_relaxed) != kUnknown) {
+      Gauge(&out, "slot_safe_wal_size_bytes", "gauge", "WAL that can still be written before the slot is in danger of invalidation (max_slot_wal_keep_size).", slot_safe_wal_size_bytes);
+    }
+    Family(&out, "slot_wal_status", "gauge", "1 for the slot's current wal_status in pg_replication_slots, 0 for the others.");
+    const int status = slot_wal_status.load(std::memory_order_relaxed);
+    for (int i = 0; i < static_cast<int>(std::size(kSlotWalStatuses)); ++i) {
+      fmt::format_to(std::back_inserter(out), "outboxd_slot_wal_status{{status=\"{}\"}} {}\n",
+                     kSlotWalStatuses[i], i == status ? 1 : 0);
+    }
+    Gauge(&out, "slot_checked_timestamp_seconds", "gauge", "Unix time of the last successful pg_replication_slots query.", slot_checked_unixtime);
+  }
   return out;
+}
+
+void Metrics::SetLastError(std::string_view message) {
+  absl::MutexLock lock(&last_error_mu_);
+  last_error_.assign(message.data(), message.size());
+}
+
+std::string Metrics::LastError() const {
+  absl::MutexLock lock(&last_error_mu_);
+  return last_error_;
 }
 
 }  // namespace outboxd::ops

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <string_view>
 
@@ -55,11 +56,34 @@ struct Metrics {
   std::atomic<int64_t> inflight_events{0};
   std::atomic<int64_t> producer_queue_bytes{0};
   std::atomic<int> standby{0};
+  std::atomic<int> slot_invalidated{0};  // 1: PostgreSQL invalidated the slot (gap upstream)
   std::atomic<int> streaming{0};
   std::atomic<int> up{1};
+  // Brokers the producer is connected to, from librdkafka's statistics; -1
+  // until the first report.
+  std::atomic<int> kafka_brokers_up{-1};
+  // From the periodic pg_replication_slots query (SlotMonitor); rendered only
+  // once a query succeeded. wal_status is an index into kSlotWalStatuses.
+  std::atomic<int> slot_known{0};
+  std::atomic<int> slot_active{0};
+  std::atomic<int> slot_wal_status{-1};
+  std::atomic<int64_t> slot_retained_wal_bytes{0};
+  std::atomic<int64_t> slot_safe_wal_size_bytes{kUnknown};  // NULL: no max_slot_wal_keep_size
+  std::atomic<int64_t> slot_checked_unixtime{0};
+
+  static constexpr int64_t kUnknown = std::numeric_limits<int64_t>::min();
+  static constexpr const char* kSlotWalStatuses[] = {"reserved", "extended", "unreserved", "lost"};
+
+  // Why the last session ended (transient error), for /readyz; cleared while streaming.
+  void SetLastError(std::string_view message);
+  std::string LastError() const;
 
   // Prometheus text exposition format, every name prefixed outboxd_.
   std::string RenderPrometheus() const;
+
+ private:
+  mutable absl::Mutex last_error_mu_;
+  std::string last_error_ ABSL_GUARDED_BY(last_error_mu_);
 };
 
 }  // namespace outboxd::ops

@@ -4,6 +4,7 @@
 #include <iterator>
 #include <utility>
 
+#include "common/bad_event.h"
 #include "fmt/format.h"
 #include "outbox/values.h"
 
@@ -124,7 +125,7 @@ absl::Status TopicTemplate::Render(const OutboxEvent& event, std::string* out) c
         break;
       case Part::kDestination:
         if (!event.destination.has_value()) {
-          return absl::InvalidArgumentError(fmt::format(
+          return BadEventError(bad_event::kInvalidTopic, fmt::format(
               "topic template \"{}\" needs a destination, and this event has none (NULL or "
               "absent destination); set the destination column of the outbox row, or use a "
               "topic template without {{destination}}",
@@ -145,7 +146,7 @@ absl::Status TopicTemplate::Render(const OutboxEvent& event, std::string* out) c
   }
   std::string problem = TopicProblem(*out);
   if (problem.empty()) return absl::OkStatus();
-  return absl::InvalidArgumentError(fmt::format(
+  return BadEventError(bad_event::kInvalidTopic, fmt::format(
       "topic template \"{}\" produced \"{}\", which is not a valid Kafka topic name: {}",
       Printable(text_, kTopicPreview), Printable(*out, kTopicPreview), problem));
 }

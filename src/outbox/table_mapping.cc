@@ -8,6 +8,7 @@
 
 #include "absl/time/civil_time.h"
 #include "absl/time/time.h"
+#include "common/bad_event.h"
 #include "common/status_macros.h"
 #include "common/time.h"
 #include "fmt/format.h"
@@ -62,17 +63,44 @@ bool ReadChar(std::string_view s, size_t* pos, char c) {
   return false;
 }
 
-std::string FormatUuid(std::string_view bytes16) {
+// Into `out`, reusing its capacity: the hot path maps one id per event.
+void FormatUuid(std::string_view bytes16, std::string* out) {
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(36);
+  out->clear();
   for (size_t i = 0; i < 16; ++i) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) out += '-';
+    if (i == 4 || i == 6 || i == 8 || i == 10) out->push_back('-');
     const auto b = static_cast<unsigned char>(bytes16[i]);
-    out += kHex[b >> 4];
-    out += kHex[b & 0xf];
+    out->push_back(kHex[b >> 4]);
+    out->push_back(kHex[b & 0xf]);
   }
-  return out;
+}
+
+// Canonical lower-case 8-4-4-4-12 text of a UUID given in any case, with or without hyphens
+// or braces, into `out` (reusing its capacity); false when `text` is not a UUID.
+bool CanonicalUuidInto(std::string_view text, std::string* out) {
+  std::string_view s = text;
+  if (s.size() >= 2 && s.front() == '{' && s.back() == '}') s = s.substr(1, s.size() - 2);
+  const bool hyphenated = s.size() == 36;
+  if (s.size() != 32 && !hyphenated) return false;
+  static constexpr char kHex[] = "0123456789abcdef";
+  out->clear();
+  size_t digits = 0;
+  for (size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
+    if (hyphenated && (i == 8 || i == 13 || i == 18 || i == 23)) {
+      if (c != '-') return false;
+      out->push_back('-');
+      continue;
+    }
+    const int v = HexValue(c);
+    if (v < 0) return false;
+    if (!hyphenated && (digits == 8 || digits == 12 || digits == 16 || digits == 20)) {
+      out->push_back('-');
+    }
+    out->push_back(kHex[v]);
+    ++digits;
+  }
+  return true;
 }
 
 absl::Status HeadersFromJson(const Json& doc, std::vector<Header>* out) {
@@ -189,9 +217,12 @@ class RowReader {
  public:
   RowReader(const TableBinding& binding, const TupleData& row) : binding_(binding), row_(row) {}
 
-  absl::Status Error(std::string_view column, std::string_view what) const {
-    return absl::InvalidArgumentError(fmt::format("outbox table {}.{}: column \"{}\" {}",
-                                                  binding_.schema, binding_.table, column, what));
+  // A bad row: `reason` is one of the bad_event codes (invalid_value unless
+  // the caller knows better).
+  absl::Status Error(std::string_view column, std::string_view what,
+                     std::string_view reason = bad_event::kInvalidValue) const {
+    return BadEventError(reason, fmt::format("outbox table {}.{}: column \"{}\" {}",
+                                             binding_.schema, binding_.table, column, what));
   }
 
   // The value at `pos`. For an optional column, nullptr when the table has no
@@ -202,7 +233,8 @@ class RowReader {
       return Error(column,
                    "does not exist; every outbox row needs it: add the column, or name the column "
                    "that holds it in the [[outbox]] entry's columns (see docs/configuration.md, "
-                   "[[outbox]] columns)");
+                   "[[outbox]] columns)",
+                   bad_event::kMissingColumn);
     }
     const TupleValue& value = row_.values[static_cast<size_t>(pos)];
     switch (value.kind) {
@@ -213,7 +245,8 @@ class RowReader {
         if (!required) return nullptr;
         return Error(column,
                      "is NULL; every outbox row needs it (see docs/configuration.md, [[outbox]] "
-                     "columns)");
+                     "columns)",
+                     bad_event::kNullColumn);
       case TupleValue::Kind::kUnchangedToast:
         return Error(column,
                      "came as an unchanged TOASTed value ('u') without data, which an inserted "
@@ -279,19 +312,20 @@ absl::Status MapId(const RowReader& reader, int pos, std::string_view column, st
   ASSIGN_OR_RETURN(const TupleValue* value, reader.Get(pos, column, /*required=*/true));
   if (value->kind == TupleValue::Kind::kBinary && reader.TypeOid(pos) == kUuidOid) {
     if (value->data.size() != 16) {
-      return reader.Error(column, fmt::format("holds a binary uuid of {} bytes instead of 16",
-                                              value->data.size()));
+      return reader.Error(column,
+                          fmt::format("holds a binary uuid of {} bytes instead of 16",
+                                      value->data.size()),
+                          bad_event::kInvalidUuid);
     }
-    *out = FormatUuid(value->data);
+    FormatUuid(value->data, out);
     return absl::OkStatus();
   }
   ASSIGN_OR_RETURN(std::string_view text, reader.Text(*value, pos, column));
-  absl::StatusOr<std::string> uuid = CanonicalUuid(text);
-  if (!uuid.ok()) {
-    return reader.Error(column, fmt::format("is not a UUID: {}", MessageOf(uuid.status())));
-  }
-  *out = *std::move(uuid);
-  return absl::OkStatus();
+  if (CanonicalUuidInto(text, out)) return absl::OkStatus();
+  // Not a UUID: CanonicalUuid says why.
+  return reader.Error(column,
+                      fmt::format("is not a UUID: {}", MessageOf(CanonicalUuid(text).status())),
+                      bad_event::kInvalidUuid);
 }
 
 absl::Status MapPayload(const RowReader& reader, const TableBinding& binding,
@@ -365,7 +399,7 @@ absl::Status MapCreatedAt(const RowReader& reader, int pos, std::string_view col
 // ---- Logical messages.
 
 absl::Status MessageError(std::string_view what) {
-  return absl::InvalidArgumentError(fmt::format(
+  return BadEventError(bad_event::kBadPayload, fmt::format(
       "outbox logical message: {}; the content must be a JSON object with id, aggregate_type, "
       "aggregate_id, event_type and payload (optional headers, destination, created_at), as "
       "outbox_emit() writes it",
@@ -393,7 +427,8 @@ absl::Status RequiredString(const Json& doc, const char* name, std::string* out)
 absl::Status MapLogicalMessageJson(std::string_view content, OutboxEvent* out) {
   const Json doc = Json::parse(content.begin(), content.end(), nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) {
-    return MessageError(fmt::format("content is not valid JSON (\"{}\")", Printable(content)));
+    // No excerpt: the content is the event's payload, which stays out of logs.
+    return MessageError(fmt::format("content ({} bytes) is not valid JSON", content.size()));
   }
   if (!doc.is_object()) {
     return MessageError(fmt::format("content is a JSON {}, not an object", doc.type_name()));
@@ -421,7 +456,7 @@ absl::Status MapLogicalMessageJson(std::string_view content, OutboxEvent* out) {
   }
   const std::optional<std::string_view> payload = RawJsonMember(content, "payload");
   if (!payload.has_value()) {
-    return absl::InternalError("outbox logical message: cannot locate the payload in valid JSON");
+    return MessageError("cannot locate the payload in the content");
   }
   out->payload.assign(payload->data(), payload->size());
   out->content_type = kJsonContentType;
@@ -541,10 +576,9 @@ absl::StatusOr<int64_t> ParsePgTimestamp(std::string_view text) {
 absl::Status DecodeByteaHex(std::string_view text, std::string* out) {
   if (text.size() < 2 || text[0] != '\\' || text[1] != 'x') {
     return absl::InvalidArgumentError(fmt::format(
-        "bytea value \"{}\" is not in hex form (\"\\x...\"); the server prints bytea with "
+        "bytea value is not in hex form (\"\\x...\"); the server prints bytea with "
         "bytea_output = 'escape': set bytea_output = 'hex' (the default) for outboxd's role "
-        "(ALTER ROLE ... SET bytea_output = 'hex')",
-        Printable(text, 32)));
+        "(ALTER ROLE ... SET bytea_output = 'hex')"));
   }
   const std::string_view digits = text.substr(2);
   if (digits.size() % 2 != 0) {
@@ -623,34 +657,12 @@ bool IsValidUtf8(std::string_view text) {
 // ---- table_mapping.h
 
 absl::StatusOr<std::string> CanonicalUuid(std::string_view text) {
-  std::string_view s = text;
-  if (s.size() >= 2 && s.front() == '{' && s.back() == '}') s = s.substr(1, s.size() - 2);
-  const auto bad = [text] {
-    return absl::InvalidArgumentError(fmt::format(
-        "\"{}\" is not a UUID; expected 32 hex digits as 8-4-4-4-12, e.g. "
-        "\"0190f6a1-8a4b-7c3d-9e2f-0123456789ab\"",
-        Printable(text)));
-  };
-  const bool hyphenated = s.size() == 36;
-  if (s.size() != 32 && !hyphenated) return bad();
-  static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
-  out.reserve(36);
-  size_t digits = 0;
-  for (size_t i = 0; i < s.size(); ++i) {
-    const char c = s[i];
-    if (hyphenated && (i == 8 || i == 13 || i == 18 || i == 23)) {
-      if (c != '-') return bad();
-      out += '-';
-      continue;
-    }
-    const int v = HexValue(c);
-    if (v < 0) return bad();
-    if (!hyphenated && (digits == 8 || digits == 12 || digits == 16 || digits == 20)) out += '-';
-    out += kHex[v];
-    ++digits;
-  }
-  return out;
+  if (CanonicalUuidInto(text, &out)) return out;
+  return absl::InvalidArgumentError(fmt::format(
+      "\"{}\" is not a UUID; expected 32 hex digits as 8-4-4-4-12, e.g. "
+      "\"0190f6a1-8a4b-7c3d-9e2f-0123456789ab\"",
+      Printable(text)));
 }
 
 TableMapper::TableMapper(std::vector<TableConfig> tables) : tables_(std::move(tables)) {}

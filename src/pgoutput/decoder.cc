@@ -22,6 +22,8 @@
 
 #include <cctype>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "common/status_macros.h"
@@ -31,13 +33,63 @@
 namespace outboxd::pgoutput {
 namespace {
 
+// Tuple vectors of a row message that `out` stops holding (Begin after Insert, ...), kept
+// for the next row message: a stream alternates Begin, Insert..., Commit, and without this
+// every transaction would free and allocate its tuple vector again. Per thread, because a
+// decoder call has no other state; two vectors cover Update's old and new tuple.
+struct SpareTuples {
+  std::vector<TupleValue> values[2];
+
+  void Keep(std::vector<TupleValue>&& v) {
+    for (std::vector<TupleValue>& slot : values) {
+      if (slot.capacity() < v.capacity()) {
+        std::swap(slot, v);
+        return;
+      }
+    }
+  }
+  void Give(std::vector<TupleValue>& v) {
+    for (std::vector<TupleValue>& slot : values) {
+      if (slot.capacity() > v.capacity()) {
+        std::swap(slot, v);
+        return;
+      }
+    }
+  }
+};
+thread_local SpareTuples spare_tuples;
+
+void KeepTuples(Message& out) {
+  if (auto* m = std::get_if<InsertMessage>(&out)) {
+    spare_tuples.Keep(std::move(m->new_tuple.values));
+  } else if (auto* u = std::get_if<UpdateMessage>(&out)) {
+    spare_tuples.Keep(std::move(u->new_tuple.values));
+    spare_tuples.Keep(std::move(u->old_tuple.values));
+  } else if (auto* d = std::get_if<DeleteMessage>(&out)) {
+    spare_tuples.Keep(std::move(d->old_tuple.values));
+  }
+}
+
+void GiveTuples(InsertMessage& m) { spare_tuples.Give(m.new_tuple.values); }
+void GiveTuples(UpdateMessage& m) {
+  spare_tuples.Give(m.new_tuple.values);
+  spare_tuples.Give(m.old_tuple.values);
+}
+void GiveTuples(DeleteMessage& m) { spare_tuples.Give(m.old_tuple.values); }
+template <typename T>
+void GiveTuples(T&) {}
+
 // Returns the alternative T of `out`, keeping its storage when it already holds a T (so that
-// the tuple vectors keep their capacity), else replacing it with a fresh T. Callers assign
-// every field, so nothing of the previous message survives.
+// the tuple vectors keep their capacity), else replacing it with a fresh T whose tuple
+// vectors come from the spares. Callers assign every field, so nothing of the previous
+// message survives.
 template <typename T>
 T& Reuse(Message& out) {
   if (T* existing = std::get_if<T>(&out)) return *existing;
-  return out.emplace<T>();
+  KeepTuples(out);
+  T& fresh = out.emplace<T>();
+  GiveTuples(fresh);
+  return fresh;
 }
 
 std::string DescribeByte(uint8_t byte) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "common/bad_event.h"
 #include "common/status_macros.h"
 #include "common/time.h"
 #include "common/format.h"
@@ -64,9 +65,18 @@ Pipeline::Pipeline(replication::ReplicationStream* stream, kafka::EventSink* sin
       clock_(std::move(clock)),
       mapper_(options_.tables) {}
 
+Pipeline::~Pipeline() {
+  metrics_->inflight_events.store(0, std::memory_order_relaxed);
+  metrics_->producer_queue_bytes.store(0, std::memory_order_relaxed);
+}
+
 absl::Status Pipeline::Run(const std::atomic<bool>& stop) {
   sink_->SetDeliveryHandler(
       [this](uint64_t token, const absl::Status& status) { OnDelivery(token, status); });
+  sink_->SetFailedRecordHandler([this](const kafka::ProduceRequest& record,
+                                       const absl::Status& status) {
+    OnFailedRecord(record, status);
+  });
   while (!stop.load(std::memory_order_relaxed)) {
     sink_->Poll(absl::ZeroDuration());
     RETURN_IF_ERROR(CheckDeliveries());
@@ -107,6 +117,8 @@ absl::Status Pipeline::HandleFrame(std::string_view bytes) {
     // keeps the server from pinging us again and again while we are behind.
     received_ = std::max(received_, keepalive->wal_end);
     metrics_->server_wal_end.store(server_wal_end_.value(), std::memory_order_relaxed);
+    metrics_->received_lsn.store(received_.value(), std::memory_order_relaxed);
+    UpdateLagMetric();
     // The walsender's keepalive carries the position it has sent up to. With
     // nothing open and nothing unacknowledged, everything before it is done, so
     // confirming it keeps an idle outbox from pinning other tables' WAL.
@@ -187,11 +199,17 @@ absl::Status Pipeline::HandleInsert(Lsn lsn, const pgoutput::InsertMessage& inse
   event_.source.schema = binding->schema;
   event_.source.table = binding->table;
   if (!mapped.ok()) {
-    return absl::InvalidArgumentError(fmt::format(
-        "bad outbox row in {}.{} at LSN {} (xid {}): {}; outboxd stopped before it and confirmed "
-        "nothing at or after it; fix or delete the offending row's transaction source and see "
-        "docs/operations.md",
-        binding->schema, binding->table, lsn.ToString(), begin_.xid, mapped.message()));
+    const std::string what = fmt::format("bad outbox row in {}.{} at LSN {} (xid {})",
+                                         binding->schema, binding->table, lsn.ToString(),
+                                         begin_.xid);
+    const std::string reason = BadEventReason(mapped);
+    if (!reason.empty() && options_.on_bad_event == outbox::BadEventPolicy::kDeadLetter) {
+      ASSIGN_OR_RETURN(const pgoutput::RelationMessage* relation,
+                       relations_.Get(insert.relation_oid));
+      outbox::DeadLetterForRow(reason, StatusMessage(mapped), event_, *relation, insert.new_tuple,
+                               &dead_letter_);
+    }
+    return OnBadEvent(mapped, what, /*token=*/std::nullopt);
   }
   return Publish(table_topics_[binding->config_index], binding->config->key);
 }
@@ -210,10 +228,15 @@ absl::Status Pipeline::HandleLogicalMessage(const pgoutput::LogicalMessage& mess
   SetSourcePosition(message.lsn);
   event_.source.message_prefix = std::string(message.prefix);
   if (!mapped.ok()) {
-    return absl::InvalidArgumentError(fmt::format(
-        "bad outbox message with prefix '{}' at LSN {} (xid {}): {}; outboxd stopped before it "
-        "and confirmed nothing at or after it",
-        message.prefix, message.lsn.ToString(), begin_.xid, mapped.message()));
+    const std::string what =
+        fmt::format("bad outbox message with prefix '{}' at LSN {} (xid {})", message.prefix,
+                    message.lsn.ToString(), begin_.xid);
+    const std::string reason = BadEventReason(mapped);
+    if (!reason.empty()) {
+      outbox::DeadLetterForMessage(reason, StatusMessage(mapped), event_, message.content,
+                                   &dead_letter_);
+    }
+    return OnBadEvent(mapped, what, /*token=*/std::nullopt);
   }
   return Publish(*message_topic_, options_.messages_key);
 }
@@ -233,8 +256,12 @@ absl::Status Pipeline::Publish(const outbox::TopicTemplate& topic, outbox::KeySo
         fmt::format("pgoutput sent {} outside a transaction", Describe(event_)));
   }
   if (absl::Status rendered = topic.Render(event_, &topic_); !rendered.ok()) {
-    return absl::InvalidArgumentError(
-        fmt::format("cannot route {}: {}", Describe(event_), rendered.message()));
+    const std::string reason = BadEventReason(rendered);
+    if (!reason.empty()) {
+      outbox::DeadLetterForEvent(reason, StatusMessage(rendered), event_, "", /*keep_payload=*/true,
+                                 &dead_letter_);
+    }
+    return OnBadEvent(rendered, fmt::format("cannot route {}", Describe(event_)), /*token=*/std::nullopt);
   }
   outbox::EncodeEnvelope(event_, &value_);
   headers_.clear();
@@ -244,18 +271,82 @@ absl::Status Pipeline::Publish(const outbox::TopicTemplate& topic, outbox::KeySo
       .key = outbox::RecordKey(event_, key),
       .value = value_,
       .headers = &headers_,
-      .token = tracker_.AddEvent(),
+      // One token per record (the tracker's token names the transaction), so
+      // that its report finds its topic and size.
+      .token = next_record_token_++,
   };
-  metrics_->inflight_events.store(static_cast<int64_t>(tracker_.inflight_events()),
-                                  std::memory_order_relaxed);
+  TrackRecord(request, topic_, tracker_.AddEvent());
   absl::Status produced = ProduceWithBackpressure(request);
   if (produced.ok() || absl::IsAborted(produced)) return produced;
   if (absl::IsUnavailable(produced)) {
     // A Kafka fault, not the replication stream's: Aborted tells the relay so.
     return absl::AbortedError(fmt::format("Kafka refused {}: {}", Describe(event_), produced.message()));
   }
+  const std::string reason = BadEventReason(produced);
+  if (!reason.empty()) {
+    // Refused at produce time (e.g. larger than message.max.bytes): the dead
+    // letter takes this event's place and its tracker slot.
+    outbox::DeadLetterForEvent(reason, StatusMessage(produced), event_, topic_,
+                               /*keep_payload=*/reason != bad_event::kMessageTooLarge,
+                               &dead_letter_);
+    return OnBadEvent(produced, fmt::format("cannot produce {} to topic {}", Describe(event_), topic_),
+                      request.token);
+  }
   return absl::InvalidArgumentError(
       fmt::format("cannot produce {} to topic {}: {}", Describe(event_), topic_, produced.message()));
+}
+
+absl::Status Pipeline::OnBadEvent(const absl::Status& error, std::string_view what,
+                                  std::optional<uint64_t> token) {
+  const std::string reason = BadEventReason(error);
+  if (reason.empty() || options_.on_bad_event == outbox::BadEventPolicy::kStop) {
+    return absl::InvalidArgumentError(fmt::format(
+        "{}: {}; outboxd stopped before it and confirmed nothing at or after it; fix or delete "
+        "the offending row's transaction at the source, or set [errors] on_bad_event = "
+        "\"dead_letter\" to send such events to a dead-letter topic and go on (see "
+        "docs/configuration.md, [errors])",
+        what, error.message()));
+  }
+  if (!token.has_value()) {
+    if (!tracker_.in_transaction()) {
+      return absl::DataLossError(fmt::format("pgoutput sent {} outside a transaction", what));
+    }
+    // A new event of the open transaction; ProduceDeadLetter sets its topic and size.
+    token = next_record_token_++;
+    inflight_records_[*token] = InflightRecord{.txn_token = tracker_.AddEvent()};
+  }
+  return ProduceDeadLetter(dead_letter_, *token, what, StatusMessage(error));
+}
+
+absl::Status Pipeline::ProduceDeadLetter(const outbox::DeadLetter& letter, uint64_t token,
+                                         std::string_view what, std::string_view detail) {
+  // Once per event, without payload contents (errors never quote payloads).
+  ops::LogWarn("{}: {}; sent to dead-letter topic {} instead (reason {}, counted in "
+               "outboxd_events_dead_lettered_total)",
+               what, detail, options_.dead_letter_topic, letter.reason);
+  metrics_->events_dead_lettered.Add(letter.reason);
+  dead_letter_headers_.clear();
+  for (const outbox::Header& h : letter.headers) dead_letter_headers_.emplace_back(h.key, h.value);
+  const kafka::ProduceRequest request{
+      .topic = options_.dead_letter_topic,
+      .key = letter.key,
+      .value = letter.value,
+      .headers = &dead_letter_headers_,
+      .token = token,
+  };
+  // The dead letter takes over its event's record: same transaction, new topic and size.
+  TrackRecord(request, options_.dead_letter_topic, inflight_records_.at(token).txn_token);
+  absl::Status produced = ProduceWithBackpressure(request);
+  if (produced.ok() || absl::IsAborted(produced)) return produced;
+  if (absl::IsUnavailable(produced)) {
+    return absl::AbortedError(
+        fmt::format("Kafka refused the dead letter for {}: {}", what, produced.message()));
+  }
+  return absl::FailedPreconditionError(fmt::format(
+      "cannot dead-letter {} to topic {}: {}; outboxd stopped before it and confirmed nothing at "
+      "or after it; check [errors] dead_letter_topic and that the broker accepts records of this "
+      "size there",
+      what, options_.dead_letter_topic, produced.message()));
 }
 
 absl::Status Pipeline::ProduceWithBackpressure(const kafka::ProduceRequest& request) {
@@ -266,12 +357,63 @@ absl::Status Pipeline::ProduceWithBackpressure(const kafka::ProduceRequest& requ
     // while here), serve delivery reports, and keep status updates flowing so
     // the walsender does not time us out.
     sink_->Poll(kBackpressurePoll);
-    RETURN_IF_ERROR(CheckDeliveries());
+    RETURN_IF_ERROR(CheckFailures());
     RETURN_IF_ERROR(MaybeSendStatus(false));
   }
 }
 
-void Pipeline::OnDelivery(uint64_t token, const absl::Status& status) {
+void Pipeline::TrackRecord(const kafka::ProduceRequest& request, const std::string& topic,
+                           uint64_t txn_token) {
+  auto topic_id = topic_ids_.find(topic);
+  if (topic_id == topic_ids_.end()) {
+    topic_id = topic_ids_.emplace(topic, static_cast<uint32_t>(topic_names_.size())).first;
+    topic_names_.push_back(topic);
+  }
+  size_t bytes = request.key.size() + request.value.size();
+  if (request.headers != nullptr) {
+    for (const auto& [name, value] : *request.headers) bytes += name.size() + value.size();
+  }
+  InflightRecord& record = inflight_records_[request.token];
+  inflight_bytes_ += static_cast<int64_t>(bytes) - record.bytes;  // a dead letter replaces its event
+  record = {txn_token, topic_id->second, static_cast<uint32_t>(bytes)};
+  metrics_->producer_queue_bytes.store(inflight_bytes_, std::memory_order_relaxed);
+  metrics_->inflight_events.store(static_cast<int64_t>(tracker_.inflight_events()),
+                                  std::memory_order_relaxed);
+}
+
+void Pipeline::OnFailedRecord(const kafka::ProduceRequest& record, const absl::Status& status) {
+  const std::string reason = BadEventReason(status);
+  if (reason.empty() || options_.on_bad_event != outbox::BadEventPolicy::kDeadLetter) return;
+  if (record.topic == options_.dead_letter_topic) {
+    dead_letter_refused_ = true;  // no dead letter for a dead letter: CheckFailures stops
+    return;
+  }
+  outbox::OutboxEvent event;
+  if (!outbox::DecodeEnvelope(record.value, &event).ok()) return;  // not ours: fails the session
+  Refused& refused = refused_.emplace_back();
+  refused.token = record.token;
+  refused.what = fmt::format("Kafka refused {}", Describe(event));
+  refused.detail = std::string(status.message());
+  outbox::DeadLetterForEvent(reason, StatusMessage(status), event, record.topic,
+                             /*keep_payload=*/reason != bad_event::kMessageTooLarge,
+                             &refused.letter);
+  refused_token_ = record.token;
+}
+
+void Pipeline::OnDelivery(uint64_t record_token, const absl::Status& status) {
+  if (refused_token_ == record_token) {
+    // Its dead letter, produced from CheckDeliveries, reports on this token and
+    // keeps the record (and its transaction's slot in the tracker) open.
+    refused_token_.reset();
+    return;
+  }
+  auto record = inflight_records_.find(record_token);
+  if (record == inflight_records_.end()) return;  // not ours (the tracker ignores those too)
+  const uint64_t token = record->second.txn_token;
+  if (status.ok()) metrics_->events_published.Add(topic_names_[record->second.topic]);
+  inflight_bytes_ -= record->second.bytes;
+  metrics_->producer_queue_bytes.store(inflight_bytes_, std::memory_order_relaxed);
+  inflight_records_.erase(record);
   if (status.ok()) {
     const int64_t commit_time = tracker_.CommitTimeOf(token);
     if (commit_time != 0) {
@@ -287,10 +429,38 @@ void Pipeline::OnDelivery(uint64_t token, const absl::Status& status) {
 }
 
 absl::Status Pipeline::CheckDeliveries() {
+  RETURN_IF_ERROR(CheckFailures());
+  return DeadLetterRefused();
+}
+
+absl::Status Pipeline::DeadLetterRefused() {
+  while (!refused_.empty()) {
+    Refused refused = std::move(refused_.front());
+    refused_.pop_front();
+    RETURN_IF_ERROR(ProduceDeadLetter(refused.letter, refused.token, refused.what, refused.detail));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Pipeline::CheckFailures() {
   if (absl::Status fatal = sink_->FatalError(); !fatal.ok()) {
     return absl::AbortedError(fmt::format("Kafka producer failed fatally: {}; restarting from the "
                                           "slot's confirmed position",
                                           fatal.message()));
+  }
+  if (tracker_.failed() && dead_letter_refused_) {
+    return absl::FailedPreconditionError(fmt::format(
+        "Kafka refused a dead letter on topic {} ({}); outboxd stopped and confirmed nothing at or "
+        "after it; check [errors] dead_letter_topic and the topic's max.message.bytes",
+        options_.dead_letter_topic, delivery_error_.message()));
+  }
+  if (tracker_.failed() && !BadEventReason(delivery_error_).empty() &&
+      options_.on_bad_event == outbox::BadEventPolicy::kStop) {
+    return absl::InvalidArgumentError(fmt::format(
+        "Kafka refused a record as bad ({}); outboxd stopped before it and confirmed nothing at "
+        "or after it (on_bad_event = \"stop\"); set [errors] on_bad_event = \"dead_letter\" to "
+        "send such events to a dead-letter topic and go on",
+        delivery_error_.message()));
   }
   if (tracker_.failed()) {
     return absl::AbortedError(fmt::format(
@@ -319,19 +489,35 @@ absl::Status Pipeline::MaybeSendStatus(bool force) {
       .reply_requested = false,
   };
   RETURN_IF_ERROR(stream_->SendStatus(status));
+  if (flush > confirmed_sent_ && options_.on_confirmed) options_.on_confirmed(flush);
   confirmed_sent_ = flush;
   last_status_sent_ = now;
   metrics_->confirmed_flush_lsn.store(flush.value(), std::memory_order_relaxed);
-  if (server_wal_end_ >= flush) {
-    metrics_->replication_lag_bytes.store(static_cast<int64_t>(server_wal_end_.value() - flush.value()),
-                                          std::memory_order_relaxed);
-  }
+  UpdateLagMetric();
   return absl::OkStatus();
+}
+
+void Pipeline::UpdateLagMetric() {
+  // Until the first confirmation there is no position to measure from.
+  if (confirmed_sent_.value() == 0 || server_wal_end_ < confirmed_sent_) return;
+  metrics_->replication_lag_bytes.store(
+      static_cast<int64_t>(server_wal_end_.value() - confirmed_sent_.value()),
+      std::memory_order_relaxed);
 }
 
 absl::Status Pipeline::GracefulStop() {
   // Stop reading; wait for what is in flight; confirm what was acknowledged.
   absl::Status flushed = sink_->Flush(options_.stop_flush_timeout);
+  // Records the broker refused during the flush get their dead letters now, so
+  // that their transactions can be confirmed (a few rounds at most: a dead
+  // letter is never dead-lettered again).
+  for (int round = 0; round < 3 && flushed.ok() && !refused_.empty(); ++round) {
+    if (absl::Status dead = DeadLetterRefused(); !dead.ok()) {
+      ops::LogWarn("stopping: {}", dead.message());
+      break;
+    }
+    flushed = sink_->Flush(options_.stop_flush_timeout);
+  }
   if (!flushed.ok()) {
     ops::LogWarn("stopping with {} events not acknowledged by Kafka ({}); they stay unconfirmed "
                  "and are published again on the next start",

@@ -9,8 +9,12 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include <deque>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
@@ -18,6 +22,7 @@
 #include "common/lsn.h"
 #include "kafka/event_sink.h"
 #include "ops/metrics.h"
+#include "outbox/dead_letter.h"
 #include "outbox/envelope.h"
 #include "outbox/event.h"
 #include "outbox/routing.h"
@@ -36,6 +41,10 @@ struct PipelineOptions {
   std::string messages_prefix = "outbox";
   std::string messages_topic = "outbox.event.{aggregate_type}";
   outbox::KeySource messages_key = outbox::KeySource::kId;
+  // [errors]: a bad event (see common/bad_event.h) is dead-lettered to
+  // dead_letter_topic, or stops the pipeline.
+  outbox::BadEventPolicy on_bad_event = outbox::BadEventPolicy::kDeadLetter;
+  std::string dead_letter_topic = "outboxd.dlq";
   // A status update goes out at least this often, and at once when the server
   // asks for a reply.
   absl::Duration status_interval = absl::Seconds(10);
@@ -43,6 +52,9 @@ struct PipelineOptions {
   absl::Duration feedback_delay = absl::Milliseconds(20);
   // On graceful stop, how long to wait for outstanding delivery reports.
   absl::Duration stop_flush_timeout = absl::Seconds(30);
+  // Called after a status update that moved the flush LSN reached the socket
+  // (e.g. to record it in the state file). Optional.
+  std::function<void(Lsn)> on_confirmed;
 };
 
 using Clock = std::function<absl::Time()>;
@@ -59,11 +71,16 @@ class Pipeline {
   //  - UnavailableError: the replication stream broke; AbortedError: Kafka
   //    failed (a delivery, the producer). Both transient: the caller restarts
   //    from the slot.
-  //  - InvalidArgumentError: a bad event (the message names table, LSN, reason);
-  //    nothing at or after it was confirmed.
+  //  - InvalidArgumentError: a bad event with on_bad_event = stop (the message
+  //    names table, LSN, reason); nothing at or after it was confirmed.
+  //  - FailedPreconditionError: a dead letter itself could not be produced
+  //    (bad dead_letter_topic, too large); nothing at or after it was confirmed.
   //  - DataLossError / UnimplementedError / FailedPreconditionError: the stream
   //    itself cannot be decoded; restarting would not help.
   absl::Status Run(const std::atomic<bool>& stop);
+
+  // Zeroes the in-flight gauges: whatever this session held is gone with it.
+  ~Pipeline();
 
   // The flush LSN last sent to the server.
   Lsn confirmed_lsn() const { return confirmed_sent_; }
@@ -81,9 +98,27 @@ class Pipeline {
   absl::Status Publish(const outbox::TopicTemplate& topic, outbox::KeySource key);
   absl::Status ProduceWithBackpressure(const kafka::ProduceRequest& request);
   void OnDelivery(uint64_t token, const absl::Status& status);
+  // Records `request` (its token) as in flight for the transaction `txn_token`:
+  // its topic and size, for events_published_total and producer_queue_bytes.
+  void TrackRecord(const kafka::ProduceRequest& request, const std::string& topic,
+                   uint64_t txn_token);
+  void OnFailedRecord(const kafka::ProduceRequest& record, const absl::Status& status);
+  // Failed deliveries and producer errors, then dead letters for the records
+  // the broker refused.
   absl::Status CheckDeliveries();
+  absl::Status CheckFailures();
+  absl::Status DeadLetterRefused();
+  // A bad event found while reading (not a delivery report): stops under
+  // on_bad_event = stop, else produces `dead_letter_` with `token` (none: a
+  // new event of the open transaction). `what` names the event and its position.
+  absl::Status OnBadEvent(const absl::Status& error, std::string_view what,
+                          std::optional<uint64_t> token);
+  absl::Status ProduceDeadLetter(const outbox::DeadLetter& letter, uint64_t token,
+                                 std::string_view what, std::string_view detail);
   absl::Status MaybeSendStatus(bool force);
   Lsn FlushCandidate() const;
+  // outboxd_replication_lag_bytes: the server's WAL end minus the confirmed LSN.
+  void UpdateLagMetric();
   absl::Status GracefulStop();
 
   replication::ReplicationStream* stream_;
@@ -109,6 +144,32 @@ class Pipeline {
   std::vector<std::pair<std::string_view, std::string_view>> headers_;
 
   absl::Status delivery_error_;        // the first failed delivery report
+
+  // Each unacknowledged record by its own token: its transaction's token in
+  // the AckTracker, and for outboxd_events_published_total{topic} and
+  // outboxd_producer_queue_bytes its topic (an index into topic_names_) and size.
+  struct InflightRecord {
+    uint64_t txn_token;
+    uint32_t topic = 0;
+    uint32_t bytes = 0;
+  };
+  uint64_t next_record_token_ = 1;
+  absl::flat_hash_map<uint64_t, InflightRecord> inflight_records_;
+  absl::flat_hash_map<std::string, uint32_t> topic_ids_;
+  std::vector<std::string> topic_names_;
+  int64_t inflight_bytes_ = 0;
+  // Records the broker refused as bad (e.g. MSG_SIZE_TOO_LARGE): their tracker
+  // slot stays open until their dead letter is acknowledged.
+  struct Refused {
+    uint64_t token;
+    outbox::DeadLetter letter;
+    std::string what, detail;
+  };
+  std::deque<Refused> refused_;
+  std::optional<uint64_t> refused_token_;  // set by OnFailedRecord for OnDelivery
+  bool dead_letter_refused_ = false;       // a dead letter itself was refused
+  outbox::DeadLetter dead_letter_;         // reused
+  std::vector<std::pair<std::string_view, std::string_view>> dead_letter_headers_;
   absl::flat_hash_set<uint32_t> warned_relations_;  // inserts into non-outbox tables
 
   Lsn received_;        // newest WAL position received

@@ -1,10 +1,11 @@
 // Relay: runs Pipeline sessions back to back. Decides, from a session's
 // error, whether to retry (transient faults: exponential backoff with jitter,
 // capped), wait as a standby (the slot is held by another instance), or stop
-// (fatal: bad configuration, bad event, undecodable stream).
+// (fatal: bad configuration, bad event, undecodable stream, a gap upstream).
 #pragma once
 
 #include <atomic>
+#include <cstdint>
 #include <functional>
 #include <memory>
 
@@ -17,12 +18,40 @@
 
 namespace outboxd::pipeline {
 
+// Exponential backoff with jitter: the n-th delay is drawn uniformly from
+// [base/2, base] with base = min(initial * 2^n, max), so that instances that
+// failed together do not retry in step, and no delay exceeds `max`.
+class Backoff {
+ public:
+  // `uniform01` returns a number in [0, 1); tests inject a fixed one.
+  Backoff(absl::Duration initial, absl::Duration max, std::function<double()> uniform01);
+  absl::Duration Next();
+  void Reset() { base_ = initial_; }
+  absl::Duration base() const { return base_; }
+
+ private:
+  absl::Duration initial_;
+  absl::Duration max_;
+  absl::Duration base_;
+  std::function<double()> uniform01_;
+};
+
 struct RelayOptions {
   PipelineOptions pipeline;
   absl::Duration initial_backoff = absl::Milliseconds(200);
   absl::Duration max_backoff = absl::Seconds(30);
+  // A standby polls the slot at most this far apart, so that it takes over
+  // within this long after the active instance released the slot.
+  absl::Duration max_standby_backoff = absl::Seconds(5);
   // How often a standby logs that it is still waiting.
   absl::Duration standby_log_interval = absl::Minutes(1);
+  // A session that streamed this long earns a fresh backoff.
+  absl::Duration healthy_session = absl::Seconds(30);
+  // Injected for tests: the clock, the sleep (returns early once `stop` is
+  // set), and the jitter source (uniform in [0, 1)). Defaults: real ones.
+  Clock clock;
+  std::function<void(absl::Duration, const std::atomic<bool>& stop)> sleep;
+  std::function<double()> uniform01;
 };
 
 using StreamFactory =
@@ -31,18 +60,19 @@ using SinkFactory = std::function<absl::StatusOr<std::unique_ptr<kafka::EventSin
 
 // True for errors worth retrying: the same inputs may succeed later.
 bool IsTransient(const absl::Status& status);
+// True for "replication slot ... is active for PID": another instance holds it.
+bool IsSlotBusy(const absl::Status& status);
 
 class Relay {
  public:
   Relay(StreamFactory streams, SinkFactory sinks, RelayOptions options, ops::Metrics* metrics);
 
-  // Returns OK after a graceful stop, or the fatal error that ended it.
+  // Returns OK after a graceful stop, or the fatal error that ended it. A gap
+  // upstream (replication::IsGapUpstream) is fatal; an invalidated slot also
+  // sets metrics slot_invalidated = 1.
   absl::Status Run(const std::atomic<bool>& stop);
 
  private:
-  // Sleeps up to `d`, waking early when `stop` is set.
-  static void SleepUnlessStopped(absl::Duration d, const std::atomic<bool>& stop);
-
   StreamFactory streams_;
   SinkFactory sinks_;
   RelayOptions options_;

@@ -269,13 +269,32 @@ absl::StatusOr<std::unique_ptr<PgReplicationStream>> PgReplicationStream::Start(
     return WithContext(slot.status(), fmt::format("reading replication slot \"{}\" on {}", options.slot, where));
   }
   if (found) {
-    RETURN_IF_ERROR(CheckSlot(options.slot, *slot, database));
+    // Whether an invalidated slot may be dropped is DecideSlotAction's call;
+    // everything else about it must fit whatever that decides.
+    SlotState shape = *slot;
+    if (shape.wal_status == "lost") shape.wal_status.clear();
+    RETURN_IF_ERROR(CheckSlot(options.slot, shape, database));
+  }
+  const SlotFacts facts{
+      .slot = options.slot,
+      .system_id = info.system_id,
+      .database = database,
+      .found = found,
+      .invalidated = found && slot->wal_status == "lost",
+      .create_slot = options.create_slot,
+      .accept_gap = options.accept_gap,
+  };
+  ASSIGN_OR_RETURN(const SlotAction action, DecideSlotAction(facts, options.saved));
+  if (action == SlotAction::kRecreate) {
+    auto dropped = conn->Query(fmt::format("DROP_REPLICATION_SLOT {}", QuoteIdentifier(options.slot)));
+    if (!dropped.ok()) {
+      return WithContext(dropped.status(),
+                         fmt::format("dropping invalidated replication slot \"{}\" on {}", options.slot, where));
+    }
+    info.slot_recreated = true;
+  }
+  if (action == SlotAction::kUse) {
     info.slot_confirmed_flush = slot->confirmed_flush;
-  } else if (!options.create_slot) {
-    return absl::FailedPreconditionError(fmt::format(
-        "replication slot \"{}\" does not exist in database \"{}\" and [source] create_slot = false: create it "
-        "with SELECT pg_create_logical_replication_slot('{}', 'pgoutput'), or set create_slot = true",
-        options.slot, database, options.slot));
   } else {
     // No snapshot: outboxd streams from now on and never reads a snapshot.
     const std::string create =
@@ -324,8 +343,21 @@ absl::StatusOr<std::unique_ptr<PgReplicationStream>> PgReplicationStream::Start(
     }
     if (status.code() == absl::StatusCode::kFailedPrecondition && status.message().find("invalidated") !=
                                                                         absl::string_view::npos) {
-      return WithContext(status, fmt::format("replication slot \"{}\" was invalidated by PostgreSQL; {}",
-                                             options.slot, kLostSlotAdvice));
+      if (options.accept_gap) {
+        // Invalidated between our look-up and now: the next attempt sees
+        // wal_status lost and, as the operator asked, recreates it.
+        return WithCode(WithContext(status, fmt::format("replication slot \"{}\" was invalidated just now; "
+                                                        "retrying to recreate it (--accept-gap)",
+                                                        options.slot)),
+                        absl::StatusCode::kUnavailable);
+      }
+      return MarkGap(WithContext(status, fmt::format("replication slot \"{}\" was invalidated by PostgreSQL: the "
+                                                     "WAL it needed is gone, so some events may never reach Kafka "
+                                                     "(a gap upstream). outboxd never recreates it by itself: "
+                                                     "republish the missing events from the outbox table, then "
+                                                     "restart once with --accept-gap",
+                                                     options.slot)),
+                     /*invalidated=*/true);
     }
     return WithContext(status, fmt::format("START_REPLICATION on {}", where));
   }

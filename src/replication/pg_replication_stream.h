@@ -15,6 +15,7 @@
 #include "common/lsn.h"
 #include "replication/pg_connection.h"
 #include "replication/replication_stream.h"
+#include "replication/state_file.h"
 
 namespace outboxd::replication {
 
@@ -26,6 +27,11 @@ struct StreamOptions {
   bool messages = true;  // request logical decoding messages (PostgreSQL 14+)
   // "schema.table" names that must be in the publication.
   std::vector<std::string> tables;
+  // What the state file remembers (std::nullopt: no file, or gap detection
+  // off) and whether the operator accepted a gap (--accept-gap): see
+  // DecideSlotAction.
+  std::optional<SavedState> saved;
+  bool accept_gap = false;
 };
 
 struct SystemInfo {
@@ -36,6 +42,7 @@ struct SystemInfo {
   int proto_version = 1;
   Lsn slot_confirmed_flush;  // where streaming resumes
   bool slot_created = false;
+  bool slot_recreated = false;  // an invalidated slot dropped and created again (--accept-gap)
 };
 
 class PgReplicationStream : public ReplicationStream {
@@ -43,8 +50,10 @@ class PgReplicationStream : public ReplicationStream {
   // Connects, checks and starts streaming from the slot's confirmed position.
   // FailedPreconditionError with what to do for: wal_level not logical, missing
   // publication or table not in it, missing slot with create_slot=false, a slot
-  // of another plugin. UnavailableError for transient faults, including "slot
-  // is active for PID" (another instance holds it).
+  // of another plugin, and a gap upstream (DecideSlotAction: the slot vanished,
+  // was invalidated, or the server is another system; marked with kGapPayload).
+  // UnavailableError for transient faults, including "slot is active for PID"
+  // (another instance holds it).
   static absl::StatusOr<std::unique_ptr<PgReplicationStream>> Start(const StreamOptions& options);
 
   absl::StatusOr<bool> ReadFrame(absl::Duration timeout, std::string_view* frame) override;
@@ -83,9 +92,9 @@ struct SlotState {
 
 // OK when the existing slot `name` can feed outboxd from `database`, else
 // FailedPreconditionError saying what to do: a physical slot, another output
-// plugin, another database, or a slot PostgreSQL invalidated (wal_status lost,
-// events gone). An active slot is not an error here: START_REPLICATION reports
-// it, and the pipeline waits as a standby.
+// plugin, another database. An invalidated slot (wal_status lost) is not
+// checked here but by DecideSlotAction; an active slot is not an error here
+// either: START_REPLICATION reports it, and the relay waits as a standby.
 absl::Status CheckSlot(std::string_view name, const SlotState& slot, std::string_view database);
 
 // InvalidArgumentError unless `name` is a valid replication slot name: 1 to 63

@@ -237,6 +237,11 @@ OutboxdProcess::~OutboxdProcess() {
 void OutboxdProcess::Start() {
   ASSERT_LE(pid_, 0) << "already running";
   log_offset_ = Log().size();
+  std::vector<std::string> args = {OUTBOXD_BINARY, "run", "--config", config_path_};
+  args.insert(args.end(), extra_args_.begin(), extra_args_.end());
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
   pid_ = fork();
   ASSERT_GE(pid_, 0);
   if (pid_ == 0) {
@@ -244,7 +249,7 @@ void OutboxdProcess::Start() {
     dup2(fd, STDOUT_FILENO);
     dup2(fd, STDERR_FILENO);
     close(fd);
-    execl(OUTBOXD_BINARY, OUTBOXD_BINARY, "run", "--config", config_path_.c_str(), nullptr);
+    execv(OUTBOXD_BINARY, argv.data());
     _exit(127);
   }
 }

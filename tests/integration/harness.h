@@ -89,6 +89,8 @@ class OutboxdProcess {
   explicit OutboxdProcess(std::string config_toml);
   ~OutboxdProcess();
   void Start();
+  // Arguments after `run --config FILE` for the next Start(), e.g. {"--accept-gap"}.
+  void set_extra_args(std::vector<std::string> args) { extra_args_ = std::move(args); }
   // Sends `signal` and waits for the exit; returns the exit code (or 128+sig).
   int Stop(int signal, absl::Duration timeout = absl::Seconds(60));
   bool running() const { return pid_ > 0; }
@@ -99,6 +101,7 @@ class OutboxdProcess {
  private:
   std::string config_path_;
   std::string log_path_;
+  std::vector<std::string> extra_args_;
   pid_t pid_ = -1;
   size_t log_offset_ = 0;  // log size at the last Start()
 };

@@ -68,6 +68,7 @@ TEST(ParseConfigTest, MinimalConfigTakesEveryDefault) {
   EXPECT_EQ(config->source.publication, "outboxd");
   EXPECT_TRUE(config->source.create_slot);
   EXPECT_EQ(config->source.status_interval, absl::Seconds(10));
+  EXPECT_EQ(config->source.state_dir, "");
   EXPECT_THAT(config->kafka.properties, ElementsAre(Pair("bootstrap.servers", "kafka:9092")));
   EXPECT_TRUE(config->outbox.empty());
   EXPECT_TRUE(config->messages.enabled);
@@ -102,6 +103,7 @@ slot = "shop_outbox"
 publication = "shop_pub"
 create_slot = false
 status_interval = "500ms"
+state_dir = "/var/lib/shop-outboxd"
 
 [sink.kafka]
 "bootstrap.servers" = "k1:9092,k2:9092"
@@ -138,6 +140,7 @@ format = "json"
   EXPECT_EQ(config->source.publication, "shop_pub");
   EXPECT_FALSE(config->source.create_slot);
   EXPECT_EQ(config->source.status_interval, absl::Milliseconds(500));
+  EXPECT_EQ(config->source.state_dir, "/var/lib/shop-outboxd");
   // File order, not toml++'s sorted order; integers and booleans as librdkafka text.
   EXPECT_THAT(config->kafka.properties,
               ElementsAre(Pair("bootstrap.servers", "k1:9092,k2:9092"), Pair("linger.ms", "5"),
@@ -332,7 +335,7 @@ dns = "host=db"
             "config: line 6: unknown key sink.rabbitmq; the keys of [sink] are: kafka");
   EXPECT_EQ(ErrorOf("[source]\ndsn = \"h\"\non_bad_event = \"stop\"\n"),
             "config: line 3: unknown key source.on_bad_event; the keys of [source] are: dsn, slot, "
-            "publication, create_slot, status_interval");
+            "publication, create_slot, status_interval, state_dir");
 }
 
 TEST(ParseConfigTest, WrongTypesNameKeyAndType) {
@@ -407,7 +410,7 @@ TEST(ParseConfigTest, BadLogLevelAndFormat) {
 
 TEST(ParseConfigTest, ListenAddress) {
   for (const char* good : {"127.0.0.1:9187", "0.0.0.0:1", "localhost:65535", "[::1]:9187",
-                           "[::]:80", "metrics-host.internal:9187"}) {
+                           "[::]:80", "metrics-host.internal:9187", "", "off"}) {
     absl::StatusOr<Config> config =
         ParseConfig(Minimal(std::string("[http]\nlisten = \"") + good + "\"\n"), Env());
     ASSERT_TRUE(config.ok()) << good << ": " << config.status();
@@ -424,7 +427,7 @@ TEST(ParseConfigTest, ListenAddress) {
       {"[::1]9187", "expected \"[ipv6]:port\""},
       {"[zz]:9187", "the address in brackets is not an IPv6 address"},
       {"my host:9187", "the host is not an IP address or host name"},
-      {"", "expected \"host:port\""},
+      {"Off", "expected \"host:port\""},
   };
   for (const auto& [listen, problem] : bad) {
     const std::string error = ErrorOf(Minimal(std::string("[http]\nlisten = \"") + listen + "\"\n"));
@@ -687,6 +690,33 @@ TEST(ShippedConfigTest, EveryDocumentedExampleParses) {
     absl::StatusOr<Config> config = ParseConfig(text, any);
     EXPECT_TRUE(config.ok()) << path << ":" << start << ": " << config.status();
   }
+}
+
+}  // namespace
+}  // namespace outboxd::ops
+
+namespace outboxd::ops {
+namespace {
+
+TEST(ParseConfigTest, ErrorsSection) {
+  absl::StatusOr<Config> defaults = ParseConfig(Minimal(""), Env());
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  EXPECT_EQ(defaults->errors.on_bad_event, outbox::BadEventPolicy::kDeadLetter);
+  EXPECT_EQ(defaults->errors.dead_letter_topic, "outboxd.dlq");
+
+  absl::StatusOr<Config> stop =
+      ParseConfig(Minimal("[errors]\non_bad_event = \"stop\"\ndead_letter_topic = \"app.dlq\"\n"),
+                  Env());
+  ASSERT_TRUE(stop.ok()) << stop.status();
+  EXPECT_EQ(stop->errors.on_bad_event, outbox::BadEventPolicy::kStop);
+  EXPECT_EQ(stop->errors.dead_letter_topic, "app.dlq");
+
+  EXPECT_THAT(ErrorOf(Minimal("[errors]\non_bad_event = \"skip\"\n")),
+              HasSubstr("errors.on_bad_event = \"skip\": expected \"dead_letter\""));
+  EXPECT_THAT(ErrorOf(Minimal("[errors]\ndead_letter_topic = \"bad topic\"\n")),
+              HasSubstr("errors.dead_letter_topic = \"bad topic\""));
+  EXPECT_THAT(ErrorOf(Minimal("[errors]\ndead_letter = \"x\"\n")),
+              HasSubstr("unknown key errors.dead_letter"));
 }
 
 }  // namespace

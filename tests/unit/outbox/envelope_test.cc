@@ -1,5 +1,6 @@
 #include "outbox/envelope.h"
 
+#include <limits>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -8,6 +9,7 @@
 #include "common/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "google/protobuf/timestamp.pb.h"
 #include "outbox/v1/envelope.pb.h"
 
 namespace outboxd::outbox {
@@ -142,6 +144,73 @@ TEST(EncodeEnvelopeTest, TimesBeforeTheEpochs) {
   EXPECT_EQ(envelope.created_at().nanos(), 999'999'000);
   EXPECT_EQ(envelope.source().commit_time().seconds(), -1);
   EXPECT_EQ(envelope.source().commit_time().nanos(), 999'999'000);
+}
+
+// The encoder writes protobuf bytes by hand; the generated code is the reference. Same
+// fields, same order, same omitted defaults: the bytes must be identical.
+std::string ProtobufReference(const OutboxEvent& event) {
+  auto set_time = [](int64_t pg_micros, google::protobuf::Timestamp* out) {
+    int64_t seconds = pg_micros / 1000000, micros = pg_micros % 1000000;
+    if (micros < 0) {
+      micros += 1000000;
+      --seconds;
+    }
+    out->set_seconds(seconds + kPgEpochOffsetSeconds);
+    out->set_nanos(static_cast<int32_t>(micros * 1000));
+  };
+  ::outbox::v1::Envelope envelope;
+  envelope.set_id(event.id);
+  envelope.set_aggregate_type(event.aggregate_type);
+  envelope.set_aggregate_id(event.aggregate_id);
+  envelope.set_event_type(event.event_type);
+  envelope.set_payload(event.payload);
+  envelope.set_content_type(event.content_type);
+  for (const Header& header : event.headers) {
+    ::outbox::v1::Header* h = envelope.add_headers();
+    h->set_key(header.key);
+    h->set_value(header.value);
+  }
+  if (event.created_at.has_value()) set_time(*event.created_at, envelope.mutable_created_at());
+  ::outbox::v1::Source* source = envelope.mutable_source();
+  source->set_commit_lsn(event.source.commit_lsn.value());
+  source->set_lsn(event.source.lsn.value());
+  source->set_xid(event.source.xid);
+  // No commit time (replayed rows) leaves the field out.
+  if (event.source.commit_time != 0) set_time(event.source.commit_time, source->mutable_commit_time());
+  source->set_schema(event.source.schema);
+  source->set_table(event.source.table);
+  source->set_message_prefix(event.source.message_prefix);
+  return envelope.SerializeAsString();
+}
+
+TEST(EncodeEnvelopeTest, BytesEqualTheGeneratedCodesOnManyEvents) {
+  std::vector<OutboxEvent> events;
+  events.push_back(FullEvent());
+  events.push_back(OutboxEvent());  // every field default: only an empty source remains
+  OutboxEvent zero_times = FullEvent();
+  zero_times.created_at = -kPgEpochOffsetSeconds * 1'000'000;  // the Unix epoch: empty Timestamp
+  zero_times.source.commit_time = -kPgEpochOffsetSeconds * 1'000'000;
+  events.push_back(zero_times);
+  OutboxEvent extremes = FullEvent();
+  extremes.source.commit_lsn = Lsn(~uint64_t{0});
+  extremes.source.lsn = Lsn(1);
+  extremes.source.xid = ~uint32_t{0};
+  extremes.created_at = std::numeric_limits<int64_t>::min() / 2;
+  extremes.headers = {{"", "empty key"}, {"empty value", ""}, {"", ""}};
+  events.push_back(extremes);
+  // Lengths around the varint boundaries (127/128, 16383/16384) and a large payload.
+  for (size_t n : {0, 1, 127, 128, 16383, 16384, 300000}) {
+    OutboxEvent e = FullEvent();
+    e.payload.assign(n, 'p');
+    e.aggregate_id.assign(n % 200, 'a');
+    events.push_back(e);
+  }
+  std::string bytes;
+  for (size_t i = 0; i < events.size(); ++i) {
+    SCOPED_TRACE(i);
+    EncodeEnvelope(events[i], &bytes);
+    EXPECT_EQ(bytes, ProtobufReference(events[i]));
+  }
 }
 
 TEST(RecordHeadersTest, FixedHeadersThenRowHeadersInOrder) {

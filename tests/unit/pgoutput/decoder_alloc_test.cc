@@ -54,6 +54,20 @@ TEST(DecoderAllocationTest, BeginMessageCommitAllocateNothing) {
   EXPECT_EQ(AllocationsWhile({golden[0].bytes, golden[1].bytes, golden[2].bytes}, out, 1000), 0u);
 }
 
+TEST(DecoderAllocationTest, BeginInsertCommitCyclesAllocateNothing) {
+  // The table outbox path: every transaction switches the message kind from Begin to Insert
+  // to Commit; the tuple vector must survive the switches.
+  const auto golden = testing::LoadGolden("insert.hex");
+  std::vector<std::string> cycle;
+  for (const auto& m : golden) {
+    if (m.bytes[0] == 'B' || m.bytes[0] == 'I' || m.bytes[0] == 'C') cycle.push_back(m.bytes);
+  }
+  ASSERT_GE(cycle.size(), 3u);
+  Message out;
+  AllocationsWhile(cycle, out, 1);  // warm up
+  EXPECT_EQ(AllocationsWhile(cycle, out, 1000), 0u);
+}
+
 TEST(DecoderAllocationTest, CounterSeesAllocations) {
   // Guards the test itself: a replaced operator new that counted nothing would pass above.
   const size_t before = allocations;

@@ -15,6 +15,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "common/bad_event.h"
 #include "common/lsn.h"
 #include "kafka/event_sink.h"
 #include "replication/copy_frame.h"
@@ -146,8 +147,14 @@ struct Produced {
 class FakeSink : public kafka::EventSink {
  public:
   void SetDeliveryHandler(kafka::DeliveryHandler handler) override { handler_ = std::move(handler); }
+  void SetFailedRecordHandler(kafka::FailedRecordHandler handler) override {
+    failed_record_handler_ = std::move(handler);
+  }
   absl::Status Produce(const kafka::ProduceRequest& r) override {
     if (!produce_error.ok()) return produce_error;
+    if (produce_hook) {
+      if (absl::Status refused = produce_hook(r); !refused.ok()) return refused;
+    }
     if (queue_limit > 0 && pending_.size() >= queue_limit) {
       ++queue_full_answers;
       return absl::ResourceExhaustedError("queue full");
@@ -157,7 +164,7 @@ class FakeSink : public kafka::EventSink {
       for (const auto& [k, v] : *r.headers) p.headers.emplace_back(std::string(k), std::string(v));
     }
     produced.push_back(p);
-    pending_.push_back(r.token);
+    pending_.push_back(produced.size() - 1);
     return absl::OkStatus();
   }
   void Poll(absl::Duration) override {
@@ -176,8 +183,19 @@ class FakeSink : public kafka::EventSink {
 
   // Reports the i-th pending record (0 = oldest) with `status`.
   void DeliverAt(size_t i, const absl::Status& status) {
-    uint64_t token = pending_[i];
+    const size_t index = pending_[i];
     pending_.erase(pending_.begin() + i);
+    const uint64_t token = produced[index].token;
+    if (failed_record_handler_ && !BadEventReason(status).empty()) {
+      // Like RdKafkaSink: the refused record goes back first.
+      const Produced& p = produced[index];
+      std::vector<std::pair<std::string_view, std::string_view>> headers(p.headers.begin(),
+                                                                         p.headers.end());
+      failed_record_handler_(kafka::ProduceRequest{.topic = p.topic, .key = p.key,
+                                                   .value = p.value, .headers = &headers,
+                                                   .token = token},
+                             status);
+    }
     handler_(token, status);
   }
   void DeliverAll(const absl::Status& status) {
@@ -194,11 +212,14 @@ class FakeSink : public kafka::EventSink {
   int polls = 0;
   int flushes = 0;
   absl::Status produce_error = absl::OkStatus();
+  // Per-record refusals at produce time (non-OK: refused, no report).
+  std::function<absl::Status(const kafka::ProduceRequest&)> produce_hook;
   absl::Status fatal = absl::OkStatus();
 
  private:
   kafka::DeliveryHandler handler_;
-  std::vector<uint64_t> pending_;
+  kafka::FailedRecordHandler failed_record_handler_;
+  std::vector<size_t> pending_;  // indexes into `produced`, oldest first
 };
 
 }  // namespace outboxd::testing

@@ -1,7 +1,9 @@
 #include "pipeline/pipeline.h"
 
 #include <atomic>
+#include <algorithm>
 #include <memory>
+#include <optional>
 
 #include "common/time.h"
 #include "fakes.h"
@@ -23,11 +25,19 @@ using ::outboxd::testing::Message;
 using ::outboxd::testing::Relation;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::Pair;
 
 constexpr uint32_t kOutboxOid = 16400;
 constexpr uint32_t kOtherOid = 16500;
 constexpr uint32_t kUuid = 2950, kText = 25, kJsonb = 3802, kTimestamptz = 1184;
+
+std::string Header(const testing::Produced& p, std::string_view name) {
+  for (const auto& [k, v] : p.headers) {
+    if (k == name) return v;
+  }
+  return "<absent>";
+}
 
 std::string Id(int n) { return fmt::format("00000000-0000-4000-8000-{:012d}", n); }
 
@@ -215,7 +225,8 @@ TEST_F(PipelineTest, UpdatesDeletesAndOtherTablesAreCountedNotPublished) {
   EXPECT_EQ(stream_.max_flushed(), Lsn(0x1050));
 }
 
-TEST_F(PipelineTest, BadRowStopsWithoutConfirmingIt) {
+TEST_F(PipelineTest, BadRowStopsWithoutConfirmingItWhenOnBadEventIsStop) {
+  options_.on_bad_event = outbox::BadEventPolicy::kStop;
   PushRelation();
   PushTxn(0x1000, 700, 1, 1);
   stream_.PushData(0x2000, Begin(0x2040, 701));
@@ -226,7 +237,11 @@ TEST_F(PipelineTest, BadRowStopsWithoutConfirmingIt) {
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(status.message(), HasSubstr("aggregate_id"));
   EXPECT_THAT(status.message(), HasSubstr("public.outbox"));
+  EXPECT_THAT(status.message(), HasSubstr("on_bad_event"));
   EXPECT_LE(stream_.max_flushed(), Lsn(0x1050));
+  EXPECT_TRUE(std::none_of(sink_.produced.begin(), sink_.produced.end(),
+                           [](const auto& p) { return p.topic == "outboxd.dlq"; }));
+  EXPECT_EQ(metrics_.events_dead_lettered.Get("null_column"), 0u);
 }
 
 TEST_F(PipelineTest, TransactionalLogicalMessagesArePublishedOthersIgnored) {
@@ -297,6 +312,243 @@ TEST_F(PipelineTest, StreamErrorsEndTheSessionAsTransient) {
   ASSERT_TRUE(pipeline.ok());
   EXPECT_EQ((*pipeline)->Run(stop_).code(), absl::StatusCode::kUnavailable);
 }
+
+namespace dead_letters {
+
+constexpr uint64_t kEnd = 0x2050;
+
+class DeadLetterTest : public PipelineTest {
+ protected:
+  // Transaction 701 at 0x2000: Id(1) good, `bad` row, Id(3) good; ends at kEnd.
+  void PushTxnWithBadRow(const std::vector<std::optional<std::string>>& bad) {
+    PushRelation();
+    stream_.PushData(0x2000, Begin(0x2040, 701));
+    PushInsert(0x2001, 1);
+    stream_.PushData(0x2002, Insert(kOutboxOid, bad));
+    PushInsert(0x2003, 3);
+    stream_.PushData(0x2040, Commit(0x2040, kEnd));
+  }
+  const testing::Produced* DeadLetter() const {
+    for (const auto& p : sink_.produced) {
+      if (p.topic == "outboxd.dlq") return &p;
+    }
+    return nullptr;
+  }
+};
+
+TEST_F(DeadLetterTest, NullRequiredColumnIsDeadLetteredAndTheStreamGoesOn) {
+  PushTxnWithBadRow({Id(2), "Order", std::nullopt, "OrderCreated", "{\"n\": 2}", std::nullopt});
+  // The good rows are acknowledged first: the slot must still wait for the
+  // dead letter, which holds the bad row's place in the transaction.
+  stream_.PushAction([this] {
+    ASSERT_EQ(sink_.produced.size(), 3u);
+    sink_.DeliverAt(2, absl::OkStatus());
+    sink_.DeliverAt(0, absl::OkStatus());
+  });
+  stream_.PushKeepalive(kEnd, /*reply=*/true);
+  stream_.PushAction([this] {
+    EXPECT_LT(stream_.max_flushed(), Lsn(kEnd)) << "the dead letter is not acknowledged yet";
+    sink_.DeliverAll(absl::OkStatus());
+  });
+  stream_.PushKeepalive(kEnd, /*reply=*/true);
+  ASSERT_TRUE(RunUntilScriptEnds().ok());
+
+  ASSERT_EQ(sink_.produced.size(), 3u);
+  EXPECT_EQ(sink_.produced[0].key, Id(1));
+  EXPECT_EQ(sink_.produced[2].key, Id(3));
+  const testing::Produced& dl = sink_.produced[1];
+  EXPECT_EQ(dl.topic, "outboxd.dlq");
+  EXPECT_EQ(dl.key, Id(2));
+  EXPECT_EQ(Header(dl, "outboxd-dlq-reason"), "null_column");
+  EXPECT_THAT(Header(dl, "outboxd-dlq-error"), HasSubstr("\"aggregate_id\" is NULL"));
+  EXPECT_EQ(Header(dl, "outboxd-dlq-source"), "public.outbox");
+  EXPECT_EQ(Header(dl, "outboxd-dlq-commit-lsn"), "0/2040");
+  EXPECT_EQ(Header(dl, "outboxd-dlq-lsn"), "0/2002");
+  EXPECT_EQ(Header(dl, "outboxd-dlq-xid"), "701");
+  EXPECT_EQ(Header(dl, "outbox-id"), Id(2));
+  EXPECT_EQ(Header(dl, "outboxd-dlq-value"), "row");
+  EXPECT_EQ(dl.value, fmt::format(R"({{"id":"{}","aggregate_type":"Order","aggregate_id":null,)"
+                                  R"("event_type":"OrderCreated","payload":"{{\"n\": 2}}",)"
+                                  R"("created_at":null}})",
+                                  Id(2)));
+  EXPECT_EQ(metrics_.events_dead_lettered.Get("null_column"), 1u);
+  EXPECT_EQ(stream_.max_flushed(), Lsn(kEnd));
+}
+
+TEST_F(DeadLetterTest, IdThatIsNotAUuidIsDeadLetteredWithoutAnOutboxId) {
+  PushTxnWithBadRow({"order-2", "Order", "o-2", "OrderCreated", "{}", std::nullopt});
+  sink_.auto_ack = true;
+  ASSERT_TRUE(RunUntilScriptEnds().ok());
+  const testing::Produced* dl = DeadLetter();
+  ASSERT_NE(dl, nullptr);
+  EXPECT_EQ(Header(*dl, "outboxd-dlq-reason"), "invalid_uuid");
+  EXPECT_EQ(Header(*dl, "outbox-id"), "<absent>");
+  EXPECT_EQ(dl->key, "");
+  EXPECT_THAT(dl->value, HasSubstr(R"("id":"order-2")"));
+  EXPECT_EQ(metrics_.events_dead_lettered.Get("invalid_uuid"), 1u);
+  EXPECT_EQ(stream_.max_flushed(), Lsn(kEnd));
+}
+
+TEST_F(DeadLetterTest, MissingRequiredColumnIsDeadLettered) {
+  stream_.PushData(0x100, Relation(kOutboxOid, "public", "outbox",
+                                   {{"id", kUuid}, {"aggregate_type", kText}, {"payload", kJsonb}}));
+  stream_.PushData(0x2000, Begin(0x2040, 701));
+  stream_.PushData(0x2001, Insert(kOutboxOid, {Id(1), "Order", "{}"}));
+  stream_.PushData(0x2040, Commit(0x2040, kEnd));
+  sink_.auto_ack = true;
+  ASSERT_TRUE(RunUntilScriptEnds().ok());
+  ASSERT_EQ(sink_.produced.size(), 1u);
+  EXPECT_EQ(Header(sink_.produced[0], "outboxd-dlq-reason"), "missing_column");
+  EXPECT_THAT(Header(sink_.produced[0], "outboxd-dlq-error"), HasSubstr("does not exist"));
+  EXPECT_EQ(stream_.max_flushed(), Lsn(kEnd));
+}
+
+TEST_F(DeadLetterTest, TopicTemplateYieldingAnInvalidNameIsDeadLetteredWithTheEnvelope) {
+  PushTxnWithBadRow({Id(2), "Order Created", "o-2", "OrderCreated", "{\"n\": 2}", std::nullopt});
+  sink_.auto_ack = true;
+  ASSERT_TRUE(RunUntilScriptEnds().ok());
+  const testing::Produced* dl = DeadLetter();
+  ASSERT_NE(dl, nullptr);
+  EXPECT_EQ(Header(*dl, "outboxd-dlq-reason"), "invalid_topic");
+  EXPECT_THAT(Header(*dl, "outboxd-dlq-error"), HasSubstr("not a valid Kafka topic name"));
+  EXPECT_EQ(Header(*dl, "outboxd-dlq-value"), "envelope");
+  ::outbox::v1::Envelope envelope;
+  ASSERT_TRUE(envelope.ParseFromString(dl->value));
+  EXPECT_EQ(envelope.id(), Id(2));
+  EXPECT_EQ(envelope.payload(), "{\"n\": 2}");
+  EXPECT_EQ(envelope.source().lsn(), 0x2002u);
+  EXPECT_EQ(stream_.max_flushed(), Lsn(kEnd));
+}
+
+TEST_F(DeadLetterTest, RecordRefusedAtProduceTimeIsReplacedByItsDeadLetter) {
+  sink_.produce_hook = [](const kafka::ProduceRequest& r) {
+    if (r.topic != "outboxd.dlq" && r.key == Id(2)) {
+      return BadEventError(bad_event::kMessageTooLarge, "record of 2000000 bytes exceeds 1000000");
+    }
+    return absl::OkStatus();
+  };
+  PushTxnWithBadRow({Id(2), "Order", "o-2", "OrderCreated", "{\"big\": true}", std::nullopt});
+  stream_.PushAction([this] {
+    ASSERT_EQ(sink_.produced.size(), 3u);
+    sink_.DeliverAt(0, absl::OkStatus());
+    sink_.DeliverAt(1, absl::OkStatus());  // Id(3)
+  });
+  stream_.PushKeepalive(kEnd, /*reply=*/true);
+  stream_.PushAction([this] {
+    EXPECT_LT(stream_.max_flushed(), Lsn(kEnd)) << "the dead letter is not acknowledged yet";
+    sink_.DeliverAll(absl::OkStatus());
+  });
+  stream_.PushKeepalive(kEnd, /*reply=*/true);
+  ASSERT_TRUE(RunUntilScriptEnds().ok());
+  const testing::Produced* dl = DeadLetter();
+  ASSERT_NE(dl, nullptr);
+  EXPECT_EQ(Header(*dl, "outboxd-dlq-reason"), "message_too_large");
+  EXPECT_EQ(Header(*dl, "outboxd-dlq-value"), "envelope-without-payload");
+  EXPECT_EQ(Header(*dl, "outboxd-dlq-topic"), "outbox.event.Order");
+  ::outbox::v1::Envelope envelope;
+  ASSERT_TRUE(envelope.ParseFromString(dl->value));
+  EXPECT_EQ(envelope.id(), Id(2));
+  EXPECT_EQ(envelope.payload(), "");
+  EXPECT_EQ(envelope.event_type(), "OrderCreated");
+  EXPECT_EQ(metrics_.events_dead_lettered.Get("message_too_large"), 1u);
+  EXPECT_EQ(stream_.max_flushed(), Lsn(kEnd));
+}
+
+TEST_F(DeadLetterTest, RecordRefusedInItsDeliveryReportKeepsItsSlotUntilTheDeadLetterIsAcked) {
+  PushRelation();
+  PushTxn(0x1000, 700, 1, 2);  // ends at 0x1050
+  PushTxn(0x2000, 701, 3, 1);  // ends at 0x2050
+  stream_.PushAction([this] {
+    ASSERT_EQ(sink_.produced.size(), 3u);
+    sink_.DeliverAt(0, absl::OkStatus());
+    sink_.DeliverAt(0, BadEventError(bad_event::kMessageTooLarge,
+                                     "delivery to Kafka topic \"outbox.event.Order\" failed: "
+                                     "Broker: Message size too large (MSG_SIZE_TOO_LARGE)"));
+    sink_.DeliverAt(0, absl::OkStatus());  // Id(3), the next transaction
+  });
+  stream_.PushKeepalive(0x2050, /*reply=*/true);
+  stream_.PushAction([this] {
+    ASSERT_EQ(sink_.produced.size(), 4u) << "the dead letter was produced";
+    EXPECT_LT(stream_.max_flushed(), Lsn(0x1050)) << "the dead letter is not acknowledged yet";
+    sink_.DeliverAll(absl::OkStatus());
+  });
+  stream_.PushKeepalive(0x2050, /*reply=*/true);
+  ASSERT_TRUE(RunUntilScriptEnds().ok());
+  const testing::Produced& dl = sink_.produced[3];
+  EXPECT_EQ(dl.topic, "outboxd.dlq");
+  EXPECT_EQ(dl.token, sink_.produced[1].token);
+  EXPECT_EQ(dl.key, Id(2));
+  EXPECT_EQ(Header(dl, "outboxd-dlq-reason"), "message_too_large");
+  EXPECT_EQ(Header(dl, "outboxd-dlq-lsn"), "0/1002");
+  EXPECT_EQ(Header(dl, "outboxd-dlq-commit-lsn"), "0/1040");
+  EXPECT_EQ(Header(dl, "outboxd-dlq-xid"), "700");
+  ::outbox::v1::Envelope envelope;
+  ASSERT_TRUE(envelope.ParseFromString(dl.value));
+  EXPECT_EQ(envelope.payload(), "");
+  EXPECT_EQ(envelope.aggregate_id(), "order-2");
+  EXPECT_EQ(stream_.max_flushed(), Lsn(0x2050));
+}
+
+TEST_F(DeadLetterTest, RefusedDeadLetterStopsForGood) {
+  PushRelation();
+  PushTxn(0x1000, 700, 1, 1);
+  stream_.PushAction([this] {
+    sink_.DeliverAt(0, BadEventError(bad_event::kMessageTooLarge, "too large"));
+  });
+  stream_.PushKeepalive(0x1050, /*reply=*/false);  // a loop turn: the dead letter goes out
+  stream_.PushAction([this] {
+    ASSERT_EQ(sink_.produced.size(), 2u);
+    sink_.DeliverAt(0, BadEventError(bad_event::kMessageTooLarge, "dead letter too large"));
+  });
+  stream_.PushKeepalive(0x1050, /*reply=*/true);
+  absl::Status status = RunUntilScriptEnds();
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+  EXPECT_THAT(status.message(), HasSubstr("dead_letter_topic"));
+  EXPECT_LT(stream_.max_flushed(), Lsn(0x1050));
+  EXPECT_EQ(sink_.produced.size(), 2u) << "a dead letter is never dead-lettered";
+}
+
+TEST_F(DeadLetterTest, RefusedRecordStopsWhenOnBadEventIsStop) {
+  options_.on_bad_event = outbox::BadEventPolicy::kStop;
+  PushRelation();
+  PushTxn(0x1000, 700, 1, 1);
+  stream_.PushAction([this] {
+    sink_.DeliverAt(0, BadEventError(bad_event::kMessageTooLarge, "too large"));
+  });
+  stream_.PushKeepalive(0x1050, /*reply=*/true);
+  absl::Status status = RunUntilScriptEnds();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_EQ(sink_.produced.size(), 1u);
+  EXPECT_LT(stream_.max_flushed(), Lsn(0x1050));
+}
+
+TEST_F(DeadLetterTest, BadLogicalMessageIsDeadLetteredWithItsContent) {
+  stream_.PushData(0x2000, Begin(0x2040, 701));
+  stream_.PushData(0x2001, Message(true, 0x2001, "outbox", "{not json"));
+  stream_.PushData(0x2040, Commit(0x2040, kEnd));
+  sink_.auto_ack = true;
+  ASSERT_TRUE(RunUntilScriptEnds().ok());
+  ASSERT_EQ(sink_.produced.size(), 1u);
+  const testing::Produced& dl = sink_.produced[0];
+  EXPECT_EQ(dl.topic, "outboxd.dlq");
+  EXPECT_EQ(Header(dl, "outboxd-dlq-reason"), "bad_payload");
+  EXPECT_EQ(Header(dl, "outboxd-dlq-source"), "message:outbox");
+  EXPECT_THAT(Header(dl, "outboxd-dlq-error"), Not(HasSubstr("not json")))
+      << "payload contents stay out of error texts (and logs)";
+  EXPECT_EQ(dl.value, "{not json");
+  EXPECT_EQ(stream_.max_flushed(), Lsn(kEnd));
+}
+
+TEST_F(DeadLetterTest, ConfiguredDeadLetterTopicIsUsed) {
+  options_.dead_letter_topic = "app.dead";
+  PushTxnWithBadRow({Id(2), std::nullopt, "o-2", "OrderCreated", "{}", std::nullopt});
+  sink_.auto_ack = true;
+  ASSERT_TRUE(RunUntilScriptEnds().ok());
+  ASSERT_EQ(sink_.produced.size(), 3u);
+  EXPECT_EQ(sink_.produced[1].topic, "app.dead");
+}
+
+}  // namespace dead_letters
 
 }  // namespace
 }  // namespace outboxd::pipeline

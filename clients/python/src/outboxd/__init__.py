@@ -1,0 +1,39 @@
+"""outboxd for Python services: emit outbox events in the business transaction, consume them once.
+
+Producer side::
+
+    from outboxd import emit
+
+    with Session(engine) as session, session.begin():
+        session.add(order)
+        emit(session, "order", order.id, "OrderCreated", {"order_id": order.id})
+
+Consumer side: ``IdempotentConsumer`` (``outboxd.consumer``). Schema: ``outboxd.schema`` and the
+Alembic revisions in ``outboxd.migrations``. The Kafka value: ``outboxd.envelope``.
+"""
+
+from outboxd.consumer import ConsumerStats, HandlerFailed, IdempotentConsumer, Outcome
+from outboxd.envelope import Envelope, Event, UndecodableRecord, decode
+from outboxd.outbox import EVENT_ID_NAMESPACE, Outbox, OutboxRow, default_outbox, emit, event_id
+from outboxd.schema import create_outbox, create_processed_events
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EVENT_ID_NAMESPACE",
+    "ConsumerStats",
+    "Envelope",
+    "Event",
+    "HandlerFailed",
+    "IdempotentConsumer",
+    "Outbox",
+    "OutboxRow",
+    "Outcome",
+    "UndecodableRecord",
+    "create_outbox",
+    "create_processed_events",
+    "decode",
+    "default_outbox",
+    "emit",
+    "event_id",
+]

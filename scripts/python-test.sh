@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Python tests (clients/python and examples/flask-orders) against the running local stack.
+# Creates the venv .run/python-venv from clients/python/requirements-test.txt when missing or
+# stale, installs the outboxd package from clients/python (generating the Envelope classes from
+# proto/), and runs pytest. Needs build/outboxd (or $OUTBOXD_BIN) and `deploy/local/stack.sh up`.
+#
+#   scripts/python-test.sh [build-dir] [pytest args...]
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-build}
+[[ $# -gt 0 ]] && shift
+cd "$repo"
+
+venv="$repo/.run/python-venv"
+reqs="$repo/clients/python/requirements-test.txt"
+python=/usr/bin/python3
+[[ -x $python ]] || python=$(command -v python3)
+
+if [[ ! -x $venv/bin/python || $reqs -nt $venv/.installed ]]; then
+    echo "python-test: creating $venv (pinned wheels from $reqs)"
+    rm -rf "$venv"
+    "$python" -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check --only-binary=:all: -r "$reqs"
+    touch "$venv/.installed"
+fi
+# The package itself, rebuilt every time (cheap): the Envelope classes come from proto/.
+"$venv/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation --force-reinstall \
+    "$repo/clients/python" >/dev/null
+
+[[ $build == /* ]] || build="$repo/$build"
+export OUTBOXD_BIN=${OUTBOXD_BIN:-$build/outboxd}
+[[ -x $OUTBOXD_BIN ]] || { echo "python-test: $OUTBOXD_BIN not found; run make build" >&2; exit 1; }
+exec "$venv/bin/python" -m pytest -p no:cacheprovider --import-mode=importlib --rootdir "$repo" \
+    clients/python/tests examples/flask-orders/tests "$@"

@@ -1,0 +1,43 @@
+// The HTTP endpoints' answers, computed from the metrics alone: /metrics,
+// /healthz, /readyz. Pure (no sockets), so readiness is unit-tested; the
+// HttpServer shell only moves bytes.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "ops/metrics.h"
+
+namespace outboxd::ops {
+
+// What readiness is decided from; a snapshot of Metrics.
+struct ReadinessInput {
+  bool streaming = false;    // a replication session is running
+  bool standby = false;      // another instance holds the slot
+  int kafka_brokers_up = -1; // -1: no statistics report yet
+  bool stopping = false;     // SIGTERM received
+  std::string last_error;    // why the last session ended, if it did
+};
+
+struct Readiness {
+  bool ready = false;
+  std::string reason;  // one line for the /readyz body, ready or not
+};
+
+// Ready only while streaming with at least one Kafka broker connected; not
+// ready while stopping, standby, reconnecting, or Kafka unreachable.
+Readiness EvaluateReadiness(const ReadinessInput& input);
+ReadinessInput ReadinessInputFrom(const Metrics& metrics, bool stopping);
+
+struct HttpResponse {
+  int status = 200;
+  std::string content_type = "text/plain; charset=utf-8";
+  std::string body;
+};
+
+// GET /metrics, /healthz, /readyz; 404 for other paths, 405 for other methods
+// (HEAD is answered like GET; the server drops the body).
+HttpResponse ServeHttp(std::string_view method, std::string_view path, const Metrics& metrics,
+                       bool stopping);
+
+}  // namespace outboxd::ops

@@ -1,0 +1,16 @@
+// The secret values of a config (the DSN's password and sslpassword, secret
+// librdkafka properties), registered with AddLogSecret so that no log line can
+// show them, whatever a library puts in its messages.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "ops/config.h"
+
+namespace outboxd::ops {
+
+std::vector<std::string> ConfigSecrets(const Config& config);
+void RegisterLogSecrets(const Config& config);
+
+}  // namespace outboxd::ops

@@ -1,0 +1,642 @@
+// Chaos suite: writers commit outbox rows into the real PostgreSQL while
+// outboxd is SIGKILLed, the Kafka broker is SIGKILLed, PostgreSQL crashes
+// (pg_ctl stop -m immediate) and the walsender is terminated. An oracle then
+// compares G (every outbox row committed, read from the table at the end) with
+// K (every record of the topic, read from offset 0):
+//   - G is a subset of K, and K holds nothing that is not in G;
+//   - duplicates after each fault stay within what was in flight at the fault;
+//   - events of one transaction arrive in their order (a replay starts again
+//     at the transaction's first event);
+//   - the slot's confirmed_flush_lsn, sampled during the run and as outboxd
+//     logged it at each session start, never passes a transaction that was
+//     not yet entirely in Kafka.
+//
+// Parameters (environment): CHAOS_EVENTS, CHAOS_OUTBOXD_KILLS, CHAOS_BROKER_KILLS,
+// CHAOS_PG_CRASHES, CHAOS_WALSENDER_KILLS, CHAOS_RATE (events per second the
+// writers aim at), CHAOS_WRITERS, CHAOS_SEED. The defaults are the short form
+// that `make test` runs; `make chaos` sets the long form.
+#include <librdkafka/rdkafka.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cinttypes>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/format.h"
+#include "fmt/format.h"
+#include "gtest/gtest.h"
+#include "harness.h"
+#include "outbox/v1/envelope.pb.h"
+#include "replication/pg_connection.h"
+
+namespace outboxd::it {
+namespace {
+
+int64_t EnvInt(const char* name, int64_t fallback) {
+  const char* value = std::getenv(name);
+  return value && *value ? std::strtoll(value, nullptr, 10) : fallback;
+}
+
+int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
+
+struct Params {
+  int64_t events = EnvInt("CHAOS_EVENTS", 20000);
+  int outboxd_kills = static_cast<int>(EnvInt("CHAOS_OUTBOXD_KILLS", 4));
+  int broker_kills = static_cast<int>(EnvInt("CHAOS_BROKER_KILLS", 1));
+  int pg_crashes = static_cast<int>(EnvInt("CHAOS_PG_CRASHES", 1));
+  int walsender_kills = static_cast<int>(EnvInt("CHAOS_WALSENDER_KILLS", 1));
+  int64_t rate = EnvInt("CHAOS_RATE", 400);
+  int writers = static_cast<int>(EnvInt("CHAOS_WRITERS", 3));
+  uint64_t seed = static_cast<uint64_t>(EnvInt("CHAOS_SEED", 0));
+};
+
+enum class Fault { kOutboxdKill, kBrokerKill, kPgCrash, kWalsenderKill };
+const char* Name(Fault f) {
+  switch (f) {
+    case Fault::kOutboxdKill: return "outboxd SIGKILL";
+    case Fault::kBrokerKill: return "broker SIGKILL";
+    case Fault::kPgCrash: return "postgres crash";
+    case Fault::kWalsenderKill: return "walsender terminated";
+  }
+  return "?";
+}
+
+using Uuid = std::pair<uint64_t, uint64_t>;
+
+// "8-4-4-4-12" hex -> 128 bits; {0,0} if malformed.
+Uuid ParseUuid(std::string_view text) {
+  Uuid out{0, 0};
+  int nibbles = 0;
+  for (char c : text) {
+    if (c == '-') continue;
+    int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (v < 0 || nibbles >= 32) return {0, 0};
+    uint64_t& half = nibbles < 16 ? out.first : out.second;
+    half = (half << 4) | static_cast<uint64_t>(v);
+    ++nibbles;
+  }
+  return nibbles == 32 ? out : Uuid{0, 0};
+}
+
+// aggregate_id "w<writer>-t<txn>-<seq>" -> (transaction key, seq).
+bool ParseAggregate(std::string_view text, uint64_t* txn, int* seq) {
+  unsigned w = 0, t = 0;
+  int s = 0;
+  if (std::sscanf(std::string(text).c_str(), "w%u-t%u-%d", &w, &t, &s) != 3) return false;
+  *txn = (static_cast<uint64_t>(w) << 32) | t;
+  *seq = s;
+  return true;
+}
+
+// Runs `sql` on a connection of its own, reconnecting after a failure; used by
+// writers and the sampler, which must outlive PostgreSQL restarts.
+class ResilientSql {
+ public:
+  absl::StatusOr<std::vector<replication::Row>> Query(const std::string& sql) {
+    if (!conn_) {
+      auto conn = replication::PgConnection::Connect(PgDsn(), false);
+      if (!conn.ok()) return conn.status();
+      conn_ = std::move(*conn);
+    }
+    auto rows = conn_->Query(sql);
+    // Whatever failed (a crash, a terminated backend), start on a fresh
+    // session rather than reason about the old one's transaction state.
+    if (!rows.ok()) conn_.reset();
+    return rows;
+  }
+
+ private:
+  std::unique_ptr<replication::PgConnection> conn_;
+};
+
+struct Sample {
+  int64_t t_ms;  // taken after the query returned: the value held by then
+  Lsn confirmed;
+};
+
+struct FaultRecord {
+  Fault kind;
+  int64_t t_ms;           // just before the fault was injected
+  Lsn confirmed_before;   // the last sample before it
+  int64_t done_ms = 0;    // once injected (for an outboxd kill: the process is gone)
+};
+
+struct Session {
+  int64_t t_ms;  // outboxd's log time of "streaming slot ... from X"
+  Lsn start;
+};
+
+// "2026-11-27T05:01:02.345Z ... streaming slot 'x' of system N from 0/1A2B ..."
+std::vector<Session> ParseSessions(const std::string& log) {
+  std::vector<Session> sessions;
+  size_t pos = 0;
+  while ((pos = log.find("streaming slot '", pos)) != std::string::npos) {
+    size_t line_start = log.rfind('\n', pos);
+    line_start = line_start == std::string::npos ? 0 : line_start + 1;
+    size_t from = log.find(" from ", pos);
+    size_t end = log.find_first_of(" \n", from + 6);
+    absl::Time t;
+    std::string err;
+    std::string stamp = log.substr(line_start, 24);
+    if (from != std::string::npos &&
+        absl::ParseTime("%Y-%m-%dT%H:%M:%E*SZ", stamp, &t, &err)) {
+      auto lsn = Lsn::Parse(log.substr(from + 6, end - from - 6));
+      if (lsn.ok()) sessions.push_back({absl::ToUnixMillis(t), *lsn});
+    }
+    pos += 16;
+  }
+  return sessions;
+}
+
+// One record of K, kept small: a million of them must fit comfortably.
+struct KRecord {
+  int64_t offset = 0;
+  int64_t ts_ms = 0;
+  Uuid id{0, 0};
+  uint64_t txn = 0;
+  int seq = 0;
+  uint64_t commit_lsn = 0;
+};
+
+// Reads every record of `topic` (one partition) from offset 0 to its high
+// watermark.
+std::vector<KRecord> ReadAll(const std::string& topic, int* bad) {
+  std::vector<KRecord> out;
+  char errstr[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", KafkaBootstrap().c_str(), errstr, sizeof errstr);
+  rd_kafka_conf_set(conf, "group.id", UniqueName("chaos_reader").c_str(), errstr, sizeof errstr);
+  rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof errstr);
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+  if (rk == nullptr) {
+    ADD_FAILURE() << "consumer: " << errstr;
+    return out;
+  }
+  const rd_kafka_metadata_t* metadata = nullptr;
+  rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk, topic.c_str(), nullptr);
+  if (rd_kafka_metadata(rk, 0, rkt, &metadata, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    EXPECT_EQ(metadata->topic_cnt, 1);
+    if (metadata->topic_cnt == 1) {
+      EXPECT_EQ(metadata->topics[0].partition_cnt, 1)
+          << "the oracle reads one partition; the stack creates topics with num.partitions=1";
+    }
+    rd_kafka_metadata_destroy(metadata);
+  }
+  rd_kafka_topic_destroy(rkt);
+  int64_t low = 0, high = 0;
+  rd_kafka_resp_err_t err =
+      rd_kafka_query_watermark_offsets(rk, topic.c_str(), 0, &low, &high, 10000);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    ADD_FAILURE() << "watermarks of " << topic << ": " << rd_kafka_err2str(err);
+    rd_kafka_destroy(rk);
+    return out;
+  }
+  EXPECT_EQ(low, 0) << "records were deleted from " << topic;
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(list, topic.c_str(), 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
+  rd_kafka_assign(rk, list);
+  rd_kafka_topic_partition_list_destroy(list);
+  out.reserve(static_cast<size_t>(high));
+  ::outbox::v1::Envelope envelope;
+  int64_t next = low;
+  const absl::Time deadline = absl::Now() + absl::Minutes(5);
+  while (next < high && absl::Now() < deadline) {
+    rd_kafka_message_t* msg = rd_kafka_consumer_poll(rk, 500);
+    if (msg == nullptr) continue;
+    if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      next = msg->offset + 1;
+      KRecord r{};
+      r.offset = msg->offset;
+      r.ts_ms = rd_kafka_message_timestamp(msg, nullptr);
+      uint64_t txn = 0;
+      int seq = 0;
+      if (!envelope.ParseFromArray(msg->payload, static_cast<int>(msg->len)) ||
+          !ParseAggregate(envelope.aggregate_id(), &txn, &seq) ||
+          (r.id = ParseUuid(envelope.id())) == Uuid{0, 0}) {
+        ++*bad;
+      } else {
+        r.txn = txn;
+        r.seq = seq;
+        r.commit_lsn = envelope.source().commit_lsn();
+        out.push_back(r);
+      }
+    }
+    rd_kafka_message_destroy(msg);
+  }
+  EXPECT_GE(next, high) << "could not read " << topic << " up to its end offset " << high;
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+  return out;
+}
+
+class ChaosTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // A broker restarted on a busy machine may need longer than stack.sh's
+    // default 120 s to serve a produce again.
+    setenv("OUTBOXD_STACK_TIMEOUT", "300", /*overwrite=*/0);
+    ASSERT_TRUE(Stack("status")) << "the local stack is not up: run deploy/local/stack.sh up";
+  }
+};
+
+TEST_F(ChaosTest, NoLossBoundedDuplicatesUnderFaults) {
+  const Params p;
+  std::mt19937_64 rng(p.seed ? p.seed : std::random_device{}());
+  Sql sql;
+  TestSource source = CreateDefaultSource(sql, "chaos");
+  const std::string topic = source.topic_prefix + ".Chaos";
+  std::string config = ConfigFor(source);
+  // The default test config logs at debug; a long run needs info only.
+  config.replace(config.find("level = \"debug\""), 15, "level = \"info\"");
+  OutboxdProcess outboxd(config);
+  outboxd.Start();
+  ASSERT_TRUE(outboxd.WaitForLog("streaming slot", absl::Seconds(60))) << outboxd.Log();
+
+  std::atomic<bool> writers_stop{false}, sampler_stop{false};
+  std::atomic<int64_t> reserved{0}, committed{0};
+  std::atomic<int64_t> write_errors{0};
+  const absl::Time started = absl::Now();
+  std::vector<Sample> samples;
+  std::mutex samples_mu;
+  std::vector<std::thread> writers;
+  std::thread sampler;
+  // However the test ends, the threads stop and are joined.
+  struct Joiner {
+    std::function<void()> fn;
+    ~Joiner() { fn(); }
+  } joiner{[&] {
+    writers_stop = true;
+    sampler_stop = true;
+    for (auto& t : writers) {
+      if (t.joinable()) t.join();
+    }
+    if (sampler.joinable()) sampler.join();
+  }};
+
+  // Writers: mixed transaction sizes, paced at p.rate events per second.
+  for (int w = 0; w < p.writers; ++w) {
+    writers.emplace_back([&, w, seed = rng()] {
+      std::mt19937_64 wrng(seed);
+      ResilientSql conn;
+      uint32_t txn = 0;
+      while (!writers_stop.load()) {
+        const double dice = std::uniform_real_distribution<double>(0, 1)(wrng);
+        int n = dice < 0.5    ? 1
+                : dice < 0.8  ? std::uniform_int_distribution<int>(2, 10)(wrng)
+                : dice < 0.97 ? std::uniform_int_distribution<int>(11, 200)(wrng)
+                              : std::uniform_int_distribution<int>(500, 2000)(wrng);
+        const int64_t before = reserved.fetch_add(n);
+        if (before >= p.events) break;
+        n = static_cast<int>(std::min<int64_t>(n, p.events - before));
+        while (!writers_stop.load() &&
+               static_cast<double>(before) >
+                   p.rate * absl::ToDoubleSeconds(absl::Now() - started)) {
+          absl::SleepFor(absl::Milliseconds(5));
+        }
+        ++txn;
+        // Retry the same transaction number until a commit is known to have
+        // happened; an ambiguous failure may have committed it too, which is
+        // fine: G is read from the table, and the seq numbers make the copies
+        // distinct transactions (different txn numbers).
+        while (!writers_stop.load()) {
+          auto done = conn.Query(fmt::format(
+              "BEGIN; INSERT INTO public.{0} (aggregate_type, aggregate_id, event_type, payload) "
+              "SELECT 'Chaos', 'w{1}-t{2}-' || g, 'ChaosEvent', jsonb_build_object('w', {1}, "
+              "'t', {2}, 'seq', g) FROM generate_series(1, {3}) AS g ORDER BY g; COMMIT;",
+              source.table, w, txn, n));
+          if (done.ok()) {
+            committed.fetch_add(n);
+            break;
+          }
+          write_errors.fetch_add(1);
+          ++txn;  // a new number: the failed attempt may have committed
+          absl::SleepFor(absl::Milliseconds(100));
+        }
+      }
+    });
+  }
+
+  // Sampler: the slot's confirmed_flush_lsn over time.
+  sampler = std::thread([&] {
+    ResilientSql conn;
+    while (!sampler_stop.load()) {
+      auto rows = conn.Query(fmt::format(
+          "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '{}'",
+          source.slot));
+      const int64_t t = NowMs() + 1;  // ms floor: round up to stay after the read
+      if (rows.ok() && !rows->empty() && (*rows)[0][0]) {
+        auto lsn = Lsn::Parse(*(*rows)[0][0]);
+        if (lsn.ok()) {
+          std::lock_guard lock(samples_mu);
+          samples.push_back({t, *lsn});
+        }
+      }
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+  });
+  auto last_sample = [&] {
+    std::lock_guard lock(samples_mu);
+    return samples.empty() ? Lsn() : samples.back().confirmed;
+  };
+
+  // The fault schedule: kinds shuffled, spread over the run by progress.
+  std::vector<Fault> schedule;
+  schedule.insert(schedule.end(), p.outboxd_kills, Fault::kOutboxdKill);
+  schedule.insert(schedule.end(), p.broker_kills, Fault::kBrokerKill);
+  schedule.insert(schedule.end(), p.pg_crashes, Fault::kPgCrash);
+  schedule.insert(schedule.end(), p.walsender_kills, Fault::kWalsenderKill);
+  std::shuffle(schedule.begin(), schedule.end(), rng);
+  std::vector<FaultRecord> faults;
+  std::map<Fault, int> injected;
+  ResilientSql control;
+  auto slot_active = [&] {
+    auto rows = control.Query(fmt::format(
+        "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '{}' AND active_pid IS "
+        "NOT NULL",
+        source.slot));
+    return rows.ok() && !rows->empty();
+  };
+  auto uniform_ms = [&](int lo, int hi) {
+    return absl::Milliseconds(std::uniform_int_distribution<int>(lo, hi)(rng));
+  };
+  const size_t total_faults = schedule.size();
+  for (size_t i = 0; i < total_faults; ++i) {
+    const double jitter = std::uniform_real_distribution<double>(-0.4, 0.4)(rng);
+    const auto threshold =
+        static_cast<int64_t>(p.events * (i + 0.5 + jitter) / static_cast<double>(total_faults));
+    ASSERT_TRUE(WaitFor([&] { return committed.load() >= threshold; }, absl::Minutes(30)))
+        << "writers stalled at " << committed.load() << " events";
+    // Each fault hits a relay that is streaming again after the last one.
+    ASSERT_TRUE(WaitFor(slot_active, absl::Minutes(3), absl::Milliseconds(100)))
+        << "outboxd did not resume streaming after " << (faults.empty() ? "start" : Name(faults.back().kind))
+        << "\n" << outboxd.Log().substr(outboxd.Log().size() > 4000 ? outboxd.Log().size() - 4000 : 0);
+    absl::SleepFor(uniform_ms(0, 400));  // a random moment, not a round one
+    const Fault kind = schedule[i];
+    faults.push_back({kind, NowMs(), last_sample()});
+    switch (kind) {
+      case Fault::kOutboxdKill:
+        outboxd.Stop(SIGKILL);
+        faults.back().done_ms = NowMs() + 1;
+        absl::SleepFor(uniform_ms(0, 500));
+        outboxd.Start();
+        break;
+      case Fault::kBrokerKill:
+        ASSERT_TRUE(Stack("stop kafka kill"));
+        absl::SleepFor(uniform_ms(500, 2000));
+        ASSERT_TRUE(Stack("start kafka")) << "the broker did not come back";
+        break;
+      case Fault::kPgCrash:
+        ASSERT_TRUE(Stack("stop postgres immediate"));
+        absl::SleepFor(uniform_ms(200, 1000));
+        ASSERT_TRUE(Stack("start postgres")) << "PostgreSQL did not come back";
+        break;
+      case Fault::kWalsenderKill: {
+        auto rows = control.Query(fmt::format(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = "
+            "'{}' AND active_pid IS NOT NULL",
+            source.slot));
+        ASSERT_TRUE(rows.ok() && !rows->empty()) << "no walsender to terminate";
+        break;
+      }
+    }
+    if (kind != Fault::kOutboxdKill) faults.back().done_ms = NowMs() + 1;
+    ++injected[kind];
+    fmt::print(stderr, "chaos: fault {}/{} {} at {} events committed\n", i + 1, total_faults,
+               Name(kind), committed.load());
+  }
+  for (auto& t : writers) t.join();
+  const int64_t committed_events = committed.load();
+
+  // Drain: wait until the slot confirms past the last commit, which outboxd
+  // only does once Kafka acknowledged everything; then stop it cleanly.
+  Sql end_sql;
+  const Lsn end_lsn = end_sql.CurrentLsn();
+  ASSERT_TRUE(WaitFor([&] { return end_sql.ConfirmedFlush(source.slot) >= end_lsn; },
+                      absl::Minutes(10), absl::Milliseconds(200)))
+      << "the slot never confirmed " << end_lsn.ToString() << "; at "
+      << end_sql.ConfirmedFlush(source.slot).ToString();
+  // A process started by the last fault may not have installed its signal
+  // handlers yet; once it streams, SIGTERM is a graceful stop.
+  EXPECT_TRUE(WaitFor(slot_active, absl::Minutes(3), absl::Milliseconds(100)));
+  EXPECT_EQ(outboxd.Stop(SIGTERM), 0);
+  sampler_stop = true;
+  sampler.join();
+  const std::string log = outboxd.Log();
+
+  // G: every committed outbox row, keyset-paged to bound memory.
+  absl::flat_hash_map<Uuid, std::pair<uint64_t, int>> g;  // id -> (txn, seq)
+  absl::flat_hash_map<uint64_t, int> txn_size;
+  std::string after = "00000000-0000-0000-0000-000000000000";
+  while (true) {
+    auto rows = end_sql.Query(fmt::format(
+        "SELECT id::text, aggregate_id FROM public.{} WHERE id > '{}' ORDER BY id LIMIT 100000",
+        source.table, after));
+    if (rows.empty()) break;
+    for (const auto& row : rows) {
+      uint64_t txn;
+      int seq;
+      ASSERT_TRUE(ParseAggregate(*row[1], &txn, &seq)) << *row[1];
+      g[ParseUuid(*row[0])] = {txn, seq};
+      ++txn_size[txn];
+    }
+    after = *rows.back()[0];
+  }
+
+  // K: every record from offset 0.
+  int undecodable = 0;
+  const std::vector<KRecord> k = ReadAll(topic, &undecodable);
+  EXPECT_EQ(undecodable, 0) << "records that are not our envelopes";
+
+  // Per id: copies in offset order (K is one partition, read in order).
+  absl::flat_hash_map<Uuid, std::vector<int>> copies;  // id -> indexes into k
+  for (size_t i = 0; i < k.size(); ++i) copies[k[i].id].push_back(static_cast<int>(i));
+  int64_t lost = 0, phantom = 0, duplicates = 0, max_copies = 0;
+  for (const auto& [id, where] : g) {
+    if (!copies.contains(id)) ++lost;
+  }
+  for (const auto& [id, where] : copies) {
+    if (!g.contains(id)) ++phantom;
+    duplicates += static_cast<int64_t>(where.size()) - 1;
+    max_copies = std::max<int64_t>(max_copies, static_cast<int64_t>(where.size()));
+  }
+
+  // Order within each transaction: each event follows its predecessor, or a
+  // replay starts the transaction again at its first event. Every copy of a
+  // transaction carries the same commit LSN.
+  int64_t order_violations = 0, lsn_mismatches = 0;
+  absl::flat_hash_map<uint64_t, std::pair<int, uint64_t>> last;  // txn -> (seq, commit_lsn)
+  for (const KRecord& r : k) {
+    auto [it, fresh] = last.try_emplace(r.txn, 0, r.commit_lsn);
+    if (r.seq != it->second.first + 1 && r.seq != 1) {
+      if (order_violations++ < 5) {
+        ADD_FAILURE() << "transaction w" << (r.txn >> 32) << "-t" << (r.txn & 0xffffffff)
+                      << ": seq " << r.seq << " after " << it->second.first << " at offset "
+                      << r.offset;
+      }
+    }
+    if (it->second.second != r.commit_lsn) ++lsn_mismatches;
+    it->second.first = r.seq;
+  }
+
+  // When was each transaction entirely in Kafka? The producer stamps a record
+  // (CreateTime) when it is produced, before the broker acknowledges it, so a
+  // confirmation at time t is only sound if every event of every transaction
+  // it covers has a copy stamped at or before t.
+  struct TxnInfo {
+    uint64_t commit_lsn = 0;
+    int64_t ready_ms = 0;  // max over its events of the earliest copy
+    int seen = 0;
+  };
+  absl::flat_hash_map<uint64_t, TxnInfo> txns;
+  for (const auto& [id, where] : copies) {
+    auto git = g.find(id);
+    if (git == g.end()) continue;
+    int64_t first = INT64_MAX;
+    for (int i : where) first = std::min(first, k[i].ts_ms);
+    TxnInfo& info = txns[git->second.first];
+    info.commit_lsn = k[where[0]].commit_lsn;
+    info.ready_ms = std::max(info.ready_ms, first);
+    ++info.seen;
+  }
+  std::vector<TxnInfo> ordered;
+  for (auto& [txn, info] : txns) {
+    if (info.seen < txn_size[txn]) info.ready_ms = INT64_MAX;  // not all there: never ready
+    ordered.push_back(info);
+  }
+  std::sort(ordered.begin(), ordered.end(),
+            [](const TxnInfo& a, const TxnInfo& b) { return a.commit_lsn < b.commit_lsn; });
+  std::vector<int64_t> ready_prefix(ordered.size());
+  for (size_t i = 0; i < ordered.size(); ++i) {
+    ready_prefix[i] = std::max(i ? ready_prefix[i - 1] : 0, ordered[i].ready_ms);
+  }
+  // The newest time any transaction below `confirmed` was complete in Kafka.
+  auto ready_below = [&](Lsn confirmed) -> int64_t {
+    auto it = std::lower_bound(
+        ordered.begin(), ordered.end(), confirmed.value(),
+        [](const TxnInfo& info, uint64_t lsn) { return info.commit_lsn < lsn; });
+    const size_t n = static_cast<size_t>(it - ordered.begin());
+    return n == 0 ? 0 : ready_prefix[n - 1];
+  };
+  const std::vector<Session> sessions = ParseSessions(log);
+  int64_t premature = 0;
+  for (const Sample& s : samples) {
+    if (ready_below(s.confirmed) > s.t_ms && premature++ < 5) {
+      ADD_FAILURE() << "confirmed_flush_lsn " << s.confirmed.ToString() << " at " << s.t_ms
+                    << " ms covers a transaction not yet entirely in Kafka (complete at "
+                    << ready_below(s.confirmed) << " ms)";
+    }
+  }
+  for (const Session& s : sessions) {
+    if (ready_below(s.start) > s.t_ms && premature++ < 5) {
+      ADD_FAILURE() << "outboxd logged a session start from " << s.start.ToString() << " at "
+                    << s.t_ms << " ms, past a transaction not yet entirely in Kafka";
+    }
+  }
+
+  // Duplicates per fault. A record is a duplicate if its id has an earlier
+  // copy; it belongs to the fault epoch its timestamp falls in. The sound
+  // bound for the epoch after fault f: ids already in Kafka before the epoch's
+  // last session start whose transaction lies at or after the lowest position
+  // a session of the epoch resumed from. Faults that leave PostgreSQL up must
+  // resume at or after the confirmed position sampled before the fault.
+  std::vector<int64_t> epoch_dups(faults.size() + 1, 0);
+  auto epoch_of = [&](int64_t ts) {
+    size_t e = 0;
+    while (e < faults.size() && faults[e].t_ms <= ts) ++e;
+    return e;  // 0 = before the first fault
+  };
+  for (const auto& [id, where] : copies) {
+    for (size_t c = 1; c < where.size(); ++c) ++epoch_dups[epoch_of(k[where[c]].ts_ms)];
+  }
+  EXPECT_EQ(epoch_dups[0], 0) << "duplicates before any fault";
+  std::map<Fault, int64_t> dups_by_kind, window_by_kind, inflight_by_kind;
+  for (size_t f = 0; f < faults.size(); ++f) {
+    const int64_t from = faults[f].t_ms;
+    const int64_t to = f + 1 < faults.size() ? faults[f + 1].t_ms : INT64_MAX;
+    Lsn min_start;
+    int64_t last_start_ms = from;
+    bool any = false;
+    for (const Session& s : sessions) {
+      if (s.t_ms < from || s.t_ms >= to) continue;
+      min_start = any ? std::min(min_start, s.start) : s.start;
+      last_start_ms = std::max(last_start_ms, s.t_ms);
+      any = true;
+    }
+    int64_t window = 0, inflight = 0;
+    for (const auto& [id, where] : copies) {
+      const KRecord& first = k[where[0]];
+      if (any && first.ts_ms < last_start_ms && first.commit_lsn >= min_start.value()) ++window;
+      if (first.ts_ms <= faults[f].done_ms &&
+          first.commit_lsn >= faults[f].confirmed_before.value()) {
+        ++inflight;
+      }
+    }
+    if (faults[f].kind != Fault::kPgCrash && any) {
+      EXPECT_GE(min_start, faults[f].confirmed_before)
+          << Name(faults[f].kind) << " #" << f << ": outboxd resumed before the position the slot "
+          << "had confirmed: the slot went backwards";
+    }
+    // Two sources of duplicates: outboxd replaying from the slot (window), and
+    // the producer re-sending what it had in flight when the broker died
+    // (librdkafka's idempotence does not survive every broker crash): records
+    // produced before the fault was over and not yet confirmed (inflight).
+    EXPECT_LE(epoch_dups[f + 1], window + inflight)
+        << Name(faults[f].kind) << " #" << f << ": more duplicates than were in flight";
+    // A killed outboxd produces nothing after its death, and its successor
+    // resumes at or after what the slot had confirmed before the kill: only
+    // what was produced and not yet confirmed then may come again.
+    if (faults[f].kind == Fault::kOutboxdKill) {
+      EXPECT_LE(epoch_dups[f + 1], inflight)
+          << "outboxd kill #" << f << ": more duplicates than were in flight at the kill";
+    }
+    dups_by_kind[faults[f].kind] += epoch_dups[f + 1];
+    window_by_kind[faults[f].kind] = std::max(window_by_kind[faults[f].kind], window);
+    inflight_by_kind[faults[f].kind] = std::max(inflight_by_kind[faults[f].kind], inflight);
+  }
+
+  fmt::print("chaos: {} events committed by writers ({} rows in G, {} transactions), {} write "
+             "errors, {:.0f} s\n",
+             committed_events, g.size(), txn_size.size(), write_errors.load(),
+             absl::ToDoubleSeconds(absl::Now() - started));
+  fmt::print("chaos: kills: outboxd {}, broker {}, postgres {}, walsender {}; outboxd sessions {}, "
+             "slot samples {}\n",
+             injected[Fault::kOutboxdKill], injected[Fault::kBrokerKill], injected[Fault::kPgCrash],
+             injected[Fault::kWalsenderKill], sessions.size(), samples.size());
+  fmt::print("chaos: K {} records, {} distinct; lost {}, duplicated {}, phantom {}, max copies "
+             "of one event {}, order violations {}, premature confirmations {}\n",
+             k.size(), copies.size(), lost, duplicates, phantom, max_copies, order_violations,
+             premature);
+  for (Fault kind : {Fault::kOutboxdKill, Fault::kBrokerKill, Fault::kPgCrash,
+                     Fault::kWalsenderKill}) {
+    if (!injected[kind]) continue;
+    fmt::print("chaos:   after {}: {} duplicates in all; largest in-flight at a fault {} "
+               "(produced, not confirmed), largest replay window {}\n",
+               Name(kind), dups_by_kind[kind], inflight_by_kind[kind], window_by_kind[kind]);
+  }
+  EXPECT_EQ(lost, 0) << "events committed in PostgreSQL but never in Kafka";
+  EXPECT_EQ(phantom, 0) << "events in Kafka that were never committed";
+  EXPECT_EQ(order_violations, 0);
+  EXPECT_EQ(lsn_mismatches, 0) << "copies of one transaction with different commit LSNs";
+  EXPECT_EQ(premature, 0);
+  EXPECT_GE(committed_events, p.events);
+  EXPECT_EQ(sessions.size() >= 1 + static_cast<size_t>(p.outboxd_kills), true)
+      << "expected a session start per outboxd start";
+
+  // A failed run keeps its table, slot and topic for the post-mortem.
+  if (!::testing::Test::HasFailure()) DropSource(end_sql, source);
+}
+
+}  // namespace
+}  // namespace outboxd::it

@@ -1,0 +1,142 @@
+#!/usr/bin/python3
+"""Checks the files under deploy/ without Docker, Kubernetes or systemd running:
+
+- promtool check rules / test rules on the alert rules, check config on prometheus.yml;
+- systemd-analyze verify on the unit (when systemd-analyze exists);
+- every YAML and JSON file parses, and the manifests say what docs/deployment.md promises;
+- every metric the alerts and the dashboard use is documented in docs/metrics.md.
+
+usage: check_deploy.py SOURCE_DIR OUTBOXD_BINARY
+"""
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import yaml
+
+src, binary = sys.argv[1], sys.argv[2]
+deploy = os.path.join(src, "deploy")
+failures = []
+
+
+def check(ok, what):
+    print(("ok   " if ok else "FAIL ") + what)
+    if not ok:
+        failures.append(what)
+
+
+def run(cmd, cwd=None):
+    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    print("$ " + " ".join(cmd) + "\n" + (p.stdout + p.stderr).rstrip())
+    return p.returncode
+
+
+# promtool (Debian's prometheus package).
+prom = os.path.join(deploy, "prometheus")
+check(run(["promtool", "check", "rules", "alerts.yml"], cwd=prom) == 0, "promtool check rules")
+check(run(["promtool", "test", "rules", "alerts_test.yml"], cwd=prom) == 0, "promtool test rules")
+with tempfile.TemporaryDirectory() as tmp:
+    shutil.copy(os.path.join(prom, "alerts.yml"), os.path.join(tmp, "outboxd-alerts.yml"))
+    with open(os.path.join(prom, "prometheus.yml")) as f:
+        config = f.read().replace("/etc/prometheus/outboxd-alerts.yml", "outboxd-alerts.yml")
+    with open(os.path.join(tmp, "prometheus.yml"), "w") as f:
+        f.write(config)
+    check(run(["promtool", "check", "config", "prometheus.yml"], cwd=tmp) == 0,
+          "promtool check config (compose's prometheus.yml)")
+
+# systemd unit: verified with the binary path rewritten to the build's.
+unit_path = os.path.join(deploy, "systemd", "outboxd.service")
+with open(unit_path) as f:
+    unit = f.read()
+for directive in ["Restart=on-failure", "DynamicUser=yes", "ProtectSystem=strict",
+                  "NoNewPrivileges=yes", "StateDirectory=outboxd", "EnvironmentFile=",
+                  "ExecStart=/usr/local/bin/outboxd run --config /etc/outboxd/outboxd.toml"]:
+    check(re.search("^" + re.escape(directive), unit, re.M) is not None, "unit has " + directive)
+if shutil.which("systemd-analyze"):
+    with tempfile.TemporaryDirectory() as tmp:
+        local = (unit.replace("/usr/local/bin/outboxd", os.path.abspath(binary))
+                 .replace("EnvironmentFile=/", "EnvironmentFile=-/"))
+        path = os.path.join(tmp, "outboxd.service")
+        with open(path, "w") as f:
+            f.write(local)
+        check(run(["systemd-analyze", "verify", path]) == 0, "systemd-analyze verify outboxd.service")
+else:
+    print("skip systemd-analyze verify: not installed")
+
+# YAML and JSON parse.
+docs = {}
+for path in sorted(glob.glob(os.path.join(deploy, "**", "*.y*ml"), recursive=True)):
+    try:
+        with open(path) as f:
+            docs[os.path.relpath(path, deploy)] = [d for d in yaml.safe_load_all(f) if d is not None]
+        check(True, "YAML parses: " + os.path.relpath(path, src))
+    except yaml.YAMLError as e:
+        check(False, f"YAML parses: {os.path.relpath(path, src)}: {e}")
+dashboard_path = os.path.join(deploy, "grafana", "outboxd-dashboard.json")
+with open(dashboard_path) as f:
+    dashboard = json.load(f)
+check(len(dashboard["panels"]) >= 10, "dashboard JSON parses, %d panels" % len(dashboard["panels"]))
+
+# Kubernetes: two replicas, probes on /healthz and /readyz, config and secrets.
+deployment = docs["kubernetes/deployment.yaml"][0]
+pod = deployment["spec"]["template"]["spec"]
+container = pod["containers"][0]
+check(deployment["spec"]["replicas"] == 2, "Deployment has 2 replicas")
+check(container["livenessProbe"]["httpGet"]["path"] == "/healthz", "liveness probe on /healthz")
+check(container["readinessProbe"]["httpGet"]["path"] == "/readyz", "readiness probe on /readyz")
+check(all("secretKeyRef" in e.get("valueFrom", {}) for e in container["env"]), "secrets from a Secret via env")
+check(any(v.get("configMap", {}).get("name") == "outboxd" for v in pod["volumes"]), "config from the ConfigMap")
+check(container["securityContext"]["readOnlyRootFilesystem"] and pod["securityContext"]["runAsNonRoot"],
+      "non-root, read-only root filesystem")
+configmap = docs["kubernetes/configmap.yaml"][0]
+toml_text = configmap["data"]["outboxd.toml"]
+check("${OUTBOXD_PG_PASSWORD}" in toml_text and "${KAFKA_SASL_PASSWORD}" in toml_text,
+      "ConfigMap refers to secrets by ${NAME} only")
+env_names = {e["name"] for e in container["env"]}
+check(set(re.findall(r"\$\{(\w+)\}", toml_text)) <= env_names, "every ${NAME} of the ConfigMap is set by the Deployment")
+
+# The ConfigMap's and compose's TOML are valid outboxd configs (placeholders set).
+env = dict(os.environ, OUTBOXD_PG_PASSWORD="x", KAFKA_SASL_PASSWORD="x", POSTGRES_PASSWORD="x")
+with tempfile.TemporaryDirectory() as tmp:
+    for name, text in [("configmap", toml_text),
+                       ("compose", open(os.path.join(deploy, "compose", "outboxd.toml")).read())]:
+        path = os.path.join(tmp, name + ".toml")
+        with open(path, "w") as f:
+            f.write(text)
+        # `check` parses the config first; a config error exits 2 before any connection.
+        p = subprocess.run([binary, "check", "--config", path], env=env, capture_output=True,
+                           text=True, timeout=120)
+        check(p.returncode != 2, f"{name} TOML is a valid outboxd config"
+              + ("" if p.returncode != 2 else ": " + p.stderr.strip()))
+
+# compose: every service, ports on 127.0.0.1 only, Grafana gets the dashboard.
+compose = docs["compose.yaml"][0]
+check({"postgres", "kafka", "outboxd", "prometheus", "grafana"} <= set(compose["services"]),
+      "compose has postgres, kafka, outboxd, prometheus, grafana")
+ports = [p for s in compose["services"].values() for p in s.get("ports", [])]
+check(all(str(p).startswith("127.0.0.1:") for p in ports), "compose publishes ports on 127.0.0.1 only")
+check("wal_level=logical" in compose["services"]["postgres"]["command"], "compose PostgreSQL has wal_level=logical")
+
+# Dockerfile: multi-stage on bookworm-slim, non-root.
+with open(os.path.join(deploy, "Dockerfile")) as f:
+    dockerfile = f.read()
+check(len(re.findall(r"^FROM debian:bookworm-slim", dockerfile, re.M)) == 2, "Dockerfile: two stages on debian:bookworm-slim")
+check(re.search(r"^USER 10001", dockerfile, re.M) is not None, "Dockerfile: runs as a non-root user")
+
+# Metrics used by alerts and dashboard are documented.
+with open(os.path.join(src, "docs", "metrics.md")) as f:
+    metrics_doc = f.read()
+used = set()
+for text in [open(os.path.join(prom, "alerts.yml")).read(), json.dumps(dashboard)]:
+    used |= {re.sub(r"_(bucket|sum|count)$", "", m) for m in re.findall(r"outboxd_[a-z_]+", text)}
+undocumented = sorted(m for m in used if "`" + m not in metrics_doc)
+check(not undocumented, "metrics used by alerts and dashboard are in docs/metrics.md"
+      + (": missing " + ", ".join(undocumented) if undocumented else ""))
+
+print("\n%d failure(s)" % len(failures))
+sys.exit(1 if failures else 0)

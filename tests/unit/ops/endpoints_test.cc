@@ -1,0 +1,132 @@
+#include "ops/endpoints.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace outboxd::ops {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+ReadinessInput Streaming() {
+  ReadinessInput in;
+  in.streaming = true;
+  in.kafka_brokers_up = 1;
+  return in;
+}
+
+TEST(ReadinessTest, ReadyWhileStreamingWithABroker) {
+  const Readiness r = EvaluateReadiness(Streaming());
+  EXPECT_TRUE(r.ready);
+  EXPECT_EQ(r.reason, "ready: streaming, 1 Kafka broker(s) connected");
+}
+
+TEST(ReadinessTest, NotReadyWhenKafkaUnreachableOrUnknown) {
+  ReadinessInput in = Streaming();
+  in.kafka_brokers_up = 0;
+  Readiness r = EvaluateReadiness(in);
+  EXPECT_FALSE(r.ready);
+  EXPECT_THAT(r.reason, HasSubstr("Kafka unreachable"));
+  in.kafka_brokers_up = -1;
+  r = EvaluateReadiness(in);
+  EXPECT_FALSE(r.ready);
+  EXPECT_THAT(r.reason, HasSubstr("waiting for the first Kafka broker status"));
+}
+
+TEST(ReadinessTest, NotReadyAsStandbyEvenIfAStaleSessionFlagSaysStreaming) {
+  ReadinessInput in = Streaming();
+  in.standby = true;
+  const Readiness r = EvaluateReadiness(in);
+  EXPECT_FALSE(r.ready);
+  EXPECT_THAT(r.reason, StartsWith("not ready: standby"));
+}
+
+TEST(ReadinessTest, NotReadyWhileReconnectingSaysWhy) {
+  ReadinessInput in;
+  in.kafka_brokers_up = 3;
+  in.last_error = "PostgreSQL ended the replication stream";
+  Readiness r = EvaluateReadiness(in);
+  EXPECT_FALSE(r.ready);
+  EXPECT_EQ(r.reason, "not ready: reconnecting after: PostgreSQL ended the replication stream");
+  in.last_error.clear();
+  r = EvaluateReadiness(in);
+  EXPECT_FALSE(r.ready);
+  EXPECT_THAT(r.reason, HasSubstr("connecting"));
+}
+
+TEST(ReadinessTest, StoppingWins) {
+  ReadinessInput in = Streaming();
+  in.stopping = true;
+  EXPECT_FALSE(EvaluateReadiness(in).ready);
+  EXPECT_THAT(EvaluateReadiness(in).reason, HasSubstr("stopping"));
+}
+
+TEST(ReadinessTest, InputComesFromMetrics) {
+  Metrics m;
+  EXPECT_FALSE(EvaluateReadiness(ReadinessInputFrom(m, false)).ready);
+  m.streaming = 1;
+  m.kafka_brokers_up = 2;
+  EXPECT_TRUE(EvaluateReadiness(ReadinessInputFrom(m, false)).ready);
+  EXPECT_FALSE(EvaluateReadiness(ReadinessInputFrom(m, true)).ready);
+  m.standby = 1;
+  EXPECT_FALSE(EvaluateReadiness(ReadinessInputFrom(m, false)).ready);
+  m.standby = 0;
+  m.streaming = 0;
+  m.SetLastError("Kafka refused");
+  EXPECT_THAT(EvaluateReadiness(ReadinessInputFrom(m, false)).reason, HasSubstr("Kafka refused"));
+}
+
+TEST(ServeHttpTest, Routes) {
+  Metrics m;
+  m.events_published.Add("outbox.event.Order", 3);
+  HttpResponse metrics = ServeHttp("GET", "/metrics", m, false);
+  EXPECT_EQ(metrics.status, 200);
+  EXPECT_EQ(metrics.content_type, "text/plain; version=0.0.4; charset=utf-8");
+  EXPECT_THAT(metrics.body, HasSubstr("outboxd_events_published_total{topic=\"outbox.event.Order\"} 3\n"));
+  EXPECT_EQ(ServeHttp("GET", "/healthz", m, false).status, 200);
+  EXPECT_EQ(ServeHttp("HEAD", "/healthz", m, false).status, 200);
+  const HttpResponse ready = ServeHttp("GET", "/readyz", m, false);
+  EXPECT_EQ(ready.status, 503);
+  EXPECT_THAT(ready.body, StartsWith("not ready: "));
+  m.streaming = 1;
+  m.kafka_brokers_up = 1;
+  EXPECT_EQ(ServeHttp("GET", "/readyz", m, false).status, 200);
+  EXPECT_EQ(ServeHttp("GET", "/readyz", m, true).status, 503);
+  EXPECT_EQ(ServeHttp("GET", "/", m, false).status, 404);
+  EXPECT_EQ(ServeHttp("POST", "/metrics", m, false).status, 405);
+}
+
+TEST(MetricsTest, RendersEveryDesignMetric) {
+  Metrics m;
+  m.events_published.Add("t");
+  m.events_dead_lettered.Add("too_large");
+  m.reconnects.Add("kafka");
+  m.publish_latency.Observe(0.003);
+  const std::string out = m.RenderPrometheus();
+  for (const char* name :
+       {"events_published_total", "events_dead_lettered_total", "transactions_total",
+        "publish_latency_seconds", "replication_lag_bytes", "confirmed_flush_lsn", "received_lsn",
+        "inflight_events", "producer_queue_bytes", "reconnects_total", "standby", "up",
+        "kafka_brokers_up", "streaming"}) {
+    EXPECT_THAT(out, HasSubstr(std::string("# TYPE outboxd_") + name + " ")) << name;
+  }
+  EXPECT_THAT(out, HasSubstr("outboxd_publish_latency_seconds_bucket{le=\"0.005\"} 1\n"));
+  EXPECT_THAT(out, HasSubstr("outboxd_publish_latency_seconds_bucket{le=\"0.0025\"} 0\n"));
+  EXPECT_THAT(out, HasSubstr("outboxd_events_dead_lettered_total{reason=\"too_large\"} 1\n"));
+  // Slot gauges appear once the monitor has read the slot.
+  EXPECT_THAT(out, ::testing::Not(HasSubstr("outboxd_slot_wal_status")));
+  m.slot_known = 1;
+  m.slot_wal_status = 1;
+  m.slot_retained_wal_bytes = 4096;
+  const std::string slot = m.RenderPrometheus();
+  EXPECT_THAT(slot, HasSubstr("outboxd_slot_wal_status{status=\"reserved\"} 0\n"
+                              "outboxd_slot_wal_status{status=\"extended\"} 1\n"));
+  EXPECT_THAT(slot, HasSubstr("outboxd_slot_retained_wal_bytes 4096\n"));
+  EXPECT_THAT(slot, ::testing::Not(HasSubstr("slot_safe_wal_size_bytes")));
+  m.slot_safe_wal_size_bytes = -12;
+  EXPECT_THAT(m.RenderPrometheus(), HasSubstr("outboxd_slot_safe_wal_size_bytes -12\n"));
+}
+
+}  // namespace
+}  // namespace outboxd::ops

@@ -1,0 +1,202 @@
+// Relay: backoff schedule, reconnect accounting, standby and gap handling,
+// with an injected clock, sleep and jitter source.
+#include "pipeline/relay.h"
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "fakes.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "replication/state_file.h"
+
+namespace outboxd::pipeline {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using testing::FakeSink;
+using testing::FakeStream;
+
+TEST(BackoffTest, DoublesUpToTheCapWithJitterInTheUpperHalf) {
+  double u = 0.0;
+  Backoff backoff(absl::Milliseconds(200), absl::Seconds(30), [&] { return u; });
+  std::vector<absl::Duration> low;
+  for (int i = 0; i < 10; ++i) low.push_back(backoff.Next());
+  EXPECT_THAT(low, ElementsAre(absl::Milliseconds(100), absl::Milliseconds(200), absl::Milliseconds(400),
+                               absl::Milliseconds(800), absl::Milliseconds(1600), absl::Milliseconds(3200),
+                               absl::Milliseconds(6400), absl::Milliseconds(12800), absl::Seconds(15),
+                               absl::Seconds(15)));
+  backoff.Reset();
+  u = 0.999999;
+  std::vector<absl::Duration> high;
+  for (int i = 0; i < 10; ++i) high.push_back(absl::Floor(backoff.Next(), absl::Milliseconds(1)));
+  EXPECT_EQ(high[0], absl::Milliseconds(199));
+  EXPECT_EQ(high[7], absl::Milliseconds(25599));
+  EXPECT_EQ(high[9], absl::Milliseconds(29999)) << "never above the cap";
+  // Out-of-range randomness is clamped rather than trusted.
+  u = 7.0;
+  backoff.Reset();
+  EXPECT_EQ(backoff.Next(), absl::Milliseconds(200));
+}
+
+class RelayTest : public ::testing::Test {
+ protected:
+  RelayOptions Options() {
+    RelayOptions options;
+    options.clock = [this] { return now_; };
+    options.sleep = [this](absl::Duration d, const std::atomic<bool>&) {
+      sleeps_.push_back(d);
+      now_ += d;
+    };
+    options.uniform01 = [] { return 0.5; };  // delay = 3/4 of the base
+    options.pipeline.status_interval = absl::Seconds(10);
+    return options;
+  }
+  // A stream whose script is empty: the session stops at once, gracefully.
+  std::unique_ptr<replication::ReplicationStream> StoppingStream() {
+    auto stream = std::make_unique<FakeStream>(&now_);
+    stream->on_empty = [this] { stop_ = true; };
+    return stream;
+  }
+  SinkFactory Sinks() {
+    return [this]() -> absl::StatusOr<std::unique_ptr<kafka::EventSink>> {
+      ++sinks_made_;
+      return std::unique_ptr<kafka::EventSink>(std::make_unique<FakeSink>());
+    };
+  }
+
+  absl::Time now_ = absl::FromUnixSeconds(1700000000);
+  std::vector<absl::Duration> sleeps_;
+  std::atomic<bool> stop_{false};
+  ops::Metrics metrics_;
+  int sinks_made_ = 0;
+};
+
+TEST_F(RelayTest, TransientPostgresFaultsBackOffExponentiallyAndAreCounted) {
+  int attempts = 0;
+  StreamFactory streams = [&]() -> absl::StatusOr<std::unique_ptr<replication::ReplicationStream>> {
+    if (++attempts <= 12) return absl::UnavailableError("connection refused");
+    return StoppingStream();
+  };
+  Relay relay(streams, Sinks(), Options(), &metrics_);
+  ::testing::internal::CaptureStderr();
+  EXPECT_TRUE(relay.Run(stop_).ok());
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(attempts, 13);
+  EXPECT_EQ(metrics_.reconnects.Get("postgres"), 12u);
+  EXPECT_EQ(metrics_.reconnects.Get("kafka"), 0u);
+  ASSERT_EQ(sleeps_.size(), 12u);
+  EXPECT_EQ(sleeps_[0], absl::Milliseconds(150));
+  EXPECT_EQ(sleeps_[1], absl::Milliseconds(300));
+  EXPECT_EQ(sleeps_[7], absl::Milliseconds(19200));
+  EXPECT_EQ(sleeps_[8], absl::Milliseconds(22500)) << "capped at 30 s, times the jitter";
+  EXPECT_EQ(sleeps_[11], absl::Milliseconds(22500));
+  EXPECT_THAT(log, HasSubstr("connection refused; reconnecting to postgres in 150ms (reconnect 1 to postgres)"));
+  EXPECT_THAT(log, HasSubstr("(reconnect 12 to postgres)"));
+  EXPECT_EQ(metrics_.streaming.load(), 0);
+}
+
+TEST_F(RelayTest, KafkaFaultsAreCountedAgainstKafka) {
+  int sink_attempts = 0;
+  SinkFactory sinks = [&]() -> absl::StatusOr<std::unique_ptr<kafka::EventSink>> {
+    if (++sink_attempts <= 2) return absl::UnavailableError("no broker");
+    return std::unique_ptr<kafka::EventSink>(std::make_unique<FakeSink>());
+  };
+  StreamFactory streams = [&]() -> absl::StatusOr<std::unique_ptr<replication::ReplicationStream>> {
+    return StoppingStream();
+  };
+  Relay relay(streams, sinks, Options(), &metrics_);
+  ::testing::internal::CaptureStderr();
+  EXPECT_TRUE(relay.Run(stop_).ok());
+  ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(metrics_.reconnects.Get("kafka"), 2u);
+  EXPECT_EQ(metrics_.reconnects.Get("postgres"), 0u);
+}
+
+TEST_F(RelayTest, AHealthySessionResetsTheBackoff) {
+  int attempts = 0;
+  StreamFactory streams = [&]() -> absl::StatusOr<std::unique_ptr<replication::ReplicationStream>> {
+    ++attempts;
+    if (attempts <= 4 || (attempts >= 6 && attempts <= 7)) return absl::UnavailableError("refused");
+    auto stream = std::make_unique<FakeStream>(&now_);
+    if (attempts == 5) {
+      // Streams for a minute, then breaks.
+      stream->on_empty = [this] { now_ += absl::Minutes(1); };
+      stream->error_when_empty = absl::UnavailableError("server closed the connection");
+    } else {
+      stream->on_empty = [this] { stop_ = true; };
+    }
+    return std::unique_ptr<replication::ReplicationStream>(std::move(stream));
+  };
+  Relay relay(streams, Sinks(), Options(), &metrics_);
+  ::testing::internal::CaptureStderr();
+  EXPECT_TRUE(relay.Run(stop_).ok());
+  ::testing::internal::GetCapturedStderr();
+  ASSERT_EQ(sleeps_.size(), 7u);
+  EXPECT_EQ(sleeps_[3], absl::Milliseconds(1200));
+  EXPECT_EQ(sleeps_[4], absl::Milliseconds(150)) << "after a session that streamed for a minute";
+  EXPECT_EQ(sleeps_[5], absl::Milliseconds(300));
+}
+
+TEST_F(RelayTest, StandbyWaitsLogsOnceAMinuteAndTakesOver) {
+  int attempts = 0;
+  std::vector<int> standby_seen;
+  StreamFactory streams = [&]() -> absl::StatusOr<std::unique_ptr<replication::ReplicationStream>> {
+    standby_seen.push_back(metrics_.standby.load());
+    // Ten minutes of "busy" at up to 5 s apart: well over 100 attempts.
+    if (now_ < absl::FromUnixSeconds(1700000000) + absl::Minutes(10)) {
+      ++attempts;
+      return absl::UnavailableError(
+          "replication slot \"outboxd\" is active for PID 4242 (SQLSTATE 55006)");
+    }
+    return StoppingStream();
+  };
+  Relay relay(streams, Sinks(), Options(), &metrics_);
+  ::testing::internal::CaptureStderr();
+  EXPECT_TRUE(relay.Run(stop_).ok());
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_GT(attempts, 100);
+  int standby_lines = 0;
+  for (size_t at = log.find("standby:"); at != std::string::npos; at = log.find("standby:", at + 1)) {
+    ++standby_lines;
+  }
+  EXPECT_GE(standby_lines, 10);
+  EXPECT_LE(standby_lines, 11) << "once a minute, not once a retry";
+  EXPECT_THAT(log, HasSubstr("takes over streaming"));
+  EXPECT_EQ(metrics_.reconnects.Get("postgres"), 0u) << "waiting is not reconnecting";
+  for (absl::Duration d : sleeps_) EXPECT_LE(d, absl::Seconds(5));
+  EXPECT_EQ(standby_seen.front(), 0);
+  EXPECT_EQ(standby_seen[5], 1) << "standby = 1 while waiting";
+  EXPECT_EQ(metrics_.standby.load(), 0) << "and 0 once streaming";
+}
+
+TEST_F(RelayTest, GapUpstreamIsFatalAndAnInvalidatedSlotIsAMetric) {
+  int attempts = 0;
+  StreamFactory streams = [&]() -> absl::StatusOr<std::unique_ptr<replication::ReplicationStream>> {
+    ++attempts;
+    return replication::MarkGap(absl::FailedPreconditionError("slot was invalidated"), /*invalidated=*/true);
+  };
+  Relay relay(streams, Sinks(), Options(), &metrics_);
+  absl::Status status = relay.Run(stop_);
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(replication::IsGapUpstream(status));
+  EXPECT_EQ(attempts, 1) << "never retried, never recreated";
+  EXPECT_EQ(metrics_.slot_invalidated.load(), 1);
+  EXPECT_THAT(metrics_.RenderPrometheus(), HasSubstr("outboxd_slot_invalidated 1\n"));
+}
+
+TEST_F(RelayTest, VanishedSlotIsFatalWithoutTheInvalidatedMetric) {
+  StreamFactory streams = [&]() -> absl::StatusOr<std::unique_ptr<replication::ReplicationStream>> {
+    return replication::MarkGap(absl::FailedPreconditionError("slot vanished"), /*invalidated=*/false);
+  };
+  Relay relay(streams, Sinks(), Options(), &metrics_);
+  EXPECT_TRUE(replication::IsGapUpstream(relay.Run(stop_)));
+  EXPECT_EQ(metrics_.slot_invalidated.load(), 0);
+}
+
+}  // namespace
+}  // namespace outboxd::pipeline

@@ -1,0 +1,208 @@
+#include "replication/state_file.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace outboxd::replication {
+namespace {
+
+using ::testing::HasSubstr;
+
+SavedState Sample() {
+  return SavedState{.system_id = "7312345678901234567", .timeline = 2, .slot = "outboxd",
+                    .confirmed_lsn = Lsn(0x16B3748)};
+}
+
+TEST(StateFileTest, EncodeDecodeRoundTrip) {
+  const std::string text = EncodeState(Sample());
+  EXPECT_THAT(text, HasSubstr("system_identifier=7312345678901234567\n"));
+  EXPECT_THAT(text, HasSubstr("confirmed_lsn=0/16B3748\n"));
+  absl::StatusOr<SavedState> decoded = DecodeState(text);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(*decoded, Sample());
+}
+
+TEST(StateFileTest, DecodeRejectsWhatItCannotTrust) {
+  EXPECT_EQ(DecodeState("").status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(DecodeState("version=1\nslot=x\n").status().code(), absl::StatusCode::kDataLoss);
+  std::string text = EncodeState(Sample());
+  EXPECT_EQ(DecodeState(text + "extra=1\n").status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(DecodeState(text + "garbage\n").status().code(), absl::StatusCode::kDataLoss);
+  std::string bad_lsn = text;
+  bad_lsn.replace(bad_lsn.find("0/16B3748"), 9, "nope");
+  absl::Status status = DecodeState(bad_lsn).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(status.message(), HasSubstr("confirmed_lsn"));
+  std::string bad_version = text;
+  bad_version.replace(bad_version.find("version=1"), 9, "version=9");
+  EXPECT_EQ(DecodeState(bad_version).status().code(), absl::StatusCode::kDataLoss);
+}
+
+class StateFileIoTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/outboxd_state_XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    std::remove(StateFilePath(dir_, "outboxd").c_str());
+    std::remove((StateFilePath(dir_, "outboxd") + ".tmp").c_str());
+    rmdir(dir_.c_str());
+  }
+  std::string dir_;
+};
+
+TEST_F(StateFileIoTest, MissingFileIsNoState) {
+  absl::StatusOr<std::optional<SavedState>> read = ReadStateFile(StateFilePath(dir_, "outboxd"));
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_FALSE(read->has_value());
+}
+
+TEST_F(StateFileIoTest, WriteThenReadAndOverwrite) {
+  const std::string path = StateFilePath(dir_ + "/", "outboxd");
+  EXPECT_EQ(path, dir_ + "/outboxd.state");
+  ASSERT_TRUE(WriteStateFile(path, Sample()).ok());
+  SavedState next = Sample();
+  next.confirmed_lsn = Lsn(0x20000000);
+  ASSERT_TRUE(WriteStateFile(path, next).ok());
+  absl::StatusOr<std::optional<SavedState>> read = ReadStateFile(path);
+  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_TRUE(read->has_value());
+  EXPECT_EQ(**read, next);
+  EXPECT_NE(access((path + ".tmp").c_str(), F_OK), 0) << "the temporary file is renamed away";
+}
+
+TEST_F(StateFileIoTest, CorruptFileIsAnErrorNotAFirstStart) {
+  const std::string path = StateFilePath(dir_, "outboxd");
+  std::ofstream(path) << "version=1\nsystem_identifier=12\n";  // truncated
+  absl::Status status = ReadStateFile(path).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(status.message(), HasSubstr(path));
+}
+
+TEST_F(StateFileIoTest, UnwritableDirectoryIsAnError) {
+  EXPECT_FALSE(WriteStateFile(dir_ + "/no/such/dir/outboxd.state", Sample()).ok());
+}
+
+SlotFacts Facts() {
+  return SlotFacts{.slot = "outboxd", .system_id = "7312345678901234567", .database = "app"};
+}
+
+TEST(DecideSlotActionTest, FirstStartCreatesTheSlot) {
+  SlotFacts facts = Facts();
+  EXPECT_EQ(*DecideSlotAction(facts, std::nullopt), SlotAction::kCreate);
+  facts.create_slot = false;
+  absl::Status status = DecideSlotAction(facts, std::nullopt).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_FALSE(IsGapUpstream(status));
+  EXPECT_THAT(status.message(), HasSubstr("create_slot = false"));
+}
+
+TEST(DecideSlotActionTest, ExistingSlotIsUsed) {
+  SlotFacts facts = Facts();
+  facts.found = true;
+  EXPECT_EQ(*DecideSlotAction(facts, std::nullopt), SlotAction::kUse);
+  EXPECT_EQ(*DecideSlotAction(facts, Sample()), SlotAction::kUse);
+}
+
+TEST(DecideSlotActionTest, VanishedSlotIsAGapUnlessAccepted) {
+  SlotFacts facts = Facts();
+  absl::Status status = DecideSlotAction(facts, Sample()).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(IsGapUpstream(status));
+  EXPECT_FALSE(IsSlotInvalidated(status));
+  EXPECT_THAT(status.message(), HasSubstr("does not exist"));
+  EXPECT_THAT(status.message(), HasSubstr("0/16B3748"));
+  EXPECT_THAT(status.message(), HasSubstr("--accept-gap"));
+  // Even when create_slot is on: that flag is for first starts.
+  facts.accept_gap = true;
+  EXPECT_EQ(*DecideSlotAction(facts, Sample()), SlotAction::kCreate);
+  facts.create_slot = false;
+  EXPECT_EQ(*DecideSlotAction(facts, Sample()), SlotAction::kCreate) << "the operator asked for it";
+}
+
+TEST(DecideSlotActionTest, StateOfAnotherSlotSaysNothing) {
+  SavedState other = Sample();
+  other.slot = "another";
+  EXPECT_EQ(*DecideSlotAction(Facts(), other), SlotAction::kCreate);
+}
+
+TEST(DecideSlotActionTest, InvalidatedSlotStopsWithAMarkUnlessAccepted) {
+  SlotFacts facts = Facts();
+  facts.found = true;
+  facts.invalidated = true;
+  for (const std::optional<SavedState>& saved : {std::optional<SavedState>(), std::optional(Sample())}) {
+    absl::Status status = DecideSlotAction(facts, saved).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_TRUE(IsGapUpstream(status));
+    EXPECT_TRUE(IsSlotInvalidated(status));
+    EXPECT_THAT(status.message(), HasSubstr("invalidated"));
+    EXPECT_THAT(status.message(), HasSubstr("--accept-gap"));
+  }
+  facts.accept_gap = true;
+  EXPECT_EQ(*DecideSlotAction(facts, Sample()), SlotAction::kRecreate);
+}
+
+TEST(DecideSlotActionTest, AnotherSystemIsAPossibleGap) {
+  SlotFacts facts = Facts();
+  facts.system_id = "999";
+  for (bool found : {false, true}) {
+    facts.found = found;
+    facts.accept_gap = false;
+    absl::Status status = DecideSlotAction(facts, Sample()).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_TRUE(IsGapUpstream(status));
+    EXPECT_THAT(status.message(), HasSubstr("system 999"));
+    EXPECT_THAT(status.message(), HasSubstr("7312345678901234567"));
+    facts.accept_gap = true;
+    EXPECT_EQ(*DecideSlotAction(facts, Sample()), found ? SlotAction::kUse : SlotAction::kCreate);
+  }
+}
+
+}  // namespace
+}  // namespace outboxd::replication
+
+namespace outboxd::replication {
+namespace {
+
+TEST_F(StateFileIoTest, RecorderWritesAtOnceThenAtMostOnceASecondAndAtStop) {
+  absl::Time now = absl::FromUnixSeconds(1700000000);
+  const std::string path = StateFilePath(dir_, "outboxd");
+  StateRecorder recorder(path, absl::Seconds(1), [&] { return now; });
+  auto on_disk = [&] { return (*ReadStateFile(path))->confirmed_lsn; };
+  ASSERT_TRUE(recorder.OnConfirmed(Lsn(5)).ok()) << "nothing to record before a session";
+  EXPECT_FALSE(ReadStateFile(path)->has_value());
+
+  SavedState state = Sample();
+  state.confirmed_lsn = Lsn(100);
+  ASSERT_TRUE(recorder.Begin(state).ok());
+  EXPECT_EQ(on_disk(), Lsn(100)) << "a session start is recorded at once";
+  for (int i = 1; i <= 100; ++i) {
+    now += absl::Milliseconds(10);
+    ASSERT_TRUE(recorder.OnConfirmed(Lsn(100 + i)).ok());
+  }
+  // 100 confirms over one second: the first within the second is held back,
+  // one write when the second has passed.
+  EXPECT_EQ(recorder.writes(), 2);
+  EXPECT_EQ(on_disk(), Lsn(200));
+  now += absl::Milliseconds(10);
+  ASSERT_TRUE(recorder.OnConfirmed(Lsn(250)).ok());
+  EXPECT_EQ(on_disk(), Lsn(200)) << "throttled";
+  ASSERT_TRUE(recorder.OnConfirmed(Lsn(240)).ok()) << "never backwards";
+  ASSERT_TRUE(recorder.Flush().ok());
+  EXPECT_EQ(on_disk(), Lsn(250)) << "written at stop";
+  EXPECT_EQ(recorder.writes(), 3);
+  ASSERT_TRUE(recorder.Flush().ok());
+  EXPECT_EQ(recorder.writes(), 3) << "nothing new, nothing written";
+}
+
+}  // namespace
+}  // namespace outboxd::replication
