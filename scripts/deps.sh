@@ -76,3 +76,5 @@ done
 
 # Kafka jars (Maven Central -> ~/.m2) and .run/kafka/classpath.txt; no-op when up to date.
 "$REPO/deploy/local/stack.sh" classpath
+# Kafka 3.9 jars for the SCRAM test when librdkafka < 2.6.1 (tests/integration/kafka3-pom.xml).
+bash "$REPO/tests/integration/tls_stack.sh" classpath

@@ -7,7 +7,6 @@
 #include <cstring>
 #include <iostream>
 #include <memory>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -245,54 +244,6 @@ int Run(const ops::Config& config, const RunFlags& flags) {
   return 0;
 }
 
-// The flags of `outboxd replay`, as given; Options() checks them.
-struct ReplayFlags {
-  std::optional<std::string> table, since, until;
-  bool dry_run = false;
-
-  // Consumes args[*i] (and its value) when it is a replay flag.
-  bool Accept(const std::vector<std::string_view>& args, size_t* i) {
-    const std::string_view arg = args[*i];
-    if (arg == "--dry-run") {
-      dry_run = true;
-      return true;
-    }
-    const std::pair<std::string_view, std::optional<std::string>*> flags[] = {
-        {"--table", &table}, {"--since", &since}, {"--until", &until}};
-    for (const auto& [name, value] : flags) {
-      if (arg == name && *i + 1 < args.size()) {
-        *value = std::string(args[++*i]);
-        return true;
-      }
-      if (arg.size() > name.size() && arg.starts_with(name) && arg[name.size()] == '=') {
-        *value = std::string(arg.substr(name.size() + 1));
-        return true;
-      }
-    }
-    return false;
-  }
-
-  absl::StatusOr<ops::ReplayOptions> Options() const {
-    if (!table || table->empty()) {
-      return absl::InvalidArgumentError("replay needs --table T, one of the config's [[outbox]] tables");
-    }
-    if (!since) return absl::InvalidArgumentError("replay needs --since TIME, e.g. --since 2026-11-27T03:00:00Z");
-    ops::ReplayOptions options;
-    options.table = *table;
-    options.dry_run = dry_run;
-    absl::StatusOr<absl::Time> start = ops::ParseReplayTime("--since", *since);
-    if (!start.ok()) return start.status();
-    options.since = *start;
-    if (until) {
-      absl::StatusOr<absl::Time> end = ops::ParseReplayTime("--until", *until);
-      if (!end.ok()) return end.status();
-      if (*end <= *start) return absl::InvalidArgumentError("--until must be later than --since");
-      options.until = *end;
-    }
-    return options;
-  }
-};
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -311,8 +262,8 @@ int main(int argc, char** argv) {
     return Usage(fmt::format("unknown command '{}'", command));
   }
   std::string config_path;
+  std::vector<std::string_view> replay_args;
   RunFlags flags;
-  ReplayFlags replay;
   for (size_t i = 1; i < args.size(); ++i) {
     if (args[i] == "--config" && i + 1 < args.size()) {
       config_path = std::string(args[++i]);
@@ -326,8 +277,8 @@ int main(int argc, char** argv) {
       if (flags.state_dir.empty()) return Usage("--state-dir needs a directory");
     } else if (command == "run" && args[i] == "--accept-gap") {
       flags.accept_gap = true;
-    } else if (command == "replay" && replay.Accept(args, &i)) {
-      continue;
+    } else if (command == "replay") {
+      replay_args.push_back(args[i]);
     } else {
       return Usage(fmt::format("unknown argument '{}'", args[i]));
     }
@@ -343,7 +294,7 @@ int main(int argc, char** argv) {
   ops::RegisterLogSecrets(*config);
   if (command == "check") return ops::RunCheck(*config, std::cout);
   if (command == "replay") {
-    absl::StatusOr<ops::ReplayOptions> options = replay.Options();
+    absl::StatusOr<ops::ReplayOptions> options = ops::ParseReplayFlags(replay_args);
     if (!options.ok()) return Usage(std::string(options.status().message()));
     signal(SIGPIPE, SIG_IGN);
     return ops::RunReplay(*config, *options, std::cout);

@@ -82,6 +82,46 @@ absl::StatusOr<absl::Time> ParseReplayTime(std::string_view flag, std::string_vi
   return time;
 }
 
+absl::StatusOr<ReplayOptions> ParseReplayFlags(const std::vector<std::string_view>& args) {
+  std::optional<std::string> table, since, until;
+  ReplayOptions options;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string_view arg = args[i];
+    if (arg == "--dry-run") {
+      options.dry_run = true;
+      continue;
+    }
+    bool known = false;
+    const std::pair<std::string_view, std::optional<std::string>*> flags[] = {
+        {"--table", &table}, {"--since", &since}, {"--until", &until}};
+    for (const auto& [name, value] : flags) {
+      if (arg == name && i + 1 < args.size()) {
+        *value = std::string(args[++i]);
+        known = true;
+      } else if (arg.size() > name.size() && arg.starts_with(name) && arg[name.size()] == '=') {
+        *value = std::string(arg.substr(name.size() + 1));
+        known = true;
+      }
+      if (known) break;
+    }
+    if (!known) return absl::InvalidArgumentError(fmt::format("unknown argument '{}'", arg));
+  }
+  if (!table || table->empty()) {
+    return absl::InvalidArgumentError("replay needs --table T, one of the config's [[outbox]] tables");
+  }
+  if (!since) {
+    return absl::InvalidArgumentError("replay needs --since TIME, e.g. --since 2026-11-27T03:00:00Z");
+  }
+  options.table = *table;
+  ASSIGN_OR_RETURN(options.since, ParseReplayTime("--since", *since));
+  if (until) {
+    ASSIGN_OR_RETURN(const absl::Time end, ParseReplayTime("--until", *until));
+    if (end <= options.since) return absl::InvalidArgumentError("--until must be later than --since");
+    options.until = end;
+  }
+  return options;
+}
+
 ReplayPublisher::ReplayPublisher(const outbox::TableConfig& table, kafka::EventSink* sink)
     : mapper_({table}), sink_(sink) {
   // The config loader already validated the template.

@@ -36,6 +36,12 @@ struct ReplayResult {
   uint64_t failed = 0;  // rows that could not be mapped or routed, or whose delivery failed
 };
 
+// Parses the arguments of `outboxd replay` other than --config: --table T,
+// --since TIME, --until TIME (each also as --flag=value) and --dry-run.
+// InvalidArgumentError saying what to write for a missing, malformed or
+// unknown argument.
+absl::StatusOr<ReplayOptions> ParseReplayFlags(const std::vector<std::string_view>& args);
+
 // Parses an RFC 3339 timestamp ("2026-11-27T03:00:00Z", "...+01:00",
 // fractions allowed). InvalidArgumentError naming `flag` otherwise.
 absl::StatusOr<absl::Time> ParseReplayTime(std::string_view flag, std::string_view text);

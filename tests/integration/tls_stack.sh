@@ -7,16 +7,21 @@
 #     scram-sha-256 (postgres itself only over the Unix socket, for test setup);
 #   - one KRaft Kafka broker (the jars of deploy/local/stack.sh) with an SSL and a SASL_SSL
 #     listener; SASL mechanisms SCRAM-SHA-512 (user outboxd created at format time) and PLAIN
-#     (same user and password: librdkafka before 2.6.1 cannot do SCRAM with Kafka 4.x).
+#     (same user and password: librdkafka before 2.6.1 cannot do SCRAM with Kafka 4.x);
+#   - when the installed librdkafka is older than 2.6.1 (Debian 12 has 2.0.2), also a Kafka 3.9
+#     KRaft broker (jars from tests/integration/kafka3-pom.xml, which that librdkafka can do SCRAM
+#     with) with one SASL_SSL listener, SCRAM-SHA-512 only, same user and password; it starts in
+#     parallel with the 4.x broker. OUTBOXD_TLS_KAFKA3=1|0 forces it on or off.
 # Everything binds 127.0.0.1. Passwords are random, kept in 0600 files, and never passed on a
 # command line (the Kafka format tool reads its arguments from a java @argfile).
 #
-#   tests/integration/tls_stack.sh up | down
+#   tests/integration/tls_stack.sh up | down | classpath   (classpath: resolve the 3.9 jars only)
 #
 # Ports (defaults derived from the local stack's, so that parallel stacks do not collide):
 #   OUTBOXD_TLS_PG_PORT     PostgreSQL over TLS   (default OUTBOXD_PG_PORT + 200)
 #   OUTBOXD_TLS_KAFKA_PORT  Kafka SSL listener    (default OUTBOXD_KAFKA_PORT + 5);
-#                           SASL_SSL is the next port, the KRaft controller the one after.
+#                           SASL_SSL is the next port, the KRaft controller the one after;
+#                           the Kafka 3.9 SASL_SSL listener the one after, its controller the next.
 # `up` writes $REPO/.run/tls/env (KEY=VALUE lines) for the test.
 set -euo pipefail
 
@@ -27,6 +32,8 @@ PG_PORT=${OUTBOXD_TLS_PG_PORT:-$((${OUTBOXD_PG_PORT:-54329} + 200))}
 SSL_PORT=${OUTBOXD_TLS_KAFKA_PORT:-$((${OUTBOXD_KAFKA_PORT:-59092} + 5))}
 SASL_PORT=$((SSL_PORT + 1))
 CONTROLLER_PORT=$((SSL_PORT + 2))
+SCRAM3_PORT=$((SSL_PORT + 3))
+CONTROLLER3_PORT=$((SSL_PORT + 4))
 PG_OS_USER=${OUTBOXD_PG_USER:-outboxd-dev}
 PG_BIN=/usr/lib/postgresql/15/bin
 TIMEOUT=${OUTBOXD_STACK_TIMEOUT:-120}
@@ -48,6 +55,36 @@ PGDATA="$PG_ROOT/data"
 PG_SOCK="$PG_ROOT/sock"
 KAFKA_DIR="$TLS/kafka"
 KAFKA_PID_FILE="$KAFKA_DIR/kafka.pid"
+KAFKA3_DIR="$TLS/kafka3"
+KAFKA3_POM="$SCRIPT_DIR/kafka3-pom.xml"
+KAFKA3_CP_FILE="$REPO/.run/kafka3/classpath.txt"
+
+# librdkafka before 2.6.1 cannot do SCRAM with Kafka 4.x (confluentinc/librdkafka#4895).
+need_kafka3() {
+    case ${OUTBOXD_TLS_KAFKA3:-} in 1) return 0 ;; 0) return 1 ;; esac
+    local v
+    v=$(pkg-config --modversion rdkafka 2>/dev/null) || return 0
+    [[ $(printf '%s\n2.6.1\n' "$v" | sort -V | head -1) != 2.6.1 ]]
+}
+
+kafka3_classpath() {
+    mkdir -p "$(dirname "$KAFKA3_CP_FILE")"
+    if [[ -s $KAFKA3_CP_FILE && $KAFKA3_CP_FILE -nt $KAFKA3_POM ]]; then
+        local ok=1 jar jars
+        IFS=: read -r -a jars <"$KAFKA3_CP_FILE" || true
+        for jar in "${jars[@]}"; do [[ -f $jar ]] || { ok=0; break; }; done
+        ((ok)) && return 0
+    fi
+    command -v mvn >/dev/null || die "kafka3: mvn not found; run scripts/deps.sh"
+    say "kafka3: resolving the Kafka 3.9 jars with Maven (into ~/.m2)"
+    local log="${KAFKA3_CP_FILE%/*}/mvn.log" tmp="$KAFKA3_CP_FILE.tmp"
+    if ! mvn -B -q -f "$KAFKA3_POM" dependency:build-classpath -Dmdep.outputFile="$tmp" >"$log" 2>&1 ||
+        [[ ! -s $tmp ]]; then
+        tail -20 "$log" >&2
+        die "kafka3: Maven could not resolve the Kafka 3.9 jars (see $log)"
+    fi
+    mv -f "$tmp" "$KAFKA3_CP_FILE"
+}
 
 secret() { head -c 18 /dev/urandom | base64 | tr -d '+/='; }
 
@@ -133,11 +170,12 @@ pg_down() {
     rm -rf -- "$PG_ROOT"
 }
 
+# kafka_pid [DIR]: the pid of the broker started from DIR (default the 4.x one), if running.
 kafka_pid() {
-    local pid
-    pid=$(cat "$KAFKA_PID_FILE" 2>/dev/null) || return 1
+    local pid dir=${1:-$KAFKA_DIR}
+    pid=$(cat "$dir/kafka.pid" 2>/dev/null) || return 1
     [[ $pid =~ ^[0-9]+$ ]] || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "kafka.Kafka $KAFKA_DIR/server.properties" || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "kafka.Kafka $dir/server.properties" || return 1
     printf '%s\n' "$pid"
 }
 
@@ -232,8 +270,8 @@ EOF
 }
 
 kafka_down() {
-    local pid
-    if pid=$(kafka_pid); then
+    local pid dir=${1:-$KAFKA_DIR}
+    if pid=$(kafka_pid "$dir"); then
         kill -TERM "$pid" 2>/dev/null || true
         local deadline=$((SECONDS + 30))
         while kill -0 "$pid" 2>/dev/null; do
@@ -241,22 +279,120 @@ kafka_down() {
             sleep 0.2
         done
     fi
-    rm -rf -- "$KAFKA_DIR"
+    rm -rf -- "$dir"
+}
+
+# Kafka 3.9 KRaft broker: SASL_SSL with SCRAM-SHA-512 only (also between the node and itself),
+# user outboxd created at format time. Runs in the background of `up`, in parallel with kafka_up.
+kafka3_up() {
+    local p
+    for p in "$SCRAM3_PORT" "$CONTROLLER3_PORT"; do
+        port_open "$p" && die "127.0.0.1:$p is in use (Kafka 3.9); set OUTBOXD_TLS_KAFKA_PORT"
+    done
+    local cp store password d=$KAFKA3_DIR
+    cp=$(<"$KAFKA3_CP_FILE")
+    store=$(<"$TLS/secrets/store_password")
+    password=$(<"$TLS/secrets/kafka_password")
+    rm -rf -- "$d"
+    mkdir -p "$d/data" "$d/logs"
+    (umask 077; cat >"$d/server.properties" <<EOF
+# Written by tests/integration/tls_stack.sh (Kafka 3.9, for SCRAM with librdkafka < 2.6.1)
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$CONTROLLER3_PORT
+listeners=SASL_SSL://127.0.0.1:$SCRAM3_PORT,CONTROLLER://127.0.0.1:$CONTROLLER3_PORT
+advertised.listeners=SASL_SSL://127.0.0.1:$SCRAM3_PORT
+listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=SASL_SSL
+controller.listener.names=CONTROLLER
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="outboxd" password="$password";
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$TLS/certs/server.p12
+ssl.keystore.password=$store
+ssl.key.password=$store
+ssl.truststore.type=PKCS12
+ssl.truststore.location=$TLS/certs/truststore.p12
+ssl.truststore.password=$store
+ssl.client.auth=none
+log.dirs=$d/data
+auto.create.topics.enable=true
+num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=1
+group.initial.rebalance.delay.ms=0
+num.network.threads=2
+num.io.threads=2
+EOF
+    printf '%s\n' -cp "$cp" kafka.tools.StorageTool format --ignore-formatted \
+        -t "$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')" \
+        -c "$d/server.properties" \
+        --add-scram "SCRAM-SHA-512=[name=outboxd,password=$password]" \
+        >"$d/format.args")
+    cat >"$d/log4j.properties" <<'EOF'
+log4j.rootLogger=INFO, out
+log4j.appender.out=org.apache.log4j.ConsoleAppender
+log4j.appender.out.layout=org.apache.log4j.PatternLayout
+log4j.appender.out.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.org.apache.kafka.clients=WARN
+EOF
+    java -Xms64m -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+        -Dlog4j.configuration="file:$d/log4j.properties" "@$d/format.args" \
+        >"$d/logs/format.log" 2>&1 || { rm -f "$d/format.args"; tail -20 "$d/logs/format.log" >&2; die "kafka3 format failed"; }
+    rm -f "$d/format.args"
+    # shellcheck disable=SC2016 # expanded by the inner shell
+    setsid nohup bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$d/kafka.pid" \
+        java -Xms128m -Xmx320m -XX:+UseSerialGC -Djava.awt.headless=true \
+        -Dlog4j.configuration="file:$d/log4j.properties" \
+        -cp "$cp" kafka.Kafka "$d/server.properties" \
+        >>"$d/logs/kafka.out" 2>&1 </dev/null &
+    disown "$!" 2>/dev/null || true
+    local deadline=$((SECONDS + TIMEOUT)) pid=""
+    until [[ -n $pid ]] && port_open "$SCRAM3_PORT" &&
+        grep -q "Kafka Server started" "$d/logs/kafka.out" 2>/dev/null; do
+        pid=$(kafka_pid "$d") || pid=""
+        if ((SECONDS >= deadline)); then
+            tail -30 "$d/logs/kafka.out" >&2 || true
+            kafka_down "$d"
+            die "kafka3: not ready after ${TIMEOUT}s"
+        fi
+        sleep 0.3
+    done
+    say "kafka 3.9: SASL_SSL (SCRAM-SHA-512) on 127.0.0.1:$SCRAM3_PORT (pid $pid)"
 }
 
 case ${1:-} in
     up)
         t0=$SECONDS
         bash "$0" down
+        # A failed `up` stops whatever it started (the other broker may still be starting).
+        trap '[[ $? -eq 0 ]] || bash "$0" down' EXIT
         mkdir -p "$TLS"
         make_certs
         pg_up
-        kafka_up
+        scram=127.0.0.1:$SASL_PORT
+        if need_kafka3; then
+            kafka3_classpath
+            scram=127.0.0.1:$SCRAM3_PORT
+            kafka3_up &
+            k3=$!
+            kafka_up
+            wait "$k3" || die "the Kafka 3.9 broker did not start"
+        else
+            kafka_up
+        fi
         cat >"$TLS/env" <<EOF
 PG_PORT=$PG_PORT
 PG_SOCKET_DIR=$PG_SOCK
 KAFKA_SSL=127.0.0.1:$SSL_PORT
 KAFKA_SASL_SSL=127.0.0.1:$SASL_PORT
+KAFKA_SCRAM=$scram
 CA=$TLS/certs/ca.pem
 OTHER_CA=$TLS/certs/other-ca.pem
 PG_PASSWORD_FILE=$TLS/secrets/pg_password
@@ -265,12 +401,16 @@ EOF
         say "up in $((SECONDS - t0))s; settings in $TLS/env"
         ;;
     down)
+        kafka_down "$KAFKA3_DIR"
         kafka_down
         pg_down
         rm -rf -- "$TLS"
         ;;
+    classpath)
+        if need_kafka3; then kafka3_classpath; fi
+        ;;
     *)
-        sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
+        sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//' >&2
         exit 2
         ;;
 esac

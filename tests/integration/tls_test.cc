@@ -159,10 +159,11 @@ class TlsTest : public ::testing::Test {
   }
 
   // librdkafka properties of a client over SSL, or SASL_SSL with `mechanism`.
+  // `servers` is an env key naming the broker (default: the 4.x listener).
   Properties Kafka(bool sasl, const std::string& password,
-                   const std::string& mechanism = "SCRAM-SHA-512") const {
+                   const std::string& mechanism = "SCRAM-SHA-512", const std::string& servers = "") const {
     Properties p = {
-        {"bootstrap.servers", env_.at(sasl ? "KAFKA_SASL_SSL" : "KAFKA_SSL")},
+        {"bootstrap.servers", env_.at(!servers.empty() ? servers : sasl ? "KAFKA_SASL_SSL" : "KAFKA_SSL")},
         {"security.protocol", sasl ? "sasl_ssl" : "ssl"},
         {"ssl.ca.location", env_.at("CA")},
         {"ssl.endpoint.identification.algorithm", "https"},
@@ -246,14 +247,35 @@ TEST_F(TlsTest, PostgresVerifyFullAndKafkaSsl) {
   StreamThrough(Kafka(/*sasl=*/false, ""), Kafka(/*sasl=*/false, ""));
 }
 
+// KAFKA_SCRAM is the 4.x SASL_SSL listener, or, with a librdkafka older than
+// 2.6.1, a Kafka 3.9 broker that tls_stack.sh starts for this test.
 TEST_F(TlsTest, PostgresVerifyFullAndKafkaSaslSslScram) {
-  if (!ScramWorksWithKafka4()) {
-    GTEST_SKIP() << "librdkafka " << LibrdkafkaVersion()
-                 << " cannot authenticate with SCRAM to Kafka 4.x (fixed in 2.6.1, "
-                    "confluentinc/librdkafka#4895); SASL_SSL is tested with PLAIN";
-  }
-  StreamThrough(Kafka(/*sasl=*/true, fmt::format("${{file:{}}}", env_["KAFKA_PASSWORD_FILE"])),
-                Kafka(/*sasl=*/true, kafka_password_));
+  ASSERT_FALSE(env_["KAFKA_SCRAM"].empty()) << "no KAFKA_SCRAM in .run/tls/env: rerun tls_stack.sh up";
+  ASSERT_TRUE(ScramWorksWithKafka4() || env_["KAFKA_SCRAM"] != env_["KAFKA_SASL_SSL"])
+      << "librdkafka " << LibrdkafkaVersion() << " needs the Kafka 3.9 broker for SCRAM";
+  StreamThrough(Kafka(true, fmt::format("${{file:{}}}", env_["KAFKA_PASSWORD_FILE"]), "SCRAM-SHA-512", "KAFKA_SCRAM"),
+                Kafka(true, kafka_password_, "SCRAM-SHA-512", "KAFKA_SCRAM"));
+}
+
+TEST_F(TlsTest, KafkaScramWrongPasswordFailsClearlyWithoutShowingIt) {
+  const std::string wrong = "Wr0ngScramPassw0rd-" + UniqueName("x");
+  const std::string config =
+      WriteConfig(Config(Dsn(env_["CA"]), Kafka(true, wrong, "SCRAM-SHA-512", "KAFKA_SCRAM")));
+  Result check = RunOutboxd("check --config " + config);
+  EXPECT_EQ(check.code, 1) << check.output;
+  EXPECT_THAT(check.output, HasSubstr("Authentication failed"));
+  EXPECT_THAT(check.output, HasSubstr("SCRAM-SHA-512"));
+  EXPECT_THAT(check.output, Not(HasSubstr(wrong)));
+  EXPECT_THAT(check.output, Not(HasSubstr(kafka_password_)));
+  std::remove(config.c_str());
+
+  OutboxdProcess outboxd(Config(Dsn(env_["CA"]), Kafka(true, wrong, "SCRAM-SHA-512", "KAFKA_SCRAM")));
+  outboxd.Start();
+  EXPECT_TRUE(outboxd.WaitForLog("Authentication failed", absl::Seconds(60))) << outboxd.Log();
+  outboxd.Stop(SIGTERM);
+  EXPECT_THAT(outboxd.Log(), Not(HasSubstr(wrong)));
+  EXPECT_THAT(outboxd.Log(), Not(HasSubstr(kafka_password_)));
+  EXPECT_THAT(outboxd.Log(), Not(HasSubstr(pg_password_)));
 }
 
 TEST_F(TlsTest, PostgresVerifyFullAndKafkaSaslSslPlain) {

@@ -134,3 +134,36 @@ TEST(ReplayPublisherTest, DryRunMapsAndRoutesWithoutASink) {
 
 }  // namespace
 }  // namespace outboxd::ops
+
+namespace outboxd::ops {
+namespace {
+
+TEST(ParseReplayFlagsTest, ReadsEveryFlagInBothForms) {
+  auto options = ParseReplayFlags({"--table", "public.outbox", "--since=2026-01-01T10:00:00Z",
+                                   "--until", "2026-01-01T12:00:00+01:00", "--dry-run"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->table, "public.outbox");
+  EXPECT_EQ(absl::ToUnixSeconds(options->since), 1767261600);
+  ASSERT_TRUE(options->until.has_value());
+  EXPECT_EQ(*options->until - options->since, absl::Hours(1));
+  EXPECT_TRUE(options->dry_run);
+}
+
+TEST(ParseReplayFlagsTest, SaysWhatIsMissingOrWrong) {
+  auto message = [](const std::vector<std::string_view>& args) {
+    auto options = ParseReplayFlags(args);
+    EXPECT_EQ(options.status().code(), absl::StatusCode::kInvalidArgument);
+    return std::string(options.status().message());
+  };
+  EXPECT_THAT(message({"--since", "2026-01-01T00:00:00Z"}), HasSubstr("replay needs --table T"));
+  EXPECT_THAT(message({"--table", "t"}), HasSubstr("replay needs --since TIME"));
+  EXPECT_THAT(message({"--table", "t", "--since", "2026-01-01T00:00:00Z", "--bogus"}),
+              HasSubstr("unknown argument '--bogus'"));
+  EXPECT_THAT(message({"--table", "t", "--since", "2026-01-01T00:00:00Z", "--until",
+                       "2026-01-01T00:00:00Z"}),
+              HasSubstr("--until must be later than --since"));
+  EXPECT_THAT(message({"--table", "t", "--since"}), HasSubstr("unknown argument '--since'"));
+}
+
+}  // namespace
+}  // namespace outboxd::ops
