@@ -147,8 +147,11 @@ TEST_F(RelayTest, KafkaOutageNeverConfirmsUnacknowledgedCommits) {
   InsertTxn(sql_, source_.table, 0, 5);
   ASSERT_EQ(ReadTopics({Topic()}, 5, absl::Seconds(60)).size(), 5u) << outboxd_->Log();
   const Lsn before_outage = sql_.CurrentLsn();
+  // WAL written after the last commit is confirmed from a keepalive's walEnd;
+  // the walsender promises one only every wal_sender_timeout / 2 (30 s).
   ASSERT_TRUE(WaitFor([&] { return sql_.ConfirmedFlush(source_.slot) >= before_outage; },
-                      absl::Seconds(15)));
+                      absl::Seconds(45)))
+      << "confirmed " << sql_.ConfirmedFlush(source_.slot) << ", wanted " << before_outage;
 
   ASSERT_TRUE(Stack("stop kafka"));
   for (int t = 1; t <= 20; ++t) InsertTxn(sql_, source_.table, t, 10);
