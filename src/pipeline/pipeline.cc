@@ -8,7 +8,7 @@
 #include "common/time.h"
 #include "common/format.h"
 #include "fmt/format.h"
-#include "ops/logging.h"
+#include "telemetry/logging.h"
 #include "pgoutput/decoder.h"
 #include "replication/copy_frame.h"
 
@@ -41,7 +41,7 @@ std::string Describe(const outbox::OutboxEvent& event) {
 absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Create(replication::ReplicationStream* stream,
                                                            kafka::EventSink* sink,
                                                            PipelineOptions options,
-                                                           ops::Metrics* metrics, Clock clock) {
+                                                           telemetry::Metrics* metrics, Clock clock) {
   std::vector<outbox::TopicTemplate> table_topics;
   for (const outbox::TableConfig& table : options.tables) {
     ASSIGN_OR_RETURN(outbox::TopicTemplate topic, outbox::TopicTemplate::Parse(table.topic));
@@ -57,7 +57,7 @@ absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Create(replication::Replicat
 }
 
 Pipeline::Pipeline(replication::ReplicationStream* stream, kafka::EventSink* sink,
-                   PipelineOptions options, ops::Metrics* metrics, Clock clock)
+                   PipelineOptions options, telemetry::Metrics* metrics, Clock clock)
     : stream_(stream),
       sink_(sink),
       options_(std::move(options)),
@@ -186,7 +186,7 @@ absl::Status Pipeline::HandleInsert(Lsn lsn, const pgoutput::InsertMessage& inse
     if (!relation.ok()) return relation.status();  // the server broke the protocol
     metrics_->changes_ignored.Add("insert_unmapped_table");
     if (warned_relations_.insert(insert.relation_oid).second) {
-      ops::LogWarn(
+      telemetry::LogWarn(
           "table {}.{} is in publication but no [[outbox]] entry maps it: its inserts are counted "
           "(outboxd_changes_ignored_total{{kind=\"insert_unmapped_table\"}}) and not published; "
           "add an [[outbox]] entry or remove the table from the publication",
@@ -321,7 +321,7 @@ absl::Status Pipeline::OnBadEvent(const absl::Status& error, std::string_view wh
 absl::Status Pipeline::ProduceDeadLetter(const outbox::DeadLetter& letter, uint64_t token,
                                          std::string_view what, std::string_view detail) {
   // Once per event, without payload contents (errors never quote payloads).
-  ops::LogWarn("{}: {}; sent to dead-letter topic {} instead (reason {}, counted in "
+  telemetry::LogWarn("{}: {}; sent to dead-letter topic {} instead (reason {}, counted in "
                "outboxd_events_dead_lettered_total)",
                what, detail, options_.dead_letter_topic, letter.reason);
   metrics_->events_dead_lettered.Add(letter.reason);
@@ -513,19 +513,19 @@ absl::Status Pipeline::GracefulStop() {
   // letter is never dead-lettered again).
   for (int round = 0; round < 3 && flushed.ok() && !refused_.empty(); ++round) {
     if (absl::Status dead = DeadLetterRefused(); !dead.ok()) {
-      ops::LogWarn("stopping: {}", dead.message());
+      telemetry::LogWarn("stopping: {}", dead.message());
       break;
     }
     flushed = sink_->Flush(options_.stop_flush_timeout);
   }
   if (!flushed.ok()) {
-    ops::LogWarn("stopping with {} events not acknowledged by Kafka ({}); they stay unconfirmed "
+    telemetry::LogWarn("stopping with {} events not acknowledged by Kafka ({}); they stay unconfirmed "
                  "and are published again on the next start",
                  tracker_.inflight_events(), flushed.message());
   }
   absl::Status sent = MaybeSendStatus(/*force=*/true);
   if (!sent.ok()) {
-    ops::LogWarn("could not send the final status update ({}); the slot stays at its last "
+    telemetry::LogWarn("could not send the final status update ({}); the slot stays at its last "
                  "confirmed position and the next start re-publishes from there",
                  sent.message());
   }

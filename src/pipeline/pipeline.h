@@ -21,7 +21,7 @@
 #include "absl/time/time.h"
 #include "common/lsn.h"
 #include "kafka/event_sink.h"
-#include "ops/metrics.h"
+#include "telemetry/metrics.h"
 #include "outbox/dead_letter.h"
 #include "outbox/envelope.h"
 #include "outbox/event.h"
@@ -64,7 +64,7 @@ class Pipeline {
   // InvalidArgumentError for a topic template that does not parse.
   static absl::StatusOr<std::unique_ptr<Pipeline>> Create(
       replication::ReplicationStream* stream, kafka::EventSink* sink, PipelineOptions options,
-      ops::Metrics* metrics, Clock clock = absl::Now);
+      telemetry::Metrics* metrics, Clock clock = absl::Now);
 
   // Streams until `stop` becomes true, then flushes Kafka, sends the final
   // status update and returns OK. Errors:
@@ -87,7 +87,7 @@ class Pipeline {
 
  private:
   Pipeline(replication::ReplicationStream* stream, kafka::EventSink* sink, PipelineOptions options,
-           ops::Metrics* metrics, Clock clock);
+           telemetry::Metrics* metrics, Clock clock);
 
   absl::Status HandleFrame(std::string_view frame);
   absl::Status HandleMessage(Lsn lsn);
@@ -124,7 +124,7 @@ class Pipeline {
   replication::ReplicationStream* stream_;
   kafka::EventSink* sink_;
   PipelineOptions options_;
-  ops::Metrics* metrics_;
+  telemetry::Metrics* metrics_;
   Clock clock_;
 
   pgoutput::RelationCache relations_;

@@ -6,7 +6,7 @@
 
 #include "common/format.h"
 #include "fmt/format.h"
-#include "ops/logging.h"
+#include "telemetry/logging.h"
 #include "replication/state_file.h"
 
 namespace outboxd::pipeline {
@@ -48,7 +48,7 @@ bool IsSlotBusy(const absl::Status& status) {
          std::string(status.message()).find("is active for PID") != std::string::npos;
 }
 
-Relay::Relay(StreamFactory streams, SinkFactory sinks, RelayOptions options, ops::Metrics* metrics)
+Relay::Relay(StreamFactory streams, SinkFactory sinks, RelayOptions options, telemetry::Metrics* metrics)
     : streams_(std::move(streams)), sinks_(std::move(sinks)), options_(std::move(options)),
       metrics_(metrics) {
   if (!options_.clock) options_.clock = absl::Now;
@@ -79,7 +79,7 @@ absl::Status Relay::Run(const std::atomic<bool>& stop) {
         status = stream.status();
         target = "postgres";
       } else {
-        if (was_standby) ops::LogInfo("the slot was released: this instance takes over streaming");
+        if (was_standby) telemetry::LogInfo("the slot was released: this instance takes over streaming");
         was_standby = false;
         standby_backoff.Reset();
         metrics_->standby.store(0);
@@ -105,7 +105,7 @@ absl::Status Relay::Run(const std::atomic<bool>& stop) {
       metrics_->standby.store(1);
       // Once a minute, not once a retry: a standby may wait for days.
       if (!was_standby || now() - last_standby_log >= options_.standby_log_interval) {
-        ops::LogInfo("standby: {}; waiting for the slot to be released (checking every {} at most)",
+        telemetry::LogInfo("standby: {}; waiting for the slot to be released (checking every {} at most)",
                      status.message(), absl::FormatDuration(options_.max_standby_backoff));
         last_standby_log = now();
       }
@@ -121,7 +121,7 @@ absl::Status Relay::Run(const std::atomic<bool>& stop) {
     metrics_->reconnects.Add(target);
     metrics_->SetLastError(std::string(status.message()));
     const absl::Duration delay = backoff.Next();
-    ops::LogWarn("{}; reconnecting to {} in {} (reconnect {} to {})", status.message(), target,
+    telemetry::LogWarn("{}; reconnecting to {} in {} (reconnect {} to {})", status.message(), target,
                  absl::FormatDuration(delay), metrics_->reconnects.Get(target), target);
     options_.sleep(delay, stop);
   }

@@ -12,7 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "kafka/event_sink.h"
-#include "ops/metrics.h"
+#include "telemetry/metrics.h"
 #include "pipeline/pipeline.h"
 #include "replication/replication_stream.h"
 
@@ -65,7 +65,7 @@ bool IsSlotBusy(const absl::Status& status);
 
 class Relay {
  public:
-  Relay(StreamFactory streams, SinkFactory sinks, RelayOptions options, ops::Metrics* metrics);
+  Relay(StreamFactory streams, SinkFactory sinks, RelayOptions options, telemetry::Metrics* metrics);
 
   // Returns OK after a graceful stop, or the fatal error that ended it. A gap
   // upstream (replication::IsGapUpstream) is fatal; an invalidated slot also
@@ -76,7 +76,7 @@ class Relay {
   StreamFactory streams_;
   SinkFactory sinks_;
   RelayOptions options_;
-  ops::Metrics* metrics_;
+  telemetry::Metrics* metrics_;
 };
 
 }  // namespace outboxd::pipeline

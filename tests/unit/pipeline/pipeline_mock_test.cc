@@ -86,7 +86,7 @@ void CreateTopic(rd_kafka_mock_cluster_t* mock, const std::string& topic, int32_
 absl::Status RunUntilFlushed(FakeStream& stream, kafka::EventSink& sink, Lsn until,
                              std::function<void()> on_idle = nullptr) {
   std::atomic<bool> stop{false};
-  ops::Metrics metrics;
+  telemetry::Metrics metrics;
   const absl::Time deadline = absl::Now() + absl::Seconds(30);
   stream.on_empty = [&] {
     if (on_idle) on_idle();
@@ -265,7 +265,7 @@ TEST(PipelineMockTest, FatalIdempotenceErrorRebuildsTheProducerAndReproducesFrom
     return forward;
   };
 
-  ops::Metrics metrics;
+  telemetry::Metrics metrics;
   RelayOptions options;
   options.pipeline = Options();
   options.initial_backoff = absl::Milliseconds(1);

@@ -80,7 +80,7 @@ class PipelineTest : public ::testing::Test {
   absl::Time now_ = absl::FromUnixSeconds(1800000000);
   FakeStream stream_;
   FakeSink sink_;
-  ops::Metrics metrics_;
+  telemetry::Metrics metrics_;
   PipelineOptions options_;
   std::atomic<bool> stop_{false};
 };

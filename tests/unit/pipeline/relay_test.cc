@@ -72,7 +72,7 @@ class RelayTest : public ::testing::Test {
   absl::Time now_ = absl::FromUnixSeconds(1700000000);
   std::vector<absl::Duration> sleeps_;
   std::atomic<bool> stop_{false};
-  ops::Metrics metrics_;
+  telemetry::Metrics metrics_;
   int sinks_made_ = 0;
 };
 

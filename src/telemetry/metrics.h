@@ -13,7 +13,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 
-namespace outboxd::ops {
+namespace outboxd::telemetry {
 
 // A counter family with one label (e.g. topic, reason, target).
 class LabeledCounter {
@@ -86,4 +86,4 @@ struct Metrics {
   std::string last_error_ ABSL_GUARDED_BY(last_error_mu_);
 };
 
-}  // namespace outboxd::ops
+}  // namespace outboxd::telemetry

@@ -1,4 +1,4 @@
-#include "ops/config.h"
+#include "config/config.h"
 
 #include <cstdio>
 #include <fstream>
@@ -16,7 +16,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace outboxd::ops {
+namespace outboxd::config {
 namespace {
 
 using ::testing::Contains;
@@ -693,9 +693,9 @@ TEST(ShippedConfigTest, EveryDocumentedExampleParses) {
 }
 
 }  // namespace
-}  // namespace outboxd::ops
+}  // namespace outboxd::config
 
-namespace outboxd::ops {
+namespace outboxd::config {
 namespace {
 
 TEST(ParseConfigTest, ErrorsSection) {
@@ -720,4 +720,4 @@ TEST(ParseConfigTest, ErrorsSection) {
 }
 
 }  // namespace
-}  // namespace outboxd::ops
+}  // namespace outboxd::config

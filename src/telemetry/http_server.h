@@ -10,13 +10,13 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
-#include "ops/endpoints.h"
+#include "telemetry/endpoints.h"
 
 namespace httplib {
 class Server;
 }
 
-namespace outboxd::ops {
+namespace outboxd::telemetry {
 
 class HttpServer {
  public:
@@ -49,4 +49,4 @@ bool SplitListen(std::string_view listen, std::string* host, int* port);
 // True when [http] listen turns the endpoint off: "" or "off".
 inline bool HttpDisabled(std::string_view listen) { return listen.empty() || listen == "off"; }
 
-}  // namespace outboxd::ops
+}  // namespace outboxd::telemetry

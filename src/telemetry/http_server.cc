@@ -1,4 +1,4 @@
-#include "ops/http_server.h"
+#include "telemetry/http_server.h"
 
 #include <httplib.h>
 #include <sys/socket.h>
@@ -10,7 +10,7 @@
 
 #include "fmt/format.h"
 
-namespace outboxd::ops {
+namespace outboxd::telemetry {
 namespace {
 
 // Scrapes and probes are tiny and rare; two workers are plenty and keep the
@@ -96,4 +96,4 @@ HttpServer::~HttpServer() {
   if (thread_.joinable()) thread_.join();
 }
 
-}  // namespace outboxd::ops
+}  // namespace outboxd::telemetry

@@ -1,13 +1,13 @@
-#include "ops/log_secrets.h"
+#include "config/log_secrets.h"
 
 #include <libpq-fe.h>
 
 #include <string_view>
 
 #include "kafka/rdkafka_sink.h"
-#include "ops/logging.h"
+#include "telemetry/logging.h"
 
-namespace outboxd::ops {
+namespace outboxd::config {
 
 std::vector<std::string> ConfigSecrets(const Config& config) {
   std::vector<std::string> secrets;
@@ -30,7 +30,7 @@ std::vector<std::string> ConfigSecrets(const Config& config) {
 }
 
 void RegisterLogSecrets(const Config& config) {
-  for (const std::string& secret : ConfigSecrets(config)) AddLogSecret(secret);
+  for (const std::string& secret : ConfigSecrets(config)) telemetry::AddLogSecret(secret);
 }
 
-}  // namespace outboxd::ops
+}  // namespace outboxd::config

@@ -2,7 +2,7 @@
 // every key against the schema documented in docs/configuration.md, expands
 // ${NAME}, and turns each mistake into one InvalidArgumentError that names the
 // key, its line and what to write instead.
-#include "ops/config.h"
+#include "config/config.h"
 
 #include <algorithm>
 #include <cctype>
@@ -26,7 +26,7 @@
 #include "common/status_macros.h"
 #include "outbox/routing.h"
 
-namespace outboxd::ops {
+namespace outboxd::config {
 namespace {
 
 constexpr std::string_view kMask = "********";
@@ -994,4 +994,4 @@ std::string RedactDsn(std::string_view dsn) {
   return out;
 }
 
-}  // namespace outboxd::ops
+}  // namespace outboxd::config

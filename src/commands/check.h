@@ -9,11 +9,11 @@
 
 #include <ostream>
 
-#include "ops/config.h"
+#include "config/config.h"
 
-namespace outboxd::ops {
+namespace outboxd::commands {
 
 // Prints the findings to `out` and returns the process exit code.
-int RunCheck(const Config& config, std::ostream& out);
+int RunCheck(const config::Config& config, std::ostream& out);
 
-}  // namespace outboxd::ops
+}  // namespace outboxd::commands

@@ -1,7 +1,7 @@
 // `outboxd replay`: a cursor over the outbox table in one read-only snapshot,
 // each batch of rows handed to the live path's mapper, router and envelope,
 // produced through the same idempotent producer, every delivery report awaited.
-#include "ops/replay.h"
+#include "commands/replay.h"
 
 #include <libpq-fe.h>
 
@@ -13,12 +13,12 @@
 #include "common/status_macros.h"
 #include "fmt/format.h"
 #include "kafka/rdkafka_sink.h"
-#include "ops/logging.h"
+#include "telemetry/logging.h"
 #include "outbox/envelope.h"
 #include "outbox/routing.h"
 #include "replication/pg_connection.h"
 
-namespace outboxd::ops {
+namespace outboxd::commands {
 namespace {
 
 using replication::PgConnection;
@@ -37,7 +37,7 @@ std::string Rfc3339Utc(absl::Time t) {
   return absl::FormatTime("%Y-%m-%dT%H:%M:%E*SZ", t, absl::UTCTimeZone());
 }
 
-const outbox::TableConfig* FindTable(const Config& config, std::string_view name) {
+const outbox::TableConfig* FindTable(const config::Config& config, std::string_view name) {
   const size_t dot = name.find('.');
   const std::string schema = dot == std::string_view::npos ? "public" : std::string(name.substr(0, dot));
   const std::string table(dot == std::string_view::npos ? name : name.substr(dot + 1));
@@ -154,9 +154,9 @@ absl::Status ReplayPublisher::Bind(const std::vector<pgoutput::RelationColumn>& 
 void ReplayPublisher::Fail(absl::Status status) {
   ++result_.failed;
   if (result_.failed <= kMaxLoggedFailures) {
-    LogWarn("{}", MessageOf(status));
+    telemetry::LogWarn("{}", MessageOf(status));
   } else if (result_.failed == kMaxLoggedFailures + 1) {
-    LogWarn("more rows failed; only the first {} are logged", kMaxLoggedFailures);
+    telemetry::LogWarn("more rows failed; only the first {} are logged", kMaxLoggedFailures);
   }
   if (first_error_.ok()) first_error_ = std::move(status);
 }
@@ -208,14 +208,14 @@ absl::Status ReplayPublisher::Finish(absl::Duration timeout) {
   return sink_->FatalError();
 }
 
-int RunReplay(const Config& config, const ReplayOptions& options, std::ostream& out) {
+int RunReplay(const config::Config& config, const ReplayOptions& options, std::ostream& out) {
   const outbox::TableConfig* table = FindTable(config, options.table);
   if (table == nullptr) {
     std::string known;
     for (const outbox::TableConfig& entry : config.outbox) {
       known += fmt::format("{}{}.{}", known.empty() ? "" : ", ", entry.schema, entry.table);
     }
-    LogError("replay: --table {} is not an [[outbox]] table of the config ({}); replay uses that "
+    telemetry::LogError("replay: --table {} is not an [[outbox]] table of the config ({}); replay uses that "
              "entry's columns, topic and key",
              options.table, known.empty() ? "it has none" : "it has " + known);
     return 2;
@@ -224,7 +224,7 @@ int RunReplay(const Config& config, const ReplayOptions& options, std::ostream& 
 
   absl::StatusOr<std::unique_ptr<PgConnection>> conn = PgConnection::Connect(config.source.dsn, false);
   if (!conn.ok()) {
-    LogError("replay: {}", conn.status().message());
+    telemetry::LogError("replay: {}", conn.status().message());
     return 1;
   }
   PgConnection& pg = **conn;
@@ -233,15 +233,15 @@ int RunReplay(const Config& config, const ReplayOptions& options, std::ostream& 
   if (!options.dry_run) {
     kafka::RdKafkaSinkOptions sink_options{
         .log = [](int level, std::string_view facility, std::string_view message) {
-          Log(level <= 3 ? LogLevel::kError : level == 4 ? LogLevel::kWarn : LogLevel::kDebug,
+          telemetry::Log(level <= 3 ? telemetry::LogLevel::kError : level == 4 ? telemetry::LogLevel::kWarn : telemetry::LogLevel::kDebug,
               "kafka {}: {}", facility, message);
         },
-        .error = [](const absl::Status& error) { LogWarn("kafka: {}", error.message()); },
+        .error = [](const absl::Status& error) { telemetry::LogWarn("kafka: {}", error.message()); },
     };
     absl::StatusOr<std::unique_ptr<kafka::RdKafkaSink>> created =
         kafka::RdKafkaSink::Create(config.kafka.properties, sink_options);
     if (!created.ok()) {
-      LogError("replay: {}", created.status().message());
+      telemetry::LogError("replay: {}", created.status().message());
       return 1;
     }
     sink = *std::move(created);
@@ -315,7 +315,7 @@ int RunReplay(const Config& config, const ReplayOptions& options, std::ostream& 
       (void)sink->Flush(absl::Seconds(10));  // reports of what was produced, for the count
     }
     const ReplayResult& r = publisher.result();
-    LogError("replay of {} failed after {} row(s), {} sent: {}", qualified, r.rows, r.sent,
+    telemetry::LogError("replay of {} failed after {} row(s), {} sent: {}", qualified, r.rows, r.sent,
              MessageOf(status));
     return 1;
   }
@@ -329,7 +329,7 @@ int RunReplay(const Config& config, const ReplayOptions& options, std::ostream& 
   out << fmt::format("replayed {} of {} row(s) of {} with {}: {} sent, {} failed\n", r.sent, r.rows,
                      qualified, window, r.sent, r.failed);
   if (r.failed > 0 || r.sent != r.rows) {
-    LogError("replay incomplete: {} row(s) were not delivered{}{}; run the replay again for the "
+    telemetry::LogError("replay incomplete: {} row(s) were not delivered{}{}; run the replay again for the "
              "same window once fixed (consumers de-duplicate by outbox id)",
              r.rows - r.sent, publisher.first_error().ok() ? "" : ", first error: ",
              MessageOf(publisher.first_error()));
@@ -338,4 +338,4 @@ int RunReplay(const Config& config, const ReplayOptions& options, std::ostream& 
   return 0;
 }
 
-}  // namespace outboxd::ops
+}  // namespace outboxd::commands

@@ -1,9 +1,9 @@
-#include "ops/endpoints.h"
+#include "telemetry/endpoints.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace outboxd::ops {
+namespace outboxd::telemetry {
 namespace {
 
 using ::testing::HasSubstr;
@@ -129,4 +129,4 @@ TEST(MetricsTest, RendersEveryDesignMetric) {
 }
 
 }  // namespace
-}  // namespace outboxd::ops
+}  // namespace outboxd::telemetry

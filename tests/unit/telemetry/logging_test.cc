@@ -1,9 +1,9 @@
-#include "ops/logging.h"
+#include "telemetry/logging.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace outboxd::ops {
+namespace outboxd::telemetry {
 namespace {
 
 using ::testing::HasSubstr;
@@ -53,4 +53,4 @@ TEST(LoggingTest, LevelFilter) {
 }
 
 }  // namespace
-}  // namespace outboxd::ops
+}  // namespace outboxd::telemetry

@@ -1,5 +1,5 @@
 // HttpServer on a real socket on 127.0.0.1 (no other process involved).
-#include "ops/http_server.h"
+#include "telemetry/http_server.h"
 
 #include <arpa/inet.h>
 #include <httplib.h>
@@ -12,7 +12,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace outboxd::ops {
+namespace outboxd::telemetry {
 namespace {
 
 using ::testing::HasSubstr;
@@ -105,4 +105,4 @@ TEST(HttpServerTest, StartAndStopAtOnce) {
 }
 
 }  // namespace
-}  // namespace outboxd::ops
+}  // namespace outboxd::telemetry

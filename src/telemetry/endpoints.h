@@ -6,9 +6,9 @@
 #include <string>
 #include <string_view>
 
-#include "ops/metrics.h"
+#include "telemetry/metrics.h"
 
-namespace outboxd::ops {
+namespace outboxd::telemetry {
 
 // What readiness is decided from; a snapshot of Metrics.
 struct ReadinessInput {
@@ -40,4 +40,4 @@ struct HttpResponse {
 HttpResponse ServeHttp(std::string_view method, std::string_view path, const Metrics& metrics,
                        bool stopping);
 
-}  // namespace outboxd::ops
+}  // namespace outboxd::telemetry

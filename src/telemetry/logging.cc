@@ -1,4 +1,4 @@
-#include "ops/logging.h"
+#include "telemetry/logging.h"
 
 #include <unistd.h>
 
@@ -12,7 +12,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 
-namespace outboxd::ops {
+namespace outboxd::telemetry {
 namespace {
 
 std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
@@ -146,4 +146,4 @@ void LogLine(LogLevel level, std::string_view message) {
   fflush(stderr);
 }
 
-}  // namespace outboxd::ops
+}  // namespace outboxd::telemetry

@@ -11,7 +11,7 @@
 #include "common/format.h"
 #include "fmt/format.h"
 
-namespace outboxd::ops {
+namespace outboxd::telemetry {
 
 enum class LogLevel { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
 enum class LogFormat { kText, kJson };
@@ -43,4 +43,4 @@ void LogWarn(fmt::format_string<Args...> f, Args&&... a) { Log(LogLevel::kWarn, 
 template <typename... Args>
 void LogError(fmt::format_string<Args...> f, Args&&... a) { Log(LogLevel::kError, f, std::forward<Args>(a)...); }
 
-}  // namespace outboxd::ops
+}  // namespace outboxd::telemetry

@@ -17,7 +17,7 @@
 #include "outbox/dead_letter.h"
 #include "outbox/table_mapping.h"
 
-namespace outboxd::ops {
+namespace outboxd::config {
 
 struct SourceConfig {
   std::string dsn;                 // libpq connection string, without replication=
@@ -85,4 +85,4 @@ absl::StatusOr<Config> LoadConfig(const std::string& path);
 // malformed input it masks more, not less.
 std::string RedactDsn(std::string_view dsn);
 
-}  // namespace outboxd::ops
+}  // namespace outboxd::config

@@ -1,4 +1,4 @@
-#include "ops/metrics.h"
+#include "telemetry/metrics.h"
 
 #include <algorithm>
 #include <iterator>
@@ -6,7 +6,7 @@
 
 #include "fmt/format.h"
 
-namespace outboxd::ops {
+namespace outboxd::telemetry {
 
 void LabeledCounter::Add(std::string_view label, uint64_t n) {
   absl::MutexLock lock(&mu_);
@@ -121,4 +121,4 @@ std::string Metrics::LastError() const {
   return last_error_;
 }
 
-}  // namespace outboxd::ops
+}  // namespace outboxd::telemetry

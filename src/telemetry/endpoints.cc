@@ -1,8 +1,8 @@
-#include "ops/endpoints.h"
+#include "telemetry/endpoints.h"
 
 #include "fmt/format.h"
 
-namespace outboxd::ops {
+namespace outboxd::telemetry {
 
 Readiness EvaluateReadiness(const ReadinessInput& in) {
   if (in.stopping) return {false, "not ready: stopping (flushing Kafka and confirming the slot)"};
@@ -52,4 +52,4 @@ HttpResponse ServeHttp(std::string_view method, std::string_view path, const Met
   return {404, "text/plain; charset=utf-8", "not found: outboxd serves /metrics, /healthz and /readyz\n"};
 }
 
-}  // namespace outboxd::ops
+}  // namespace outboxd::telemetry

@@ -1,4 +1,4 @@
-#include "ops/check.h"
+#include "commands/check.h"
 
 #include <librdkafka/rdkafka.h>
 
@@ -16,7 +16,7 @@
 #include "kafka/rdkafka_sink.h"
 #include "replication/pg_connection.h"
 
-namespace outboxd::ops {
+namespace outboxd::commands {
 namespace {
 
 using replication::PgConnection;
@@ -90,7 +90,7 @@ std::string NameList(const std::vector<std::string>& names, size_t limit = 5) {
 
 class PostgresDoctor {
  public:
-  PostgresDoctor(const Config& config, PgConnection& pg, Report& report)
+  PostgresDoctor(const config::Config& config, PgConnection& pg, Report& report)
       : config_(config), source_(config.source), pg_(pg), report_(report) {}
 
   void Run() {
@@ -409,13 +409,13 @@ class PostgresDoctor {
     }
   }
 
-  const Config& config_;
-  const SourceConfig& source_;
+  const config::Config& config_;
+  const config::SourceConfig& source_;
   PgConnection& pg_;
   Report& report_;
 };
 
-void CheckPostgres(const Config& config, Report& report) {
+void CheckPostgres(const config::Config& config, Report& report) {
   absl::StatusOr<std::unique_ptr<PgConnection>> conn = PgConnection::Connect(config.source.dsn, false);
   if (!conn.ok()) {
     report.Fail("connect", std::string(conn.status().message()),
@@ -510,7 +510,7 @@ TopicInfo DescribeTopic(rd_kafka_t* rk, const std::string& topic) {
   return info;
 }
 
-void CheckKafka(const Config& config, Report& report) {
+void CheckKafka(const config::Config& config, Report& report) {
   // The check never creates a topic: metadata requests must not auto-create.
   kafka::KafkaProperties properties = config.kafka.properties;
   properties.emplace_back("allow.auto.create.topics", "false");
@@ -616,7 +616,7 @@ void CheckKafka(const Config& config, Report& report) {
 
 }  // namespace
 
-int RunCheck(const Config& config, std::ostream& out) {
+int RunCheck(const config::Config& config, std::ostream& out) {
   Report report(out);
   CheckPostgres(config, report);
   CheckKafka(config, report);
@@ -624,4 +624,4 @@ int RunCheck(const Config& config, std::ostream& out) {
   return report.failed() ? 1 : 0;
 }
 
-}  // namespace outboxd::ops
+}  // namespace outboxd::commands

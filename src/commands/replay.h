@@ -14,12 +14,12 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "kafka/event_sink.h"
-#include "ops/config.h"
+#include "config/config.h"
 #include "outbox/routing.h"
 #include "outbox/table_mapping.h"
 #include "pgoutput/messages.h"
 
-namespace outboxd::ops {
+namespace outboxd::commands {
 
 struct ReplayOptions {
   std::string table;                // as in [[outbox]] table: "schema.table" or "table"
@@ -84,6 +84,6 @@ class ReplayPublisher {
 // Runs the replay against the config's database and Kafka; writes progress
 // and the summary to `out`. Exit code: 0 when every row was sent (or counted,
 // with dry_run), 1 when any failed, 2 for a usage error (unknown table).
-int RunReplay(const Config& config, const ReplayOptions& options, std::ostream& out);
+int RunReplay(const config::Config& config, const ReplayOptions& options, std::ostream& out);
 
-}  // namespace outboxd::ops
+}  // namespace outboxd::commands

@@ -6,11 +6,11 @@
 #include <string>
 #include <vector>
 
-#include "ops/config.h"
+#include "config/config.h"
 
-namespace outboxd::ops {
+namespace outboxd::config {
 
 std::vector<std::string> ConfigSecrets(const Config& config);
 void RegisterLogSecrets(const Config& config);
 
-}  // namespace outboxd::ops
+}  // namespace outboxd::config

@@ -1,14 +1,14 @@
-#include "ops/slot_monitor.h"
+#include "replication/slot_monitor.h"
 
 #include <cstdlib>
 #include <iterator>
 
 #include "absl/time/clock.h"
 #include "common/format.h"
-#include "ops/logging.h"
+#include "telemetry/logging.h"
 #include "replication/pg_connection.h"
 
-namespace outboxd::ops {
+namespace outboxd::replication {
 
 const char* SlotMonitor::Query() {
   // On a hot standby pg_current_wal_lsn() fails; the receive position stands in.
@@ -19,7 +19,7 @@ const char* SlotMonitor::Query() {
 }
 
 SlotMonitor::SlotMonitor(std::string dsn, std::string slot, absl::Duration interval,
-                         Metrics* metrics)
+                         telemetry::Metrics* metrics)
     : dsn_(std::move(dsn)), slot_(std::move(slot)), interval_(interval), metrics_(metrics) {
   thread_ = std::thread([this] { Loop(); });
 }
@@ -47,7 +47,7 @@ absl::Duration SlotMonitor::CheckOnce() {
   auto fail = [&](const absl::Status& status) {
     conn_.reset();
     if (!failing_) {
-      LogWarn("slot monitor: cannot read pg_replication_slots for slot '{}': {}; the "
+      telemetry::LogWarn("slot monitor: cannot read pg_replication_slots for slot '{}': {}; the "
               "outboxd_slot_* metrics keep their last values (see outboxd_slot_checked_"
               "timestamp_seconds); retrying every {}",
               slot_, status.message(), absl::FormatDuration(interval_));
@@ -65,7 +65,7 @@ absl::Duration SlotMonitor::CheckOnce() {
   absl::StatusOr<std::vector<replication::Row>> rows = conn_->QueryParams(Query(), {slot_});
   if (!rows.ok()) return fail(rows.status());
   if (failing_) {
-    LogInfo("slot monitor: reading pg_replication_slots again");
+    telemetry::LogInfo("slot monitor: reading pg_replication_slots again");
     failing_ = false;
   }
   if (rows->empty()) {
@@ -77,16 +77,16 @@ absl::Duration SlotMonitor::CheckOnce() {
   auto text = [&](size_t i) -> std::string { return row.size() > i && row[i] ? *row[i] : ""; };
   metrics_->slot_active.store(text(0) == "t" ? 1 : 0, std::memory_order_relaxed);
   int status = -1;
-  for (int i = 0; i < static_cast<int>(std::size(Metrics::kSlotWalStatuses)); ++i) {
-    if (text(1) == Metrics::kSlotWalStatuses[i]) status = i;
+  for (int i = 0; i < static_cast<int>(std::size(telemetry::Metrics::kSlotWalStatuses)); ++i) {
+    if (text(1) == telemetry::Metrics::kSlotWalStatuses[i]) status = i;
   }
   metrics_->slot_wal_status.store(status, std::memory_order_relaxed);
   metrics_->slot_retained_wal_bytes.store(std::atoll(text(2).c_str()), std::memory_order_relaxed);
-  metrics_->slot_safe_wal_size_bytes.store(text(3).empty() ? Metrics::kUnknown : std::atoll(text(3).c_str()),
+  metrics_->slot_safe_wal_size_bytes.store(text(3).empty() ? telemetry::Metrics::kUnknown : std::atoll(text(3).c_str()),
                                            std::memory_order_relaxed);
   metrics_->slot_checked_unixtime.store(absl::ToUnixSeconds(absl::Now()), std::memory_order_relaxed);
   metrics_->slot_known.store(1, std::memory_order_relaxed);
   return interval_;
 }
 
-}  // namespace outboxd::ops
+}  // namespace outboxd::replication

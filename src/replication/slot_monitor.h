@@ -11,19 +11,17 @@
 #include <thread>
 
 #include "absl/time/time.h"
-#include "ops/metrics.h"
+#include "telemetry/metrics.h"
 
 namespace outboxd::replication {
-class PgConnection;
-}
 
-namespace outboxd::ops {
+class PgConnection;
 
 class SlotMonitor {
  public:
   // Starts the thread; the first query runs at once. Errors are logged (once
   // per outage) and retried at the next interval, never fatal.
-  SlotMonitor(std::string dsn, std::string slot, absl::Duration interval, Metrics* metrics);
+  SlotMonitor(std::string dsn, std::string slot, absl::Duration interval, telemetry::Metrics* metrics);
   ~SlotMonitor();  // stops and joins
   SlotMonitor(const SlotMonitor&) = delete;
   SlotMonitor& operator=(const SlotMonitor&) = delete;
@@ -39,7 +37,7 @@ class SlotMonitor {
   const std::string dsn_;
   const std::string slot_;
   const absl::Duration interval_;
-  Metrics* metrics_;
+  telemetry::Metrics* metrics_;
   std::unique_ptr<replication::PgConnection> conn_;
   bool failing_ = false;  // an error was logged and not yet followed by a success
 
@@ -49,4 +47,4 @@ class SlotMonitor {
   std::thread thread_;
 };
 
-}  // namespace outboxd::ops
+}  // namespace outboxd::replication

@@ -1,4 +1,4 @@
-#include "ops/replay.h"
+#include "commands/replay.h"
 
 #include <string>
 #include <vector>
@@ -10,7 +10,7 @@
 #include "outbox/v1/envelope.pb.h"
 #include "outbox/values.h"
 
-namespace outboxd::ops {
+namespace outboxd::commands {
 namespace {
 
 using ::testing::HasSubstr;
@@ -133,9 +133,9 @@ TEST(ReplayPublisherTest, DryRunMapsAndRoutesWithoutASink) {
 }
 
 }  // namespace
-}  // namespace outboxd::ops
+}  // namespace outboxd::commands
 
-namespace outboxd::ops {
+namespace outboxd::commands {
 namespace {
 
 TEST(ParseReplayFlagsTest, ReadsEveryFlagInBothForms) {
@@ -166,4 +166,4 @@ TEST(ParseReplayFlagsTest, SaysWhatIsMissingOrWrong) {
 }
 
 }  // namespace
-}  // namespace outboxd::ops
+}  // namespace outboxd::commands

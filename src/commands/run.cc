@@ -1,0 +1,222 @@
+#include "commands/run.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "common/format.h"
+#include "fmt/format.h"
+#include "kafka/rdkafka_sink.h"
+#include "pipeline/relay.h"
+#include "replication/pg_replication_stream.h"
+#include "replication/slot_monitor.h"
+#include "replication/state_file.h"
+#include "telemetry/endpoints.h"
+#include "telemetry/http_server.h"
+#include "telemetry/logging.h"
+#include "telemetry/metrics.h"
+
+namespace outboxd::commands {
+
+void ApplyLogConfig(const config::LogConfig& log) {
+  static const std::pair<std::string_view, telemetry::LogLevel> kLevels[] = {
+      {"debug", telemetry::LogLevel::kDebug},
+      {"info", telemetry::LogLevel::kInfo},
+      {"warn", telemetry::LogLevel::kWarn},
+      {"error", telemetry::LogLevel::kError}};
+  for (const auto& [name, level] : kLevels) {
+    if (log.level == name) telemetry::SetLogLevel(level);
+  }
+  telemetry::SetLogFormat(log.format == "json" ? telemetry::LogFormat::kJson : telemetry::LogFormat::kText);
+}
+
+namespace {
+
+pipeline::RelayOptions RelayOptionsFrom(const config::Config& config) {
+  pipeline::RelayOptions options;
+  options.pipeline.tables = config.outbox;
+  options.pipeline.messages_enabled = config.messages.enabled;
+  options.pipeline.messages_prefix = config.messages.prefix;
+  options.pipeline.messages_topic = config.messages.topic;
+  options.pipeline.messages_key = config.messages.key;
+  options.pipeline.status_interval = config.source.status_interval;
+  options.pipeline.on_bad_event = config.errors.on_bad_event;
+  options.pipeline.dead_letter_topic = config.errors.dead_letter_topic;
+  return options;
+}
+
+// Where gap detection keeps its state file: --state-dir, else [source]
+// state_dir, else /var/lib/outboxd when it exists and is writable; empty: off.
+constexpr std::string_view kDefaultStateDir = "/var/lib/outboxd";
+
+absl::StatusOr<std::string> ResolveStateDir(const config::Config& config, const RunFlags& flags) {
+  const std::string chosen = !flags.state_dir.empty() ? flags.state_dir : config.source.state_dir;
+  if (chosen.empty()) {
+    if (access(std::string(kDefaultStateDir).c_str(), W_OK | X_OK) == 0) return std::string(kDefaultStateDir);
+    return std::string();
+  }
+  if (mkdir(chosen.c_str(), 0750) != 0 && errno != EEXIST) {
+    return absl::FailedPreconditionError(fmt::format(
+        "cannot create the state directory {}: {}; create it, writable by outboxd, or fix --state-dir / "
+        "[source] state_dir",
+        chosen, std::strerror(errno)));
+  }
+  if (access(chosen.c_str(), W_OK | X_OK) != 0) {
+    return absl::FailedPreconditionError(fmt::format(
+        "the state directory {} is not writable: {}; make it writable by outboxd, or fix --state-dir / "
+        "[source] state_dir",
+        chosen, std::strerror(errno)));
+  }
+  return chosen;
+}
+
+}  // namespace
+
+int RunRelay(const config::Config& config, const RunFlags& flags, const std::atomic<bool>& stop) {
+  telemetry::Metrics metrics;
+  absl::StatusOr<std::string> state_dir = ResolveStateDir(config, flags);
+  if (!state_dir.ok()) {
+    telemetry::LogError("{}", state_dir.status().message());
+    return 2;
+  }
+  std::optional<replication::StateRecorder> recorder;
+  if (state_dir->empty()) {
+    telemetry::LogWarn("no state directory (--state-dir, [source] state_dir, or a writable {}): gap detection is off, "
+                 "so a replication slot dropped while outboxd was away would be recreated without notice",
+                 kDefaultStateDir);
+  } else {
+    recorder.emplace(replication::StateFilePath(*state_dir, config.source.slot), absl::Seconds(1), absl::Now);
+    telemetry::LogInfo("state file {}", recorder->path());
+  }
+  // One start's worth: once a session streams, a later gap is news again.
+  bool accept_gap = flags.accept_gap;
+  replication::StreamOptions stream_options{
+      .dsn = config.source.dsn,
+      .slot = config.source.slot,
+      .publication = config.source.publication,
+      .create_slot = config.source.create_slot,
+      .messages = config.messages.enabled,
+  };
+  for (const outbox::TableConfig& table : config.outbox) {
+    stream_options.tables.push_back(table.schema + "." + table.table);
+  }
+
+  pipeline::StreamFactory streams =
+      [&]() -> absl::StatusOr<std::unique_ptr<replication::ReplicationStream>> {
+    stream_options.accept_gap = accept_gap;
+    stream_options.saved.reset();
+    if (recorder.has_value()) {
+      // Read on every attempt: a standby's partner may have written it.
+      auto saved = replication::ReadStateFile(recorder->path());
+      if (!saved.ok()) return absl::FailedPreconditionError(saved.status().message());
+      stream_options.saved = *saved;
+    }
+    auto stream = replication::PgReplicationStream::Start(stream_options);
+    if (!stream.ok()) return stream.status();
+    const replication::SystemInfo& info = (*stream)->info();
+    if (info.slot_recreated) {
+      telemetry::LogWarn("--accept-gap: dropped the invalidated slot '{}' and created it again; events committed "
+                   "before {} and not yet published are not streamed",
+                   stream_options.slot, info.slot_confirmed_flush.ToString());
+    } else if (accept_gap && stream_options.saved.has_value() &&
+               stream_options.saved->system_id != info.system_id) {
+      telemetry::LogWarn("--accept-gap: streaming slot '{}' of system {}, although outboxd last streamed it from "
+                   "system {} up to {}; events not published from there are not streamed",
+                   stream_options.slot, info.system_id, stream_options.saved->system_id,
+                   stream_options.saved->confirmed_lsn.ToString());
+    } else if (accept_gap && stream_options.saved.has_value() && info.slot_created) {
+      telemetry::LogWarn("--accept-gap: created slot '{}' anew at {}; outboxd had confirmed up to {} on the old one, "
+                   "and events committed in between are not streamed",
+                   stream_options.slot, info.slot_confirmed_flush.ToString(),
+                   stream_options.saved->confirmed_lsn.ToString());
+    }
+    accept_gap = false;
+    if (recorder.has_value()) {
+      absl::Status recorded = recorder->Begin(replication::SavedState{
+          .system_id = info.system_id,
+          .timeline = info.timeline,
+          .slot = stream_options.slot,
+          .confirmed_lsn = info.slot_confirmed_flush,
+      });
+      if (!recorded.ok()) {
+        return absl::FailedPreconditionError(fmt::format(
+            "cannot write the state file: {}; without it a lost slot would go unnoticed: fix the state directory",
+            recorded.message()));
+      }
+    }
+    telemetry::LogInfo("streaming slot '{}' of system {} from {} (server {}, pgoutput proto_version {}{})",
+                 stream_options.slot, info.system_id, info.slot_confirmed_flush.ToString(),
+                 info.server_version, info.proto_version, info.slot_created ? ", slot created" : "");
+    return std::unique_ptr<replication::ReplicationStream>(std::move(*stream));
+  };
+  for (const std::string& key : kafka::RdKafkaSink::OverriddenProperties(config.kafka.properties)) {
+    telemetry::LogWarn("[sink.kafka] {} is overridden: outboxd always produces with "
+                 "enable.idempotence=true and acks=all, or an acknowledged event could be lost",
+                 key);
+  }
+  kafka::RdKafkaSinkOptions sink_options{
+      .log =
+          [](int level, std::string_view facility, std::string_view message) {
+            const telemetry::LogLevel ours = level <= 3   ? telemetry::LogLevel::kError
+                                       : level == 4 ? telemetry::LogLevel::kWarn
+                                       : level <= 6 ? telemetry::LogLevel::kInfo
+                                                    : telemetry::LogLevel::kDebug;
+            telemetry::Log(ours, "kafka {}: {}", facility, message);
+          },
+      .error = [](const absl::Status& error) { telemetry::LogWarn("kafka: {}", error.message()); },
+      .brokers_up = [&metrics](int up) { metrics.kafka_brokers_up.store(up); },
+  };
+  pipeline::SinkFactory sinks = [&]() -> absl::StatusOr<std::unique_ptr<kafka::EventSink>> {
+    metrics.kafka_brokers_up.store(-1);  // unknown until the new producer's first statistics
+    auto sink = kafka::RdKafkaSink::Create(config.kafka.properties, sink_options);
+    if (!sink.ok()) return sink.status();
+    return std::unique_ptr<kafka::EventSink>(std::move(*sink));
+  };
+
+  std::unique_ptr<telemetry::HttpServer> http;
+  if (!telemetry::HttpDisabled(config.http.listen)) {
+    auto server = telemetry::HttpServer::Start(
+        config.http.listen, [&metrics, &stop](std::string_view method, std::string_view path) {
+          return telemetry::ServeHttp(method, path, metrics, stop.load());
+        });
+    if (!server.ok()) {
+      telemetry::LogError("{}", server.status().message());
+      return 1;
+    }
+    http = std::move(*server);
+    telemetry::LogInfo("serving /metrics, /healthz and /readyz on http://{}", http->address());
+  }
+  // Retained WAL and wal_status, on its own connection, every 15 s.
+  replication::SlotMonitor slot_monitor(config.source.dsn, config.source.slot, absl::Seconds(15), &metrics);
+
+  pipeline::RelayOptions relay_options = RelayOptionsFrom(config);
+  if (recorder.has_value()) {
+    relay_options.pipeline.on_confirmed = [&recorder](Lsn lsn) {
+      if (absl::Status s = recorder->OnConfirmed(lsn); !s.ok()) telemetry::LogWarn("state file: {}", s.message());
+    };
+  }
+  pipeline::Relay relay(streams, sinks, relay_options, &metrics);
+  telemetry::LogInfo("outboxd {} starting: {} outbox table(s), messages {}", OUTBOXD_VERSION,
+               config.outbox.size(),
+               config.messages.enabled ? "'" + config.messages.prefix + "'" : std::string("off"));
+  absl::Status status = relay.Run(stop);
+  if (recorder.has_value()) {
+    if (absl::Status s = recorder->Flush(); !s.ok()) telemetry::LogWarn("state file: {}", s.message());
+  }
+  if (!status.ok()) {
+    telemetry::LogError("{}", status.message());
+    return 1;
+  }
+  telemetry::LogInfo("stopped cleanly at confirmed LSN {}",
+               Lsn(metrics.confirmed_flush_lsn.load()).ToString());
+  return 0;
+}
+
+}  // namespace outboxd::commands

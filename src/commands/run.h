@@ -1,0 +1,23 @@
+// `outboxd run`: wires the replication stream, the Kafka sink, the pipeline, the
+// HTTP endpoint and the state file together, and streams until stopped.
+#pragma once
+
+#include <atomic>
+#include <string>
+
+#include "config/config.h"
+
+namespace outboxd::commands {
+
+struct RunFlags {
+  std::string state_dir;  // --state-dir
+  bool accept_gap = false;
+};
+
+// Applies [log] level and format to the process's logger.
+void ApplyLogConfig(const config::LogConfig& log);
+
+// Streams until `stop` becomes true or a fatal error. Returns the process exit code.
+int RunRelay(const config::Config& config, const RunFlags& flags, const std::atomic<bool>& stop);
+
+}  // namespace outboxd::commands
