@@ -2,6 +2,7 @@
 # make chaos: the long form of the chaos suite (tests/chaos/chaos_test.cc) against
 # the local stack: by default 100 outboxd SIGKILLs, 10 broker SIGKILLs, 5 PostgreSQL
 # crashes and 10 walsender terminations while writers commit 1,000,000 events.
+# The seed is printed first ("chaos: seed N"); CHAOS_SEED=N replays it.
 # Every CHAOS_* variable can be overridden from the environment, e.g.
 #   CHAOS_EVENTS=200000 CHAOS_OUTBOXD_KILLS=20 make chaos
 set -euo pipefail

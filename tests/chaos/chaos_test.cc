@@ -7,14 +7,25 @@
 //   - duplicates after each fault stay within what was in flight at the fault;
 //   - events of one transaction arrive in their order (a replay starts again
 //     at the transaction's first event);
+//   - events of one aggregate arrive in commit order across transactions: the
+//     writers draw aggregate ids from a small pool (CHAOS_AGGREGATES), so one
+//     aggregate is written by many transactions of every writer, and outboxd
+//     keys records by aggregate_id (key = "aggregate_id"); the first copy of
+//     each event must come after every event of its aggregate seen before it;
 //   - the slot's confirmed_flush_lsn, sampled during the run and as outboxd
 //     logged it at each session start, never passes a transaction that was
-//     not yet entirely in Kafka.
+//     not yet entirely in Kafka. "In Kafka" is the broker's LogAppendTime: the
+//     topic is created with message.timestamp.type=LogAppendTime before outboxd
+//     produces, so a record's timestamp is stamped when the broker appends it,
+//     before it acknowledges, rather than when the producer queued it (a
+//     confirmation between produce and acknowledgement is caught).
 //
 // Parameters (environment): CHAOS_EVENTS, CHAOS_OUTBOXD_KILLS, CHAOS_BROKER_KILLS,
 // CHAOS_PG_CRASHES, CHAOS_WALSENDER_KILLS, CHAOS_RATE (events per second the
-// writers aim at), CHAOS_WRITERS, CHAOS_SEED. The defaults are the short form
-// that `make test` runs; `make chaos` sets the long form.
+// writers aim at), CHAOS_WRITERS, CHAOS_AGGREGATES, CHAOS_SEED (printed at the
+// start; set it to replay a run's schedule of faults and transactions). The
+// defaults are the short form that `make test` runs; `make chaos` sets the long
+// form.
 #include <librdkafka/rdkafka.h>
 #include <signal.h>
 
@@ -59,6 +70,7 @@ struct Params {
   int walsender_kills = static_cast<int>(EnvInt("CHAOS_WALSENDER_KILLS", 1));
   int64_t rate = EnvInt("CHAOS_RATE", 400);
   int writers = static_cast<int>(EnvInt("CHAOS_WRITERS", 3));
+  int aggregates = static_cast<int>(std::max<int64_t>(1, EnvInt("CHAOS_AGGREGATES", 50)));
   uint64_t seed = static_cast<uint64_t>(EnvInt("CHAOS_SEED", 0));
 };
 
@@ -90,8 +102,8 @@ Uuid ParseUuid(std::string_view text) {
   return nibbles == 32 ? out : Uuid{0, 0};
 }
 
-// aggregate_id "w<writer>-t<txn>-<seq>" -> (transaction key, seq).
-bool ParseAggregate(std::string_view text, uint64_t* txn, int* seq) {
+// event_type "w<writer>-t<txn>-<seq>" -> (transaction key, seq).
+bool ParseEventType(std::string_view text, uint64_t* txn, int* seq) {
   unsigned w = 0, t = 0;
   int s = 0;
   if (std::sscanf(std::string(text).c_str(), "w%u-t%u-%d", &w, &t, &s) != 3) return false;
@@ -160,18 +172,71 @@ std::vector<Session> ParseSessions(const std::string& log) {
   return sessions;
 }
 
+// aggregate_id "a<n>" -> n; -1 if malformed.
+int ParseAggregateId(std::string_view text) {
+  int n = -1;
+  char tail = 0;
+  if (std::sscanf(std::string(text).c_str(), "a%d%c", &n, &tail) != 1 || n < 0) return -1;
+  return n;
+}
+
+// Creates `topic` (one partition) with message.timestamp.type=LogAppendTime,
+// so that every record's timestamp is the broker's append time.
+void CreateLogAppendTimeTopic(const std::string& topic) {
+  char errstr[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", KafkaBootstrap().c_str(), errstr, sizeof errstr);
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+  ASSERT_NE(rk, nullptr) << errstr;
+  rd_kafka_NewTopic_t* nt = rd_kafka_NewTopic_new(topic.c_str(), 1, 1, errstr, sizeof errstr);
+  ASSERT_NE(nt, nullptr) << errstr;
+  ASSERT_EQ(rd_kafka_NewTopic_set_config(nt, "message.timestamp.type", "LogAppendTime"),
+            RD_KAFKA_RESP_ERR_NO_ERROR);
+  rd_kafka_queue_t* queue = rd_kafka_queue_new(rk);
+  rd_kafka_AdminOptions_t* options = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+  rd_kafka_AdminOptions_set_operation_timeout(options, 30000, errstr, sizeof errstr);
+  rd_kafka_AdminOptions_set_request_timeout(options, 60000, errstr, sizeof errstr);
+  rd_kafka_CreateTopics(rk, &nt, 1, options, queue);
+  rd_kafka_event_t* event = rd_kafka_queue_poll(queue, 90000);
+  std::string error = "no answer from the broker within 90 s";
+  if (event != nullptr) {
+    const rd_kafka_CreateTopics_result_t* result = rd_kafka_event_CreateTopics_result(event);
+    size_t n = 0;
+    const rd_kafka_topic_result_t** topics =
+        result ? rd_kafka_CreateTopics_result_topics(result, &n) : nullptr;
+    if (rd_kafka_event_error(event) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      error = rd_kafka_event_error_string(event);
+    } else if (n != 1) {
+      error = "no result for the topic";
+    } else if (rd_kafka_topic_result_error(topics[0]) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      error = rd_kafka_topic_result_error_string(topics[0]);
+    } else {
+      error.clear();
+    }
+    rd_kafka_event_destroy(event);
+  }
+  rd_kafka_AdminOptions_destroy(options);
+  rd_kafka_NewTopic_destroy(nt);
+  rd_kafka_queue_destroy(queue);
+  rd_kafka_destroy(rk);
+  ASSERT_EQ(error, "") << "creating " << topic << " with LogAppendTime";
+}
+
 // One record of K, kept small: a million of them must fit comfortably.
 struct KRecord {
   int64_t offset = 0;
-  int64_t ts_ms = 0;
+  int64_t ts_ms = 0;  // the broker's LogAppendTime
   Uuid id{0, 0};
   uint64_t txn = 0;
   int seq = 0;
+  int aggregate = -1;
   uint64_t commit_lsn = 0;
+  uint64_t lsn = 0;
 };
 
 // Reads every record of `topic` (one partition) from offset 0 to its high
-// watermark.
+// watermark. `bad` counts records that are not chaos envelopes, whose key is
+// not their aggregate_id or whose timestamp is not a LogAppendTime.
 std::vector<KRecord> ReadAll(const std::string& topic, int* bad) {
   std::vector<KRecord> out;
   char errstr[512];
@@ -219,17 +284,24 @@ std::vector<KRecord> ReadAll(const std::string& topic, int* bad) {
       next = msg->offset + 1;
       KRecord r{};
       r.offset = msg->offset;
-      r.ts_ms = rd_kafka_message_timestamp(msg, nullptr);
+      rd_kafka_timestamp_type_t ts_type = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+      r.ts_ms = rd_kafka_message_timestamp(msg, &ts_type);
       uint64_t txn = 0;
       int seq = 0;
       if (!envelope.ParseFromArray(msg->payload, static_cast<int>(msg->len)) ||
-          !ParseAggregate(envelope.aggregate_id(), &txn, &seq) ||
-          (r.id = ParseUuid(envelope.id())) == Uuid{0, 0}) {
-        ++*bad;
+          !ParseEventType(envelope.event_type(), &txn, &seq) ||
+          (r.id = ParseUuid(envelope.id())) == Uuid{0, 0} ||
+          (r.aggregate = ParseAggregateId(envelope.aggregate_id())) < 0 ||
+          std::string_view(static_cast<const char*>(msg->key), msg->key_len) !=
+              envelope.aggregate_id()) {
+        if ((*bad)++ < 5) ADD_FAILURE() << "not a chaos envelope keyed by aggregate_id at offset " << msg->offset;
+      } else if (ts_type != RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME) {
+        if ((*bad)++ < 5) ADD_FAILURE() << "offset " << msg->offset << " has no LogAppendTime";
       } else {
         r.txn = txn;
         r.seq = seq;
         r.commit_lsn = envelope.source().commit_lsn();
+        r.lsn = envelope.source().lsn();
         out.push_back(r);
       }
     }
@@ -253,11 +325,21 @@ class ChaosTest : public ::testing::Test {
 
 TEST_F(ChaosTest, NoLossBoundedDuplicatesUnderFaults) {
   const Params p;
-  std::mt19937_64 rng(p.seed ? p.seed : std::random_device{}());
+  const uint64_t seed = p.seed ? p.seed : std::random_device{}();
+  // Printed first, so that a failed run can be replayed with CHAOS_SEED (the
+  // faults' kinds, order and moments and the writers' transactions follow it;
+  // the machine's timing does not).
+  fmt::print(stderr, "chaos: seed {} (CHAOS_SEED={} replays this schedule)\n", seed, seed);
+  std::fflush(stderr);
+  std::mt19937_64 rng(seed);
   Sql sql;
   TestSource source = CreateDefaultSource(sql, "chaos");
   const std::string topic = source.topic_prefix + ".Chaos";
-  std::string config = ConfigFor(source);
+  // Before outboxd produces: a topic it auto-created would stamp CreateTime.
+  ASSERT_NO_FATAL_FAILURE(CreateLogAppendTimeTopic(topic));
+  // Records keyed by aggregate_id: the per-aggregate order below is the
+  // guarantee this setting documents.
+  std::string config = ConfigFor(source, "key = \"aggregate_id\"\n");
   // The default test config logs at debug; a long run needs info only.
   config.replace(config.find("level = \"debug\""), 15, "level = \"info\"");
   OutboxdProcess outboxd(config);
@@ -306,6 +388,11 @@ TEST_F(ChaosTest, NoLossBoundedDuplicatesUnderFaults) {
           absl::SleepFor(absl::Milliseconds(5));
         }
         ++txn;
+        // The aggregates of this transaction: a<(base + g * stride) % pool>,
+        // drawn from the writer's seeded generator; a small pool makes every
+        // aggregate appear in many transactions of every writer.
+        const int base = std::uniform_int_distribution<int>(0, p.aggregates - 1)(wrng);
+        const int stride = std::uniform_int_distribution<int>(0, 3)(wrng);
         // Retry the same transaction number until a commit is known to have
         // happened; an ambiguous failure may have committed it too, which is
         // fine: G is read from the table, and the seq numbers make the copies
@@ -313,9 +400,10 @@ TEST_F(ChaosTest, NoLossBoundedDuplicatesUnderFaults) {
         while (!writers_stop.load()) {
           auto done = conn.Query(fmt::format(
               "BEGIN; INSERT INTO public.{0} (aggregate_type, aggregate_id, event_type, payload) "
-              "SELECT 'Chaos', 'w{1}-t{2}-' || g, 'ChaosEvent', jsonb_build_object('w', {1}, "
-              "'t', {2}, 'seq', g) FROM generate_series(1, {3}) AS g ORDER BY g; COMMIT;",
-              source.table, w, txn, n));
+              "SELECT 'Chaos', 'a' || (({4} + g * {5}) % {6}), 'w{1}-t{2}-' || g, "
+              "jsonb_build_object('w', {1}, 't', {2}, 'seq', g) FROM generate_series(1, {3}) AS g "
+              "ORDER BY g; COMMIT;",
+              source.table, w, txn, n, base, stride, p.aggregates));
           if (done.ok()) {
             committed.fetch_add(n);
             break;
@@ -437,18 +525,21 @@ TEST_F(ChaosTest, NoLossBoundedDuplicatesUnderFaults) {
 
   // G: every committed outbox row, keyset-paged to bound memory.
   absl::flat_hash_map<Uuid, std::pair<uint64_t, int>> g;  // id -> (txn, seq)
+  absl::flat_hash_map<Uuid, int> g_aggregate;             // id -> aggregate
   absl::flat_hash_map<uint64_t, int> txn_size;
   std::string after = "00000000-0000-0000-0000-000000000000";
   while (true) {
     auto rows = end_sql.Query(fmt::format(
-        "SELECT id::text, aggregate_id FROM public.{} WHERE id > '{}' ORDER BY id LIMIT 100000",
+        "SELECT id::text, event_type, aggregate_id FROM public.{} WHERE id > '{}' ORDER BY id "
+        "LIMIT 100000",
         source.table, after));
     if (rows.empty()) break;
     for (const auto& row : rows) {
       uint64_t txn;
       int seq;
-      ASSERT_TRUE(ParseAggregate(*row[1], &txn, &seq)) << *row[1];
+      ASSERT_TRUE(ParseEventType(*row[1], &txn, &seq)) << *row[1];
       g[ParseUuid(*row[0])] = {txn, seq};
+      g_aggregate[ParseUuid(*row[0])] = ParseAggregateId(*row[2]);
       ++txn_size[txn];
     }
     after = *rows.back()[0];
@@ -457,14 +548,18 @@ TEST_F(ChaosTest, NoLossBoundedDuplicatesUnderFaults) {
   // K: every record from offset 0.
   int undecodable = 0;
   const std::vector<KRecord> k = ReadAll(topic, &undecodable);
-  EXPECT_EQ(undecodable, 0) << "records that are not our envelopes";
+  EXPECT_EQ(undecodable, 0) << "records that are not chaos envelopes keyed by aggregate_id with a LogAppendTime";
 
   // Per id: copies in offset order (K is one partition, read in order).
   absl::flat_hash_map<Uuid, std::vector<int>> copies;  // id -> indexes into k
   for (size_t i = 0; i < k.size(); ++i) copies[k[i].id].push_back(static_cast<int>(i));
-  int64_t lost = 0, phantom = 0, duplicates = 0, max_copies = 0;
+  int64_t lost = 0, phantom = 0, duplicates = 0, max_copies = 0, wrong_aggregate = 0;
   for (const auto& [id, where] : g) {
     if (!copies.contains(id)) ++lost;
+  }
+  for (const KRecord& r : k) {
+    auto it = g_aggregate.find(r.id);
+    if (it != g_aggregate.end() && it->second != r.aggregate) ++wrong_aggregate;
   }
   for (const auto& [id, where] : copies) {
     if (!g.contains(id)) ++phantom;
@@ -490,10 +585,37 @@ TEST_F(ChaosTest, NoLossBoundedDuplicatesUnderFaults) {
     it->second.first = r.seq;
   }
 
-  // When was each transaction entirely in Kafka? The producer stamps a record
-  // (CreateTime) when it is produced, before the broker acknowledges it, so a
+  // Order per aggregate across transactions: walking K in offset order, the
+  // first copy of each event must come after (commit LSN, LSN) every event of
+  // its aggregate seen so far. Later copies are replays of what was already
+  // there and may go back; a new event never may.
+  int64_t aggregate_order_violations = 0;
+  {
+    absl::flat_hash_map<int, std::pair<uint64_t, uint64_t>> newest;  // aggregate -> position
+    for (size_t i = 0; i < k.size(); ++i) {
+      const KRecord& r = k[i];
+      if (copies[r.id][0] != static_cast<int>(i)) continue;
+      const std::pair<uint64_t, uint64_t> at{r.commit_lsn, r.lsn};
+      auto [it, fresh] = newest.try_emplace(r.aggregate, at);
+      if (fresh) continue;
+      if (at <= it->second) {
+        if (aggregate_order_violations++ < 5) {
+          ADD_FAILURE() << "aggregate a" << r.aggregate << ": the event at offset " << r.offset
+                        << " (commit " << Lsn(r.commit_lsn).ToString() << ", lsn "
+                        << Lsn(r.lsn).ToString() << ") arrived after a later one (commit "
+                        << Lsn(it->second.first).ToString() << ", lsn "
+                        << Lsn(it->second.second).ToString() << ")";
+        }
+      } else {
+        it->second = at;
+      }
+    }
+  }
+
+  // When was each transaction entirely in Kafka? The broker stamps a record
+  // (LogAppendTime) when it appends it, before it acknowledges it, so a
   // confirmation at time t is only sound if every event of every transaction
-  // it covers has a copy stamped at or before t.
+  // it covers has a copy appended at or before t.
   struct TxnInfo {
     uint64_t commit_lsn = 0;
     int64_t ready_ms = 0;  // max over its events of the earliest copy
@@ -574,11 +696,28 @@ TEST_F(ChaosTest, NoLossBoundedDuplicatesUnderFaults) {
       last_start_ms = std::max(last_start_ms, s.t_ms);
       any = true;
     }
+    // In flight at the fault: produced before it was over and not confirmed.
+    // Timestamps are append times, so "produced before" needs a cut-off later
+    // than the fault: for an outboxd kill, the successor's first session start
+    // (nothing is appended for the successor before it streams, and a request
+    // the dead process had sent may still be appended after it died); for the
+    // other faults, whose outboxd lives on and may hold records in its queue
+    // while the broker or the stream is down, a few seconds after the fault.
+    int64_t inflight_cutoff = std::min(to, faults[f].done_ms + 5000);
+    if (faults[f].kind == Fault::kOutboxdKill) {
+      inflight_cutoff = to;
+      for (const Session& s : sessions) {
+        if (s.t_ms >= faults[f].done_ms) {
+          inflight_cutoff = std::min(inflight_cutoff, s.t_ms);
+          break;
+        }
+      }
+    }
     int64_t window = 0, inflight = 0;
     for (const auto& [id, where] : copies) {
       const KRecord& first = k[where[0]];
       if (any && first.ts_ms < last_start_ms && first.commit_lsn >= min_start.value()) ++window;
-      if (first.ts_ms <= faults[f].done_ms &&
+      if (first.ts_ms <= inflight_cutoff &&
           first.commit_lsn >= faults[f].confirmed_before.value()) {
         ++inflight;
       }
@@ -615,9 +754,10 @@ TEST_F(ChaosTest, NoLossBoundedDuplicatesUnderFaults) {
              injected[Fault::kOutboxdKill], injected[Fault::kBrokerKill], injected[Fault::kPgCrash],
              injected[Fault::kWalsenderKill], sessions.size(), samples.size());
   fmt::print("chaos: K {} records, {} distinct; lost {}, duplicated {}, phantom {}, max copies "
-             "of one event {}, order violations {}, premature confirmations {}\n",
+             "of one event {}, order violations {} (per aggregate {}), premature confirmations {} "
+             "(judged by LogAppendTime)\n",
              k.size(), copies.size(), lost, duplicates, phantom, max_copies, order_violations,
-             premature);
+             aggregate_order_violations, premature);
   for (Fault kind : {Fault::kOutboxdKill, Fault::kBrokerKill, Fault::kPgCrash,
                      Fault::kWalsenderKill}) {
     if (!injected[kind]) continue;
@@ -628,6 +768,8 @@ TEST_F(ChaosTest, NoLossBoundedDuplicatesUnderFaults) {
   EXPECT_EQ(lost, 0) << "events committed in PostgreSQL but never in Kafka";
   EXPECT_EQ(phantom, 0) << "events in Kafka that were never committed";
   EXPECT_EQ(order_violations, 0);
+  EXPECT_EQ(aggregate_order_violations, 0) << "events of one aggregate out of commit order";
+  EXPECT_EQ(wrong_aggregate, 0) << "records whose aggregate_id is not the row's";
   EXPECT_EQ(lsn_mismatches, 0) << "copies of one transaction with different commit LSNs";
   EXPECT_EQ(premature, 0);
   EXPECT_GE(committed_events, p.events);
