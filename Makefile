@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= 2
 
-.PHONY: all deps build test unit integration demo stack-up stack-down stack-status clean
+.PHONY: all deps build bin test unit integration demo stack-up stack-down stack-status clean
 .PHONY: python-test asan fuzz chaos
 .PHONY: bench bench-quick
 
@@ -13,13 +13,23 @@ all: build
 deps:
 	@bash scripts/deps.sh
 
+# ccache, when installed, makes rebuilds after a branch switch cheap.
+CCACHE := $(if $(shell command -v ccache),-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+CONFIGURE = cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CCACHE) >/dev/null
+
 build:
-	@cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) >/dev/null
+	@$(CONFIGURE)
 	@cmake --build $(BUILD_DIR) -j $(JOBS)
 
-# Everything CI runs: dependencies, build, unit tests, the local stack,
-# integration tests, stack down. Non-zero on any failure.
-test: deps build
+# Only the binaries (outboxd, outboxd-tail): what make demo and the Python tests run.
+bin:
+	@$(CONFIGURE)
+	@cmake --build $(BUILD_DIR) -j $(JOBS) --target outboxd outboxd-tail
+
+# Everything CI runs: dependencies, the builds (scripts/test.sh compiles what it
+# runs), unit and integration tests, fuzz smoke, Python tests, stack down.
+# Non-zero on any failure.
+test: deps
 	@bash scripts/test.sh $(BUILD_DIR)
 
 # Unit tests only: no servers needed.
@@ -32,14 +42,16 @@ integration: build
 
 # Python client and examples/flask-orders tests (venv in .run/python-venv) against an
 # already running local stack and build/outboxd.
-python-test: build
+python-test: bin
 	@bash scripts/python-test.sh $(BUILD_DIR)
 
 # The AddressSanitizer + UndefinedBehaviorSanitizer build (make test builds and
 # runs it too); any report aborts the process that made it.
 ASAN_DIR ?= build-asan
+# clang compiles the sanitizer build about 1.5x quicker than gcc (scripts/test.sh).
+ASAN_CXX ?= $(or $(shell command -v clang++),c++)
 asan:
-	@cmake -S . -B $(ASAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1 -g1" -DOUTBOXD_SANITIZE=ON >/dev/null
+	@cmake -S . -B $(ASAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_COMPILER=$(ASAN_CXX) -DCMAKE_CXX_FLAGS="-O1 -g1" -DOUTBOXD_SANITIZE=ON $(CCACHE) >/dev/null
 	@cmake --build $(ASAN_DIR) -j $(JOBS)
 
 # libFuzzer targets (pgoutput decoder, frame codec), FUZZ_SECONDS each.
@@ -52,7 +64,7 @@ fuzz: deps
 chaos: deps build
 	@bash scripts/chaos.sh $(BUILD_DIR)
 
-demo: deps build
+demo: deps bin
 	@bash scripts/demo.sh $(BUILD_DIR)
 
 # Benchmarks against pg_recvlogical and Debezium (bench/bench.sh): installs what it needs,

@@ -23,6 +23,8 @@ if [[ ! -x $venv/bin/python || $reqs -nt $venv/.installed ]]; then
     "$venv/bin/pip" install -q --disable-pip-version-check --only-binary=:all: -r "$reqs"
     touch "$venv/.installed"
 fi
+# PYTHON_TEST_SETUP_ONLY=1: the venv only (make test prepares it while compiling).
+[[ ${PYTHON_TEST_SETUP_ONLY:-0} == 1 ]] && exit 0
 # The package itself, rebuilt every time (cheap): the Envelope classes come from proto/.
 "$venv/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation --force-reinstall \
     "$repo/clients/python" >/dev/null
