@@ -8,7 +8,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "google/protobuf/util/json_util.h"
@@ -19,6 +21,26 @@ namespace {
 
 std::atomic<bool> g_stop{false};
 void OnSignal(int) { g_stop = true; }
+
+// The next offset to print of every partition this process has read from. A
+// new topic matching the pattern makes the group rebalance: every partition is
+// revoked and assigned again, and without a committed offset the consumer
+// would start it over from auto.offset.reset, printing its events again. On
+// each assignment, a partition read before resumes where it stopped instead.
+std::map<std::pair<std::string, int32_t>, int64_t> g_next;
+
+void OnRebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts,
+                 void*) {
+  if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    for (int i = 0; i < parts->cnt; ++i) {
+      auto it = g_next.find({parts->elems[i].topic, parts->elems[i].partition});
+      if (it != g_next.end()) parts->elems[i].offset = it->second;
+    }
+    rd_kafka_assign(rk, parts);
+  } else {
+    rd_kafka_assign(rk, nullptr);
+  }
+}
 
 int Usage() {
   std::fprintf(stderr,
@@ -87,6 +109,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  rd_kafka_conf_set_rebalance_cb(conf, OnRebalance);
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
   if (rk == nullptr) {
     std::fprintf(stderr, "outboxd-tail: %s\n", errstr);
@@ -109,6 +132,7 @@ int main(int argc, char** argv) {
     rd_kafka_message_t* msg = rd_kafka_consumer_poll(rk, 200);
     if (msg == nullptr) continue;
     if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      g_next[{rd_kafka_topic_name(msg->rkt), msg->partition}] = msg->offset + 1;
       outbox::v1::Envelope envelope;
       std::string json;
       if (envelope.ParseFromArray(msg->payload, static_cast<int>(msg->len)) &&
