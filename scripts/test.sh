@@ -97,12 +97,17 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---- sanitizer reports -----------------------------------------------------
-# Inherited by the outboxd processes the tests spawn. Reports go to files as
-# well, so that one from an outboxd a test killed is not missed.
 reports="$repo/$asan/sanitizer-reports"
-export ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:log_path=$reports/asan
-export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=$reports/ubsan
-export LSAN_OPTIONS=suppressions=$repo/tests/lsan.supp:print_suppressions=0
+# Set once the build and the background jobs started after it are under way
+# (a background job inherits the environment of its start): inherited by the
+# tests and the outboxd processes they spawn. Reports go to files as well, so
+# that one from an outboxd a test killed is not missed.
+use_sanitizer_reports() {
+  rm -rf "$reports" && mkdir -p "$reports"
+  export ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:log_path=$reports/asan
+  export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=$reports/ubsan
+  export LSAN_OPTIONS=suppressions=$repo/tests/lsan.supp:print_suppressions=0
+}
 check_reports() {
   if compgen -G "$reports/*" >/dev/null; then
     for f in "$reports"/*; do printf -- '---- %s\n' "$f" >&2; head -n 80 "$f" >&2; done
@@ -129,7 +134,6 @@ phase_asan_build() {
   cmake -S . -B "$asan" -G Ninja -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_COMPILER="$asan_cxx" \
     -DCMAKE_CXX_FLAGS="-O1 -g1" -DOUTBOXD_SANITIZE=ON "${launcher[@]}" >/dev/null
   cmake --build "$asan" -j "$jobs"
-  rm -rf "$reports" && mkdir -p "$reports"
 }
 
 plain_then_fuzz() {
@@ -144,6 +148,7 @@ phase_start_after_build() {
 }
 
 phase_asan_unit() {
+  use_sanitizer_reports
   ctest_asan -L unit -j "$jobs"
 }
 
