@@ -150,35 +150,36 @@ TEST_F(LoopTest, KafkaDownWithAFullQueueKeepsTheReplicationSession) {
   EXPECT_THAT(outboxd.Log(), Not(HasSubstr("to postgres)")));
 }
 
-// Item 2: the first event on a topic outboxd has never seen is acknowledged
-// (the slot confirmed past it) quickly after outboxd reports streaming, not
-// after librdkafka's 1-second metadata timer.
+// Item 2: the first event on a topic this outboxd has never produced to is
+// acknowledged (the slot confirmed past it) quickly after outboxd reports
+// streaming, not after librdkafka's 1-second metadata timer. The topic exists
+// in Kafka (a first process auto-created it); a topic the broker must still
+// create costs one metadata refresh more (printed, not asserted).
 TEST_F(LoopTest, FirstEventOnANeverSeenTopicDoesNotWaitForAMetadataTimer) {
   source_ = CreateDefaultSource(sql_, "loopfirst");
+  auto confirm_ms = [&](const std::string& aggregate_type, int txn) {
+    const absl::Time committed = absl::Now();
+    sql_.Exec(InsertRowsSql(source_.table, aggregate_type, txn, 1));
+    const Lsn end = sql_.CurrentLsn();
+    EXPECT_TRUE(WaitFor([&] { return sql_.ConfirmedFlush(source_.slot) >= end; }, absl::Seconds(30),
+                        absl::Milliseconds(2)))
+        << outboxd_->Log();
+    return absl::ToDoubleMilliseconds(absl::Now() - committed);
+  };
   Start(ConfigFor(source_));
-  const absl::Time committed = absl::Now();
-  sql_.Exec(InsertRowsSql(source_.table, "Fresh", 0, 1));
-  const Lsn end = sql_.CurrentLsn();
-  ASSERT_TRUE(WaitFor([&] { return sql_.ConfirmedFlush(source_.slot) >= end; }, absl::Seconds(30),
-                      absl::Milliseconds(2)))
-      << outboxd_->Log();
-  const double first_ms = absl::ToDoubleMilliseconds(absl::Now() - committed);
-  // A second new topic, now that the producer is connected.
-  const absl::Time committed2 = absl::Now();
-  sql_.Exec(InsertRowsSql(source_.table, "Fresher", 1, 1));
-  const Lsn end2 = sql_.CurrentLsn();
-  ASSERT_TRUE(WaitFor([&] { return sql_.ConfirmedFlush(source_.slot) >= end2; }, absl::Seconds(30),
-                      absl::Milliseconds(2)));
-  const double second_ms = absl::ToDoubleMilliseconds(absl::Now() - committed2);
-  std::cout << "[ figures ] first event on a new topic confirmed " << first_ms
-            << " ms after commit (commit right after 'streaming'); a second new topic " << second_ms
-            << " ms\n";
+  const double created_ms = confirm_ms("Fresh", 0);
+  ASSERT_EQ(outboxd_->Stop(SIGTERM), 0);
+  // A new process: the topic exists in Kafka, this producer never saw it.
+  Start(ConfigFor(source_));
+  const double first_ms = confirm_ms("Fresh", 1);
+  const double second_ms = confirm_ms("Fresh", 2);
+  std::cout << "[ figures ] first event, topic auto-created by the broker: " << created_ms
+            << " ms commit-to-confirmed; after a restart, first event on the existing topic (commit "
+               "right after 'streaming'): "
+            << first_ms << " ms; the next event: " << second_ms << " ms\n";
   // Generous: timing belongs to the bench; a 1 s metadata timer would show.
-  EXPECT_LT(second_ms, 900) << outboxd_->Log();
-  ASSERT_EQ(ReadTopics({source_.topic_prefix + ".Fresh", source_.topic_prefix + ".Fresher"}, 2,
-                       absl::Seconds(60))
-                .size(),
-            2u);
+  EXPECT_LT(first_ms, 500) << outboxd_->Log();
+  ASSERT_EQ(ReadTopics({source_.topic_prefix + ".Fresh"}, 3, absl::Seconds(60)).size(), 3u);
 }
 
 // Item 4: after the last commit is acknowledged, with no client writes, the
