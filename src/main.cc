@@ -1,6 +1,10 @@
 // outboxd: reads the command line, installs signal handlers, and dispatches to a
 // command (src/commands). Everything else lives in the libraries.
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <cerrno>
 #include <csignal>
 #include <cstring>
 #include <iostream>
@@ -20,8 +24,19 @@ namespace {
 using namespace outboxd;  // NOLINT: main wires every component together
 
 std::atomic<bool> g_stop{false};
+// Self-pipe: the write end gets a byte on SIGTERM/SIGINT, and the read end,
+// never drained, stays readable, so that every poll() in the relay wakes.
+int g_stop_pipe[2] = {-1, -1};
 
-void OnSignal(int) { g_stop.store(true); }
+void OnSignal(int) {
+  const int saved = errno;
+  g_stop.store(true);
+  if (g_stop_pipe[1] >= 0) {
+    const char byte = 's';
+    [[maybe_unused]] const ssize_t n = write(g_stop_pipe[1], &byte, 1);
+  }
+  errno = saved;
+}
 
 constexpr std::string_view kUsage =
     "usage: outboxd run --config FILE [--state-dir DIR] [--accept-gap]\n"
@@ -93,11 +108,15 @@ int main(int argc, char** argv) {
     return commands::RunReplay(*config, *options, std::cout);
   }
 
+  if (pipe2(g_stop_pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
+    std::cerr << "outboxd: cannot create the stop pipe: " << std::strerror(errno) << "\n";
+    return 1;
+  }
   struct sigaction action {};
   action.sa_handler = OnSignal;
   sigemptyset(&action.sa_mask);
   sigaction(SIGTERM, &action, nullptr);
   sigaction(SIGINT, &action, nullptr);
   signal(SIGPIPE, SIG_IGN);
-  return commands::RunRelay(*config, flags, g_stop);
+  return commands::RunRelay(*config, flags, g_stop, g_stop_pipe[0]);
 }

@@ -79,7 +79,8 @@ absl::StatusOr<std::string> ResolveStateDir(const config::Config& config, const 
 
 }  // namespace
 
-int RunRelay(const config::Config& config, const RunFlags& flags, const std::atomic<bool>& stop) {
+int RunRelay(const config::Config& config, const RunFlags& flags, const std::atomic<bool>& stop,
+             int stop_fd) {
   telemetry::Metrics metrics;
   absl::StatusOr<std::string> state_dir = ResolveStateDir(config, flags);
   if (!state_dir.ok()) {
@@ -103,6 +104,7 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
       .publication = config.source.publication,
       .create_slot = config.source.create_slot,
       .messages = config.messages.enabled,
+      .stop_fd = stop_fd,
   };
   for (const outbox::TableConfig& table : config.outbox) {
     stream_options.tables.push_back(table.schema + "." + table.table);
@@ -197,6 +199,7 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
   replication::SlotMonitor slot_monitor(config.source.dsn, config.source.slot, absl::Seconds(15), &metrics);
 
   pipeline::RelayOptions relay_options = RelayOptionsFrom(config);
+  relay_options.pipeline.stop_fd = stop_fd;
   if (recorder.has_value()) {
     relay_options.pipeline.on_confirmed = [&recorder](Lsn lsn) {
       if (absl::Status s = recorder->OnConfirmed(lsn); !s.ok()) telemetry::LogWarn("state file: {}", s.message());
@@ -213,6 +216,14 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
   if (!status.ok()) {
     telemetry::LogError("{}", status.message());
     return 1;
+  }
+  if (const uint64_t unacknowledged = relay.unacknowledged_at_stop(); unacknowledged > 0) {
+    telemetry::LogWarn("stopped at confirmed LSN {} with {} events not acknowledged by Kafka within the "
+                       "stop flush timeout; nothing after that LSN was confirmed, so they will be published "
+                       "again from the slot on the next start (exit code {})",
+                       Lsn(metrics.confirmed_flush_lsn.load()).ToString(), unacknowledged,
+                       kExitUnacknowledged);
+    return kExitUnacknowledged;
   }
   telemetry::LogInfo("stopped cleanly at confirmed LSN {}",
                Lsn(metrics.confirmed_flush_lsn.load()).ToString());

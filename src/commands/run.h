@@ -17,7 +17,16 @@ struct RunFlags {
 // Applies [log] level and format to the process's logger.
 void ApplyLogConfig(const config::LogConfig& log);
 
-// Streams until `stop` becomes true or a fatal error. Returns the process exit code.
-int RunRelay(const config::Config& config, const RunFlags& flags, const std::atomic<bool>& stop);
+// Exit code of a stop that left events unacknowledged by Kafka (stop_flush_timeout
+// passed): nothing is lost, they are published again from the slot on the next start.
+inline constexpr int kExitUnacknowledged = 3;
+
+// Streams until `stop` becomes true or a fatal error. `stop_fd` (or -1)
+// becomes readable when `stop` is set, and wakes every wait at once. Returns
+// the process exit code: 0 after a stop with everything acknowledged,
+// kExitUnacknowledged after a stop with events unacknowledged, 1 on a fatal
+// error, 2 on a configuration error.
+int RunRelay(const config::Config& config, const RunFlags& flags, const std::atomic<bool>& stop,
+             int stop_fd = -1);
 
 }  // namespace outboxd::commands

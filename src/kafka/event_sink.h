@@ -65,6 +65,19 @@ class EventSink {
   // A fatal producer error (e.g. idempotence state lost) reported by the
   // library, or OK. After a fatal error the sink must be rebuilt.
   virtual absl::Status FatalError() const = 0;
+
+  // A descriptor that becomes readable when Poll(0) has something to serve
+  // (delivery reports, errors), for the caller's poll(); -1 when the sink
+  // cannot signal one (the caller then polls it on a short timer). Poll clears it.
+  virtual int WakeFd() const { return -1; }
+
+  // Prepares to produce to `topic` (a fixed topic, the dead-letter topic), so
+  // that its first record does not wait for the topic's metadata. Optional.
+  virtual void PrepareTopic(std::string_view topic) {}
+
+  // Drops everything queued or in flight; their reports come back failed on
+  // the next Poll. Lets a session hand a working producer to the next one.
+  virtual void Purge() {}
 };
 
 }  // namespace outboxd::kafka

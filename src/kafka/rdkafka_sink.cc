@@ -2,8 +2,13 @@
 // delivery guarantees outboxd relies on forced on.
 #include "kafka/rdkafka_sink.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstring>
 #include <climits>
 #include <cstdint>
 #include <cstdio>
@@ -20,6 +25,10 @@ namespace outboxd::kafka {
 namespace {
 
 constexpr std::string_view kRedacted = "[redacted]";
+
+// At most this many cached topic handles; past it the oldest-inserted is
+// released (librdkafka keeps what is in flight on it alive).
+constexpr size_t kMaxTopicHandles = 1024;
 
 std::string Lower(std::string_view s) {
   std::string out(s);
@@ -246,6 +255,17 @@ absl::StatusOr<std::unique_ptr<RdKafkaSink>> RdKafkaSink::Create(const KafkaProp
     return absl::InvalidArgumentError(fmt::format(
         "cannot create the Kafka producer from [sink.kafka]: {}", sink->Redact(errstr)));
   }
+  // Delivery reports wake the caller's poll() through this pipe instead of a timer.
+  int fds[2];
+  if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+    return absl::ResourceExhaustedError(
+        fmt::format("cannot create a pipe for Kafka delivery reports: {}", std::strerror(errno)));
+  }
+  sink->wake_read_ = fds[0];
+  sink->wake_write_ = fds[1];
+  sink->main_queue_ = rd_kafka_queue_get_main(sink->rk_);
+  static const char kWakeByte = 'k';
+  rd_kafka_queue_io_event_enable(sink->main_queue_, sink->wake_write_, &kWakeByte, 1);
   return sink;
 }
 
@@ -257,7 +277,37 @@ RdKafkaSink::~RdKafkaSink() {
   // Drop what is queued or in flight so destroy never waits on a dead broker;
   // none of it was confirmed, so the next session re-reads it from the slot.
   rd_kafka_purge(rk_, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+  for (auto& [name, topic] : topics_) rd_kafka_topic_destroy(topic);
+  if (main_queue_ != nullptr) {
+    rd_kafka_queue_io_event_enable(main_queue_, -1, nullptr, 0);
+    rd_kafka_queue_destroy(main_queue_);
+  }
   rd_kafka_destroy(rk_);
+  if (wake_read_ >= 0) close(wake_read_);
+  if (wake_write_ >= 0) close(wake_write_);
+}
+
+absl::StatusOr<rd_kafka_topic_t*> RdKafkaSink::Topic(std::string_view name) {
+  auto found = topics_.find(absl::string_view(name.data(), name.size()));
+  if (found != topics_.end()) return found->second;
+  if (topics_.size() >= kMaxTopicHandles) {
+    auto victim = topics_.begin();
+    rd_kafka_topic_destroy(victim->second);
+    topics_.erase(victim);
+  }
+  std::string key(name);
+  rd_kafka_topic_t* topic = rd_kafka_topic_new(rk_, key.c_str(), nullptr);
+  if (topic == nullptr) {
+    const rd_kafka_resp_err_t err = rd_kafka_last_error();
+    return StatusFor(err, fmt::format("cannot produce to topic \"{}\": {}", name, ErrText(err)));
+  }
+  topics_.emplace(std::move(key), topic);
+  return topic;
+}
+
+void RdKafkaSink::PrepareTopic(std::string_view topic) {
+  // An invalid name fails again, with its reason, when an event is produced to it.
+  (void)Topic(topic);
 }
 
 absl::Status RdKafkaSink::Produce(const ProduceRequest& request) {
@@ -271,13 +321,17 @@ absl::Status RdKafkaSink::Produce(const ProduceRequest& request) {
       header_bytes += name.size() + value.size();
     }
   }
-  topic_buffer_.assign(request.topic);
+  absl::StatusOr<rd_kafka_topic_t*> topic = Topic(request.topic);
+  if (!topic.ok()) {
+    if (headers != nullptr) rd_kafka_headers_destroy(headers);
+    return topic.status();
+  }
 
   // Counted before the call: the report cannot arrive before the next Poll on
   // this thread, and a failed call undoes it.
   in_flight_.fetch_add(1, std::memory_order_relaxed);
   const rd_kafka_resp_err_t err = rd_kafka_producev(
-      rk_, RD_KAFKA_V_TOPIC(topic_buffer_.c_str()),
+      rk_, RD_KAFKA_V_RKT(*topic),
       RD_KAFKA_V_KEY(const_cast<char*>(request.key.data()), request.key.size()),
       RD_KAFKA_V_VALUE(const_cast<char*>(request.value.data()), request.value.size()),
       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(headers),
@@ -318,7 +372,13 @@ absl::Status RdKafkaSink::Produce(const ProduceRequest& request) {
   }
 }
 
-void RdKafkaSink::Poll(absl::Duration timeout) { rd_kafka_poll(rk_, ToTimeoutMs(timeout)); }
+void RdKafkaSink::Poll(absl::Duration timeout) {
+  // Empty the pipe first: whatever librdkafka enqueues after this writes again.
+  char drain[64];
+  while (read(wake_read_, drain, sizeof drain) > 0) {
+  }
+  rd_kafka_poll(rk_, ToTimeoutMs(timeout));
+}
 
 absl::Status RdKafkaSink::Flush(absl::Duration timeout) {
   rd_kafka_flush(rk_, ToTimeoutMs(timeout));

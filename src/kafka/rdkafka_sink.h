@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "kafka/event_sink.h"
 
@@ -74,10 +75,15 @@ class RdKafkaSink : public EventSink {
   size_t InFlight() const override { return in_flight_.load(std::memory_order_relaxed); }
   absl::Status CheckReachable(absl::Duration timeout) override;
   absl::Status FatalError() const override;
+  // The read end of a pipe that librdkafka writes to when its main queue
+  // (delivery reports, errors, statistics) goes from empty to non-empty.
+  int WakeFd() const override { return wake_read_; }
+  void PrepareTopic(std::string_view topic) override;
 
   // Drops everything queued or in flight; their reports come back failed
-  // (purged) on the next Poll. Used before rebuilding after a failure.
-  void Purge();
+  // (purged) on the next Poll. Used before rebuilding after a failure, and
+  // before a producer is kept for the next session.
+  void Purge() override;
 
   // The librdkafka handle, still owned by the sink: for statistics
   // (rd_kafka_outq_len) and for tests (mock cluster, rd_kafka_test_fatal_error).
@@ -98,7 +104,15 @@ class RdKafkaSink : public EventSink {
   std::vector<std::string> secret_values_;  // to scrub from librdkafka's words
   std::string bootstrap_servers_;           // named in reachability errors
   int64_t message_max_bytes_ = 0;           // named in size errors
-  std::string topic_buffer_;                // NUL-terminated topic for producev
+  // A topic handle per topic name, so that producing never goes through
+  // librdkafka's by-name path, which in 2.0.x leaves a new topic's metadata to
+  // a 1-second timer: rd_kafka_topic_new asks for it at once. Bounded: a
+  // template over an unbounded field must not grow it forever.
+  absl::StatusOr<rd_kafka_topic_t*> Topic(std::string_view name);
+  absl::flat_hash_map<std::string, rd_kafka_topic_t*> topics_;
+  rd_kafka_queue_t* main_queue_ = nullptr;
+  int wake_read_ = -1;
+  int wake_write_ = -1;
   std::atomic<size_t> in_flight_{0};
 };
 

@@ -1,5 +1,7 @@
 #include "pipeline/ack_tracker.h"
 
+#include <algorithm>
+
 namespace outboxd::pipeline {
 
 void AckTracker::Begin(int64_t commit_time) {
@@ -23,7 +25,24 @@ void AckTracker::Commit(Lsn end_lsn) {
   pending_.back().end_lsn = end_lsn;
   pending_.back().committed = true;
   open_ = false;
+  // Nothing left to wait for in this one: fold it into the committed entry
+  // before it, which then ends here (its token is never handed out again,
+  // since all its reports are in). Not after a failure: a folded entry
+  // could carry the end LSN of a failed transaction.
+  if (pending_.size() >= 2 && pending_.back().outstanding == 0 && !failed_) {
+    pending_.pop_back();
+    pending_.back().end_lsn = std::max(pending_.back().end_lsn, end_lsn);
+  }
   Advance();
+}
+
+void AckTracker::Received(Lsn lsn) {
+  if (open_ || failed_) return;
+  if (pending_.empty()) {
+    safe_lsn_ = std::max(safe_lsn_, lsn);
+  } else {
+    pending_.back().end_lsn = std::max(pending_.back().end_lsn, lsn);
+  }
 }
 
 void AckTracker::OnDelivery(uint64_t token, bool ok) {

@@ -7,6 +7,11 @@
 // failed report freezes progress for good: the prefix before the failed
 // transaction may still complete, but nothing at or after it is ever confirmed by this tracker (the pipeline restarts from the
 // slot with a new one).
+//
+// Memory stays bounded behind a slow acknowledgement: a transaction that ends
+// with nothing unacknowledged (no events, e.g. changes to a published but
+// unmapped table) is folded into the committed entry before it, which only
+// moves that entry's end LSN; so is a keepalive's position (Received).
 #pragma once
 
 #include <cstdint>
@@ -29,6 +34,12 @@ class AckTracker {
   // A delivery report for a token returned by AddEvent; exactly one per event
   // (librdkafka reports every message once). Unknown tokens are ignored.
   void OnDelivery(uint64_t token, bool ok);
+  // The server sent everything before `lsn` and nothing unacknowledged lies
+  // after the last transaction (a keepalive's walEnd between transactions): a
+  // pseudo-transaction with no events ending at `lsn`. Confirmed once
+  // everything before it is acknowledged. Ignored inside a transaction (the
+  // position may be mid-transaction) and after a failed report.
+  void Received(Lsn lsn);
 
   // End LSN of the newest fully acknowledged prefix; Invalid() until one.
   Lsn safe_lsn() const { return safe_lsn_; }

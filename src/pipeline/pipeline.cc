@@ -1,5 +1,7 @@
 #include "pipeline/pipeline.h"
 
+#include <poll.h>
+
 #include <algorithm>
 #include <utility>
 
@@ -20,12 +22,18 @@ using replication::ServerFrame;
 using replication::StandbyStatus;
 using replication::XLogData;
 
-// While events are in flight, wake up this often to serve delivery reports.
-constexpr absl::Duration kInflightPollInterval = absl::Milliseconds(1);
-// With nothing in flight, the longest wait for the next frame.
-constexpr absl::Duration kIdleReadTimeout = absl::Milliseconds(500);
-// While the producer queue is full, poll Kafka for this long between retries.
-constexpr absl::Duration kBackpressurePoll = absl::Milliseconds(10);
+// Frames handled per wake before delivery reports are served again, so that
+// a fast stream cannot starve Kafka's side (or the stop signal).
+constexpr int kFrameBudget = 1024;
+// Only for a sink that cannot signal a descriptor (test doubles): how often
+// to poll it while it holds records.
+constexpr absl::Duration kSinkWithoutFdPoll = absl::Milliseconds(1);
+
+int ToPollTimeout(absl::Duration left) {
+  if (left <= absl::ZeroDuration()) return 0;
+  if (left >= absl::Hours(1)) return 3600 * 1000;
+  return static_cast<int>(absl::ToInt64Milliseconds(absl::Ceil(left, absl::Milliseconds(1))));
+}
 
 std::string Describe(const outbox::OutboxEvent& event) {
   if (!event.source.table.empty()) {
@@ -66,41 +74,99 @@ Pipeline::Pipeline(replication::ReplicationStream* stream, kafka::EventSink* sin
       mapper_(options_.tables) {}
 
 Pipeline::~Pipeline() {
+  // The sink may outlive this session (the relay keeps a working producer
+  // across PostgreSQL reconnects): no report may reach this object again.
+  sink_->SetDeliveryHandler([](uint64_t, const absl::Status&) {});
+  sink_->SetFailedRecordHandler(nullptr);
   metrics_->inflight_events.store(0, std::memory_order_relaxed);
   metrics_->producer_queue_bytes.store(0, std::memory_order_relaxed);
 }
 
 absl::Status Pipeline::Run(const std::atomic<bool>& stop) {
+  stop_ = &stop;
   sink_->SetDeliveryHandler(
       [this](uint64_t token, const absl::Status& status) { OnDelivery(token, status); });
   sink_->SetFailedRecordHandler([this](const kafka::ProduceRequest& record,
                                        const absl::Status& status) {
     OnFailedRecord(record, status);
   });
-  while (!stop.load(std::memory_order_relaxed)) {
+  // Topics known now get their handles (and metadata requests) before the
+  // first event needs them.
+  for (const outbox::TopicTemplate& topic : table_topics_) {
+    if (topic.text().find('{') == std::string::npos) sink_->PrepareTopic(topic.text());
+  }
+  if (options_.messages_enabled && message_topic_->text().find('{') == std::string::npos) {
+    sink_->PrepareTopic(message_topic_->text());
+  }
+  if (options_.on_bad_event == outbox::BadEventPolicy::kDeadLetter) {
+    sink_->PrepareTopic(options_.dead_letter_topic);
+  }
+  // A Cancelled status is the stop signal seen inside a wait (backpressure).
+  auto stopped = [&](const absl::Status& status) { return absl::IsCancelled(status) && stopping(); };
+  while (!stopping()) {
+    // Kafka: every delivery report that arrived, once per wake.
     sink_->Poll(absl::ZeroDuration());
-    RETURN_IF_ERROR(CheckDeliveries());
-    RETURN_IF_ERROR(MaybeSendStatus(/*force=*/false));
-
-    // Wake up in time for the next status update; while events are in flight,
-    // come back quickly to serve their delivery reports.
-    absl::Duration timeout = tracker_.inflight_events() > 0 ? kInflightPollInterval : kIdleReadTimeout;
-    const absl::Time next_status = FlushCandidate() > confirmed_sent_
-                                       ? last_status_sent_ + options_.feedback_delay
-                                       : last_status_sent_ + options_.status_interval;
-    timeout = std::clamp(next_status - clock_(), absl::ZeroDuration(), timeout);
-
-    std::string_view frame;
-    absl::StatusOr<bool> got = stream_->ReadFrame(timeout, &frame);
-    if (!got.ok()) {
+    if (absl::Status checked = CheckDeliveries(); !checked.ok()) {
+      if (stopped(checked)) break;
+      return checked;
+    }
+    // PostgreSQL: every complete frame, up to a budget.
+    bool more = true;
+    for (int n = 0; n < kFrameBudget && !stopping(); ++n) {
+      std::string_view frame;
+      absl::StatusOr<bool> got = stream_->ReadFrame(absl::ZeroDuration(), &frame);
       // The stream broke. The next session resumes from the slot's confirmed
       // position: whatever was acknowledged since is published again
       // (duplicates, never gaps).
-      return got.status();
+      if (!got.ok()) return got.status();
+      if (!*got) {
+        more = false;
+        break;
+      }
+      absl::Status handled = HandleFrame(frame);
+      if (stopped(handled)) break;
+      RETURN_IF_ERROR(handled);
     }
-    if (*got) RETURN_IF_ERROR(HandleFrame(frame));
+    if (stopping()) break;
+    // The status update, decided once.
+    RETURN_IF_ERROR(MaybeSendStatus(/*force=*/reply_pending_));
+    if (more) continue;  // frames left over: serve Kafka, then read on
+    absl::Status waited = Wait(NextStatusDue(), /*read_stream=*/true);
+    if (stopped(waited)) break;
+    RETURN_IF_ERROR(waited);
   }
   return GracefulStop();
+}
+
+absl::Time Pipeline::NextStatusDue() const {
+  if (reply_pending_) return absl::InfinitePast();
+  return FlushCandidate() > confirmed_sent_ ? last_status_sent_ + options_.feedback_delay
+                                            : last_status_sent_ + options_.status_interval;
+}
+
+absl::Status Pipeline::Wait(absl::Time deadline, bool read_stream) {
+  absl::Duration timeout = std::max(deadline - clock_(), absl::ZeroDuration());
+  const int sink_fd = sink_->WakeFd();
+  if (sink_fd < 0 && sink_->InFlight() > 0) timeout = std::min(timeout, kSinkWithoutFdPoll);
+  const int stream_fd = read_stream ? stream_->socket() : -1;
+  if (read_stream && stream_fd < 0) {
+    std::string_view frame;
+    ASSIGN_OR_RETURN(bool got, stream_->ReadFrame(timeout, &frame));
+    return got ? HandleFrame(frame) : absl::OkStatus();
+  }
+  if (sink_fd < 0 && !read_stream) {
+    // A test double under backpressure: let it serve its reports.
+    sink_->Poll(std::min(timeout, kSinkWithoutFdPoll));
+    return absl::OkStatus();
+  }
+  pollfd fds[3];
+  nfds_t n = 0;
+  if (stream_fd >= 0) fds[n++] = {stream_fd, POLLIN, 0};
+  if (sink_fd >= 0) fds[n++] = {sink_fd, POLLIN, 0};
+  if (options_.stop_fd >= 0) fds[n++] = {options_.stop_fd, POLLIN, 0};
+  // EINTR (a signal) and readiness alike: the caller looks at everything again.
+  poll(fds, n, ToPollTimeout(timeout));
+  return absl::OkStatus();
 }
 
 absl::Status Pipeline::HandleFrame(std::string_view bytes) {
@@ -119,13 +185,14 @@ absl::Status Pipeline::HandleFrame(std::string_view bytes) {
     metrics_->server_wal_end.store(server_wal_end_.value(), std::memory_order_relaxed);
     metrics_->received_lsn.store(received_.value(), std::memory_order_relaxed);
     UpdateLagMetric();
-    // The walsender's keepalive carries the position it has sent up to. With
-    // nothing open and nothing unacknowledged, everything before it is done, so
-    // confirming it keeps an idle outbox from pinning other tables' WAL.
-    if (tracker_.idle() && !tracker_.failed()) {
-      idle_confirmable_ = std::max(idle_confirmable_, keepalive->wal_end);
-    }
-    return MaybeSendStatus(/*force=*/keepalive->reply_requested);
+    // The walsender's keepalive carries the position it has sent up to.
+    // Between transactions nothing before it is left to read, so it is
+    // confirmed once everything before it is acknowledged (at once when
+    // idle): an idle outbox does not pin other tables' WAL, and the written
+    // position reported above is one outboxd goes on to confirm.
+    tracker_.Received(keepalive->wal_end);
+    if (keepalive->reply_requested) reply_pending_ = true;
+    return absl::OkStatus();
   }
   const XLogData& data = std::get<XLogData>(*frame);
   received_ = std::max(received_, data.data_start);
@@ -159,7 +226,7 @@ absl::Status Pipeline::HandleMessage(Lsn lsn) {
     tracker_.Commit(commit->end_lsn);
     received_ = std::max(received_, commit->end_lsn);
     metrics_->transactions.fetch_add(1, std::memory_order_relaxed);
-    return MaybeSendStatus(false);
+    return absl::OkStatus();
   }
   if (auto* insert = std::get_if<InsertMessage>(&message_)) return HandleInsert(lsn, *insert);
   if (auto* message = std::get_if<LogicalMessage>(&message_)) return HandleLogicalMessage(*message);
@@ -277,7 +344,7 @@ absl::Status Pipeline::Publish(const outbox::TopicTemplate& topic, outbox::KeySo
   };
   TrackRecord(request, topic_, tracker_.AddEvent());
   absl::Status produced = ProduceWithBackpressure(request);
-  if (produced.ok() || absl::IsAborted(produced)) return produced;
+  if (produced.ok() || absl::IsAborted(produced) || absl::IsCancelled(produced)) return produced;
   if (absl::IsUnavailable(produced)) {
     // A Kafka fault, not the replication stream's: Aborted tells the relay so.
     return absl::AbortedError(fmt::format("Kafka refused {}: {}", Describe(event_), produced.message()));
@@ -337,7 +404,7 @@ absl::Status Pipeline::ProduceDeadLetter(const outbox::DeadLetter& letter, uint6
   // The dead letter takes over its event's record: same transaction, new topic and size.
   TrackRecord(request, options_.dead_letter_topic, inflight_records_.at(token).txn_token);
   absl::Status produced = ProduceWithBackpressure(request);
-  if (produced.ok() || absl::IsAborted(produced)) return produced;
+  if (produced.ok() || absl::IsAborted(produced) || absl::IsCancelled(produced)) return produced;
   if (absl::IsUnavailable(produced)) {
     return absl::AbortedError(
         fmt::format("Kafka refused the dead letter for {}: {}", what, produced.message()));
@@ -352,13 +419,27 @@ absl::Status Pipeline::ProduceDeadLetter(const outbox::DeadLetter& letter, uint6
 absl::Status Pipeline::ProduceWithBackpressure(const kafka::ProduceRequest& request) {
   while (true) {
     absl::Status status = sink_->Produce(request);
-    if (!absl::IsResourceExhausted(status)) return status;
-    // The producer queue is full: stop reading the socket (we are not reading
-    // while here), serve delivery reports, and keep status updates flowing so
-    // the walsender does not time us out.
-    sink_->Poll(kBackpressurePoll);
+    if (!absl::IsResourceExhausted(status)) {
+      backpressure_ = false;
+      return status;
+    }
+    // The producer queue is full: stop reading PostgreSQL (the socket is left
+    // unread, so the walsender waits on its send buffer), wait for Kafka or the
+    // stop signal, and keep status updates flowing: the walsender counts each
+    // one as our reply, and a keepalive already read is answered at once.
+    // The record stays unproduced on a stop: its transaction is never
+    // confirmed, and it is published again from the slot.
+    if (stopping()) {
+      return absl::CancelledError("stop requested while the Kafka producer queue was full");
+    }
+    if (!backpressure_) {
+      telemetry::LogDebug("Kafka producer queue full: PostgreSQL input paused until Kafka catches up");
+      backpressure_ = true;
+    }
+    RETURN_IF_ERROR(Wait(NextStatusDue(), /*read_stream=*/false));
+    sink_->Poll(absl::ZeroDuration());
     RETURN_IF_ERROR(CheckFailures());
-    RETURN_IF_ERROR(MaybeSendStatus(false));
+    RETURN_IF_ERROR(MaybeSendStatus(/*force=*/reply_pending_));
   }
 }
 
@@ -471,9 +552,7 @@ absl::Status Pipeline::CheckFailures() {
   return absl::OkStatus();
 }
 
-Lsn Pipeline::FlushCandidate() const {
-  return std::max({confirmed_sent_, tracker_.safe_lsn(), idle_confirmable_});
-}
+Lsn Pipeline::FlushCandidate() const { return std::max(confirmed_sent_, tracker_.safe_lsn()); }
 
 absl::Status Pipeline::MaybeSendStatus(bool force) {
   const absl::Time now = clock_();
@@ -492,6 +571,7 @@ absl::Status Pipeline::MaybeSendStatus(bool force) {
   if (flush > confirmed_sent_ && options_.on_confirmed) options_.on_confirmed(flush);
   confirmed_sent_ = flush;
   last_status_sent_ = now;
+  reply_pending_ = false;
   metrics_->confirmed_flush_lsn.store(flush.value(), std::memory_order_relaxed);
   UpdateLagMetric();
   return absl::OkStatus();
@@ -518,11 +598,10 @@ absl::Status Pipeline::GracefulStop() {
     }
     flushed = sink_->Flush(options_.stop_flush_timeout);
   }
-  if (!flushed.ok()) {
-    telemetry::LogWarn("stopping with {} events not acknowledged by Kafka ({}); they stay unconfirmed "
-                 "and are published again on the next start",
-                 tracker_.inflight_events(), flushed.message());
-  }
+  // Counted by the tracker: also an event that never left the full queue.
+  // The caller says so in one line and exits non-zero.
+  unacknowledged_at_stop_ = tracker_.inflight_events();
+  if (!flushed.ok()) telemetry::LogDebug("stop flush: {}", flushed.message());
   absl::Status sent = MaybeSendStatus(/*force=*/true);
   if (!sent.ok()) {
     telemetry::LogWarn("could not send the final status update ({}); the slot stays at its last "

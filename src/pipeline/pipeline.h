@@ -52,6 +52,10 @@ struct PipelineOptions {
   absl::Duration feedback_delay = absl::Milliseconds(20);
   // On graceful stop, how long to wait for outstanding delivery reports.
   absl::Duration stop_flush_timeout = absl::Seconds(30);
+  // Readable once a stop was requested (the signal handler's self-pipe), so
+  // that the loop's poll() wakes for it; -1: none, the stop flag is checked
+  // at each wake only.
+  int stop_fd = -1;
   // Called after a status update that moved the flush LSN reached the socket
   // (e.g. to record it in the state file). Optional.
   std::function<void(Lsn)> on_confirmed;
@@ -66,8 +70,9 @@ class Pipeline {
       replication::ReplicationStream* stream, kafka::EventSink* sink, PipelineOptions options,
       telemetry::Metrics* metrics, Clock clock = absl::Now);
 
-  // Streams until `stop` becomes true, then flushes Kafka, sends the final
-  // status update and returns OK. Errors:
+  // Streams until `stop` becomes true, then flushes Kafka (at most
+  // stop_flush_timeout), sends the final status update and returns OK, also
+  // when some events stayed unacknowledged (unacknowledged_at_stop()). Errors:
   //  - UnavailableError: the replication stream broke; AbortedError: Kafka
   //    failed (a delivery, the producer). Both transient: the caller restarts
   //    from the slot.
@@ -84,6 +89,9 @@ class Pipeline {
 
   // The flush LSN last sent to the server.
   Lsn confirmed_lsn() const { return confirmed_sent_; }
+  // After a graceful stop: events that never got a successful delivery report
+  // (their transactions stay unconfirmed and are published again from the slot).
+  uint64_t unacknowledged_at_stop() const { return unacknowledged_at_stop_; }
 
  private:
   Pipeline(replication::ReplicationStream* stream, kafka::EventSink* sink, PipelineOptions options,
@@ -97,6 +105,14 @@ class Pipeline {
   void SetSourcePosition(Lsn lsn);
   absl::Status Publish(const outbox::TopicTemplate& topic, outbox::KeySource key);
   absl::Status ProduceWithBackpressure(const kafka::ProduceRequest& request);
+  // The one wait of the loop: poll() on the replication socket (unless
+  // `read_stream` is false: backpressure), the sink's wake descriptor and the
+  // stop descriptor, until one is ready or `deadline`. With a stream that has
+  // no socket (test doubles) it waits in ReadFrame and handles the frame.
+  absl::Status Wait(absl::Time deadline, bool read_stream);
+  // When the next standby status update is due.
+  absl::Time NextStatusDue() const;
+  bool stopping() const { return stop_ != nullptr && stop_->load(std::memory_order_relaxed); }
   void OnDelivery(uint64_t token, const absl::Status& status);
   // Records `request` (its token) as in flight for the transaction `txn_token`:
   // its topic and size, for events_published_total and producer_queue_bytes.
@@ -174,8 +190,11 @@ class Pipeline {
 
   Lsn received_;        // newest WAL position received
   Lsn server_wal_end_;  // newest server WAL end seen
-  Lsn idle_confirmable_;  // a keepalive walEnd seen while nothing was open or in flight
   Lsn confirmed_sent_;
+  bool reply_pending_ = false;  // the server asked for a reply
+  bool backpressure_ = false;   // the producer queue is full
+  const std::atomic<bool>* stop_ = nullptr;
+  uint64_t unacknowledged_at_stop_ = 0;
   absl::Time last_status_sent_ = absl::InfinitePast();
 };
 

@@ -1,5 +1,7 @@
 #include "pipeline/relay.h"
 
+#include <poll.h>
+
 #include <algorithm>
 #include <random>
 #include <string>
@@ -12,11 +14,30 @@
 namespace outboxd::pipeline {
 namespace {
 
-void RealSleep(absl::Duration d, const std::atomic<bool>& stop) {
+// Sleeps `d`, woken at once by the stop signal's descriptor (or, without
+// one, within 50 ms of the stop flag).
+void RealSleep(absl::Duration d, const std::atomic<bool>& stop, int stop_fd) {
   const absl::Time until = absl::Now() + d;
   while (!stop.load() && absl::Now() < until) {
-    absl::SleepFor(std::min(absl::Milliseconds(50), until - absl::Now()));
+    const absl::Duration left = until - absl::Now();
+    if (stop_fd >= 0) {
+      pollfd pfd{stop_fd, POLLIN, 0};
+      poll(&pfd, 1, static_cast<int>(absl::ToInt64Milliseconds(absl::Ceil(left, absl::Milliseconds(1)))));
+    } else {
+      absl::SleepFor(std::min(absl::Milliseconds(50), left));
+    }
   }
+}
+
+// Hands the producer of a session that failed on PostgreSQL's side to the
+// next one: drops what it still holds (never confirmed: re-read from the
+// slot) and waits briefly for those reports. False: rebuild it instead.
+bool ReadyForReuse(kafka::EventSink& sink) {
+  if (!sink.FatalError().ok()) return false;
+  sink.Purge();
+  const absl::Time until = absl::Now() + absl::Seconds(2);
+  while (sink.InFlight() > 0 && absl::Now() < until) sink.Poll(absl::Milliseconds(50));
+  return sink.InFlight() == 0;
 }
 
 }  // namespace
@@ -52,7 +73,12 @@ Relay::Relay(StreamFactory streams, SinkFactory sinks, RelayOptions options, tel
     : streams_(std::move(streams)), sinks_(std::move(sinks)), options_(std::move(options)),
       metrics_(metrics) {
   if (!options_.clock) options_.clock = absl::Now;
-  if (!options_.sleep) options_.sleep = RealSleep;
+  if (!options_.sleep) {
+    options_.sleep = [stop_fd = options_.pipeline.stop_fd](absl::Duration d,
+                                                           const std::atomic<bool>& stop) {
+      RealSleep(d, stop, stop_fd);
+    };
+  }
   if (!options_.uniform01) {
     options_.uniform01 = [rng = std::mt19937_64(std::random_device{}())]() mutable {
       return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
@@ -66,14 +92,22 @@ absl::Status Relay::Run(const std::atomic<bool>& stop) {
   Backoff standby_backoff(options_.initial_backoff, options_.max_standby_backoff, options_.uniform01);
   absl::Time last_standby_log = absl::InfinitePast();
   bool was_standby = false;
+  // Kept across sessions that failed on PostgreSQL's side: a new producer
+  // would have to learn brokers and topics again (seconds of stall).
+  std::unique_ptr<kafka::EventSink> sink;
   while (!stop.load()) {
     absl::Status status;
     // Which side failed, for outboxd_reconnects_total{target}.
     const char* target = "kafka";
-    absl::StatusOr<std::unique_ptr<kafka::EventSink>> sink = sinks_();
-    if (!sink.ok()) {
-      status = sink.status();
-    } else {
+    if (sink == nullptr) {
+      absl::StatusOr<std::unique_ptr<kafka::EventSink>> made = sinks_();
+      if (made.ok()) {
+        sink = std::move(*made);
+      } else {
+        status = made.status();
+      }
+    }
+    if (sink != nullptr) {
       absl::StatusOr<std::unique_ptr<replication::ReplicationStream>> stream = streams_();
       if (!stream.ok()) {
         status = stream.status();
@@ -84,20 +118,25 @@ absl::Status Relay::Run(const std::atomic<bool>& stop) {
         standby_backoff.Reset();
         metrics_->standby.store(0);
         absl::StatusOr<std::unique_ptr<Pipeline>> pipeline =
-            Pipeline::Create(stream->get(), sink->get(), options_.pipeline, metrics_, now);
+            Pipeline::Create(stream->get(), sink.get(), options_.pipeline, metrics_, now);
         if (!pipeline.ok()) return pipeline.status();
         metrics_->streaming.store(1);
         const absl::Time started = now();
         status = (*pipeline)->Run(stop);
         metrics_->streaming.store(0);
+        unacknowledged_at_stop_ = (*pipeline)->unacknowledged_at_stop();
         if (status.ok()) return status;  // graceful stop
         // The pipeline reports Kafka faults as Aborted, a broken stream as Unavailable.
         target = absl::IsAborted(status) ? "kafka" : "postgres";
         if (now() - started >= options_.healthy_session) backoff.Reset();
       }
+      // Rebuild only what failed. A Kafka fault destroys the producer (its
+      // destructor purges); after a PostgreSQL fault it is purged and kept.
+      // Either way nothing it held is confirmed: it is re-read from the slot.
+      if (std::string_view(target) == "kafka" || !ReadyForReuse(*sink)) sink.reset();
     }
-    // The sink is destroyed here, before the next session: whatever it still
-    // held is purged and, being unconfirmed, is re-read from the slot.
+    // A stop that interrupted connecting (Cancelled) or arrived meanwhile.
+    if (stop.load()) break;
     if (replication::IsSlotInvalidated(status)) metrics_->slot_invalidated.store(1);
     if (!IsTransient(status)) return status;
 

@@ -48,7 +48,8 @@ struct RelayOptions {
   // A session that streamed this long earns a fresh backoff.
   absl::Duration healthy_session = absl::Seconds(30);
   // Injected for tests: the clock, the sleep (returns early once `stop` is
-  // set), and the jitter source (uniform in [0, 1)). Defaults: real ones.
+  // set; the real one is woken by pipeline.stop_fd), and the jitter source
+  // (uniform in [0, 1)). Defaults: real ones.
   Clock clock;
   std::function<void(absl::Duration, const std::atomic<bool>& stop)> sleep;
   std::function<double()> uniform01;
@@ -72,11 +73,16 @@ class Relay {
   // sets metrics slot_invalidated = 1.
   absl::Status Run(const std::atomic<bool>& stop);
 
+  // After a graceful stop: the events of the last session that stayed
+  // unacknowledged (Pipeline::unacknowledged_at_stop); 0 when none was running.
+  uint64_t unacknowledged_at_stop() const { return unacknowledged_at_stop_; }
+
  private:
   StreamFactory streams_;
   SinkFactory sinks_;
   RelayOptions options_;
   telemetry::Metrics* metrics_;
+  uint64_t unacknowledged_at_stop_ = 0;
 };
 
 }  // namespace outboxd::pipeline

@@ -1,11 +1,16 @@
 #include "replication/pg_connection.h"
 
+#include <poll.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <cctype>
 #include <cstdlib>
 #include <utility>
 
 #include "absl/strings/cord.h"
+#include "absl/time/time.h"
 #include "fmt/format.h"
 
 namespace outboxd::replication {
@@ -185,7 +190,8 @@ absl::StatusOr<std::vector<Row>> RowsOf(PGresult* res, PGconn* conn) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<PgConnection>> PgConnection::Connect(std::string_view dsn, bool replication) {
+absl::StatusOr<std::unique_ptr<PgConnection>> PgConnection::Connect(std::string_view dsn, bool replication,
+                                                                    int stop_fd) {
   const std::string dsn_text(dsn);
   const std::vector<std::string> secrets = SecretsInDsn(dsn);
 
@@ -231,9 +237,46 @@ absl::StatusOr<std::unique_ptr<PgConnection>> PgConnection::Connect(std::string_
   keys.push_back(nullptr);
   values.push_back(nullptr);
 
-  PGconn* conn = PQconnectdbParams(keys.data(), values.data(), /*expand_dbname=*/1);
+  PGconn* conn = stop_fd < 0 ? PQconnectdbParams(keys.data(), values.data(), /*expand_dbname=*/1)
+                             : PQconnectStartParams(keys.data(), values.data(), /*expand_dbname=*/1);
   if (conn == nullptr) {
     return absl::ResourceExhaustedError("cannot connect to PostgreSQL: libpq is out of memory");
+  }
+  if (stop_fd >= 0 && PQstatus(conn) != CONNECTION_BAD) {
+    // PQconnectdb's loop, with the stop signal in the same poll(). libpq
+    // applies connect_timeout only in its own blocking loop, so this one
+    // does, per host tried (a new socket starts a new attempt).
+    const std::string timeout_text = connect_timeout.empty() ? "10" : connect_timeout;
+    const absl::Duration per_host = absl::Seconds(std::max(2, std::atoi(timeout_text.c_str())));
+    int socket = -1;
+    absl::Time deadline;
+    PostgresPollingStatusType state = PGRES_POLLING_WRITING;
+    while (state != PGRES_POLLING_OK && state != PGRES_POLLING_FAILED) {
+      if (PQsocket(conn) != socket) {
+        socket = PQsocket(conn);
+        deadline = absl::Now() + per_host;
+      }
+      pollfd fds[2] = {{socket, static_cast<short>(state == PGRES_POLLING_READING ? POLLIN : POLLOUT), 0},
+                       {stop_fd, POLLIN, 0}};
+      const absl::Duration left = deadline - absl::Now();
+      const int rc = left <= absl::ZeroDuration()
+                         ? 0
+                         : poll(fds, 2, static_cast<int>(absl::ToInt64Milliseconds(
+                                            absl::Ceil(left, absl::Milliseconds(1)))));
+      if (rc < 0 && errno == EINTR) continue;
+      if ((fds[1].revents & POLLIN) != 0) {
+        PQfinish(conn);
+        return absl::CancelledError("stop requested while connecting to PostgreSQL");
+      }
+      if (rc == 0) {
+        PgConnection failed(conn);
+        return absl::UnavailableError(fmt::format(
+            "cannot connect to PostgreSQL ({}{}): no answer within connect_timeout ({}s); {}", failed.Describe(),
+            replication ? ", replication=database" : "", timeout_text,
+            HintFor(absl::StatusCode::kUnavailable, replication)));
+      }
+      state = PQconnectPoll(conn);
+    }
   }
   if (PQstatus(conn) != CONNECTION_OK) {
     PgConnection failed(conn);  // closes conn on return
@@ -244,14 +287,59 @@ absl::StatusOr<std::unique_ptr<PgConnection>> PgConnection::Connect(std::string_
                                           HintFor(code, replication)));
   }
   PQsetNoticeProcessor(conn, IgnoreNotice, nullptr);
-  return std::unique_ptr<PgConnection>(new PgConnection(conn));
+  return std::unique_ptr<PgConnection>(new PgConnection(conn, stop_fd));
 }
 
 PgConnection::~PgConnection() {
   if (conn_ != nullptr) PQfinish(conn_);
 }
 
+absl::StatusOr<std::vector<Row>> PgConnection::QueryStoppable(const std::string& sql) {
+  if (PQsendQuery(conn_, sql.c_str()) == 0) return StatusFromResult(nullptr, conn_, "");
+  // Like PQexec: the last result, or the first error.
+  PGresult* kept = nullptr;
+  for (;;) {
+    while (PQisBusy(conn_) == 0) {
+      PGresult* res = PQgetResult(conn_);
+      if (res == nullptr) {
+        if (kept == nullptr) return StatusFromResult(nullptr, conn_, "");
+        return RowsOf(kept, conn_);
+      }
+      const ExecStatusType st = PQresultStatus(res);
+      if (kept != nullptr && PQresultStatus(kept) == PGRES_FATAL_ERROR) {
+        PQclear(res);
+      } else {
+        if (kept != nullptr) PQclear(kept);
+        kept = res;
+      }
+      // A COPY result is handed back at once, as PQexec does (START_REPLICATION).
+      if (st == PGRES_COPY_BOTH || st == PGRES_COPY_IN || st == PGRES_COPY_OUT) return RowsOf(kept, conn_);
+    }
+    pollfd fds[2] = {{PQsocket(conn_), POLLIN, 0}, {stop_fd_, POLLIN, 0}};
+    if (poll(fds, 2, -1) < 0 && errno != EINTR) {
+      if (kept != nullptr) PQclear(kept);
+      return absl::UnavailableError(fmt::format("waiting for PostgreSQL failed: {}", std::strerror(errno)));
+    }
+    if ((fds[1].revents & POLLIN) != 0) {
+      // E.g. CREATE_REPLICATION_SLOT waiting for a long transaction: cancel it
+      // on the server rather than leave it waiting behind a closed session.
+      if (PGcancel* cancel = PQgetCancel(conn_); cancel != nullptr) {
+        char errbuf[256];
+        PQcancel(cancel, errbuf, sizeof errbuf);
+        PQfreeCancel(cancel);
+      }
+      if (kept != nullptr) PQclear(kept);
+      return absl::CancelledError("stop requested while waiting for PostgreSQL");
+    }
+    if (fds[0].revents != 0 && PQconsumeInput(conn_) == 0) {
+      if (kept != nullptr) PQclear(kept);
+      return StatusFromResult(nullptr, conn_, "");
+    }
+  }
+}
+
 absl::StatusOr<std::vector<Row>> PgConnection::Query(std::string_view sql) {
+  if (stop_fd_ >= 0) return QueryStoppable(std::string(sql));
   PGresult* res = PQexec(conn_, std::string(sql).c_str());
   if (res == nullptr) return StatusFromResult(nullptr, conn_, "");
   return RowsOf(res, conn_);

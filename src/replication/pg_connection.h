@@ -31,7 +31,12 @@ class PgConnection {
   // PermissionDeniedError when pg_hba.conf or privileges refuse us,
   // NotFoundError for a missing database, FailedPreconditionError when the
   // server's TLS certificate fails verification (sslrootcert, host name).
-  static absl::StatusOr<std::unique_ptr<PgConnection>> Connect(std::string_view dsn, bool replication);
+  //
+  // With `stop_fd` >= 0 (readable once a stop was requested) connecting and
+  // every Query wait in poll() on it as well: CancelledError as soon as it is
+  // readable (a running query is cancelled on the server first).
+  static absl::StatusOr<std::unique_ptr<PgConnection>> Connect(std::string_view dsn, bool replication,
+                                                               int stop_fd = -1);
 
   ~PgConnection();
   PgConnection(const PgConnection&) = delete;
@@ -47,12 +52,16 @@ class PgConnection {
 
   int server_version() const;  // e.g. 150004
   PGconn* raw() { return conn_; }
+  PGconn* raw() const { return conn_; }
   // "host=... port=... dbname=... user=..." without secrets, for messages.
   std::string Describe() const;
 
  private:
-  explicit PgConnection(PGconn* conn) : conn_(conn) {}
+  explicit PgConnection(PGconn* conn, int stop_fd = -1) : conn_(conn), stop_fd_(stop_fd) {}
+  // Query with poll() on the socket and stop_fd_.
+  absl::StatusOr<std::vector<Row>> QueryStoppable(const std::string& sql);
   PGconn* conn_;
+  int stop_fd_ = -1;
 };
 
 // Quotes an SQL literal / identifier for the replication protocol, where there

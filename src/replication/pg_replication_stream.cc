@@ -223,7 +223,8 @@ absl::StatusOr<std::unique_ptr<PgReplicationStream>> PgReplicationStream::Start(
   if (options.publication.empty()) {
     return absl::InvalidArgumentError("[source] publication is empty: name the publication of the outbox tables");
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<PgConnection> conn, PgConnection::Connect(options.dsn, /*replication=*/true));
+  ASSIGN_OR_RETURN(std::unique_ptr<PgConnection> conn, PgConnection::Connect(options.dsn, /*replication=*/true,
+                                                                                    options.stop_fd));
   const std::string where = conn->Describe();
 
   SystemInfo info;

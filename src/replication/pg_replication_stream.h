@@ -32,6 +32,10 @@ struct StreamOptions {
   // DecideSlotAction.
   std::optional<SavedState> saved;
   bool accept_gap = false;
+  // Readable once a stop was requested: connecting and the commands before
+  // streaming (CREATE_REPLICATION_SLOT may wait for long transactions) end
+  // with CancelledError at once. -1: none.
+  int stop_fd = -1;
 };
 
 struct SystemInfo {
@@ -58,6 +62,7 @@ class PgReplicationStream : public ReplicationStream {
 
   absl::StatusOr<bool> ReadFrame(absl::Duration timeout, std::string_view* frame) override;
   absl::Status SendStatus(const StandbyStatus& status) override;
+  int socket() const override { return PQsocket(conn_->raw()); }
 
   const SystemInfo& info() const { return info_; }
   // The walsender's process id, as in pg_stat_replication.pid.

@@ -1,5 +1,8 @@
 #include "replication/slot_monitor.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <iterator>
 
@@ -21,6 +24,7 @@ const char* SlotMonitor::Query() {
 SlotMonitor::SlotMonitor(std::string dsn, std::string slot, absl::Duration interval,
                          telemetry::Metrics* metrics)
     : dsn_(std::move(dsn)), slot_(std::move(slot)), interval_(interval), metrics_(metrics) {
+  if (pipe2(stop_pipe_, O_NONBLOCK | O_CLOEXEC) != 0) stop_pipe_[0] = stop_pipe_[1] = -1;
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -30,7 +34,17 @@ SlotMonitor::~SlotMonitor() {
     stop_ = true;
   }
   wake_.notify_all();
+  // Ends a connection attempt or query in progress at once (a stop must not
+  // wait for connect_timeout).
+  if (stop_pipe_[1] >= 0) {
+    const char byte = 's';
+    [[maybe_unused]] const ssize_t n = write(stop_pipe_[1], &byte, 1);
+  }
   thread_.join();
+  conn_.reset();
+  for (int fd : stop_pipe_) {
+    if (fd >= 0) close(fd);
+  }
 }
 
 void SlotMonitor::Loop() {
@@ -46,6 +60,7 @@ void SlotMonitor::Loop() {
 absl::Duration SlotMonitor::CheckOnce() {
   auto fail = [&](const absl::Status& status) {
     conn_.reset();
+    if (absl::IsCancelled(status)) return interval_;  // stopping
     if (!failing_) {
       telemetry::LogWarn("slot monitor: cannot read pg_replication_slots for slot '{}': {}; the "
               "outboxd_slot_* metrics keep their last values (see outboxd_slot_checked_"
@@ -56,7 +71,7 @@ absl::Duration SlotMonitor::CheckOnce() {
     return interval_;
   };
   if (!conn_) {
-    auto conn = replication::PgConnection::Connect(dsn_, /*replication=*/false);
+    auto conn = replication::PgConnection::Connect(dsn_, /*replication=*/false, stop_pipe_[0]);
     if (!conn.ok()) return fail(conn.status());
     conn_ = std::move(*conn);
     // Never let a stuck server hold this thread (and a clean shutdown) for long.

@@ -44,6 +44,7 @@ class SlotMonitor {
   std::mutex mu_;
   std::condition_variable wake_;
   bool stop_ = false;
+  int stop_pipe_[2] = {-1, -1};  // readable once stopping: ends a connect or query
   std::thread thread_;
 };
 

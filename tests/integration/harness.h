@@ -111,6 +111,7 @@ class OutboxdProcess {
   // Sends `signal` and waits for the exit; returns the exit code (or 128+sig).
   int Stop(int signal, absl::Duration timeout = absl::Seconds(60));
   bool running() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }
   std::string Log() const;
   // Waits until the log written since the last Start() contains `text`.
   bool WaitForLog(const std::string& text, absl::Duration timeout);

@@ -115,5 +115,95 @@ TEST(AckTrackerTest, UnknownTokensAreIgnored) {
   EXPECT_EQ(t.safe_lsn(), Lsn(10));
 }
 
+TEST(AckTrackerTest, EmptyTransactionsBehindAnUnacknowledgedOneAreFoldedIntoIt) {
+  AckTracker t;
+  t.Begin();
+  const uint64_t a = t.AddEvent();
+  t.Commit(Lsn(100));
+  for (uint64_t i = 1; i <= 200000; ++i) {
+    t.Begin();
+    t.Commit(Lsn(100 + i * 10));
+  }
+  // One entry, whatever the number of event-less transactions behind it.
+  EXPECT_EQ(t.pending_transactions(), 1u);
+  EXPECT_EQ(t.safe_lsn(), Lsn());
+  t.OnDelivery(a, true);
+  EXPECT_EQ(t.safe_lsn(), Lsn(100 + 200000 * 10));
+  EXPECT_TRUE(t.idle());
+}
+
+TEST(AckTrackerTest, FoldedTransactionsWaitForTheOneTheyFoldedInto) {
+  AckTracker t;
+  t.Begin();
+  const uint64_t a = t.AddEvent();
+  t.Commit(Lsn(100));
+  t.Begin();
+  const uint64_t b = t.AddEvent();
+  t.Commit(Lsn(200));
+  t.Begin();
+  t.Commit(Lsn(300));  // folded into b's entry
+  EXPECT_EQ(t.pending_transactions(), 2u);
+  t.OnDelivery(b, true);
+  EXPECT_EQ(t.safe_lsn(), Lsn());
+  t.OnDelivery(a, true);
+  EXPECT_EQ(t.safe_lsn(), Lsn(300));
+}
+
+TEST(AckTrackerTest, TransactionWhoseEventsWereAckedBeforeCommitIsFolded) {
+  AckTracker t;
+  t.Begin();
+  const uint64_t a = t.AddEvent();
+  t.Commit(Lsn(100));
+  t.Begin();
+  t.OnDelivery(t.AddEvent(), true);
+  t.Commit(Lsn(200));
+  EXPECT_EQ(t.pending_transactions(), 1u);
+  // The next transaction's token is new to the tracker's report handling.
+  t.Begin();
+  const uint64_t c = t.AddEvent();
+  t.Commit(Lsn(300));
+  t.OnDelivery(a, true);
+  EXPECT_EQ(t.safe_lsn(), Lsn(200));
+  t.OnDelivery(c, true);
+  EXPECT_EQ(t.safe_lsn(), Lsn(300));
+}
+
+TEST(AckTrackerTest, NoFoldAfterAFailureSoAFailedTransactionIsNeverCovered) {
+  AckTracker t;
+  t.Begin();
+  const uint64_t a = t.AddEvent();
+  t.Commit(Lsn(100));
+  t.Begin();
+  const uint64_t b = t.AddEvent();
+  t.Commit(Lsn(200));
+  t.OnDelivery(b, false);
+  t.Begin();
+  t.Commit(Lsn(300));
+  t.Received(Lsn(400));
+  t.OnDelivery(a, true);
+  EXPECT_EQ(t.safe_lsn(), Lsn(100));
+  EXPECT_TRUE(t.failed());
+}
+
+TEST(AckTrackerTest, ReceivedPositionWhenIdleIsSafeAtOnce) {
+  AckTracker t;
+  t.Received(Lsn(50));
+  EXPECT_EQ(t.safe_lsn(), Lsn(50));
+  t.Received(Lsn(40));  // never backwards
+  EXPECT_EQ(t.safe_lsn(), Lsn(50));
+  EXPECT_TRUE(t.idle());
+}
+
+TEST(AckTrackerTest, ReceivedPositionWhileInFlightIsConfirmedOnceEverythingBeforeItIs) {
+  AckTracker t;
+  t.Begin();
+  const uint64_t a = t.AddEvent();
+  t.Commit(Lsn(100));
+  t.Received(Lsn(180));  // a keepalive while `a` is in flight
+  EXPECT_EQ(t.safe_lsn(), Lsn());
+  t.OnDelivery(a, true);
+  EXPECT_EQ(t.safe_lsn(), Lsn(180));
+}
+
 }  // namespace
 }  // namespace outboxd::pipeline

@@ -77,8 +77,9 @@ inline std::string Message(bool transactional, uint64_t lsn, const std::string& 
   return b.bytes() + content;
 }
 
-// Scripted stream: frames are handed out in order; when the script runs out,
-// `on_empty` runs (e.g. to request a stop) and reads time out.
+// Scripted stream: frames are handed out in order; an action runs at the next
+// read that may wait, so the frames before it form one batch; when the script
+// runs out, `on_empty` runs (e.g. to request a stop) and reads time out.
 class FakeStream : public replication::ReplicationStream {
  public:
   explicit FakeStream(absl::Time* now) : now_(now) {}
@@ -96,6 +97,12 @@ class FakeStream : public replication::ReplicationStream {
 
   absl::StatusOr<bool> ReadFrame(absl::Duration timeout, std::string_view* frame) override {
     ++reads_;
+    // An action happens between wakes: a read that must not wait (the
+    // pipeline draining what is ready) ends the batch before it.
+    if (timeout == absl::ZeroDuration() && !frames_.empty() &&
+        std::holds_alternative<std::function<void()>>(frames_.front())) {
+      return false;
+    }
     while (!frames_.empty()) {
       auto next = std::move(frames_.front());
       frames_.pop_front();
