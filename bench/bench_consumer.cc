@@ -3,13 +3,18 @@
 // (source.commit_time, fields 9 -> 4) with its own protobuf wire reader.
 //
 //   bench_consumer latency   --brokers B --topic T [--expect N] [--idle-ms MS] [--max-s S]
-//                            [--cdf FILE]
+//                            [--cdf FILE] [--warm-s S] [--timeline FILE]
 //       Creates T if missing (1 partition), reads it from the beginning, and for every record
 //       takes receive time (CLOCK_REALTIME) minus the envelope's commit time. Prints "ready"
 //       once its fetcher has reached the end of the partition, then at the end one line:
 //         count=N first_recv_ns=T p50_ms=.. p99_ms=.. p999_ms=.. max_ms=..
+//           warm_count=N warm_p50_ms=.. warm_p99_ms=.. warm_max_ms=..
+//       Records committed within --warm-s seconds of the first record's commit are the warm-up:
+//       counted and summarised apart (warm_*), left out of the steady percentiles.
 //       Stops after N records, after MS of silence following the first record, or after S s.
-//       --cdf writes "percentile latency_ms" rows for plotting.
+//       --cdf writes "percentile latency_ms" rows for plotting (steady records).
+//       --timeline writes one row per second of commit time, from the first commit:
+//         "unix_second second count p50_ms p99_ms max_ms", to find where a tail comes from.
 //   bench_consumer watermark --brokers B --topic T --expect N [--max-s S]
 //       Polls the topic's high watermarks (all partitions) every 20 ms until they add up to N;
 //       prints "first_ns=T last_ns=T count=N" (wall clock when the first record and the Nth were
@@ -107,8 +112,9 @@ bool CommitTimeNs(std::string_view envelope, int64_t* out) {
 }
 
 struct Args {
-  std::string mode, brokers, topic, cdf;
+  std::string mode, brokers, topic, cdf, timeline;
   long long expect = 0;
+  double warm_s = 0;
   long long idle_ms = 5000;
   double max_s = 600;
 };
@@ -125,6 +131,8 @@ Args Parse(int argc, char** argv) {
     else if (k == "--idle-ms") a.idle_ms = std::atoll(v.c_str());
     else if (k == "--max-s") a.max_s = std::atof(v.c_str());
     else if (k == "--cdf") a.cdf = v;
+    else if (k == "--timeline") a.timeline = v;
+    else if (k == "--warm-s") a.warm_s = std::atof(v.c_str());
     else Die("unknown option " + k);
   }
   if (a.brokers.empty() || a.topic.empty()) Die("--brokers and --topic are required");
@@ -198,10 +206,11 @@ int Latency(const Args& a) {
     std::fflush(stdout);
   };
 
-  std::vector<int64_t> lat;
+  std::vector<int64_t> lat, warm;
   lat.reserve(a.expect > 0 ? static_cast<size_t>(a.expect) : 1 << 20);
+  std::vector<std::pair<int64_t, int64_t>> by_commit;  // (commit ns, latency ns) for --timeline
   long long undecodable = 0;
-  int64_t first_recv = 0, last_recv = 0;
+  int64_t first_recv = 0, last_recv = 0, first_commit = 0;
   const int64_t start = NowNs();
   const int64_t deadline = start + static_cast<int64_t>(a.max_s * 1e9);
   while (true) {
@@ -214,7 +223,10 @@ int Latency(const Args& a) {
       if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         int64_t commit;
         if (CommitTimeNs({static_cast<const char*>(m->payload), m->len}, &commit)) {
-          lat.push_back(now - commit);
+          if (first_commit == 0) first_commit = commit;
+          const bool warming = commit < first_commit + static_cast<int64_t>(a.warm_s * 1e9);
+          (warming ? warm : lat).push_back(now - commit);
+          if (!a.timeline.empty()) by_commit.emplace_back(commit, now - commit);
         } else {
           ++undecodable;
         }
@@ -225,7 +237,7 @@ int Latency(const Args& a) {
       }
       rd_kafka_message_destroy(m);
     }
-    const long long count = static_cast<long long>(lat.size()) + undecodable;
+    const long long count = static_cast<long long>(lat.size() + warm.size()) + undecodable;
     if (a.expect > 0 && count >= a.expect) break;
     if (first_recv != 0 && now - last_recv > a.idle_ms * 1000000LL) break;
     if (now > deadline) break;
@@ -234,11 +246,36 @@ int Latency(const Args& a) {
   rd_kafka_destroy(rk);
 
   std::sort(lat.begin(), lat.end());
+  std::sort(warm.begin(), warm.end());
   std::printf("count=%zu undecodable=%lld first_recv_ns=%lld p50_ms=%.3f p99_ms=%.3f "
-              "p999_ms=%.3f max_ms=%.3f\n",
-              lat.size(), undecodable, static_cast<long long>(first_recv), Percentile(lat, 0.5),
-              Percentile(lat, 0.99), Percentile(lat, 0.999),
-              lat.empty() ? 0.0 : static_cast<double>(lat.back()) / 1e6);
+              "p999_ms=%.3f max_ms=%.3f warm_count=%zu warm_p50_ms=%.3f warm_p99_ms=%.3f "
+              "warm_max_ms=%.3f\n",
+              lat.size() + warm.size(), undecodable, static_cast<long long>(first_recv),
+              Percentile(lat, 0.5), Percentile(lat, 0.99), Percentile(lat, 0.999),
+              lat.empty() ? 0.0 : static_cast<double>(lat.back()) / 1e6, warm.size(),
+              Percentile(warm, 0.5), Percentile(warm, 0.99),
+              warm.empty() ? 0.0 : static_cast<double>(warm.back()) / 1e6);
+  if (!a.timeline.empty() && !by_commit.empty()) {
+    FILE* f = std::fopen(a.timeline.c_str(), "w");
+    if (f == nullptr) Die("cannot write " + a.timeline + ": " + std::strerror(errno));
+    std::sort(by_commit.begin(), by_commit.end());
+    const int64_t t0 = by_commit.front().first;
+    size_t i = 0;
+    while (i < by_commit.size()) {
+      const int64_t second = (by_commit[i].first - t0) / 1000000000;
+      std::vector<int64_t> bucket;
+      while (i < by_commit.size() && (by_commit[i].first - t0) / 1000000000 == second) {
+        bucket.push_back(by_commit[i++].second);
+      }
+      std::sort(bucket.begin(), bucket.end());
+      std::fprintf(f, "%lld %lld %zu %.3f %.3f %.3f\n",
+                   static_cast<long long>(t0 / 1000000000 + second), static_cast<long long>(second),
+                   bucket.size(),
+                   Percentile(bucket, 0.5), Percentile(bucket, 0.99),
+                   static_cast<double>(bucket.back()) / 1e6);
+    }
+    std::fclose(f);
+  }
   if (!a.cdf.empty()) {
     FILE* f = std::fopen(a.cdf.c_str(), "w");
     if (f == nullptr) Die("cannot write " + a.cdf + ": " + std::strerror(errno));
