@@ -212,6 +212,7 @@ class KafkaRecord:
     offset: int
     key: bytes | None
     value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def read_topics(topics: Sequence[str], done: Callable[[list[KafkaRecord]], bool], timeout: float,
@@ -238,7 +239,7 @@ def read_topics(topics: Sequence[str], done: Callable[[list[KafkaRecord]], bool]
                     raise RuntimeError(f"reading {topics}: {err}")
                 continue
             records.append(KafkaRecord(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.key(),
-                                       msg.value()))
+                                       msg.value(), tuple((k, v or b"") for k, v in msg.headers() or [])))
     finally:
         consumer.close()
     return records
