@@ -475,7 +475,7 @@ class IdempotentConsumer:
             log.debug("%s; skipped", error)
         try:
             if self.dead_letter_topic is not None:
-                self._dead_letter(msg, error)
+                self._dead_letter(self.dead_letter_topic, msg, error)
             if self._on_undecodable is not None:
                 self._on_undecodable(msg, error)
         except Exception as e:
@@ -483,17 +483,20 @@ class IdempotentConsumer:
             raise DeadLetterFailed(f"routing undecodable record {error} failed: {type(e).__name__}: {e}; "
                                    "sought back, it will come again") from e
 
-    def _dead_letter(self, msg: Message, error: UndecodableRecord) -> None:
+    def _dead_letter(self, topic: str, msg: Message, error: UndecodableRecord) -> None:
         if self._producer is None:
             self._producer = Producer(self._producer_config)
         delivered: list[KafkaError | None] = []
-        headers = list(msg.headers() or []) + [
+        original = msg.headers() or []  # a consumed message has a list; the type also allows a dict
+        headers: list[tuple[str, str | bytes | None]] = list(original.items()) if isinstance(original, dict) \
+            else list(original)
+        headers += [
             ("outboxd.dlq.topic", str(msg.topic()).encode()),
             ("outboxd.dlq.partition", str(msg.partition()).encode()),
             ("outboxd.dlq.offset", str(msg.offset()).encode()),
             ("outboxd.dlq.error", str(error).encode()),
         ]
-        self._producer.produce(self.dead_letter_topic, value=msg.value(), key=msg.key(), headers=headers,
+        self._producer.produce(topic, value=msg.value(), key=msg.key(), headers=headers,
                                on_delivery=lambda err, _msg: delivered.append(err))
         deadline = time.monotonic() + 30
         while not delivered and time.monotonic() < deadline:
