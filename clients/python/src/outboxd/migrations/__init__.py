@@ -34,8 +34,9 @@ the revisions silently vanish): use ``path_separator = space``::
     version_locations = %(here)s/alembic/versions outboxd.migrations:versions
 
 The branches ``outboxd`` and ``outboxd_consumer`` have no parent, so the environment then has
-two or three heads: ``alembic upgrade head`` refuses, ``alembic upgrade heads`` runs them all;
-``alembic merge -m "outboxd" heads`` makes one head again (so that ``flask db upgrade`` works).
+two or three heads: ``alembic upgrade head`` (and ``flask db upgrade``) refuses, ``alembic
+upgrade heads`` runs them all. Do not ``alembic merge`` them: Alembic would write the merge
+revision into the installed package's directory. For one head, use your own revision (above).
 Names come from ``alembic.ini`` options ``outboxd_table`` (default ``outbox``),
 ``outboxd_schema`` (``public``), ``outboxd_publication`` (``outboxd``),
 ``outboxd_processed_table`` (``processed_events``), ``outboxd_create_schema`` (``false``).
