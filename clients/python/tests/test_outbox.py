@@ -170,6 +170,9 @@ def test_payload_serializer_hook(engine: Engine, outbox: Outbox) -> None:
     expected = {"at": "2026-01-02T03:04:05+00:00", "day": "2026-01-02", "amount": "1234567890.123456789",
                 "ref": str(ref), "n": [1, "x"]}
     assert [tuple(row) for row in stored] == [(first, expected), (second, expected)]
+    with Session(engine) as session, session.begin():  # a backslash and "u0000" are just text
+        emit(session, "order", 3, "Note", {"text": "C:\\u0000"}, outbox=outbox)
+    assert scalar(engine, f"SELECT count(*) FROM {outbox.name} WHERE payload->>'text' = :t", t="C:\\u0000") == 1
 
 
 def test_readme_snippet_flushes_before_reading_an_autoincrement_id(engine: Engine, outbox: Outbox) -> None:

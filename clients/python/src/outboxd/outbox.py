@@ -120,11 +120,22 @@ def _payload(payload: Any, default: JsonDefault | None) -> Any:
     except (TypeError, ValueError) as e:
         raise TypeError(f"emit: payload is not JSON-serializable ({e}); convert it, or pass "
                         f"json_default=outboxd.json_default for datetime, Decimal and UUID") from e
-    if "\\u0000" in encoded:
-        raise ValueError("emit: payload text must not contain NUL characters (jsonb cannot store them)")
     # The stored value is what was just checked: the session's JSON serializer sees only plain
     # JSON types, and a later change to the caller's objects does not change the event.
-    return json.loads(encoded)
+    value = json.loads(encoded)
+    if "\\u0000" in encoded and _has_nul(value):  # the cheap test first: NUL is rare
+        raise ValueError("emit: payload text must not contain NUL characters (jsonb cannot store them)")
+    return value
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\0" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def _text(name: str, value: object) -> str:
