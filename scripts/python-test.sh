@@ -2,7 +2,10 @@
 # Python tests (clients/python and examples/flask-orders) against the running local stack.
 # Creates the venv .run/python-venv from clients/python/requirements-test.txt when missing or
 # stale, installs the outboxd package from clients/python (generating the Envelope classes from
-# proto/), and runs pytest. Needs build/outboxd (or $OUTBOXD_BIN) and `deploy/local/stack.sh up`.
+# proto/), runs `mypy --strict` on the installed package, the example and a typing-only asyncio
+# usage file, and runs pytest (which also builds venvs under .run/protobuf-range/ with the lowest
+# and highest accepted protobuf: needs PyPI the first time). Needs build/outboxd (or
+# $OUTBOXD_BIN) and `deploy/local/stack.sh up`.
 #
 #   scripts/python-test.sh [build-dir] [pytest args...]
 set -euo pipefail
@@ -29,8 +32,18 @@ fi
 "$venv/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation --force-reinstall \
     "$repo/clients/python" >/dev/null
 
+# mypy --strict (settings in clients/python/pyproject.toml) on the package as installed, with its
+# generated envelope_pb2.pyi, the example, and emit() called with an AsyncSession. From /tmp, so
+# that `outboxd` resolves to the installed package, not to clients/python/src without the stubs.
+echo "python-test: mypy --strict"
+(cd /tmp && MYPYPATH="$repo/examples/flask-orders" "$venv/bin/python" -m mypy \
+    --config-file "$repo/clients/python/pyproject.toml" --cache-dir "$repo/.run/mypy-cache" \
+    -p outboxd -p flask_orders &&
+ "$venv/bin/python" -m mypy --config-file "$repo/clients/python/pyproject.toml" \
+    --cache-dir "$repo/.run/mypy-cache" "$repo/clients/python/tests/typecheck/asyncio_usage.py")
+
 [[ $build == /* ]] || build="$repo/$build"
 export OUTBOXD_BIN=${OUTBOXD_BIN:-$build/outboxd}
 [[ -x $OUTBOXD_BIN ]] || { echo "python-test: $OUTBOXD_BIN not found; run make build" >&2; exit 1; }
 exec "$venv/bin/python" -m pytest -p no:cacheprovider --import-mode=importlib --rootdir "$repo" \
-    clients/python/tests examples/flask-orders/tests "$@"
+    --ignore=clients/python/tests/typecheck clients/python/tests examples/flask-orders/tests "$@"

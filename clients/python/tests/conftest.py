@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import Engine
@@ -26,3 +26,19 @@ def database() -> Iterator[tuple[str, Engine]]:
 @pytest.fixture
 def engine(database: tuple[str, Engine]) -> Engine:
     return database[1]
+
+
+_lines: list[str] = []
+
+
+@pytest.fixture
+def report() -> Callable[[str], None]:
+    """Adds a line to pytest's summary (the protobuf range, the consumer's throughput)."""
+    return _lines.append
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _lines:
+        terminalreporter.section("outboxd package")
+        for line in _lines:
+            terminalreporter.write_line(line)

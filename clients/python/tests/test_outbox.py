@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import uuid
+from datetime import date, datetime, timezone
+from decimal import Decimal
 
 import pytest
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import Engine, event, text
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, Identity, Integer, event, text
+from sqlalchemy.exc import IntegrityError, ProgrammingError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 import outboxd
-from outboxd import EVENT_ID_NAMESPACE, Outbox, emit, event_id
+from outboxd import EVENT_ID_NAMESPACE, Outbox, canonical_key, emit, event_id, json_default
 from outboxd.schema import create_outbox
 from outboxd.testing import scalar, unique_name
 
@@ -130,6 +133,19 @@ def test_explicit_id(engine: Engine, outbox: Outbox) -> None:
         ({"headers": {"n": 1}}, TypeError),
         ({"aggregate_id": "a\0b"}, ValueError),
         ({"id": "not-a-uuid"}, TypeError),
+        # An autoincrement id read before the flush.
+        ({"aggregate_id": None}, ValueError),
+        # What jsonb (or JSON) refuses fails here, not at the commit.
+        ({"payload": {"at": datetime(2026, 1, 2, tzinfo=timezone.utc)}}, TypeError),
+        ({"payload": {"amount": Decimal("9.99")}}, TypeError),
+        ({"payload": {"id": uuid.uuid4()}}, TypeError),
+        ({"payload": {"x": math.nan}}, TypeError),
+        ({"payload": {"x": object()}, "json_default": json_default}, TypeError),
+        ({"payload": {"x": Decimal("NaN")}, "json_default": json_default}, TypeError),
+        ({"payload": {"s": "a\0b"}}, ValueError),
+        ({"dedupe_key": 1.5}, TypeError),
+        ({"dedupe_key": True}, TypeError),
+        ({"dedupe_key": object()}, TypeError),
     ],
 )
 def test_invalid_arguments_are_refused_before_the_database(kwargs: dict, error: type) -> None:
@@ -139,6 +155,79 @@ def test_invalid_arguments_are_refused_before_the_database(kwargs: dict, error: 
     with pytest.raises(error):
         emit(session, **args)
     assert not session.new
+
+
+def test_payload_serializer_hook(engine: Engine, outbox: Outbox) -> None:
+    at, amount, ref = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc), Decimal("1234567890.123456789"), uuid.uuid4()
+    body = {"at": at, "day": date(2026, 1, 2), "amount": amount, "ref": ref, "n": [1, "x"]}
+    with Session(engine) as session, session.begin():
+        first = emit(session, "order", 1, "OrderPaid", body, json_default=json_default, outbox=outbox)
+        # The hook set on the outbox serves every emit() through it.
+        second = Outbox(table=outbox.name, json_default=json_default).emit(session, "order", 2, "OrderPaid", body)
+        body["n"].append("changed after emit")  # the stored event is what emit() checked
+    with engine.connect() as conn:
+        stored = conn.execute(text(f"SELECT id, payload FROM {outbox.name} ORDER BY aggregate_id")).all()
+    expected = {"at": "2026-01-02T03:04:05+00:00", "day": "2026-01-02", "amount": "1234567890.123456789",
+                "ref": str(ref), "n": [1, "x"]}
+    assert [tuple(row) for row in stored] == [(first, expected), (second, expected)]
+    with Session(engine) as session, session.begin():  # a backslash and "u0000" are just text
+        emit(session, "order", 3, "Note", {"text": "C:\\u0000"}, outbox=outbox)
+    assert scalar(engine, f"SELECT count(*) FROM {outbox.name} WHERE payload->>'text' = :t", t="C:\\u0000") == 1
+
+
+def test_readme_snippet_flushes_before_reading_an_autoincrement_id(engine: Engine, outbox: Outbox) -> None:
+    class Base(DeclarativeBase):
+        pass
+
+    class Order(Base):
+        __tablename__ = unique_name("orders_auto")
+        id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+        total_cents: Mapped[int]
+
+    Base.metadata.create_all(engine)
+    with Session(engine) as session, session.begin():
+        order = Order(total_cents=1999)
+        session.add(order)
+        with pytest.raises(ValueError, match="flush"):  # what the old README did: id still None
+            emit(session, "order", order.id, "OrderCreated", {"order_id": order.id}, outbox=outbox)
+        session.flush()  # the INSERT runs, the database assigns order.id
+        emit(session, "order", order.id, "OrderCreated", {"order_id": order.id, "total_cents": order.total_cents},
+             outbox=outbox)
+        order_id = order.id
+    with engine.connect() as conn:
+        row = conn.execute(text(f"SELECT aggregate_id, payload FROM {outbox.name}")).one()
+    assert isinstance(order_id, int)
+    assert tuple(row) == (str(order_id), {"order_id": order_id, "total_cents": 1999})
+
+
+@pytest.mark.parametrize(
+    "key, text_form",
+    [
+        ("req-5", "req-5"),
+        (42, "42"),
+        (uuid.UUID("6F9619FF-8B86-D011-B42D-00C04FC964FF"), "6f9619ff-8b86-d011-b42d-00c04fc964ff"),
+        (Decimal("10.50"), "10.50"),
+        (date(2026, 1, 2), "2026-01-02"),
+        (("o-1", 2), '["o-1","2"]'),
+        (("é", ("x", 1)), '["é","[\\"x\\",\\"1\\"]"]'),
+    ],
+)
+def test_dedupe_keys_in_their_canonical_form(key: object, text_form: str) -> None:
+    assert canonical_key(key) == text_form
+    assert event_id("order", 5, "OrderCreated", key) == event_id("order", "5", "OrderCreated", text_form)
+    session = Session()
+    assert emit(session, "order", 5, "OrderCreated", {}, dedupe_key=key) == \
+        uuid.uuid5(EVENT_ID_NAMESPACE, f"order\0{5}\0OrderCreated\0{text_form}")
+
+
+def test_create_outbox_creates_the_schema_when_asked(engine: Engine) -> None:
+    schema, name = unique_name("billing"), unique_name("box")
+    with pytest.raises(ProgrammingError, match="does not exist"):
+        create_outbox(engine, table=name, schema=schema, publication=unique_name("pub"))
+    create_outbox(engine, table=name, schema=schema, publication=unique_name("pub"), create_schema=True)
+    create_outbox(engine, table=name, schema=schema, publication=unique_name("pub"), create_schema=True)
+    assert scalar(engine, "SELECT count(*) FROM pg_tables WHERE schemaname = :s AND tablename = :t",
+                  s=schema, t=name) == 1
 
 
 def test_configurable_schema_and_table(engine: Engine) -> None:

@@ -12,9 +12,18 @@ Consumer side: ``IdempotentConsumer`` (``outboxd.consumer``). Schema: ``outboxd.
 Alembic revisions in ``outboxd.migrations``. The Kafka value: ``outboxd.envelope``.
 """
 
-from outboxd.consumer import ConsumerStats, HandlerFailed, IdempotentConsumer, Outcome
+from outboxd.consumer import ConsumerStats, DeadLetterFailed, HandlerFailed, IdempotentConsumer, Outcome
 from outboxd.envelope import Envelope, Event, UndecodableRecord, decode
-from outboxd.outbox import EVENT_ID_NAMESPACE, Outbox, OutboxRow, default_outbox, emit, event_id
+from outboxd.outbox import (
+    EVENT_ID_NAMESPACE,
+    Outbox,
+    OutboxRow,
+    canonical_key,
+    default_outbox,
+    emit,
+    event_id,
+    json_default,
+)
 from outboxd.schema import create_outbox, create_processed_events
 
 __version__ = "0.1.0"
@@ -22,6 +31,7 @@ __version__ = "0.1.0"
 __all__ = [
     "EVENT_ID_NAMESPACE",
     "ConsumerStats",
+    "DeadLetterFailed",
     "Envelope",
     "Event",
     "HandlerFailed",
@@ -30,10 +40,12 @@ __all__ = [
     "OutboxRow",
     "Outcome",
     "UndecodableRecord",
+    "canonical_key",
     "create_outbox",
     "create_processed_events",
     "decode",
     "default_outbox",
     "emit",
     "event_id",
+    "json_default",
 ]

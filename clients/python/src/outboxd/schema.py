@@ -32,8 +32,12 @@ def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def outbox_ddl(table: str = "outbox", schema: str = "public", publication: str = "outboxd") -> list[str]:
+def outbox_ddl(table: str = "outbox", schema: str = "public", publication: str = "outboxd", *,
+               create_schema: bool = False) -> list[str]:
     """The statements that create the outbox table and add it to ``publication``.
+
+    With ``create_schema``, first ``CREATE SCHEMA IF NOT EXISTS`` (without it a missing schema is
+    an error: creating one is usually a decision of the database's owner).
 
     The publication is created with ``publish = 'insert'`` when missing; an existing one that
     lacks the table gets it added. Needs wal_level = logical only later, for outboxd to stream;
@@ -41,7 +45,8 @@ def outbox_ddl(table: str = "outbox", schema: str = "public", publication: str =
     """
     qualified = f"{quote_ident(schema)}.{quote_ident(table)}"
     pub = quote_ident(publication)
-    return [
+    schema_ddl = [f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}"] if create_schema else []
+    return schema_ddl + [
         f"""CREATE TABLE IF NOT EXISTS {qualified} (
     id             uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
     aggregate_type text        NOT NULL,
@@ -92,14 +97,16 @@ $outboxd$""",
     ]
 
 
-def processed_events_ddl(table: str = "processed_events", schema: str = "public") -> list[str]:
+def processed_events_ddl(table: str = "processed_events", schema: str = "public", *,
+                         create_schema: bool = False) -> list[str]:
     """The table where ``IdempotentConsumer`` records each event it processed, per consumer group.
 
     The primary key (consumer_group, event_id) is the de-duplication: the consumer inserts the
     event id in the handler's transaction, and a second insert of the same id finds the row.
     """
     qualified = f"{quote_ident(schema)}.{quote_ident(table)}"
-    return [
+    schema_ddl = [f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}"] if create_schema else []
+    return schema_ddl + [
         f"""CREATE TABLE IF NOT EXISTS {qualified} (
     consumer_group  text        NOT NULL,
     event_id        uuid        NOT NULL,
@@ -123,10 +130,10 @@ def _run(bind: Engine | Connection, statements: list[str]) -> None:
 
 
 def create_outbox(bind: Engine | Connection, table: str = "outbox", schema: str = "public",
-                  publication: str = "outboxd") -> None:
-    """Creates the outbox table and publication (idempotent). An Engine commits; a Connection is
-    left for the caller to commit."""
-    _run(bind, outbox_ddl(table, schema, publication))
+                  publication: str = "outboxd", *, create_schema: bool = False) -> None:
+    """Creates the outbox table and publication (idempotent), and the schema too with
+    ``create_schema=True``. An Engine commits; a Connection is left for the caller to commit."""
+    _run(bind, outbox_ddl(table, schema, publication, create_schema=create_schema))
 
 
 def drop_outbox(bind: Engine | Connection, table: str = "outbox", schema: str = "public",
@@ -136,9 +143,9 @@ def drop_outbox(bind: Engine | Connection, table: str = "outbox", schema: str = 
 
 
 def create_processed_events(bind: Engine | Connection, table: str = "processed_events",
-                            schema: str = "public") -> None:
-    """Creates the consumer's processed_events table (idempotent)."""
-    _run(bind, processed_events_ddl(table, schema))
+                            schema: str = "public", *, create_schema: bool = False) -> None:
+    """Creates the consumer's processed_events table (idempotent), and its schema with ``create_schema``."""
+    _run(bind, processed_events_ddl(table, schema, create_schema=create_schema))
 
 
 def drop_processed_events(bind: Engine | Connection, table: str = "processed_events",

@@ -212,6 +212,7 @@ class KafkaRecord:
     offset: int
     key: bytes | None
     value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def read_topics(topics: Sequence[str], done: Callable[[list[KafkaRecord]], bool], timeout: float,
@@ -237,8 +238,11 @@ def read_topics(topics: Sequence[str], done: Callable[[list[KafkaRecord]], bool]
                 if err.code() not in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
                     raise RuntimeError(f"reading {topics}: {err}")
                 continue
+            raw = msg.headers() or []  # a consumed message has a list; the type also allows a dict
+            pairs = list(raw.items()) if isinstance(raw, dict) else raw
+            headers = tuple((k, v.encode() if isinstance(v, str) else v or b"") for k, v in pairs)
             records.append(KafkaRecord(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.key(),
-                                       msg.value()))
+                                       msg.value(), headers))
     finally:
         consumer.close()
     return records

@@ -1,45 +1,89 @@
-"""Alembic support: revisions that create the outbox table and publication, and the consumer's
-processed_events table.
+"""Alembic support: the outbox table and publication, and the consumer's processed_events table.
 
-Two ways to use them:
+Recommended (one head, works the same under plain Alembic and Flask-Migrate): put the tables in
+one of your own revisions. ``alembic revision -m "outbox"`` (or ``flask db revision -m
+"outbox"``), then in the new file::
 
-1. Add this package's revisions to your Alembic environment (``alembic.ini``)::
+    from outboxd.migrations import downgrade_outbox, upgrade_outbox
 
-       version_locations = %(here)s/migrations/versions outboxd.migrations:versions
+    def upgrade() -> None:
+        upgrade_outbox(table="outbox", schema="public", publication="outboxd")
 
-   (Alembic accepts ``package:directory`` locations), then ``alembic upgrade outboxd@head``
-   creates the outbox, ``alembic upgrade outboxd_consumer@head`` the processed_events table.
-   Both are branches with no parent, independent of your own revisions. Names come from
-   ``alembic.ini`` options ``outboxd_table`` (default ``outbox``), ``outboxd_schema``
-   (``public``), ``outboxd_publication`` (``outboxd``), ``outboxd_processed_table``
-   (``processed_events``).
+    def downgrade() -> None:
+        downgrade_outbox(table="outbox", schema="public", publication="outboxd")
 
-2. Or call the helpers from one of your own revisions::
+(``upgrade_processed_events`` / ``downgrade_processed_events`` on the consumer's side.) It is a
+revision of your chain like any other, so ``alembic upgrade head`` / ``flask db upgrade`` run it.
 
-       from outboxd.migrations import upgrade_outbox, downgrade_outbox
+Autogenerate: your models' metadata does not have these tables, so ``--autogenerate`` (``flask
+db migrate``) would emit ``op.drop_table`` for them. Pass ``include_object``::
 
-       def upgrade() -> None:
-           upgrade_outbox(table="outbox", schema="public", publication="outboxd")
+    # env.py (plain Alembic)
+    from outboxd.migrations import exclude_outbox_tables
+    context.configure(..., include_object=exclude_outbox_tables())
 
-       def downgrade() -> None:
-           downgrade_outbox(table="outbox", schema="public", publication="outboxd")
+    # Flask-Migrate: its env.py passes Migrate's keyword arguments to context.configure
+    Migrate(app, db, include_object=exclude_outbox_tables())
+
+Or the packaged revisions, as a branch of their own: add ``outboxd.migrations:versions`` to
+``version_locations`` in ``alembic.ini``. That value contains a colon, so ``path_separator``
+must not be ``os`` (what ``alembic init`` writes; on POSIX it splits the value at the colon and
+the revisions silently vanish): use ``path_separator = space``::
+
+    path_separator = space
+    version_locations = %(here)s/alembic/versions outboxd.migrations:versions
+
+The branches ``outboxd`` and ``outboxd_consumer`` have no parent, so the environment then has
+two or three heads: ``alembic upgrade head`` (and ``flask db upgrade``) refuses, ``alembic
+upgrade heads`` runs them all. Do not ``alembic merge`` them: Alembic would write the merge
+revision into the installed package's directory. For one head, use your own revision (above).
+Names come from ``alembic.ini`` options ``outboxd_table`` (default ``outbox``),
+``outboxd_schema`` (``public``), ``outboxd_publication`` (``outboxd``),
+``outboxd_processed_table`` (``processed_events``), ``outboxd_create_schema`` (``false``).
 
 The resulting table and publication are those of sql/outbox.sql.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from outboxd import schema as _ddl
 
 __all__ = [
+    "IncludeObject",
     "downgrade_outbox",
     "downgrade_processed_events",
+    "exclude_outbox_tables",
     "upgrade_outbox",
     "upgrade_processed_events",
     "versions_dir",
 ]
+
+#: Alembic's ``include_object(object, name, type_, reflected, compare_to) -> bool`` hook.
+IncludeObject = Callable[[Any, "str | None", str, bool, Any], bool]
+
+
+def exclude_outbox_tables(tables: Iterable[str] = ("outbox", "processed_events"), schema: str | None = None,
+                          then: IncludeObject | None = None) -> IncludeObject:
+    """An ``include_object`` for Alembic's autogenerate that leaves outboxd's tables alone.
+
+    The tables (and their indexes and columns) named in ``tables`` are skipped when they exist
+    only in the database, as they do when a migration created them and the models do not map
+    them, so autogenerate emits no ``drop_table`` for them. ``schema``: only in that schema
+    (None: any). ``then``: your own include_object, asked about everything else.
+    """
+    names = frozenset(tables)
+
+    def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+        table = obj if type_ == "table" else getattr(obj, "table", None)
+        if table is not None and table.name in names and (schema is None or (table.schema or "public") == schema):
+            return False
+        return then(obj, name, type_, reflected, compare_to) if then is not None else True
+
+    return include_object
 
 
 def versions_dir() -> Path:
@@ -54,9 +98,11 @@ def _execute(statements: list[str]) -> None:
         op.execute(statement)
 
 
-def upgrade_outbox(table: str = "outbox", schema: str = "public", publication: str = "outboxd") -> None:
-    """Inside an Alembic revision: creates the outbox table and publication (idempotent)."""
-    _execute(_ddl.outbox_ddl(table, schema, publication))
+def upgrade_outbox(table: str = "outbox", schema: str = "public", publication: str = "outboxd", *,
+                   create_schema: bool = False) -> None:
+    """Inside an Alembic revision: creates the outbox table and publication (idempotent), and the
+    schema with ``create_schema``."""
+    _execute(_ddl.outbox_ddl(table, schema, publication, create_schema=create_schema))
 
 
 def downgrade_outbox(table: str = "outbox", schema: str = "public", publication: str = "outboxd") -> None:
@@ -64,9 +110,10 @@ def downgrade_outbox(table: str = "outbox", schema: str = "public", publication:
     _execute(_ddl.drop_outbox_ddl(table, schema, publication))
 
 
-def upgrade_processed_events(table: str = "processed_events", schema: str = "public") -> None:
+def upgrade_processed_events(table: str = "processed_events", schema: str = "public", *,
+                             create_schema: bool = False) -> None:
     """Inside an Alembic revision: creates the consumer's processed_events table."""
-    _execute(_ddl.processed_events_ddl(table, schema))
+    _execute(_ddl.processed_events_ddl(table, schema, create_schema=create_schema))
 
 
 def downgrade_processed_events(table: str = "processed_events", schema: str = "public") -> None:

@@ -9,6 +9,8 @@ Revises:
 Create Date: 2026-11-27
 """
 
+from typing import Any
+
 from alembic import context
 
 from outboxd.migrations import downgrade_outbox, upgrade_outbox
@@ -19,12 +21,13 @@ branch_labels = ("outboxd",)
 depends_on = None
 
 
-def _names() -> dict[str, str]:
+def _names() -> dict[str, Any]:
     config = context.config
     return {
         "table": config.get_main_option("outboxd_table") or "outbox",
         "schema": config.get_main_option("outboxd_schema") or "public",
         "publication": config.get_main_option("outboxd_publication") or "outboxd",
+        "create_schema": (config.get_main_option("outboxd_create_schema") or "false").lower() in ("true", "1", "yes"),
     }
 
 
@@ -33,4 +36,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    downgrade_outbox(**_names())
+    names = _names()
+    del names["create_schema"]
+    downgrade_outbox(**names)

@@ -7,6 +7,8 @@ Revises:
 Create Date: 2026-11-27
 """
 
+from typing import Any
+
 from alembic import context
 
 from outboxd.migrations import downgrade_processed_events, upgrade_processed_events
@@ -17,11 +19,12 @@ branch_labels = ("outboxd_consumer",)
 depends_on = None
 
 
-def _names() -> dict[str, str]:
+def _names() -> dict[str, Any]:
     config = context.config
     return {
         "table": config.get_main_option("outboxd_processed_table") or "processed_events",
         "schema": config.get_main_option("outboxd_schema") or "public",
+        "create_schema": (config.get_main_option("outboxd_create_schema") or "false").lower() in ("true", "1", "yes"),
     }
 
 
@@ -30,4 +33,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    downgrade_processed_events(**_names())
+    names = _names()
+    del names["create_schema"]
+    downgrade_processed_events(**names)
