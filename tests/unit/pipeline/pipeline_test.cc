@@ -214,6 +214,24 @@ TEST_F(PipelineTest, BackpressureStopsReadingButKeepsSendingStatus) {
   EXPECT_EQ(stream_.last_flushed(), Lsn(0x1050));
 }
 
+TEST_F(PipelineTest, StopWhileTheProducerQueueIsFullEndsTheSessionAndCountsTheUnacknowledged) {
+  PushRelation();
+  PushTxn(0x1000, 700, 1, 5);
+  sink_.queue_limit = 2;
+  int polls_while_full = 0;
+  sink_.on_poll = [&] {
+    // Kafka never answers; the stop signal arrives during the wait.
+    if (sink_.queue_full_answers > 0 && ++polls_while_full == 3) stop_ = true;
+  };
+  auto pipeline = Pipeline::Create(&stream_, &sink_, options_, &metrics_, [this] { return now_; });
+  ASSERT_TRUE(pipeline.ok());
+  // Without the stop check this would wait for Kafka forever.
+  EXPECT_TRUE((*pipeline)->Run(stop_).ok());
+  EXPECT_EQ(sink_.produced.size(), 2u);
+  EXPECT_EQ((*pipeline)->unacknowledged_at_stop(), 3u) << "two queued, one never produced";
+  EXPECT_LT(stream_.max_flushed(), Lsn(0x1050));
+}
+
 TEST_F(PipelineTest, UpdatesDeletesAndOtherTablesAreCountedNotPublished) {
   PushRelation();
   stream_.PushData(0x200, Relation(kOtherOid, "public", "orders", {{"id", kText}}));

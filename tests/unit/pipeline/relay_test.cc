@@ -117,6 +117,65 @@ TEST_F(RelayTest, KafkaFaultsAreCountedAgainstKafka) {
   EXPECT_EQ(metrics_.reconnects.Get("postgres"), 0u);
 }
 
+TEST_F(RelayTest, ThePostgresSideFailingKeepsTheProducerAKafkaFailureRebuildsIt) {
+  int attempts = 0;
+  StreamFactory streams = [&]() -> absl::StatusOr<std::unique_ptr<replication::ReplicationStream>> {
+    ++attempts;
+    if (attempts <= 3) return absl::UnavailableError("connection refused");
+    if (attempts == 4) {
+      // Streams, then the stream breaks: PostgreSQL's side again.
+      auto stream = std::make_unique<FakeStream>(&now_);
+      stream->error_when_empty = absl::UnavailableError("server closed the connection");
+      return stream;
+    }
+    return StoppingStream();
+  };
+  Relay relay(streams, Sinks(), Options(), &metrics_);
+  ::testing::internal::CaptureStderr();
+  EXPECT_TRUE(relay.Run(stop_).ok());
+  ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(attempts, 5);
+  EXPECT_EQ(sinks_made_, 1) << "a new producer would have to learn brokers and topics again";
+
+  // A Kafka fault (the pipeline's Aborted) rebuilds it.
+  stop_ = false;
+  int sessions = 0;
+  StreamFactory kafka_fails = [&]() -> absl::StatusOr<std::unique_ptr<replication::ReplicationStream>> {
+    if (++sessions == 1) {
+      auto stream = std::make_unique<FakeStream>(&now_);
+      stream->on_empty = [] {};
+      return stream;
+    }
+    return StoppingStream();
+  };
+  sinks_made_ = 0;
+  int made = 0;
+  SinkFactory fatal_sinks = [&]() -> absl::StatusOr<std::unique_ptr<kafka::EventSink>> {
+    ++sinks_made_;
+    auto sink = std::make_unique<FakeSink>();
+    if (++made == 1) sink->fatal = absl::AbortedError("fenced");
+    return std::unique_ptr<kafka::EventSink>(std::move(sink));
+  };
+  Relay relay2(kafka_fails, fatal_sinks, Options(), &metrics_);
+  ::testing::internal::CaptureStderr();
+  EXPECT_TRUE(relay2.Run(stop_).ok());
+  ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(sinks_made_, 2);
+  EXPECT_EQ(metrics_.reconnects.Get("kafka"), 1u);
+}
+
+TEST_F(RelayTest, AStopThatCancelledAConnectionAttemptEndsTheRelayCleanly) {
+  StreamFactory streams = [&]() -> absl::StatusOr<std::unique_ptr<replication::ReplicationStream>> {
+    stop_ = true;  // the signal arrived while connecting
+    return absl::CancelledError("stop requested while connecting to PostgreSQL");
+  };
+  Relay relay(streams, Sinks(), Options(), &metrics_);
+  EXPECT_TRUE(relay.Run(stop_).ok());
+  EXPECT_TRUE(sleeps_.empty()) << "no backoff after a stop";
+  EXPECT_EQ(metrics_.reconnects.Get("postgres"), 0u);
+  EXPECT_EQ(relay.unacknowledged_at_stop(), 0u);
+}
+
 TEST_F(RelayTest, AHealthySessionResetsTheBackoff) {
   int attempts = 0;
   StreamFactory streams = [&]() -> absl::StatusOr<std::unique_ptr<replication::ReplicationStream>> {
