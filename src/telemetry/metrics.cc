@@ -4,6 +4,7 @@
 #include <iterator>
 #include <vector>
 
+#include "common/bad_event.h"
 #include "fmt/format.h"
 
 namespace outboxd::telemetry {
@@ -70,6 +71,11 @@ void Gauge(std::string* out, std::string_view name, std::string_view type, std::
 }
 
 }  // namespace
+
+Metrics::Metrics() {
+  for (std::string_view reason : bad_event::kAllReasons) events_dead_lettered.Declare(reason);
+  for (std::string_view target : kReconnectTargets) reconnects.Declare(target);
+}
 
 std::string Metrics::RenderPrometheus() const {
   std::string out;

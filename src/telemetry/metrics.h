@@ -19,6 +19,9 @@ namespace outboxd::telemetry {
 class LabeledCounter {
  public:
   void Add(std::string_view label, uint64_t n = 1);
+  // Exports `label` at 0 until it is first added to: an alert on rate() or
+  // increase() needs a sample before the first increment to see it.
+  void Declare(std::string_view label) { Add(label, 0); }
   uint64_t Get(std::string_view label) const;
   // Appends "name{label_name="v"} n" lines.
   void Render(std::string_view name, std::string_view label_name, std::string* out) const;
@@ -42,7 +45,14 @@ class Histogram {
   std::atomic<uint64_t> sum_micros_{0};
 };
 
+// Every value outboxd_reconnects_total{target} can take.
+inline constexpr std::string_view kReconnectTargets[] = {"postgres", "kafka"};
+
 struct Metrics {
+  // Declares every known label value of the labelled counters (reconnect
+  // targets, dead-letter reasons) so each is exported at 0 from the start.
+  Metrics();
+
   LabeledCounter events_published;       // {topic}
   LabeledCounter events_dead_lettered;   // {reason}
   LabeledCounter changes_ignored;        // {kind}: update, delete, truncate, message, relation
