@@ -756,6 +756,18 @@ class ConfigParser {
                    "sink.kafka.\"bootstrap.servers\" must not be empty: list the Kafka brokers "
                    "as host:port, separated by commas");
     }
+    // 0 means "retry forever": a stop while Kafka is down could then never
+    // complete, and the events stay unacknowledged anyway (the slot replays them).
+    for (const auto& [name, value] : out->properties) {
+      if ((name == "message.timeout.ms" || name == "delivery.timeout.ms") && value == "0") {
+        return Error(kafka->get(name),
+                     fmt::format("sink.kafka.\"{}\" = 0 (no delivery deadline) is refused: with "
+                                 "Kafka down a stop could never complete, and outboxd needs a "
+                                 "failed delivery report to reconnect; leave it unset (300000, "
+                                 "five minutes) or give a positive number of milliseconds",
+                                 name));
+      }
+    }
     return absl::OkStatus();
   }
 

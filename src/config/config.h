@@ -31,8 +31,11 @@ struct SourceConfig {
 };
 
 // Table-less events: transactional pg_logical_emit_message(true, prefix, json).
+// Off unless enabled: any role that can connect may call pg_logical_emit_message
+// until EXECUTE is revoked from PUBLIC (sql/messages.sql), so turning it on is a
+// decision about who may publish (docs/configuration.md, [messages]).
 struct MessagesConfig {
-  bool enabled = true;
+  bool enabled = false;
   std::string prefix = "outbox";
   std::string topic = "outbox.event.{aggregate_type}";
   outbox::KeySource key = outbox::KeySource::kId;
