@@ -1006,4 +1006,22 @@ std::string RedactDsn(std::string_view dsn) {
   return out;
 }
 
+absl::Status CheckStatusInterval(absl::Duration status_interval, absl::Duration wal_sender_timeout,
+                                 bool* tight) {
+  *tight = false;
+  if (wal_sender_timeout <= absl::ZeroDuration()) return absl::OkStatus();
+  const int64_t interval_ms = absl::ToInt64Milliseconds(status_interval);
+  const int64_t timeout_ms = absl::ToInt64Milliseconds(wal_sender_timeout);
+  if (status_interval >= wal_sender_timeout) {
+    return absl::FailedPreconditionError(fmt::format(
+        "[source] status_interval = {} ms is not below the server's wal_sender_timeout = {} ms: the "
+        "server would drop every idle replication connection before outboxd's next status update; "
+        "set status_interval to less than half of wal_sender_timeout (e.g. \"{}ms\"), or raise "
+        "wal_sender_timeout",
+        interval_ms, timeout_ms, std::max<int64_t>(100, timeout_ms / 2 - 1)));
+  }
+  *tight = status_interval * 2 > wal_sender_timeout;
+  return absl::OkStatus();
+}
+
 }  // namespace outboxd::config

@@ -83,6 +83,15 @@ absl::StatusOr<Config> ParseConfig(std::string_view toml_text, const EnvLookup& 
 // be read.
 absl::StatusOr<Config> LoadConfig(const std::string& path);
 
+// Whether [source] status_interval works with the server's wal_sender_timeout
+// (0: no timeout). The walsender drops a connection that sent no status update
+// for wal_sender_timeout; outboxd sends one every status_interval when idle, so
+// an interval at or above the timeout cannot work: FailedPreconditionError with
+// what to do. Over half of it leaves no margin for one late update: the caller
+// warns (`*tight` true). OK otherwise.
+absl::Status CheckStatusInterval(absl::Duration status_interval, absl::Duration wal_sender_timeout,
+                                 bool* tight);
+
 // The DSN (key/value or postgresql:// URI) with the values of password and
 // sslpassword replaced by "********", for logs and errors. Never fails: on
 // malformed input it masks more, not less.

@@ -411,6 +411,30 @@ TEST(ParseConfigTest, MessageTimeoutZeroIsRefused) {
   EXPECT_THAT(config->kafka.properties, Contains(Pair("message.timeout.ms", "1")));
 }
 
+TEST(CheckStatusIntervalTest, RefusesAnIntervalTheServerTimeoutCannotWorkWith) {
+  bool tight = true;
+  // wal_sender_timeout = 0: the server never drops an idle stream.
+  EXPECT_TRUE(CheckStatusInterval(absl::Seconds(10), absl::ZeroDuration(), &tight).ok());
+  EXPECT_FALSE(tight);
+  EXPECT_TRUE(CheckStatusInterval(absl::Seconds(10), absl::Seconds(60), &tight).ok());
+  EXPECT_FALSE(tight);
+  // Exactly half: still a full interval of margin.
+  EXPECT_TRUE(CheckStatusInterval(absl::Seconds(5), absl::Seconds(10), &tight).ok());
+  EXPECT_FALSE(tight);
+  EXPECT_TRUE(CheckStatusInterval(absl::Milliseconds(5001), absl::Seconds(10), &tight).ok());
+  EXPECT_TRUE(tight);
+  EXPECT_TRUE(CheckStatusInterval(absl::Milliseconds(9999), absl::Seconds(10), &tight).ok());
+  EXPECT_TRUE(tight);
+  const absl::Status equal = CheckStatusInterval(absl::Seconds(10), absl::Seconds(10), &tight);
+  EXPECT_EQ(equal.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(equal.message()),
+              HasSubstr("status_interval = 10000 ms is not below the server's wal_sender_timeout "
+                        "= 10000 ms"));
+  EXPECT_THAT(std::string(equal.message()), HasSubstr("\"4999ms\""));
+  EXPECT_EQ(CheckStatusInterval(absl::Seconds(30), absl::Seconds(5), &tight).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
 TEST(ParseConfigTest, KafkaFloatsAndNegativeIntegersBecomeText) {
   absl::StatusOr<Config> config =
       ParseConfig(std::string(kMinimal) + "\"queue.buffering.max.ms\" = 0.5\n\"x\" = -1\n" +

@@ -1,6 +1,7 @@
 #include "telemetry/metrics.h"
 
 #include <string>
+#include <vector>
 
 #include "common/bad_event.h"
 #include "gmock/gmock.h"
@@ -41,7 +42,7 @@ TEST(MetricsTest, DeclaredLabelsCountFromZero) {
 }
 
 // Each family's samples follow its own # TYPE line (promtool check metrics
-// also runs on a live scrape in tests/deploy/check_deploy.py).
+// also runs on a live scrape in tests/integration/observability_test.cc).
 TEST(MetricsTest, DeclaredSamplesSitUnderTheirFamily) {
   const std::string text = Metrics().RenderPrometheus();
   const size_t type = text.find("# TYPE outboxd_reconnects_total counter\n");
@@ -50,6 +51,34 @@ TEST(MetricsTest, DeclaredSamplesSitUnderTheirFamily) {
   ASSERT_NE(type, std::string::npos);
   EXPECT_LT(type, sample);
   EXPECT_LT(sample, next);
+}
+
+TEST(MetricsTest, ManyDistinctTopicsWarnOnce) {
+  Metrics metrics;
+  ::testing::internal::CaptureStderr();
+  for (size_t i = 0; i < kManyTopics; ++i) metrics.events_published.Add("orders." + std::to_string(i));
+  metrics.events_published.Add("orders.0");  // not a new topic
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
+  ::testing::internal::CaptureStderr();
+  metrics.events_published.Add("orders.new");
+  metrics.events_published.Add("orders.newer");
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_THAT(log, HasSubstr("events went to 1001 distinct topics"));
+  EXPECT_THAT(log, HasSubstr("{event_type}, {destination}, {aggregate_type}"));
+  EXPECT_EQ(log.find("distinct topics"), log.rfind("distinct topics"));  // once
+}
+
+TEST(LabeledCounterTest, WarnAboveBoundary) {
+  LabeledCounter counter;
+  std::vector<size_t> calls;
+  counter.WarnAbove(2, [&calls](size_t n) { calls.push_back(n); });
+  counter.Add("a");
+  counter.Add("b");
+  counter.Add("b");
+  EXPECT_TRUE(calls.empty());
+  counter.Add("c");
+  counter.Add("d");
+  EXPECT_THAT(calls, ::testing::ElementsAre(3u));
 }
 
 }  // namespace
