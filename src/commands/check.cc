@@ -98,6 +98,7 @@ class PostgresDoctor {
     CheckWalLevel();
     CheckWalKeepSize();
     CheckSenderTimeout();
+    CheckMessagesPrivilege();
     CheckPublication();
     CheckSlot();
   }
@@ -205,7 +206,13 @@ class PostgresDoctor {
     if (!rows || rows->empty()) return;
     const long long timeout_ms = std::atoll(Value(*rows).c_str());
     const long long interval_ms = absl::ToInt64Milliseconds(source_.status_interval);
-    if (timeout_ms > 0 && interval_ms * 2 > timeout_ms) {
+    bool tight = false;
+    if (absl::Status works = config::CheckStatusInterval(source_.status_interval,
+                                                         absl::Milliseconds(timeout_ms), &tight);
+        !works.ok()) {
+      report_.Fail("wal_sender", std::string(works.message()),
+                   "outboxd run refuses to start with these values");
+    } else if (tight) {
       report_.Warn("wal_sender",
                    fmt::format("wal_sender_timeout = {} ms but [source] status_interval = {} ms: an idle "
                                "stream may be dropped by the server between two status updates",
@@ -215,6 +222,35 @@ class PostgresDoctor {
       report_.Ok("wal_sender", fmt::format("wal_sender_timeout = {} ms, status_interval = {} ms",
                                            timeout_ms, interval_ms));
     }
+  }
+
+  // With [messages] on, whoever may call pg_logical_emit_message may publish
+  // events. PostgreSQL grants EXECUTE on it to PUBLIC (a NULL proacl is that
+  // default; has_function_privilege cannot ask about PUBLIC, so read the ACL).
+  void CheckMessagesPrivilege() {
+    if (!config_.messages.enabled) return;
+    auto rows = Query("messages",
+                      "SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p "
+                      "WHERE p.proname = 'pg_logical_emit_message' "
+                      "AND p.pronamespace = 'pg_catalog'::regnamespace "
+                      "AND (p.proacl IS NULL OR EXISTS (SELECT 1 FROM aclexplode(p.proacl) a "
+                      "WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')) ORDER BY 1");
+    if (!rows) return;
+    if (rows->empty()) {
+      report_.Ok("messages", "[messages] is enabled and PUBLIC cannot execute pg_logical_emit_message: "
+                             "only roles granted EXECUTE can emit events");
+      return;
+    }
+    std::vector<std::string> functions;
+    for (size_t i = 0; i < rows->size(); ++i) functions.push_back(Value(*rows, i));
+    report_.Fail("messages",
+                 fmt::format("[messages] is enabled and PUBLIC may execute {}: any role that can "
+                             "connect (a read-only reporting user too) can publish forged events to "
+                             "any topic the template allows",
+                             fmt::join(functions, ", ")),
+                 "as a superuser: psql -v app_roles=<the roles that emit events> -f sql/messages.sql "
+                 "(revokes EXECUTE from PUBLIC, grants it to those roles); or set [messages] enabled = "
+                 "false if no service emits messages");
   }
 
   void CheckPublication() {

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -12,9 +13,11 @@
 #include <utility>
 
 #include "common/format.h"
+#include "common/status_macros.h"
 #include "fmt/format.h"
 #include "kafka/rdkafka_sink.h"
 #include "pipeline/relay.h"
+#include "replication/pg_connection.h"
 #include "replication/pg_replication_stream.h"
 #include "replication/slot_monitor.h"
 #include "replication/state_file.h"
@@ -77,11 +80,36 @@ absl::StatusOr<std::string> ResolveStateDir(const config::Config& config, const 
   return chosen;
 }
 
+// Refuses a status_interval that the server's wal_sender_timeout makes unworkable
+// (every idle stream would be dropped). Asked once at start on a plain
+// connection; if PostgreSQL cannot be reached yet the relay's own retries take
+// over and `outboxd check` reports the setting.
+absl::Status CheckSenderTimeout(const config::Config& config) {
+  auto conn = replication::PgConnection::Connect(config.source.dsn, /*replication=*/false);
+  if (!conn.ok()) return absl::OkStatus();
+  auto rows = (*conn)->Query("SELECT setting::bigint FROM pg_settings WHERE name = 'wal_sender_timeout'");
+  if (!rows.ok() || rows->empty() || (*rows)[0].empty() || !(*rows)[0][0]) return absl::OkStatus();
+  bool tight = false;
+  RETURN_IF_ERROR(config::CheckStatusInterval(config.source.status_interval,
+                                              absl::Milliseconds(std::atoll((*rows)[0][0]->c_str())),
+                                              &tight));
+  if (tight) {
+    telemetry::LogWarn("[source] status_interval is over half of the server's wal_sender_timeout ({} ms): "
+                       "one late status update and the server drops the stream; set it below half",
+                       (*rows)[0][0]->c_str());
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 int RunRelay(const config::Config& config, const RunFlags& flags, const std::atomic<bool>& stop,
              int stop_fd) {
   telemetry::Metrics metrics;
+  if (absl::Status interval = CheckSenderTimeout(config); !interval.ok()) {
+    telemetry::LogError("{}", interval.message());
+    return 2;
+  }
   absl::StatusOr<std::string> state_dir = ResolveStateDir(config, flags);
   if (!state_dir.ok()) {
     telemetry::LogError("{}", state_dir.status().message());

@@ -19,10 +19,19 @@ inline constexpr std::string_view kNullColumn = "null_column";        // require
 inline constexpr std::string_view kInvalidUuid = "invalid_uuid";      // id is not a UUID
 inline constexpr std::string_view kInvalidValue = "invalid_value";    // undecodable column value
 inline constexpr std::string_view kBadPayload = "bad_payload";        // logical message content
+// JSON (headers, message content) nested deeper or larger than outboxd reads
+// (outbox/values.h kMaxJsonDepth and the size limits): hostile or broken input.
+inline constexpr std::string_view kJsonLimit = "json_limit";
 inline constexpr std::string_view kInvalidTopic = "invalid_topic";    // routed to a bad topic name
 inline constexpr std::string_view kUnknownTopic = "unknown_topic";    // the broker has no such topic
 inline constexpr std::string_view kMessageTooLarge = "message_too_large";
 inline constexpr std::string_view kInvalidRecord = "invalid_record";  // the broker refused it
+
+// Every reason above, so that metrics can export each one at 0 from the start.
+inline constexpr std::string_view kAllReasons[] = {
+    kMissingColumn, kNullColumn,    kInvalidUuid,   kInvalidValue,    kBadPayload,
+    kJsonLimit,     kInvalidTopic,  kUnknownTopic,  kMessageTooLarge, kInvalidRecord,
+};
 }  // namespace bad_event
 
 inline constexpr char kBadEventReasonUrl[] = "type.outboxd/bad_event_reason";

@@ -756,6 +756,18 @@ class ConfigParser {
                    "sink.kafka.\"bootstrap.servers\" must not be empty: list the Kafka brokers "
                    "as host:port, separated by commas");
     }
+    // 0 means "retry forever": a stop while Kafka is down could then never
+    // complete, and the events stay unacknowledged anyway (the slot replays them).
+    for (const auto& [name, value] : out->properties) {
+      if ((name == "message.timeout.ms" || name == "delivery.timeout.ms") && value == "0") {
+        return Error(kafka->get(name),
+                     fmt::format("sink.kafka.\"{}\" = 0 (no delivery deadline) is refused: with "
+                                 "Kafka down a stop could never complete, and outboxd needs a "
+                                 "failed delivery report to reconnect; leave it unset (300000, "
+                                 "five minutes) or give a positive number of milliseconds",
+                                 name));
+      }
+    }
     return absl::OkStatus();
   }
 
@@ -992,6 +1004,24 @@ std::string RedactDsn(std::string_view dsn) {
   }
   out.append(dsn.substr(copied));
   return out;
+}
+
+absl::Status CheckStatusInterval(absl::Duration status_interval, absl::Duration wal_sender_timeout,
+                                 bool* tight) {
+  *tight = false;
+  if (wal_sender_timeout <= absl::ZeroDuration()) return absl::OkStatus();
+  const int64_t interval_ms = absl::ToInt64Milliseconds(status_interval);
+  const int64_t timeout_ms = absl::ToInt64Milliseconds(wal_sender_timeout);
+  if (status_interval >= wal_sender_timeout) {
+    return absl::FailedPreconditionError(fmt::format(
+        "[source] status_interval = {} ms is not below the server's wal_sender_timeout = {} ms: the "
+        "server would drop every idle replication connection before outboxd's next status update; "
+        "set status_interval to less than half of wal_sender_timeout (e.g. \"{}ms\"), or raise "
+        "wal_sender_timeout",
+        interval_ms, timeout_ms, std::max<int64_t>(100, timeout_ms / 2 - 1)));
+  }
+  *tight = status_interval * 2 > wal_sender_timeout;
+  return absl::OkStatus();
 }
 
 }  // namespace outboxd::config

@@ -31,8 +31,11 @@ struct SourceConfig {
 };
 
 // Table-less events: transactional pg_logical_emit_message(true, prefix, json).
+// Off unless enabled: any role that can connect may call pg_logical_emit_message
+// until EXECUTE is revoked from PUBLIC (sql/messages.sql), so turning it on is a
+// decision about who may publish (docs/configuration.md, [messages]).
 struct MessagesConfig {
-  bool enabled = true;
+  bool enabled = false;
   std::string prefix = "outbox";
   std::string topic = "outbox.event.{aggregate_type}";
   outbox::KeySource key = outbox::KeySource::kId;
@@ -79,6 +82,15 @@ absl::StatusOr<Config> ParseConfig(std::string_view toml_text, const EnvLookup& 
 // errors then start with "config PATH: line N:". NotFoundError when it cannot
 // be read.
 absl::StatusOr<Config> LoadConfig(const std::string& path);
+
+// Whether [source] status_interval works with the server's wal_sender_timeout
+// (0: no timeout). The walsender drops a connection that sent no status update
+// for wal_sender_timeout; outboxd sends one every status_interval when idle, so
+// an interval at or above the timeout cannot work: FailedPreconditionError with
+// what to do. Over half of it leaves no margin for one late update: the caller
+// warns (`*tight` true). OK otherwise.
+absl::Status CheckStatusInterval(absl::Duration status_interval, absl::Duration wal_sender_timeout,
+                                 bool* tight);
 
 // The DSN (key/value or postgresql:// URI) with the values of password and
 // sslpassword replaced by "********", for logs and errors. Never fails: on

@@ -103,6 +103,69 @@ bool CanonicalUuidInto(std::string_view text, std::string* out) {
   return true;
 }
 
+// nlohmann's DOM builder (its parser is iterative) with a nesting limit: beyond
+// kMaxJsonDepth it stops the parse, so no document deeper than the limit is ever
+// built, and dump() and the destructor, which recurse, only see shallow ones.
+class DepthLimitedDomParser : public nlohmann::detail::json_sax_dom_parser<Json> {
+ public:
+  explicit DepthLimitedDomParser(Json& root)
+      : json_sax_dom_parser(root, /*allow_exceptions_=*/false) {}
+
+  bool start_object(std::size_t elements) {
+    return Enter() && json_sax_dom_parser::start_object(elements);
+  }
+  bool end_object() {
+    --depth_;
+    return json_sax_dom_parser::end_object();
+  }
+  bool start_array(std::size_t elements) {
+    return Enter() && json_sax_dom_parser::start_array(elements);
+  }
+  bool end_array() {
+    --depth_;
+    return json_sax_dom_parser::end_array();
+  }
+
+  bool too_deep() const { return too_deep_; }
+
+ private:
+  bool Enter() {
+    if (++depth_ > kMaxJsonDepth) too_deep_ = true;
+    return !too_deep_;
+  }
+
+  size_t depth_ = 0;
+  bool too_deep_ = false;
+};
+
+// Parses `text` (one JSON value, nothing after it) into *doc within the limits.
+// `what` names the text in errors ("headers", "content"). InvalidArgumentError
+// "not valid JSON" untagged, or tagged bad_event::kJsonLimit beyond a limit:
+// the caller wraps either into its own bad event.
+absl::Status ParseJsonWithinLimits(std::string_view text, size_t max_bytes, std::string_view what,
+                                   Json* doc) {
+  if (text.size() > max_bytes) {
+    return BadEventError(bad_event::kJsonLimit,
+                         fmt::format("{} ({} bytes) are larger than the {} bytes outboxd reads",
+                                     what, text.size(), max_bytes));
+  }
+  Json parsed;
+  DepthLimitedDomParser sax(parsed);
+  const bool ok = Json::sax_parse(text.begin(), text.end(), &sax, nlohmann::detail::input_format_t::json,
+                                  /*strict=*/true);
+  if (sax.too_deep()) {
+    return BadEventError(bad_event::kJsonLimit,
+                         fmt::format("{} nest arrays and objects deeper than the {} levels outboxd "
+                                     "reads",
+                                     what, kMaxJsonDepth));
+  }
+  if (!ok || sax.is_errored()) {
+    return absl::InvalidArgumentError(fmt::format("{} are not valid JSON", what));
+  }
+  *doc = std::move(parsed);
+  return absl::OkStatus();
+}
+
 absl::Status HeadersFromJson(const Json& doc, std::vector<Header>* out) {
   if (!doc.is_object()) {
     return absl::InvalidArgumentError(fmt::format(
@@ -425,9 +488,14 @@ absl::Status RequiredString(const Json& doc, const char* name, std::string* out)
 }
 
 absl::Status MapLogicalMessageJson(std::string_view content, OutboxEvent* out) {
-  const Json doc = Json::parse(content.begin(), content.end(), nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded()) {
+  Json doc;
+  if (absl::Status parsed = ParseJsonWithinLimits(content, kMaxMessageJsonBytes, "contents", &doc);
+      !parsed.ok()) {
     // No excerpt: the content is the event's payload, which stays out of logs.
+    if (BadEventReason(parsed) == bad_event::kJsonLimit) {
+      return BadEventError(bad_event::kJsonLimit,
+                           fmt::format("outbox logical message: {}", MessageOf(parsed)));
+    }
     return MessageError(fmt::format("content ({} bytes) is not valid JSON", content.size()));
   }
   if (!doc.is_object()) {
@@ -605,8 +673,10 @@ absl::Status DecodeByteaHex(std::string_view text, std::string* out) {
 absl::Status ParseHeadersJson(std::string_view json, std::vector<Header>* out) {
   out->clear();
   try {
-    const Json doc = Json::parse(json.begin(), json.end(), nullptr, /*allow_exceptions=*/false);
-    if (doc.is_discarded()) {
+    Json doc;
+    if (absl::Status parsed = ParseJsonWithinLimits(json, kMaxHeadersJsonBytes, "headers", &doc);
+        !parsed.ok()) {
+      if (!BadEventReason(parsed).empty()) return parsed;
       return absl::InvalidArgumentError(
           fmt::format("headers are not valid JSON (\"{}\")", Printable(json)));
     }
@@ -733,7 +803,9 @@ absl::Status TableMapper::MapInsert(const TableBinding& binding, const pgoutput:
   if (headers != nullptr) {
     ASSIGN_OR_RETURN(std::string_view text, reader.Text(*headers, binding.headers, names.headers));
     if (absl::Status parsed = ParseHeadersJson(text, &out->headers); !parsed.ok()) {
-      return reader.Error(names.headers, MessageOf(parsed));
+      const std::string reason = BadEventReason(parsed);
+      return reader.Error(names.headers, MessageOf(parsed),
+                          reason.empty() ? bad_event::kInvalidValue : std::string_view(reason));
     }
   }
 

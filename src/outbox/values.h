@@ -40,9 +40,21 @@ absl::StatusOr<int64_t> ParsePgTimestamp(std::string_view text);
 // (bytea_output = 'escape').
 absl::Status DecodeByteaHex(std::string_view text, std::string* out);
 
+// Limits on the JSON outboxd parses from rows and logical messages. Any role that
+// can insert into an outbox table or emit a message writes this JSON, so it is
+// hostile: a document nested 100,000 deep would overflow the stack in the
+// recursive parts of nlohmann (dump, comparison), and a large one of tiny
+// values costs tens of bytes of memory per input byte. Beyond a limit the
+// event is a bad event with reason bad_event::kJsonLimit. jsonb itself caps
+// nesting near max_stack_depth, so no stored jsonb value is near these.
+inline constexpr size_t kMaxJsonDepth = 256;  // arrays and objects, the outermost included
+inline constexpr size_t kMaxHeadersJsonBytes = size_t{1} << 20;   // 1 MiB of headers
+inline constexpr size_t kMaxMessageJsonBytes = size_t{16} << 20;  // 16 MiB message content
+
 // Parses a JSON object into headers, in document order: string values as is,
 // any other value as its compact JSON text. `out` is replaced.
-// InvalidArgumentError for invalid JSON or a JSON value that is not an object.
+// InvalidArgumentError for invalid JSON or a JSON value that is not an object;
+// tagged bad_event::kJsonLimit beyond kMaxJsonDepth or kMaxHeadersJsonBytes.
 absl::Status ParseHeadersJson(std::string_view json, std::vector<Header>* out);
 
 // True when `text` is well-formed UTF-8 (no overlong forms, no surrogates).

@@ -204,6 +204,7 @@ absl::Status Pipeline::HandleFrame(std::string_view bytes) {
                         fmt::format("cannot decode pgoutput data at LSN {}: {}",
                                     data.data_start.ToString(), decoded.message()));
   }
+  if (absl::Status valid = validator_.Check(message_, data.data_start); !valid.ok()) return valid;
   return HandleMessage(data.data_start);
 }
 

@@ -29,6 +29,7 @@
 #include "outbox/table_mapping.h"
 #include "pgoutput/messages.h"
 #include "pgoutput/relation_cache.h"
+#include "pgoutput/stream_validator.h"
 #include "pipeline/ack_tracker.h"
 #include "replication/replication_stream.h"
 
@@ -154,6 +155,7 @@ class Pipeline {
 
   // Reused per event, so the hot path does not allocate once warm.
   pgoutput::Message message_;
+  pgoutput::StreamValidator validator_;  // protocol order: DataLoss, never a bad event
   outbox::OutboxEvent event_;
   std::string topic_;
   std::string value_;

@@ -4,7 +4,9 @@
 #include <iterator>
 #include <vector>
 
+#include "common/bad_event.h"
 #include "fmt/format.h"
+#include "telemetry/logging.h"
 
 namespace outboxd::telemetry {
 
@@ -12,7 +14,10 @@ void LabeledCounter::Add(std::string_view label, uint64_t n) {
   absl::MutexLock lock(&mu_);
   // Heterogeneous lookup: no std::string (and no allocation) once the label exists.
   auto it = values_.find(absl::string_view(label.data(), label.size()));
-  if (it == values_.end()) it = values_.emplace(std::string(label), 0).first;
+  if (it == values_.end()) {
+    it = values_.emplace(std::string(label), 0).first;
+    if (warn_ && values_.size() == warn_limit_ + 1) warn_(values_.size());
+  }
   it->second += n;
 }
 
@@ -70,6 +75,19 @@ void Gauge(std::string* out, std::string_view name, std::string_view type, std::
 }
 
 }  // namespace
+
+Metrics::Metrics() {
+  for (std::string_view reason : bad_event::kAllReasons) events_dead_lettered.Declare(reason);
+  for (std::string_view target : kReconnectTargets) reconnects.Declare(target);
+  events_published.WarnAbove(kManyTopics, [](size_t topics) {
+    LogWarn("events went to {} distinct topics: a topic template over an unbounded field "
+            "({{event_type}}, {{destination}}, {{aggregate_type}}) makes a Kafka topic and an "
+            "outboxd_events_published_total series per value; if that is not intended, use a fixed "
+            "topic or a template over a field with few values (docs/configuration.md, [[outbox]] "
+            "topic). Logged once.",
+            topics);
+  });
+}
 
 std::string Metrics::RenderPrometheus() const {
   std::string out;

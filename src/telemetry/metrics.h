@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <string>
 #include <string_view>
@@ -19,6 +20,17 @@ namespace outboxd::telemetry {
 class LabeledCounter {
  public:
   void Add(std::string_view label, uint64_t n = 1);
+  // Exports `label` at 0 until it is first added to: an alert on rate() or
+  // increase() needs a sample before the first increment to see it.
+  void Declare(std::string_view label) { Add(label, 0); }
+  // Calls `warn(limit + 1)` once, when the number of distinct labels passes
+  // `limit`: a label taken from event data (a topic rendered from
+  // {event_type} or {destination}) can grow without bound.
+  void WarnAbove(size_t limit, std::function<void(size_t)> warn) {
+    absl::MutexLock lock(&mu_);
+    warn_limit_ = limit;
+    warn_ = std::move(warn);
+  }
   uint64_t Get(std::string_view label) const;
   // Appends "name{label_name="v"} n" lines.
   void Render(std::string_view name, std::string_view label_name, std::string* out) const;
@@ -26,7 +38,14 @@ class LabeledCounter {
  private:
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, uint64_t> values_ ABSL_GUARDED_BY(mu_);
+  size_t warn_limit_ ABSL_GUARDED_BY(mu_) = 0;
+  std::function<void(size_t)> warn_ ABSL_GUARDED_BY(mu_);
 };
+
+// Distinct topics past which outboxd logs a warning once: a topic template over
+// an unbounded field ({event_type}, {destination}, {aggregate_type}) makes one
+// topic, and one outboxd_events_published_total series, per value.
+inline constexpr size_t kManyTopics = 1000;
 
 class Histogram {
  public:
@@ -42,7 +61,14 @@ class Histogram {
   std::atomic<uint64_t> sum_micros_{0};
 };
 
+// Every value outboxd_reconnects_total{target} can take.
+inline constexpr std::string_view kReconnectTargets[] = {"postgres", "kafka"};
+
 struct Metrics {
+  // Declares every known label value of the labelled counters (reconnect
+  // targets, dead-letter reasons) so each is exported at 0 from the start.
+  Metrics();
+
   LabeledCounter events_published;       // {topic}
   LabeledCounter events_dead_lettered;   // {reason}
   LabeledCounter changes_ignored;        // {kind}: update, delete, truncate, message, relation

@@ -41,6 +41,10 @@ dsn = "host=db dbname=app user=outboxd"
 "bootstrap.servers" = "kafka:9092"
 )";
 
+// Appended to kMinimal where a test needs the file to be valid as a whole:
+// with messages off by default, kMinimal alone relays nothing.
+constexpr std::string_view kMessagesOn = "[messages]\nenabled = true\n";
+
 // kMinimal followed by `extra`.
 std::string Minimal(std::string_view extra) { return std::string(kMinimal) + std::string(extra); }
 
@@ -60,8 +64,17 @@ std::string ReadFile(const std::string& path) {
   return text.str();
 }
 
+TEST(ParseConfigTest, MessagesAreOptIn) {
+  // Any role may call pg_logical_emit_message until EXECUTE is revoked: relaying
+  // messages is a decision, not a default.
+  absl::StatusOr<Config> config = ParseConfig(Minimal("[[outbox]]\ntable = \"outbox\"\n"), Env());
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_FALSE(config->messages.enabled);
+  EXPECT_THAT(ErrorOf(kMinimal), HasSubstr("nothing to relay"));
+}
+
 TEST(ParseConfigTest, MinimalConfigTakesEveryDefault) {
-  absl::StatusOr<Config> config = ParseConfig(kMinimal, Env());
+  absl::StatusOr<Config> config = ParseConfig(Minimal(kMessagesOn), Env());
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->source.dsn, "host=db dbname=app user=outboxd");
   EXPECT_EQ(config->source.slot, "outboxd");
@@ -211,6 +224,8 @@ slot = "${SLOT}_1"
 "bootstrap.servers" = "${BROKERS}"
 "sasl.password" = "${KAFKA_SECRET}"
 "literal" = "$${NOT_EXPANDED}"
+[messages]
+enabled = true
 )",
                                               Env({{"PGHOST", "db.internal"},
                                                    {"PGPASSWORD", "s3cret"},
@@ -266,6 +281,8 @@ dsn = "host=db user=outboxd password='${{file:{}}}'"
 "sasl.password" = "${{file:{}}}"
 "ssl.key.password" = "${{file:{}}}-${{USER_SUFFIX}}"
 "x" = "${{file:{}}}"
+[messages]
+enabled = true
 )",
                                                           pg, kafka, bare, two),
                                               Env({{"USER_SUFFIX", "env"}}));
@@ -289,7 +306,8 @@ TEST(ParseConfigTest, UnreadableSecretFileNamesKeyAndPathNotContent) {
               HasSubstr("sink.kafka.\"sasl.password\": \"${file:}\" names no file"));
   // "$${file:...}" stays literal text.
   absl::StatusOr<Config> literal =
-      ParseConfig(std::string(kMinimal) + "\"x\" = \"$${file:/nope}\"\n", Env());
+      ParseConfig(std::string(kMinimal) + "\"x\" = \"$${file:/nope}\"\n" + std::string(kMessagesOn),
+                  Env());
   ASSERT_TRUE(literal.ok()) << literal.status();
   EXPECT_THAT(literal->kafka.properties, Contains(Pair("x", "${file:/nope}")));
 }
@@ -374,9 +392,54 @@ TEST(ParseConfigTest, UnquotedDottedKafkaPropertyIsExplained) {
             "contain dots, e.g. \"bootstrap.servers\" = \"host:port\"");
 }
 
+TEST(ParseConfigTest, MessageTimeoutZeroIsRefused) {
+  // 0 = no delivery deadline: with Kafka down a stop could never complete.
+  for (std::string_view name : {"message.timeout.ms", "delivery.timeout.ms"}) {
+    for (std::string_view value : {"0", "\"0\""}) {
+      const std::string error = ErrorOf(std::string(kMinimal) + "\"" + std::string(name) +
+                                        "\" = " + std::string(value) + "\n" +
+                                        std::string(kMessagesOn));
+      EXPECT_THAT(error, HasSubstr("config: line 6: sink.kafka.\"" + std::string(name) +
+                                   "\" = 0 (no delivery deadline) is refused"))
+          << value;
+      EXPECT_THAT(error, HasSubstr("a stop could never complete")) << value;
+    }
+  }
+  absl::StatusOr<Config> config = ParseConfig(
+      std::string(kMinimal) + "\"message.timeout.ms\" = 1\n" + std::string(kMessagesOn), Env());
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_THAT(config->kafka.properties, Contains(Pair("message.timeout.ms", "1")));
+}
+
+TEST(CheckStatusIntervalTest, RefusesAnIntervalTheServerTimeoutCannotWorkWith) {
+  bool tight = true;
+  // wal_sender_timeout = 0: the server never drops an idle stream.
+  EXPECT_TRUE(CheckStatusInterval(absl::Seconds(10), absl::ZeroDuration(), &tight).ok());
+  EXPECT_FALSE(tight);
+  EXPECT_TRUE(CheckStatusInterval(absl::Seconds(10), absl::Seconds(60), &tight).ok());
+  EXPECT_FALSE(tight);
+  // Exactly half: still a full interval of margin.
+  EXPECT_TRUE(CheckStatusInterval(absl::Seconds(5), absl::Seconds(10), &tight).ok());
+  EXPECT_FALSE(tight);
+  EXPECT_TRUE(CheckStatusInterval(absl::Milliseconds(5001), absl::Seconds(10), &tight).ok());
+  EXPECT_TRUE(tight);
+  EXPECT_TRUE(CheckStatusInterval(absl::Milliseconds(9999), absl::Seconds(10), &tight).ok());
+  EXPECT_TRUE(tight);
+  const absl::Status equal = CheckStatusInterval(absl::Seconds(10), absl::Seconds(10), &tight);
+  EXPECT_EQ(equal.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(equal.message()),
+              HasSubstr("status_interval = 10000 ms is not below the server's wal_sender_timeout "
+                        "= 10000 ms"));
+  EXPECT_THAT(std::string(equal.message()), HasSubstr("\"4999ms\""));
+  EXPECT_EQ(CheckStatusInterval(absl::Seconds(30), absl::Seconds(5), &tight).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
 TEST(ParseConfigTest, KafkaFloatsAndNegativeIntegersBecomeText) {
   absl::StatusOr<Config> config =
-      ParseConfig(std::string(kMinimal) + "\"queue.buffering.max.ms\" = 0.5\n\"x\" = -1\n", Env());
+      ParseConfig(std::string(kMinimal) + "\"queue.buffering.max.ms\" = 0.5\n\"x\" = -1\n" +
+                      std::string(kMessagesOn),
+                  Env());
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_THAT(config->kafka.properties,
               ElementsAre(Pair("bootstrap.servers", "kafka:9092"),
@@ -412,7 +475,8 @@ TEST(ParseConfigTest, ListenAddress) {
   for (const char* good : {"127.0.0.1:9187", "0.0.0.0:1", "localhost:65535", "[::1]:9187",
                            "[::]:80", "metrics-host.internal:9187", "", "off"}) {
     absl::StatusOr<Config> config =
-        ParseConfig(Minimal(std::string("[http]\nlisten = \"") + good + "\"\n"), Env());
+        ParseConfig(Minimal(std::string("[http]\nlisten = \"") + good + "\"\n" + std::string(kMessagesOn)),
+                    Env());
     ASSERT_TRUE(config.ok()) << good << ": " << config.status();
     EXPECT_EQ(config->http.listen, good);
   }
@@ -501,7 +565,8 @@ TEST(ParseConfigTest, SlotAndPublicationNames) {
               HasSubstr("line 3: source.publication = \"a,b\""));
   absl::StatusOr<Config> config =
       ParseConfig("[source]\ndsn = \"h\"\nslot = \"0_slot\"\npublication = \"_pub1\"\n"
-                      "[sink.kafka]\n\"bootstrap.servers\" = \"k:1\"\n",
+                      "[sink.kafka]\n\"bootstrap.servers\" = \"k:1\"\n" +
+                      std::string(kMessagesOn),
                   Env());
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->source.slot, "0_slot");
@@ -517,7 +582,7 @@ TEST(ParseConfigTest, StatusInterval) {
   for (const auto& [text, expected] : good) {
     absl::StatusOr<Config> config = ParseConfig(
         std::string("[source]\ndsn = \"h\"\nstatus_interval = \"") + text +
-            "\"\n[sink.kafka]\n\"bootstrap.servers\" = \"k:1\"\n",
+            "\"\n[sink.kafka]\n\"bootstrap.servers\" = \"k:1\"\n" + std::string(kMessagesOn),
         Env());
     ASSERT_TRUE(config.ok()) << text << ": " << config.status();
     EXPECT_EQ(config->source.status_interval, expected) << text;
@@ -545,7 +610,7 @@ TEST(ParseConfigTest, DsnMustNotAskForReplication) {
               HasSubstr("source.dsn must not set replication"));
   absl::StatusOr<Config> config = ParseConfig(
       "[source]\ndsn = \"host=db application_name='replication=x'\"\n"
-      "[sink.kafka]\n\"bootstrap.servers\" = \"k:1\"\n",
+      "[sink.kafka]\n\"bootstrap.servers\" = \"k:1\"\n" + std::string(kMessagesOn),
       Env());
   EXPECT_TRUE(config.ok()) << config.status();
 }
@@ -642,7 +707,7 @@ TEST(LoadConfigTest, ReadsFileAndNamesItInErrors) {
               HasSubstr("config " + path + ": line 7: log.level = \"loud\""));
   {
     std::ofstream file(path);
-    file << kMinimal;
+    file << kMinimal << kMessagesOn;
   }
   config = LoadConfig(path);
   ASSERT_TRUE(config.ok()) << config.status();
@@ -699,13 +764,14 @@ namespace outboxd::config {
 namespace {
 
 TEST(ParseConfigTest, ErrorsSection) {
-  absl::StatusOr<Config> defaults = ParseConfig(Minimal(""), Env());
+  absl::StatusOr<Config> defaults = ParseConfig(Minimal(kMessagesOn), Env());
   ASSERT_TRUE(defaults.ok()) << defaults.status();
   EXPECT_EQ(defaults->errors.on_bad_event, outbox::BadEventPolicy::kDeadLetter);
   EXPECT_EQ(defaults->errors.dead_letter_topic, "outboxd.dlq");
 
   absl::StatusOr<Config> stop =
-      ParseConfig(Minimal("[errors]\non_bad_event = \"stop\"\ndead_letter_topic = \"app.dlq\"\n"),
+      ParseConfig(Minimal(std::string(kMessagesOn) +
+                          "[errors]\non_bad_event = \"stop\"\ndead_letter_topic = \"app.dlq\"\n"),
                   Env());
   ASSERT_TRUE(stop.ok()) << stop.status();
   EXPECT_EQ(stop->errors.on_bad_event, outbox::BadEventPolicy::kStop);

@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/time/civil_time.h"
 #include "absl/time/time.h"
+#include "common/bad_event.h"
 #include "common/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -718,6 +719,122 @@ TEST(MapLogicalMessageTest, ContentMustBeAJsonObject) {
     EXPECT_THAT(Message(status), HasSubstr("outbox logical message")) << bad;
   }
   EXPECT_THAT(Message(MapLogicalMessage("[1]", &event)), HasSubstr("not an object"));
+}
+
+// ---- Hostile JSON: nesting and size limits.
+
+// A message as in issue 10: about 200 KB, its headers nested arrays 100,000 deep.
+// `depth` counts every array and object, the content's own object included.
+std::string DeepMessage(size_t depth) {
+  return R"({"id": "0190f6a1-8a4b-7c3d-9e2f-0123456789ab", "aggregate_type": "a", )"
+         R"("aggregate_id": "1", "event_type": "e", "payload": {}, "headers": {"h": )" +
+         std::string(depth - 2, '[') + std::string(depth - 2, ']') + "}}";
+}
+
+TEST(MapLogicalMessageTest, HeadersNested100000DeepAreABadEventNotACrash) {
+  const std::string content = DeepMessage(100000);
+  ASSERT_GT(content.size(), 200000u);
+  OutboxEvent event;
+  const absl::Status status = MapLogicalMessage(content, &event);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(BadEventReason(status), bad_event::kJsonLimit);
+  EXPECT_THAT(Message(status), HasSubstr("deeper than the 256 levels"));
+}
+
+TEST(MapLogicalMessageTest, Headers100000DeepArraysAreABadEvent) {
+  // The headers value itself nested (not an object, but the limit speaks first).
+  const std::string deep(100000, '[');
+  const std::string content =
+      R"({"id": "0190f6a1-8a4b-7c3d-9e2f-0123456789ab", "aggregate_type": "a", )"
+      R"("aggregate_id": "1", "event_type": "e", "payload": {}, "headers": )" +
+      deep + std::string(100000, ']') + "}";
+  OutboxEvent event;
+  const absl::Status status = MapLogicalMessage(content, &event);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(BadEventReason(status), bad_event::kJsonLimit);
+  // Unclosed: the parse stops at the limit, long before the input ends.
+  EXPECT_EQ(BadEventReason(MapLogicalMessage("{\"headers\": " + deep, &event)),
+            bad_event::kJsonLimit);
+}
+
+TEST(MapLogicalMessageTest, DepthLimitBoundary) {
+  OutboxEvent event;
+  const absl::Status at_limit = MapLogicalMessage(DeepMessage(kMaxJsonDepth), &event);
+  ASSERT_TRUE(at_limit.ok()) << at_limit;
+  ASSERT_EQ(event.headers.size(), 1u);
+  EXPECT_EQ(event.headers[0].value.size(), 2 * (kMaxJsonDepth - 2));
+  const absl::Status over = MapLogicalMessage(DeepMessage(kMaxJsonDepth + 1), &event);
+  EXPECT_EQ(over.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(BadEventReason(over), bad_event::kJsonLimit);
+}
+
+TEST(MapLogicalMessageTest, PayloadDepthCountsToo) {
+  const auto message = [](size_t payload_depth) {
+    return R"({"id": "0190f6a1-8a4b-7c3d-9e2f-0123456789ab", "aggregate_type": "a", )"
+           R"("aggregate_id": "1", "event_type": "e", "payload": )" +
+           std::string(payload_depth, '[') + std::string(payload_depth, ']') + "}";
+  };
+  OutboxEvent event;
+  ASSERT_TRUE(MapLogicalMessage(message(kMaxJsonDepth - 1), &event).ok());
+  EXPECT_EQ(event.payload.size(), 2 * (kMaxJsonDepth - 1));
+  EXPECT_EQ(BadEventReason(MapLogicalMessage(message(kMaxJsonDepth), &event)),
+            bad_event::kJsonLimit);
+}
+
+TEST(MapLogicalMessageTest, SizeLimitBoundary) {
+  const std::string head =
+      R"({"id": "0190f6a1-8a4b-7c3d-9e2f-0123456789ab", "aggregate_type": "a", )"
+      R"("aggregate_id": "1", "event_type": "e", "payload": ")";
+  const auto message = [&head](size_t size) {
+    return head + std::string(size - head.size() - 2, 'x') + "\"}";
+  };
+  OutboxEvent event;
+  const std::string at_limit = message(kMaxMessageJsonBytes);
+  ASSERT_EQ(at_limit.size(), kMaxMessageJsonBytes);
+  ASSERT_TRUE(MapLogicalMessage(at_limit, &event).ok());
+  const absl::Status over = MapLogicalMessage(message(kMaxMessageJsonBytes + 1), &event);
+  EXPECT_EQ(over.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(BadEventReason(over), bad_event::kJsonLimit);
+  EXPECT_THAT(Message(over), HasSubstr("larger than the 16777216 bytes"));
+}
+
+TEST(MapLogicalMessageTest, InvalidJsonStaysBadPayload) {
+  OutboxEvent event;
+  EXPECT_EQ(BadEventReason(MapLogicalMessage("{\"id\": [1,}", &event)), bad_event::kBadPayload);
+}
+
+TEST_F(TableMappingTest, Headers100000DeepAreABadEventNotACrash) {
+  pgoutput::TupleData row = DefaultRow();
+  const std::string deep = "{\"h\": " + std::string(100000, '[') + std::string(100000, ']') + "}";
+  row.values[5] = T(deep);
+  const absl::Status status = Map(row);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(BadEventReason(status), bad_event::kJsonLimit);
+  EXPECT_THAT(Message(status), HasSubstr("column \"headers\""));
+}
+
+TEST_F(TableMappingTest, HeadersDepthAndSizeLimitBoundary) {
+  const auto headers = [](size_t depth) {
+    return "{\"h\": " + std::string(depth - 1, '[') + std::string(depth - 1, ']') + "}";
+  };
+  pgoutput::TupleData row = DefaultRow();
+  std::string text = headers(kMaxJsonDepth);
+  row.values[5] = T(text);
+  ASSERT_TRUE(Map(row).ok());
+  text = headers(kMaxJsonDepth + 1);
+  row.values[5] = T(text);
+  EXPECT_EQ(BadEventReason(Map(row)), bad_event::kJsonLimit);
+
+  const auto sized = [](size_t size) { return "{\"h\": \"" + std::string(size - 9, 'x') + "\"}"; };
+  text = sized(kMaxHeadersJsonBytes);
+  ASSERT_EQ(text.size(), kMaxHeadersJsonBytes);
+  row.values[5] = T(text);
+  ASSERT_TRUE(Map(row).ok());
+  text = sized(kMaxHeadersJsonBytes + 1);
+  row.values[5] = T(text);
+  const absl::Status over = Map(row);
+  EXPECT_EQ(over.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(BadEventReason(over), bad_event::kJsonLimit);
 }
 
 }  // namespace
