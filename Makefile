@@ -6,7 +6,7 @@ JOBS ?= 2
 
 .PHONY: all deps build bin test unit integration demo stack-up stack-down stack-status clean
 .PHONY: python-test asan fuzz chaos
-.PHONY: bench bench-quick
+.PHONY: bench bench-quick portability
 
 all: build
 
@@ -73,6 +73,11 @@ bench:
 	@bash bench/bench.sh full
 bench-quick:
 	@bash bench/bench.sh quick
+
+# Builds outboxd and runs its unit tests on Debian 13 (trixie) in a debootstrap chroot
+# (.run/trixie, made on first use; needs root). Not part of test.
+portability:
+	@bash scripts/portability.sh
 
 stack-up:
 	@bash deploy/local/stack.sh up

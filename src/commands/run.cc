@@ -3,6 +3,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -41,6 +43,22 @@ void ApplyLogConfig(const config::LogConfig& log) {
 }
 
 namespace {
+
+// An invalidated slot needs a human, and the alert on outboxd_slot_invalidated
+// is how one hears of it: a process that exited at once would never be scraped
+// with the gauge at 1. So /metrics stays up for longer than a scrape interval
+// (Prometheus's default is 1 min), unless SIGTERM comes first; the slot monitor
+// reports wal_status "lost" meanwhile too.
+constexpr absl::Duration kInvalidatedLinger = absl::Seconds(75);
+
+void LingerForScrape(const std::atomic<bool>& stop) {
+  telemetry::LogInfo("serving /metrics (outboxd_slot_invalidated 1) for {} before exiting; SIGTERM exits now",
+                     absl::FormatDuration(kInvalidatedLinger));
+  const absl::Time until = absl::Now() + kInvalidatedLinger;
+  while (!stop.load() && absl::Now() < until) {
+    absl::SleepFor(std::min(absl::Milliseconds(100), until - absl::Now()));
+  }
+}
 
 pipeline::RelayOptions RelayOptionsFrom(const config::Config& config) {
   pipeline::RelayOptions options;
@@ -221,7 +239,7 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
       return 1;
     }
     http = std::move(*server);
-    telemetry::LogInfo("serving /metrics, /healthz and /readyz on http://{}", http->address());
+    telemetry::LogInfo("serving /metrics, /healthz, /readyz and /active on http://{}", http->address());
   }
   // Retained WAL and wal_status, on its own connection, every 15 s.
   replication::SlotMonitor slot_monitor(config.source.dsn, config.source.slot, absl::Seconds(15), &metrics);
@@ -243,6 +261,7 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
   }
   if (!status.ok()) {
     telemetry::LogError("{}", status.message());
+    if (http != nullptr && metrics.slot_invalidated.load() != 0) LingerForScrape(stop);
     return 1;
   }
   if (const uint64_t unacknowledged = relay.unacknowledged_at_stop(); unacknowledged > 0) {

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <libpq-fe.h>
 #include <toml++/toml.h>
 
 #include "absl/status/status.h"
@@ -90,7 +92,27 @@ std::string JoinNames(const std::vector<std::string_view>& names) {
 }
 
 // ---------------------------------------------------------------------------
-// DSN scanning, shared by RedactDsn and the replication= check.
+// Connection strings. What libpq will read from a DSN is libpq's to say:
+// PQconninfoParse reads both forms (key=value, postgresql:// URI) with libpq's
+// own quoting, escapes and percent-decoding. Only redaction scans the text by
+// hand, because it must mask secrets in place (keeping the rest as the user
+// wrote it) and also in strings that libpq rejects.
+
+// The options a DSN sets explicitly (no defaults, no environment), as libpq
+// reads them; nullopt when libpq rejects the string.
+std::optional<std::vector<std::pair<std::string, std::string>>> LibpqOptions(std::string_view dsn) {
+  char* error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(std::string(dsn).c_str(), &error);
+  // The message may quote the DSN back, password included: never shown from here.
+  if (error != nullptr) PQfreemem(error);
+  if (options == nullptr) return std::nullopt;
+  std::vector<std::pair<std::string, std::string>> set;
+  for (const PQconninfoOption* o = options; o->keyword != nullptr; ++o) {
+    if (o->val != nullptr) set.emplace_back(o->keyword, o->val);
+  }
+  PQconninfoFree(options);
+  return set;
+}
 
 bool IsUriDsn(std::string_view dsn) {
   const std::string lowered = Lower(dsn.substr(0, 13));
@@ -680,26 +702,12 @@ class ConfigParser {
     return absl::OkStatus();
   }
 
+  // A DSN that libpq rejects passes here: connecting reports libpq's reason.
   static bool HasReplicationParam(std::string_view dsn) {
-    if (IsUriDsn(dsn)) {
-      const size_t query = dsn.find('?');
-      if (query == std::string_view::npos) return false;
-      std::string_view rest = dsn.substr(query + 1);
-      while (!rest.empty()) {
-        const size_t amp = rest.find('&');
-        const std::string_view pair = rest.substr(0, amp);
-        if (EqualsIgnoreCase(PercentDecode(pair.substr(0, pair.find('='))), "replication")) {
-          return true;
-        }
-        if (amp == std::string_view::npos) break;
-        rest = rest.substr(amp + 1);
-      }
-      return false;
-    }
-    for (const DsnParam& param : ScanKeywordValueDsn(dsn)) {
-      if (param.keyword == "replication") return true;
-    }
-    return false;
+    const auto options = LibpqOptions(dsn);
+    if (!options.has_value()) return false;
+    return std::any_of(options->begin(), options->end(),
+                       [](const auto& option) { return option.first == "replication"; });
   }
 
   absl::Status ParseSink(const toml::table& root, KafkaConfig* out) const {

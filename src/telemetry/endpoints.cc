@@ -4,8 +4,18 @@
 
 namespace outboxd::telemetry {
 
-Readiness EvaluateReadiness(const ReadinessInput& in) {
+namespace {
+
+Readiness Invalidated() {
+  return {false, "not ready: the replication slot was invalidated (events lost upstream); outboxd "
+                 "exits after Prometheus had time to scrape outboxd_slot_invalidated"};
+}
+
+}  // namespace
+
+Readiness EvaluateActive(const ReadinessInput& in) {
   if (in.stopping) return {false, "not ready: stopping (flushing Kafka and confirming the slot)"};
+  if (in.slot_invalidated) return Invalidated();
   if (in.standby) {
     return {false, "not ready: standby, another instance holds the replication slot; this one "
                    "takes over when it is released"};
@@ -26,12 +36,25 @@ Readiness EvaluateReadiness(const ReadinessInput& in) {
   return {true, fmt::format("ready: streaming, {} Kafka broker(s) connected", in.kafka_brokers_up)};
 }
 
+Readiness EvaluateReadiness(const ReadinessInput& in) {
+  if (in.stopping) return EvaluateActive(in);
+  if (in.slot_invalidated) return Invalidated();
+  // The relay sets standby only after PostgreSQL answered that the slot is
+  // held, and clears it on any other fault: a standby known to be healthy.
+  if (in.standby) {
+    return {true, "ready: standby, another instance holds the replication slot; this one takes "
+                  "over when it is released"};
+  }
+  return EvaluateActive(in);
+}
+
 ReadinessInput ReadinessInputFrom(const Metrics& m, bool stopping) {
   return ReadinessInput{
       .streaming = m.streaming.load(std::memory_order_relaxed) != 0,
       .standby = m.standby.load(std::memory_order_relaxed) != 0,
       .kafka_brokers_up = m.kafka_brokers_up.load(std::memory_order_relaxed),
       .stopping = stopping,
+      .slot_invalidated = m.slot_invalidated.load(std::memory_order_relaxed) != 0,
       .last_error = m.LastError(),
   };
 }
@@ -49,7 +72,12 @@ HttpResponse ServeHttp(std::string_view method, std::string_view path, const Met
     const Readiness r = EvaluateReadiness(ReadinessInputFrom(metrics, stopping));
     return {r.ready ? 200 : 503, "text/plain; charset=utf-8", r.reason + "\n"};
   }
-  return {404, "text/plain; charset=utf-8", "not found: outboxd serves /metrics, /healthz and /readyz\n"};
+  if (path == "/active") {
+    const Readiness r = EvaluateActive(ReadinessInputFrom(metrics, stopping));
+    return {r.ready ? 200 : 503, "text/plain; charset=utf-8", r.reason + "\n"};
+  }
+  return {404, "text/plain; charset=utf-8",
+          "not found: outboxd serves /metrics, /healthz, /readyz and /active\n"};
 }
 
 }  // namespace outboxd::telemetry

@@ -1,6 +1,10 @@
 #!/usr/bin/python3
 """Checks the files under deploy/ without Docker, Kubernetes or systemd running:
 
+- the Kubernetes manifests against the Kubernetes schemas (kubernetes-validate, strict, in the
+  venv .run/deploy-venv made here from tests/deploy/requirements.txt), and a deliberately broken
+  copy must fail that validation;
+
 - promtool check rules / test rules on the alert rules, check config on prometheus.yml;
 - systemd-analyze verify on the unit (when systemd-analyze exists);
 - every YAML and JSON file parses, and the manifests say what docs/deployment.md promises;
@@ -82,13 +86,72 @@ with open(dashboard_path) as f:
     dashboard = json.load(f)
 check(len(dashboard["panels"]) >= 10, "dashboard JSON parses, %d panels" % len(dashboard["panels"]))
 
-# Kubernetes: two replicas, probes on /healthz and /readyz, config and secrets.
+# Kubernetes: schema validation (strict, offline), then what docs/deployment.md promises.
+def deploy_venv():
+    """.run/deploy-venv with tests/deploy/requirements.txt, made or remade when they changed."""
+    venv = os.path.join(src, ".run", "deploy-venv")
+    reqs = os.path.join(src, "tests", "deploy", "requirements.txt")
+    stamp = os.path.join(venv, ".installed")
+    python = os.path.join(venv, "bin", "python")
+    with open(reqs) as f:
+        wanted = f.read()
+    if os.path.exists(stamp) and open(stamp).read() == wanted:
+        return python
+    print("creating " + venv + " (pip install -r tests/deploy/requirements.txt)")
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run(["/usr/bin/python3", "-m", "venv", venv], check=True)
+    subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                    "--only-binary=:all:", "-r", reqs], check=True)
+    with open(stamp, "w") as f:
+        f.write(wanted)
+    return python
+
+
+k8s = os.path.join(deploy, "kubernetes")
+validator = os.path.join(src, "tests", "deploy", "validate_manifests.py")
+python = deploy_venv()
+manifests = sorted(glob.glob(os.path.join(k8s, "*.yaml")))
+check(run([python, validator] + manifests) == 0, "Kubernetes manifests valid against the schemas (strict)")
+# The validator must catch what a key check would miss: a misspelt field, a wrong type, an
+# unknown kind, a field at the wrong level.
+with open(os.path.join(k8s, "deployment.yaml")) as f:
+    good = f.read()
+breakages = {
+    "misspelt field": ("  replicas: 2\n", "  replica: 2\n"),
+    "wrong type": ("containerPort: 9187", 'containerPort: "9187"'),
+    "unknown kind": ("kind: Deployment", "kind: Deploymnet"),
+    "probe at the pod level": ("      containers:\n", "      readinessProbe: {httpGet: {path: /readyz, port: 9187}}\n      containers:\n"),
+}
+with tempfile.TemporaryDirectory() as tmp:
+    for what, (old, new) in breakages.items():
+        assert old in good, old
+        path = os.path.join(tmp, what.replace(" ", "-") + ".yaml")
+        with open(path, "w") as f:
+            f.write(good.replace(old, new, 1))
+        check(run([python, validator, path]) == 1, "validator rejects a broken Deployment: " + what)
+
 deployment = docs["kubernetes/deployment.yaml"][0]
 pod = deployment["spec"]["template"]["spec"]
 container = pod["containers"][0]
 check(deployment["spec"]["replicas"] == 2, "Deployment has 2 replicas")
 check(container["livenessProbe"]["httpGet"]["path"] == "/healthz", "liveness probe on /healthz")
 check(container["readinessProbe"]["httpGet"]["path"] == "/readyz", "readiness probe on /readyz")
+# One at a time, never fewer than two Ready pods: docs/operations.md "Upgrading outboxd".
+strategy = deployment["spec"]["strategy"]
+check(strategy["type"] == "RollingUpdate" and strategy["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0},
+      "rolling update one pod at a time (maxSurge 1, maxUnavailable 0)")
+pdb = docs["kubernetes/pdb.yaml"][0]
+check(pdb["kind"] == "PodDisruptionBudget" and pdb["spec"]["maxUnavailable"] == 1
+      and pdb["spec"]["selector"] == deployment["spec"]["selector"], "PodDisruptionBudget: one pod at a time")
+mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+volumes = {v["name"]: v for v in pod["volumes"]}
+pvc = docs["kubernetes/pvc.yaml"][0]
+check(volumes.get(mounts.get("/var/lib/outboxd"), {}).get("persistentVolumeClaim", {}).get("claimName")
+      == pvc["metadata"]["name"], "state directory /var/lib/outboxd on the PersistentVolumeClaim")
+check(pvc["spec"]["accessModes"] == ["ReadWriteMany"], "state volume shared by both replicas (ReadWriteMany)")
+kustomization = docs["kubernetes/kustomization.yaml"][0]
+check({"pdb.yaml", "pvc.yaml", "deployment.yaml"} <= set(kustomization["resources"]),
+      "kustomization applies the Deployment, PodDisruptionBudget and PersistentVolumeClaim")
 check(all("secretKeyRef" in e.get("valueFrom", {}) for e in container["env"]), "secrets from a Secret via env")
 check(any(v.get("configMap", {}).get("name") == "outboxd" for v in pod["volumes"]), "config from the ConfigMap")
 check(container["securityContext"]["readOnlyRootFilesystem"] and pod["securityContext"]["runAsNonRoot"],
@@ -97,6 +160,14 @@ configmap = docs["kubernetes/configmap.yaml"][0]
 toml_text = configmap["data"]["outboxd.toml"]
 check("${OUTBOXD_PG_PASSWORD}" in toml_text and "${KAFKA_SASL_PASSWORD}" in toml_text,
       "ConfigMap refers to secrets by ${NAME} only")
+check(re.search(r"^\s*create_slot = false$", toml_text, re.M) is not None, "production example: create_slot = false")
+ca = re.search(r"sslmode=verify-full sslrootcert=(\S+?)\"", toml_text)
+check(ca is not None, "production example: sslmode=verify-full with sslrootcert")
+if ca:
+    ca_dir, ca_file = os.path.split(ca.group(1))
+    ca_volume = volumes.get(mounts.get(ca_dir), {})
+    check(any(i["path"] == ca_file for i in ca_volume.get("secret", {}).get("items", [])),
+          "sslrootcert is mounted from a Secret")
 env_names = {e["name"] for e in container["env"]}
 check(set(re.findall(r"\$\{(\w+)\}", toml_text)) <= env_names, "every ${NAME} of the ConfigMap is set by the Deployment")
 
@@ -127,6 +198,17 @@ with open(os.path.join(deploy, "Dockerfile")) as f:
     dockerfile = f.read()
 check(len(re.findall(r"^FROM debian:bookworm-slim", dockerfile, re.M)) == 2, "Dockerfile: two stages on debian:bookworm-slim")
 check(re.search(r"^USER 10001", dockerfile, re.M) is not None, "Dockerfile: runs as a non-root user")
+check(re.search(r"install -d -o outboxd -g outboxd -m 0750 /var/lib/outboxd", dockerfile) is not None,
+      "Dockerfile: /var/lib/outboxd owned by the outboxd user")
+# .dockerignore: ignore everything, then let in exactly what the build stage COPYs.
+with open(os.path.join(src, ".dockerignore")) as f:
+    ignore = [l.strip() for l in f if l.strip() and not l.startswith("#")]
+allowed = {l[1:].rstrip("/") for l in ignore if l.startswith("!")}
+copied = {m.rstrip("/") for m in re.findall(r"^COPY (?!--from)(\S+)", dockerfile, re.M)}
+missing = sorted(c for c in copied
+                 if not any(c == a or c.startswith(a + "/") or a.startswith(c + "/") for a in allowed))
+check(ignore[:1] == ["*"] and not missing, ".dockerignore lets in only the files the Dockerfile copies"
+      + (": missing " + ", ".join(missing) if missing else ""))
 
 # Metrics used by alerts and dashboard are documented.
 with open(os.path.join(src, "docs", "metrics.md")) as f:

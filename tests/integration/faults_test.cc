@@ -3,7 +3,11 @@
 // one slot, and gaps upstream (slot dropped, slot invalidated, another
 // cluster) detected through the state file. After each fault every committed
 // id arrives, in order within its transaction.
+#include <arpa/inet.h>
+#include <httplib.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -28,6 +32,29 @@ namespace outboxd::it {
 namespace {
 
 using ::testing::HasSubstr;
+
+// A loopback port that nothing listens on (bound, then released).
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// GET http://127.0.0.1:port/path: {status, body}; status 0 when nothing answers.
+std::pair<int, std::string> HttpGet(int port, const char* path) {
+  httplib::Client client("127.0.0.1", port);
+  client.set_connection_timeout(2, 0);
+  client.set_read_timeout(5, 0);
+  auto res = client.Get(path);
+  if (!res) return {0, ""};
+  return {res->status, res->body};
+}
 
 std::string InsertTxnSql(const std::string& table, int txn, int rows) {
   return fmt::format(
@@ -472,9 +499,27 @@ TEST_F(FaultsTest, InvalidatedSlotStopsWithAMetricAndIsRecreatedOnlyOnRequest) {
   }  // max_slot_wal_keep_size restored
   sql_.Exec(fmt::format("DROP TABLE public.{}", scratch));
 
-  OutboxdProcess& refused = NewOutboxd({"--state-dir", dir});
+  // With the HTTP endpoint on: outboxd keeps serving /metrics before it exits,
+  // so Prometheus sees outboxd_slot_invalidated 1 (alert OutboxdSlotInvalidated).
+  const int port = FreePort();
+  std::string config = ConfigFor(source_);
+  const std::string off = "listen = \"off\"";
+  ASSERT_NE(config.find(off), std::string::npos) << "ConfigFor no longer turns the endpoint off";
+  config.replace(config.find(off), off.size(), fmt::format("listen = \"127.0.0.1:{}\"", port));
+  outboxd_.push_back(std::make_unique<OutboxdProcess>(config));
+  OutboxdProcess& refused = *outboxd_.back();
+  refused.set_extra_args({"--state-dir", dir});
   refused.Start();
-  EXPECT_EQ(WaitExit(refused, "gap upstream"), 1) << refused.Log();
+  ASSERT_TRUE(refused.WaitForLog("before exiting", absl::Seconds(30))) << refused.Log();
+  const auto [metrics_status, scrape] = HttpGet(port, "/metrics");
+  EXPECT_EQ(metrics_status, 200);
+  EXPECT_THAT(scrape, HasSubstr("\noutboxd_slot_invalidated 1\n"));
+  const auto [ready_status, ready_body] = HttpGet(port, "/readyz");
+  EXPECT_EQ(ready_status, 503);
+  EXPECT_THAT(ready_body, HasSubstr("invalidated"));
+  // SIGTERM ends the wait at once, and the exit status stays 1.
+  EXPECT_EQ(refused.Stop(SIGTERM, absl::Seconds(10)), 1) << refused.Log();
+  EXPECT_THAT(refused.Log(), HasSubstr("gap upstream"));
   EXPECT_THAT(refused.Log(), HasSubstr("was invalidated by PostgreSQL (wal_status lost"));
   EXPECT_THAT(refused.Log(), HasSubstr("--accept-gap"));
   EXPECT_EQ(sql_.Scalar(fmt::format("SELECT wal_status FROM pg_replication_slots WHERE slot_name = '{}'",

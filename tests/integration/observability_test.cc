@@ -249,7 +249,10 @@ TEST_F(ObservabilityTest, ReadyzIs503WhileKafkaIsDownAnd200After) {
       << scrape;
 }
 
-TEST_F(ObservabilityTest, ReadyzIs503OnTheStandbyUntilItTakesOver) {
+// An active + standby pair: both Ready (so a Deployment of two becomes
+// Available), only the streaming one active; the standby becomes active when
+// the first one stops.
+TEST_F(ObservabilityTest, StandbyIsReadyButNotActiveUntilItTakesOver) {
   const int active_port = FreePort();
   OutboxdProcess* active = Start(Config(active_port));
   HttpResult ready;
@@ -258,17 +261,22 @@ TEST_F(ObservabilityTest, ReadyzIs503OnTheStandbyUntilItTakesOver) {
 
   const int standby_port = FreePort();
   OutboxdProcess* standby = Start(Config(standby_port));
-  ASSERT_TRUE(WaitReady(standby_port, 503, "standby", absl::Seconds(60), &ready))
+  ASSERT_TRUE(WaitReady(standby_port, 200, "ready: standby", absl::Seconds(60), &ready))
       << ready.status << " " << ready.body << standby->Log();
   const std::string scrape = Get(standby_port, "/metrics").body;
   EXPECT_EQ(SampleOr(scrape, "outboxd_standby"), 1) << scrape;
   EXPECT_EQ(SampleOr(scrape, "outboxd_streaming"), 0) << scrape;
   EXPECT_EQ(Get(standby_port, "/healthz").status, 200);
+  const HttpResult standby_active = Get(standby_port, "/active");
+  EXPECT_EQ(standby_active.status, 503);
+  EXPECT_THAT(standby_active.body, StartsWith("not ready: standby"));
   EXPECT_EQ(Get(active_port, "/readyz").status, 200);
+  EXPECT_EQ(Get(active_port, "/active").status, 200);
 
   EXPECT_EQ(active->Stop(SIGTERM), 0);
   ASSERT_TRUE(WaitReady(standby_port, 200, "ready: streaming", absl::Seconds(90), &ready))
       << ready.status << " " << ready.body << standby->Log();
+  EXPECT_EQ(Get(standby_port, "/active").status, 200);
   EXPECT_EQ(SampleOr(Get(standby_port, "/metrics").body, "outboxd_standby"), 0);
 }
 

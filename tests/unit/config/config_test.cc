@@ -615,6 +615,25 @@ TEST(ParseConfigTest, DsnMustNotAskForReplication) {
   EXPECT_TRUE(config.ok()) << config.status();
 }
 
+// libpq (PQconninfoParse) decides what the DSN sets: its spacing, quoting and
+// percent-decoding, not a second parser of ours.
+TEST(ParseConfigTest, ReplicationIsFoundAsLibpqReadsIt) {
+  for (const char* dsn : {"host=db replication = database", "host=db replication='true'",
+                          "postgresql://db/app?repl%69cation=database",
+                          "postgres://db/app?sslmode=require&replication=true"}) {
+    EXPECT_THAT(ErrorOf(fmt::format("[source]\ndsn = \"{}\"\n", dsn)),
+                HasSubstr("source.dsn must not set replication"))
+        << dsn;
+  }
+  for (const char* dsn : {"host=db dbname='replication=x'", "postgresql://db/replication",
+                          "host=db options='-c replication=x'"}) {
+    absl::StatusOr<Config> config = ParseConfig(
+        fmt::format("[source]\ndsn = \"{}\"\n[sink.kafka]\n\"bootstrap.servers\" = \"k:1\"\n", dsn),
+        Env());
+    EXPECT_TRUE(config.ok()) << dsn << ": " << config.status();
+  }
+}
+
 TEST(ParseConfigTest, SyntaxErrorNamesLineAndColumn) {
   const std::string error = ErrorOf("[source]\ndsn = host=db\n");
   EXPECT_THAT(error, HasSubstr("config: line 2, column "));

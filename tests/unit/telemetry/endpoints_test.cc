@@ -34,12 +34,57 @@ TEST(ReadinessTest, NotReadyWhenKafkaUnreachableOrUnknown) {
   EXPECT_THAT(r.reason, HasSubstr("waiting for the first Kafka broker status"));
 }
 
-TEST(ReadinessTest, NotReadyAsStandbyEvenIfAStaleSessionFlagSaysStreaming) {
+TEST(ReadinessTest, NotActiveAsStandbyEvenIfAStaleSessionFlagSaysStreaming) {
   ReadinessInput in = Streaming();
   in.standby = true;
-  const Readiness r = EvaluateReadiness(in);
+  const Readiness r = EvaluateActive(in);
   EXPECT_FALSE(r.ready);
   EXPECT_THAT(r.reason, StartsWith("not ready: standby"));
+}
+
+// Both replicas of an active + standby Deployment must become Ready, or the
+// Deployment is never Available and a rollout never finishes.
+TEST(ReadinessTest, ReadyAsStandbyWhateverKafkaSays) {
+  for (int brokers : {-1, 0, 2}) {
+    ReadinessInput in;
+    in.standby = true;
+    in.kafka_brokers_up = brokers;
+    const Readiness r = EvaluateReadiness(in);
+    EXPECT_TRUE(r.ready) << brokers;
+    EXPECT_THAT(r.reason, StartsWith("ready: standby")) << brokers;
+    EXPECT_FALSE(EvaluateActive(in).ready) << brokers;
+  }
+}
+
+TEST(ReadinessTest, ActiveAndReadyAgreeOutsideStandby) {
+  ReadinessInput in = Streaming();
+  EXPECT_TRUE(EvaluateActive(in).ready);
+  EXPECT_EQ(EvaluateActive(in).reason, EvaluateReadiness(in).reason);
+  in.kafka_brokers_up = 0;
+  EXPECT_FALSE(EvaluateActive(in).ready);
+  EXPECT_FALSE(EvaluateReadiness(in).ready);
+  in = ReadinessInput{};
+  in.last_error = "connection refused";
+  EXPECT_FALSE(EvaluateActive(in).ready);
+  EXPECT_FALSE(EvaluateReadiness(in).ready);
+}
+
+TEST(ReadinessTest, NeitherReadyNorActiveOnceTheSlotIsInvalidated) {
+  ReadinessInput in = Streaming();
+  in.slot_invalidated = true;
+  EXPECT_FALSE(EvaluateActive(in).ready);
+  EXPECT_FALSE(EvaluateReadiness(in).ready);
+  EXPECT_THAT(EvaluateReadiness(in).reason, HasSubstr("invalidated"));
+  in.standby = true;
+  EXPECT_FALSE(EvaluateReadiness(in).ready);
+}
+
+TEST(ReadinessTest, StandbyStoppingIsNotReady) {
+  ReadinessInput in;
+  in.standby = true;
+  in.stopping = true;
+  EXPECT_FALSE(EvaluateReadiness(in).ready);
+  EXPECT_THAT(EvaluateReadiness(in).reason, HasSubstr("stopping"));
 }
 
 TEST(ReadinessTest, NotReadyWhileReconnectingSaysWhy) {
@@ -70,7 +115,11 @@ TEST(ReadinessTest, InputComesFromMetrics) {
   EXPECT_TRUE(EvaluateReadiness(ReadinessInputFrom(m, false)).ready);
   EXPECT_FALSE(EvaluateReadiness(ReadinessInputFrom(m, true)).ready);
   m.standby = 1;
+  EXPECT_TRUE(EvaluateReadiness(ReadinessInputFrom(m, false)).ready);
+  EXPECT_FALSE(EvaluateActive(ReadinessInputFrom(m, false)).ready);
+  m.slot_invalidated = 1;
   EXPECT_FALSE(EvaluateReadiness(ReadinessInputFrom(m, false)).ready);
+  m.slot_invalidated = 0;
   m.standby = 0;
   m.streaming = 0;
   m.SetLastError("Kafka refused");
@@ -93,6 +142,15 @@ TEST(ServeHttpTest, Routes) {
   m.kafka_brokers_up = 1;
   EXPECT_EQ(ServeHttp("GET", "/readyz", m, false).status, 200);
   EXPECT_EQ(ServeHttp("GET", "/readyz", m, true).status, 503);
+  EXPECT_EQ(ServeHttp("GET", "/active", m, false).status, 200);
+  EXPECT_EQ(ServeHttp("GET", "/active", m, false).body, "ready: streaming, 1 Kafka broker(s) connected\n");
+  m.streaming = 0;
+  m.standby = 1;
+  EXPECT_EQ(ServeHttp("GET", "/readyz", m, false).status, 200);
+  EXPECT_THAT(ServeHttp("GET", "/readyz", m, false).body, StartsWith("ready: standby"));
+  EXPECT_EQ(ServeHttp("GET", "/active", m, false).status, 503);
+  EXPECT_THAT(ServeHttp("GET", "/active", m, false).body, StartsWith("not ready: standby"));
+  EXPECT_EQ(ServeHttp("HEAD", "/active", m, false).status, 503);
   EXPECT_EQ(ServeHttp("GET", "/", m, false).status, 404);
   EXPECT_EQ(ServeHttp("POST", "/metrics", m, false).status, 405);
 }
