@@ -90,6 +90,11 @@ struct SlotFacts {
   std::string_view database;
   bool found = false;
   bool invalidated = false;  // wal_status = 'lost'
+  int timeline = 0;          // IDENTIFY_SYSTEM timeline of the server we are connected to
+  // pg_replication_slots.synced: the slot was kept in step by a standby's slot
+  // synchronization (PostgreSQL 17+ failover slot), so a new timeline of the
+  // same system is a failover that kept it.
+  bool synced = false;
   bool create_slot = true;   // [source] create_slot
   bool accept_gap = false;   // --accept-gap
 };
@@ -97,6 +102,10 @@ struct SlotFacts {
 // FailedPreconditionError saying what happened and what to do when:
 //  - the slot is missing but `saved` shows we streamed from it (slot vanished);
 //  - `saved` is of another system identifier (restored or failed-over cluster);
+//  - `saved` is of another timeline of the same system (a promoted standby or a
+//    point-in-time restore) and the slot there was not synchronized from the
+//    old primary (pg_replication_slots.synced): its position says nothing about
+//    what we published, and WAL of the old timeline may be missing from it;
 //  - the slot was invalidated;
 // unless accept_gap. The error carries the payload kGapPayload (and
 // kSlotInvalidatedPayload for an invalidated slot) so that the relay can tell
