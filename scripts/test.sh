@@ -57,6 +57,46 @@ ctest --test-dir "$asan" -L integration --output-on-failure --timeout 900 ||
     { check_reports || true; exit 1; }
 check_reports
 
+# ---- PostgreSQL version matrix (issue 12) -------------------------------------------------
+# The full suite ran on PostgreSQL 15 (Debian's) above. Here the relay's end-to-end tests
+# (RelayTest but the Kafka outage, which is about the broker) and the replication stream's
+# tests (slot creation, failover slots, decoding of what each server sends) run against 14, 16,
+# 17 and 18 as well: the official builds from Maven Central, all started once, each on its own
+# port (OUTBOXD_PG_MATRIX_PORT_BASE + version, default 54314, 54316, ...), Kafka shared; then the
+# PostgreSQL 17 primary/standby switchover test. Seconds per version are printed for the budget.
+PG_MATRIX_VERSIONS=${PG_MATRIX_VERSIONS:-14 16 17 18}
+PG_MATRIX_FILTER='RelayTest.*:-RelayTest.KafkaOutage*'
+pg_matrix_port() { echo $(( ${OUTBOXD_PG_MATRIX_PORT_BASE:-54300} + $1 )); }
+pg_matrix_down() {
+    local v
+    for v in $PG_MATRIX_VERSIONS; do
+        OUTBOXD_PG_VERSION=$v OUTBOXD_PG_PORT=$(pg_matrix_port "$v") bash deploy/local/stack.sh stop postgres || true
+    done
+}
+pg_matrix() {
+    local v t0
+    trap 'pg_matrix_down; bash deploy/local/stack.sh down || true' EXIT
+    t0=$(date +%s)
+    for v in $PG_MATRIX_VERSIONS; do
+        OUTBOXD_PG_VERSION=$v OUTBOXD_PG_PORT=$(pg_matrix_port "$v") bash deploy/local/stack.sh start postgres
+    done
+    echo "== PostgreSQL $PG_MATRIX_VERSIONS started in $(( $(date +%s) - t0 )) s"
+    for v in $PG_MATRIX_VERSIONS; do
+        t0=$(date +%s)
+        OUTBOXD_PG_PORT=$(pg_matrix_port "$v") "$asan/tests/integration/relay_test" \
+            --gtest_filter="$PG_MATRIX_FILTER" --gtest_brief=1 || { check_reports || true; return 1; }
+        OUTBOXD_PG_PORT=$(pg_matrix_port "$v") "$asan/tests/integration/pg_stream_test" --gtest_brief=1 ||
+            { check_reports || true; return 1; }
+        check_reports
+        echo "== PostgreSQL $v: relay and replication stream tests passed in $(( $(date +%s) - t0 )) s"
+    done
+    pg_matrix_down
+    trap 'bash deploy/local/stack.sh down || true' EXIT
+}
+lap "PostgreSQL version matrix ($PG_MATRIX_VERSIONS; $asan)"
+pg_matrix
+# ---- end of the PostgreSQL version matrix ----------------------------------------------------
+
 lap "python tests (clients/python, examples/flask-orders; real PostgreSQL, Kafka, outboxd)"
 bash scripts/python-test.sh "$build"
 
