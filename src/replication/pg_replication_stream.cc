@@ -308,6 +308,7 @@ absl::StatusOr<std::unique_ptr<PgReplicationStream>> PgReplicationStream::Start(
       .invalidated = found && slot->wal_status == "lost",
       .timeline = info.timeline,
       .synced = found && slot->synced,
+      .confirmed_flush = found ? slot->confirmed_flush : Lsn::Invalid(),
       .create_slot = options.create_slot,
       .accept_gap = options.accept_gap,
   };

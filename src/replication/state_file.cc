@@ -243,16 +243,18 @@ absl::StatusOr<SlotAction> DecideSlotAction(const SlotFacts& facts, const std::o
         /*invalidated=*/false);
   }
   if (ours && facts.found && saved->timeline != 0 && facts.timeline != 0 && facts.timeline != saved->timeline &&
-      !facts.synced && !facts.accept_gap) {
+      !facts.synced && !(facts.confirmed_flush.valid() && facts.confirmed_flush <= saved->confirmed_lsn) &&
+      !facts.accept_gap) {
     return MarkGap(
         absl::FailedPreconditionError(fmt::format(
             "the server is on timeline {} of system {}, but outboxd last streamed slot \"{}\" on timeline {}: "
             "the server was promoted or restored, and this slot was not synchronized from the old primary "
-            "(pg_replication_slots.synced is false), so events committed on the old timeline {} may never reach "
-            "Kafka (a possible gap upstream). On PostgreSQL 17+ use failover slots ([source] failover = true, "
+            "(pg_replication_slots.synced is false) and stands at {}, past the {} outboxd confirmed, so events "
+            "committed {} may never reach Kafka (a possible gap upstream). On PostgreSQL 17+ use failover slots ([source] failover = true, "
             "docs/operations.md \"Failover\"); now republish the missing events from the outbox table, then "
             "restart once with --accept-gap",
-            facts.timeline, facts.system_id, facts.slot, saved->timeline, Since(*saved))),
+            facts.timeline, facts.system_id, facts.slot, saved->timeline, facts.confirmed_flush.ToString(),
+            saved->confirmed_lsn.ToString(), Since(*saved))),
         /*invalidated=*/false);
   }
   if (facts.found) return SlotAction::kUse;

@@ -95,6 +95,7 @@ struct SlotFacts {
   // synchronization (PostgreSQL 17+ failover slot), so a new timeline of the
   // same system is a failover that kept it.
   bool synced = false;
+  Lsn confirmed_flush;       // the slot's confirmed_flush_lsn, when found
   bool create_slot = true;   // [source] create_slot
   bool accept_gap = false;   // --accept-gap
 };
@@ -103,9 +104,10 @@ struct SlotFacts {
 //  - the slot is missing but `saved` shows we streamed from it (slot vanished);
 //  - `saved` is of another system identifier (restored or failed-over cluster);
 //  - `saved` is of another timeline of the same system (a promoted standby or a
-//    point-in-time restore) and the slot there was not synchronized from the
-//    old primary (pg_replication_slots.synced): its position says nothing about
-//    what we published, and WAL of the old timeline may be missing from it;
+//    point-in-time restore) and the slot there was neither synchronized from
+//    the old primary (pg_replication_slots.synced) nor at or behind the position
+//    we confirmed (a slot kept by other means, e.g. Patroni's permanent slots):
+//    resuming from a position past ours would skip events;
 //  - the slot was invalidated;
 // unless accept_gap. The error carries the payload kGapPayload (and
 // kSlotInvalidatedPayload for an invalidated slot) so that the relay can tell

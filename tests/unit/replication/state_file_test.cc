@@ -180,15 +180,22 @@ TEST(DecideSlotActionTest, NewTimelineIsAcceptedOnlyForASynchronizedSlot) {
   facts.synced = true;
   EXPECT_EQ(*DecideSlotAction(facts, saved), SlotAction::kUse);
 
-  // Same, but the slot there was made by hand (or restored with a backup): its
-  // position says nothing about what was published.
+  // Not synchronized, but at or behind what we confirmed (kept by other means,
+  // e.g. Patroni's permanent slots): resuming there only repeats events.
   facts.synced = false;
+  facts.confirmed_flush = saved.confirmed_lsn;
+  EXPECT_EQ(*DecideSlotAction(facts, saved), SlotAction::kUse);
+
+  // Made by hand on the promoted server (or restored with a backup): past what
+  // we confirmed, so resuming there would skip events.
+  facts.confirmed_flush = Lsn(saved.confirmed_lsn.value() + 1);
   absl::Status status = DecideSlotAction(facts, saved).status();
   EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE(IsGapUpstream(status));
   EXPECT_FALSE(IsSlotInvalidated(status));
   EXPECT_THAT(status.message(), HasSubstr("timeline 2"));
   EXPECT_THAT(status.message(), HasSubstr("on timeline 1"));
+  EXPECT_THAT(status.message(), HasSubstr("0/16B3749"));
   EXPECT_THAT(status.message(), HasSubstr("--accept-gap"));
   facts.accept_gap = true;
   EXPECT_EQ(*DecideSlotAction(facts, saved), SlotAction::kUse) << "the operator asked for it";
