@@ -289,6 +289,18 @@ TEST_F(SwitchoverTest, SlotMadeAnewOnThePromotedServerIsAGap) {
   ASSERT_EQ(ReadTopics({topic_}, 1, absl::Seconds(60)).size(), 1u) << outboxd_->Log();
   const std::string lsn = ScalarAt(PrimaryPort(), "SELECT pg_current_wal_lsn()");
   ASSERT_TRUE(WaitFor([&] { return SyncedOnStandbyPast(lsn); }, absl::Seconds(90))) << outboxd_->Log();
+  // outboxd check sees what a promotion would keep.
+  const std::string config_path = state_dir_ + "/check.toml";
+  {
+    std::string config = Config();
+    config.replace(config.find("failover = true"), 15,
+                   fmt::format("failover = true\nstandby_dsn = \"{}\"", NodeDsn(StandbyPort())));
+    std::ofstream(config_path, std::ios::trunc) << config;
+  }
+  CommandResult check = RunOutboxd("check --config " + config_path);
+  EXPECT_THAT(check.output, HasSubstr("ok    failover     synchronized_standby_slots = 'standby1'")) << check.output;
+  EXPECT_THAT(check.output, HasSubstr(fmt::format("slot '{}' is synchronized; a promotion keeps it", slot_)))
+      << check.output;
   EXPECT_EQ(outboxd_->Stop(SIGTERM), 0) << outboxd_->Log();
   ASSERT_EQ(Pair("stop-primary fast").code, 0);
   ASSERT_EQ(Pair("promote").code, 0);
