@@ -62,8 +62,9 @@ check_reports
 # (RelayTest but the Kafka outage, which is about the broker) and the replication stream's
 # tests (slot creation, failover slots, decoding of what each server sends) run against 14, 16,
 # 17 and 18 as well: the official builds from Maven Central, all started once, each on its own
-# port (OUTBOXD_PG_MATRIX_PORT_BASE + version, default 54314, 54316, ...), Kafka shared; then the
-# PostgreSQL 17 primary/standby switchover test. Seconds per version are printed for the budget.
+# port (OUTBOXD_PG_MATRIX_PORT_BASE + version, default 54314, 54316, ...), Kafka shared. (The
+# PostgreSQL 17 switchover test, switchover_test, runs with the integration tests above: it starts
+# its own primary and standby.) Seconds per version are printed for the budget.
 PG_MATRIX_VERSIONS=${PG_MATRIX_VERSIONS:-14 16 17 18}
 PG_MATRIX_FILTER='RelayTest.*:-RelayTest.KafkaOutage*'
 pg_matrix_port() { echo $(( ${OUTBOXD_PG_MATRIX_PORT_BASE:-54300} + $1 )); }
@@ -83,9 +84,10 @@ pg_matrix() {
     echo "== PostgreSQL $PG_MATRIX_VERSIONS started in $(( $(date +%s) - t0 )) s"
     for v in $PG_MATRIX_VERSIONS; do
         t0=$(date +%s)
-        OUTBOXD_PG_PORT=$(pg_matrix_port "$v") "$asan/tests/integration/relay_test" \
+        OUTBOXD_PG_VERSION=$v OUTBOXD_PG_PORT=$(pg_matrix_port "$v") "$asan/tests/integration/relay_test" \
             --gtest_filter="$PG_MATRIX_FILTER" --gtest_brief=1 || { check_reports || true; return 1; }
-        OUTBOXD_PG_PORT=$(pg_matrix_port "$v") "$asan/tests/integration/pg_stream_test" --gtest_brief=1 ||
+        OUTBOXD_PG_VERSION=$v OUTBOXD_PG_PORT=$(pg_matrix_port "$v") "$asan/tests/integration/pg_stream_test" \
+            --gtest_brief=1 ||
             { check_reports || true; return 1; }
         check_reports
         echo "== PostgreSQL $v: relay and replication stream tests passed in $(( $(date +%s) - t0 )) s"
