@@ -14,6 +14,7 @@ PACKAGES=(
     postgresql-15 postgresql-client-15
     openjdk-17-jre-headless maven
     python3 curl
+    unzip xz-utils  # deploy/local/stack.sh: PostgreSQL 14, 16-18 jars hold a .txz
     openssl  # tests/integration/tls_stack.sh: test certificates (keytool comes with the JRE)
     libcpp-httplib-dev prometheus python3-yaml
     python3-venv
@@ -76,5 +77,8 @@ done
 
 # Kafka jars (Maven Central -> ~/.m2) and .run/kafka/classpath.txt; no-op when up to date.
 "$REPO/deploy/local/stack.sh" classpath
+# PostgreSQL 14, 16, 17 and 18 (official builds from Maven Central -> ~/.m2, unpacked under .run/)
+# for the version matrix in scripts/test.sh; no-op when unpacked already.
+for v in 14 16 17 18; do OUTBOXD_PG_VERSION=$v "$REPO/deploy/local/stack.sh" pgbin >/dev/null; done
 # Kafka 3.9 jars for the SCRAM test when librdkafka < 2.6.1 (tests/integration/kafka3-pom.xml).
 bash "$REPO/tests/integration/tls_stack.sh" classpath

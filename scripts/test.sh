@@ -54,6 +54,7 @@ PHASES=(
   start_after_build  # plain build then fuzz smoke (background)
   asan_unit          # unit tests under the sanitizers
   integration        # waits for the stack; integration tests (chaos short form included)
+  pg_matrix          # waits for PostgreSQL 14, 16, 17, 18; the relay's end-to-end tests on each
   python             # waits for the venv, the plain build and the fuzz smoke; clients/python, examples/flask-orders
 )
 
@@ -89,7 +90,10 @@ cleanup() {
     kill -TERM -- "-${bg_pid[$name]}" 2>/dev/null || true
     wait "${bg_pid[$name]}" 2>/dev/null || true
   done
-  if (( stack_started )); then bash deploy/local/stack.sh down >/dev/null 2>&1 || true; fi
+  if (( stack_started )); then
+    pg_matrix_down >/dev/null 2>&1 || true
+    bash deploy/local/stack.sh down >/dev/null 2>&1 || true
+  fi
   (( rc == 0 )) || echo "make test FAILED (exit $rc) after $(( $(date +%s) - start )) s" >&2
   exit "$rc"
 }
@@ -127,6 +131,8 @@ phase_start_background() {
   bg_start stack bash deploy/local/stack.sh up
   # Creates or refreshes .run/python-venv only (no tests, no outboxd needed).
   bg_start venv env PYTHON_TEST_SETUP_ONLY=1 bash scripts/python-test.sh "$build"
+  # The other PostgreSQL versions (official builds from Maven Central), downloaded and started now.
+  bg_start pg_matrix_up pg_matrix_up
 }
 
 phase_asan_build() {
@@ -155,6 +161,43 @@ phase_asan_unit() {
 phase_integration() {
   bg_wait stack
   ctest_asan -L integration -j "$it_jobs" --timeout 900
+}
+
+# ---- PostgreSQL version matrix ---------------------------------------------
+# The full suite runs on PostgreSQL 15 (Debian's) above. The relay's end-to-end tests (RelayTest,
+# but the Kafka outage, which is about the broker) and the replication stream's tests (slot
+# creation, failover slots, what each server sends) run against 14, 16, 17 and 18 too, each
+# server on its own port (OUTBOXD_PG_MATRIX_PORT_BASE + version: 54314, 54316, ...), Kafka
+# shared. The PostgreSQL 17 switchover test (switchover_test) runs with the integration tests:
+# it starts its own primary and standby.
+PG_MATRIX_VERSIONS=${PG_MATRIX_VERSIONS:-14 16 17 18}
+PG_MATRIX_FILTER='RelayTest.*:-RelayTest.KafkaOutage*'
+pg_matrix_port() { echo $(( ${OUTBOXD_PG_MATRIX_PORT_BASE:-54300} + $1 )); }
+pg_matrix_up() {
+  local v
+  for v in $PG_MATRIX_VERSIONS; do
+    OUTBOXD_PG_VERSION=$v OUTBOXD_PG_PORT=$(pg_matrix_port "$v") bash deploy/local/stack.sh start postgres
+  done
+}
+pg_matrix_down() {
+  local v
+  for v in $PG_MATRIX_VERSIONS; do
+    OUTBOXD_PG_VERSION=$v OUTBOXD_PG_PORT=$(pg_matrix_port "$v") bash deploy/local/stack.sh stop postgres || true
+  done
+}
+phase_pg_matrix() {
+  bg_wait pg_matrix_up
+  local v t0
+  for v in $PG_MATRIX_VERSIONS; do
+    t0=$(date +%s)
+    OUTBOXD_PG_VERSION=$v OUTBOXD_PG_PORT=$(pg_matrix_port "$v") "$asan/tests/integration/relay_test" \
+      --gtest_filter="$PG_MATRIX_FILTER" --gtest_brief=1 || { check_reports || true; return 1; }
+    OUTBOXD_PG_VERSION=$v OUTBOXD_PG_PORT=$(pg_matrix_port "$v") "$asan/tests/integration/pg_stream_test" \
+      --gtest_brief=1 || { check_reports || true; return 1; }
+    check_reports
+    echo "   PostgreSQL $v: relay and replication stream tests passed in $(( $(date +%s) - t0 )) s"
+  done
+  pg_matrix_down
 }
 
 phase_python() {

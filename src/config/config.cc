@@ -268,7 +268,8 @@ const std::vector<std::string_view>& TopKeys() {
 }
 const std::vector<std::string_view>& SourceKeys() {
   static const auto* keys = new std::vector<std::string_view>{"dsn", "slot", "publication",
-                                                              "create_slot", "status_interval", "state_dir"};
+                                                              "create_slot", "status_interval", "state_dir",
+                                                              "failover",    "standby_dsn"};
   return *keys;
 }
 const std::vector<std::string_view>& SinkKeys() {
@@ -680,6 +681,8 @@ class ConfigParser {
                                out->publication));
     }
     RETURN_IF_ERROR(GetBool(*source, "create_slot", "source.create_slot", &out->create_slot));
+    RETURN_IF_ERROR(GetBool(*source, "failover", "source.failover", &out->failover));
+    RETURN_IF_ERROR(GetString(*source, "standby_dsn", "source.standby_dsn", &out->standby_dsn));
     RETURN_IF_ERROR(GetString(*source, "state_dir", "source.state_dir", &out->state_dir));
 
     if (const toml::node* node = source->get("status_interval"); node != nullptr) {

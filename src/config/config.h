@@ -24,6 +24,12 @@ struct SourceConfig {
   std::string slot = "outboxd";
   std::string publication = "outboxd";
   bool create_slot = true;
+  // PostgreSQL 17+: create the slot with FAILOVER, or set it on an existing
+  // slot, so that standbys with sync_replication_slots keep a copy of it.
+  bool failover = false;
+  // Optional: a physical standby that `outboxd check` inspects to tell whether
+  // a failover would keep the slot (sync_replication_slots and friends).
+  std::string standby_dsn;
   absl::Duration status_interval = absl::Seconds(10);
   // Directory of the state file that detects gaps upstream; empty: not set
   // (run --state-dir wins; see README "Faults and what outboxd does").

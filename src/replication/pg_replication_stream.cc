@@ -102,11 +102,13 @@ absl::Status ConnectionError(PGconn* conn, std::string_view what) {
 
 absl::StatusOr<SlotState> ReadSlot(PgConnection& conn, std::string_view slot, bool* found) {
   const bool has_wal_status = conn.server_version() >= 130000;
+  const bool has_failover = conn.server_version() >= 170000;
   ASSIGN_OR_RETURN(
       std::vector<Row> rows,
-      conn.Query(fmt::format("SELECT slot_type, plugin, database, active, active_pid, {}, confirmed_flush_lsn "
+      conn.Query(fmt::format("SELECT slot_type, plugin, database, active, active_pid, {}, confirmed_flush_lsn, {} "
                              "FROM pg_catalog.pg_replication_slots WHERE slot_name = {}",
-                             has_wal_status ? "wal_status" : "NULL", QuoteLiteral(slot))));
+                             has_wal_status ? "wal_status" : "NULL",
+                             has_failover ? "failover, synced" : "false, false", QuoteLiteral(slot))));
   *found = !rows.empty();
   SlotState state;
   if (rows.empty()) return state;
@@ -118,6 +120,8 @@ absl::StatusOr<SlotState> ReadSlot(PgConnection& conn, std::string_view slot, bo
   if (row[4].has_value()) state.active_pid = std::atoi(row[4]->c_str());
   state.wal_status = row[5].value_or("");
   ASSIGN_OR_RETURN(state.confirmed_flush, ParseLsnField(row[6], "confirmed_flush_lsn"));
+  state.failover = row.size() > 7 && row[7].value_or("f") == "t";
+  state.synced = row.size() > 8 && row[8].value_or("f") == "t";
   return state;
 }
 
@@ -170,6 +174,30 @@ absl::Status CheckPublication(PgConnection& conn, const StreamOptions& options, 
 }
 
 }  // namespace
+
+absl::Status CheckServerVersion(int server_version) {
+  if (server_version >= kMinServerVersion) return absl::OkStatus();
+  return absl::FailedPreconditionError(fmt::format(
+      "PostgreSQL {}.{} is not supported: outboxd supports PostgreSQL {} (it needs pgoutput's logical "
+      "decoding messages and the slot columns of 14 and later); upgrade the server",
+      server_version / 10000, server_version % 10000 / (server_version >= 100000 ? 1 : 100), kSupportedVersions));
+}
+
+absl::Status CheckFailoverSupported(bool failover, int server_version) {
+  if (!failover || server_version >= 170000) return absl::OkStatus();
+  return absl::FailedPreconditionError(fmt::format(
+      "[source] failover = true needs PostgreSQL 17 or later (failover slots), but the server is PostgreSQL {}: "
+      "set failover = false; on 16 and older a failover loses the slot, see docs/operations.md (\"Failover\")",
+      server_version / 10000));
+}
+
+std::string CreateSlotCommand(std::string_view slot, int server_version, bool failover) {
+  if (server_version < 150000) {
+    return fmt::format("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput NOEXPORT_SNAPSHOT", QuoteIdentifier(slot));
+  }
+  return fmt::format("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'nothing'{})", QuoteIdentifier(slot),
+                     failover ? ", FAILOVER true" : "");
+}
 
 int ProtoVersionFor(int server_version) {
   if (server_version >= 160000) return 4;
@@ -229,11 +257,8 @@ absl::StatusOr<std::unique_ptr<PgReplicationStream>> PgReplicationStream::Start(
 
   SystemInfo info;
   info.server_version = conn->server_version();
-  if (info.server_version < 100000) {
-    return absl::FailedPreconditionError(fmt::format(
-        "PostgreSQL {} ({}) has no pgoutput logical decoding; outboxd needs PostgreSQL 10 or later",
-        info.server_version, where));
-  }
+  if (absl::Status s = CheckServerVersion(info.server_version); !s.ok()) return WithContext(s, where);
+  RETURN_IF_ERROR(CheckFailoverSupported(options.failover, info.server_version));
   info.proto_version = ProtoVersionFor(info.server_version);
 
   // IDENTIFY_SYSTEM: systemid, timeline, xlogpos, dbname.
@@ -282,6 +307,9 @@ absl::StatusOr<std::unique_ptr<PgReplicationStream>> PgReplicationStream::Start(
       .database = database,
       .found = found,
       .invalidated = found && slot->wal_status == "lost",
+      .timeline = info.timeline,
+      .synced = found && slot->synced,
+      .confirmed_flush = found ? slot->confirmed_flush : Lsn::Invalid(),
       .create_slot = options.create_slot,
       .accept_gap = options.accept_gap,
   };
@@ -296,14 +324,20 @@ absl::StatusOr<std::unique_ptr<PgReplicationStream>> PgReplicationStream::Start(
   }
   if (action == SlotAction::kUse) {
     info.slot_confirmed_flush = slot->confirmed_flush;
+    info.slot_failover = slot->failover;
+    info.slot_synced = slot->synced;
+    if (options.failover && !slot->failover) {
+      // A slot made before failover = true was set: turn it into a failover slot in place.
+      auto altered = conn->Query(fmt::format("ALTER_REPLICATION_SLOT {} (FAILOVER true)", QuoteIdentifier(options.slot)));
+      if (!altered.ok()) {
+        return WithContext(altered.status(),
+                           fmt::format("making replication slot \"{}\" a failover slot on {}", options.slot, where));
+      }
+      info.slot_failover = true;
+    }
   } else {
     // No snapshot: outboxd streams from now on and never reads a snapshot.
-    const std::string create =
-        info.server_version >= 150000
-            ? fmt::format("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'nothing')",
-                          QuoteIdentifier(options.slot))
-            : fmt::format("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput NOEXPORT_SNAPSHOT",
-                          QuoteIdentifier(options.slot));
+    const std::string create = CreateSlotCommand(options.slot, info.server_version, options.failover);
     auto created = conn->Query(create);
     if (!created.ok()) {
       if (SqlStateOf(created.status()) == "42710") {
@@ -323,6 +357,7 @@ absl::StatusOr<std::unique_ptr<PgReplicationStream>> PgReplicationStream::Start(
     }
     ASSIGN_OR_RETURN(info.slot_confirmed_flush, ParseLsnField((*created)[0][1], "consistent_point"));
     info.slot_created = true;
+    info.slot_failover = options.failover;
   }
 
   // pgoutput parses publication_names as a list of identifiers, hence the

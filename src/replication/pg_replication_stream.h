@@ -24,6 +24,8 @@ struct StreamOptions {
   std::string slot = "outboxd";
   std::string publication = "outboxd";
   bool create_slot = true;
+  // PostgreSQL 17+: a failover slot (created with FAILOVER, or altered to it).
+  bool failover = false;
   bool messages = true;  // request logical decoding messages (PostgreSQL 14+)
   // "schema.table" names that must be in the publication.
   std::vector<std::string> tables;
@@ -47,6 +49,8 @@ struct SystemInfo {
   Lsn slot_confirmed_flush;  // where streaming resumes
   bool slot_created = false;
   bool slot_recreated = false;  // an invalidated slot dropped and created again (--accept-gap)
+  bool slot_failover = false;   // pg_replication_slots.failover (PostgreSQL 17+)
+  bool slot_synced = false;     // synchronized from a primary: we follow a failover (PostgreSQL 17+)
 };
 
 class PgReplicationStream : public ReplicationStream {
@@ -93,7 +97,26 @@ struct SlotState {
   // "reserved", "extended", "unreserved" or "lost"; empty before PostgreSQL 13.
   std::string wal_status;
   Lsn confirmed_flush;
+  bool failover = false;  // PostgreSQL 17+; false before
+  bool synced = false;    // PostgreSQL 17+: copied from a primary by slot synchronization
 };
+
+// The oldest and newest PostgreSQL major versions outboxd is tested against.
+inline constexpr int kMinServerVersion = 140000;
+inline constexpr int kNewestTestedServerVersion = 180000;
+inline constexpr std::string_view kSupportedVersions = "14, 15, 16, 17 and 18";
+
+// OK when outboxd supports a server of `server_version` (server_version_num),
+// else FailedPreconditionError naming it and the supported versions.
+absl::Status CheckServerVersion(int server_version);
+
+// OK unless failover slots are asked for on a server older than PostgreSQL 17
+// (FailedPreconditionError saying what to do).
+absl::Status CheckFailoverSupported(bool failover, int server_version);
+
+// The CREATE_REPLICATION_SLOT command for `slot`: no snapshot, FAILOVER when
+// asked (PostgreSQL 17+ only, checked by CheckFailoverSupported).
+std::string CreateSlotCommand(std::string_view slot, int server_version, bool failover);
 
 // OK when the existing slot `name` can feed outboxd from `database`, else
 // FailedPreconditionError saying what to do: a physical slot, another output

@@ -242,6 +242,21 @@ absl::StatusOr<SlotAction> DecideSlotAction(const SlotFacts& facts, const std::o
             facts.system_id, facts.slot, saved->system_id, saved->timeline, Since(*saved))),
         /*invalidated=*/false);
   }
+  if (ours && facts.found && saved->timeline != 0 && facts.timeline != 0 && facts.timeline != saved->timeline &&
+      !facts.synced && !(facts.confirmed_flush.valid() && facts.confirmed_flush <= saved->confirmed_lsn) &&
+      !facts.accept_gap) {
+    return MarkGap(
+        absl::FailedPreconditionError(fmt::format(
+            "the server is on timeline {} of system {}, but outboxd last streamed slot \"{}\" on timeline {}: "
+            "the server was promoted or restored, and this slot was not synchronized from the old primary "
+            "(pg_replication_slots.synced is false) and stands at {}, past the {} outboxd confirmed, so events "
+            "committed {} may never reach Kafka (a possible gap upstream). On PostgreSQL 17+ use failover slots ([source] failover = true, "
+            "docs/operations.md \"Failover\"); now republish the missing events from the outbox table, then "
+            "restart once with --accept-gap",
+            facts.timeline, facts.system_id, facts.slot, saved->timeline, facts.confirmed_flush.ToString(),
+            saved->confirmed_lsn.ToString(), Since(*saved))),
+        /*invalidated=*/false);
+  }
   if (facts.found) return SlotAction::kUse;
   if (ours && !facts.accept_gap) {
     return MarkGap(

@@ -90,6 +90,12 @@ struct SlotFacts {
   std::string_view database;
   bool found = false;
   bool invalidated = false;  // wal_status = 'lost'
+  int timeline = 0;          // IDENTIFY_SYSTEM timeline of the server we are connected to
+  // pg_replication_slots.synced: the slot was kept in step by a standby's slot
+  // synchronization (PostgreSQL 17+ failover slot), so a new timeline of the
+  // same system is a failover that kept it.
+  bool synced = false;
+  Lsn confirmed_flush;       // the slot's confirmed_flush_lsn, when found
   bool create_slot = true;   // [source] create_slot
   bool accept_gap = false;   // --accept-gap
 };
@@ -97,6 +103,11 @@ struct SlotFacts {
 // FailedPreconditionError saying what happened and what to do when:
 //  - the slot is missing but `saved` shows we streamed from it (slot vanished);
 //  - `saved` is of another system identifier (restored or failed-over cluster);
+//  - `saved` is of another timeline of the same system (a promoted standby or a
+//    point-in-time restore) and the slot there was neither synchronized from
+//    the old primary (pg_replication_slots.synced) nor at or behind the position
+//    we confirmed (a slot kept by other means, e.g. Patroni's permanent slots):
+//    resuming from a position past ours would skip events;
 //  - the slot was invalidated;
 // unless accept_gap. The error carries the payload kGapPayload (and
 // kSlotInvalidatedPayload for an invalidated slot) so that the relay can tell

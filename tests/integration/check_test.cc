@@ -60,6 +60,24 @@ class DoctorTest : public ::testing::Test {
   std::vector<std::string> roles_;
 };
 
+// Whatever version the stack runs: check names it as supported, and failover = true is a
+// failure before PostgreSQL 17; from 17 on, the primary's synchronized_standby_slots is checked.
+TEST_F(DoctorTest, VersionIsNamedAndFailoverNeedsSeventeen) {
+  const int version = std::stoi(sql_.Scalar("SHOW server_version_num"));
+  Result plain = Check(ConfigFor(source_));
+  EXPECT_THAT(plain.output, HasSubstr(fmt::format("ok    version      PostgreSQL {}: supported (14, 15, 16, 17 and 18)",
+                                                  version / 10000)));
+  Result r = Check(Replace(ConfigFor(source_), "create_slot = true", "create_slot = true\nfailover = true"));
+  if (version < 170000) {
+    EXPECT_EQ(r.code, 1) << r.output;
+    EXPECT_THAT(r.output, HasSubstr(fmt::format("FAIL  failover     failover = true needs PostgreSQL 17 or later; the "
+                                                "server is {}",
+                                                version / 10000)));
+  } else {
+    EXPECT_THAT(r.output, HasSubstr("WARN  failover     synchronized_standby_slots is empty")) << r.output;
+  }
+}
+
 TEST_F(DoctorTest, SuperuserAndUnboundedWalAreWarningsNotFailures) {
   Result r = Check(ConfigFor(source_));
   EXPECT_EQ(r.code, 0) << r.output;

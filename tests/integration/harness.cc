@@ -201,6 +201,7 @@ std::vector<Record> ReadTopicsUntil(const std::vector<std::string>& topics,
       r.topic = rd_kafka_topic_name(msg->rkt);
       r.partition = msg->partition;
       r.offset = msg->offset;
+      r.timestamp_ms = rd_kafka_message_timestamp(msg, nullptr);
       if (msg->key) r.key.assign(static_cast<const char*>(msg->key), msg->key_len);
       if (msg->payload) r.value.assign(static_cast<const char*>(msg->payload), msg->len);
       rd_kafka_headers_t* headers = nullptr;

@@ -69,6 +69,7 @@ struct Record {
   std::string topic;
   int32_t partition = 0;
   int64_t offset = 0;
+  int64_t timestamp_ms = -1;  // the producer's CreateTime: when outboxd published it
   std::string key;
   std::string value;
   std::vector<std::pair<std::string, std::string>> headers;

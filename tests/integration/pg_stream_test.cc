@@ -283,6 +283,35 @@ TEST(PgConnectionTest, ProtoVersionFollowsTheServerVersion) {
   EXPECT_EQ(ProtoVersionFor(170000), 4);
 }
 
+TEST(ServerVersionTest, OlderThanFourteenIsRefusedWithTheVersionsNamed) {
+  for (int version : {140000, 140019, 150014, 160010, 170006, 180000}) {
+    EXPECT_TRUE(CheckServerVersion(version).ok()) << version;
+  }
+  absl::Status s = CheckServerVersion(130020);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(s.message(), HasSubstr("PostgreSQL 13.20 is not supported"));
+  EXPECT_THAT(s.message(), HasSubstr("14, 15, 16, 17 and 18"));
+  EXPECT_THAT(CheckServerVersion(90624).message(), HasSubstr("PostgreSQL 9.6 is not supported"));
+}
+
+TEST(ServerVersionTest, FailoverSlotsNeedSeventeen) {
+  EXPECT_TRUE(CheckFailoverSupported(false, 140000).ok());
+  EXPECT_TRUE(CheckFailoverSupported(true, 170000).ok());
+  EXPECT_TRUE(CheckFailoverSupported(true, 180000).ok());
+  absl::Status s = CheckFailoverSupported(true, 160010);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(s.message(), HasSubstr("PostgreSQL 17 or later"));
+  EXPECT_THAT(s.message(), HasSubstr("PostgreSQL 16"));
+}
+
+TEST(ServerVersionTest, CreateSlotCommandPerVersion) {
+  EXPECT_EQ(CreateSlotCommand("s", 140019, false), "CREATE_REPLICATION_SLOT \"s\" LOGICAL pgoutput NOEXPORT_SNAPSHOT");
+  EXPECT_EQ(CreateSlotCommand("s", 160010, false),
+            "CREATE_REPLICATION_SLOT \"s\" LOGICAL pgoutput (SNAPSHOT 'nothing')");
+  EXPECT_EQ(CreateSlotCommand("s", 170006, true),
+            "CREATE_REPLICATION_SLOT \"s\" LOGICAL pgoutput (SNAPSHOT 'nothing', FAILOVER true)");
+}
+
 TEST(CheckSlotTest, ExplainsEveryUnusableSlot) {
   SlotState good;
   good.slot_type = "logical";
@@ -617,6 +646,58 @@ TEST_F(PgStreamTest, OutboxSqlIsIdempotentAndOutboxEmitReachesTheStream) {
                            "\"headers\": {\"traceparent\": \"00-abc\"}", "\"created_at\": "}) {
     EXPECT_THAT(message, HasSubstr(part));
   }
+}
+
+}  // namespace
+}  // namespace outboxd::replication
+
+namespace outboxd::replication {
+namespace {
+
+// Against whatever server the stack runs: a failover slot where the server has
+// them (17+), a clear refusal where it has not.
+TEST_F(PgStreamTest, FailoverSlotIsCreatedOrSetOrRefusedByVersion) {
+  const int version = std::stoi(Scalar(*sql_, "SHOW server_version_num"));
+  auto failover = [&] {
+    return Scalar(*sql_, fmt::format("SELECT failover FROM pg_replication_slots WHERE slot_name = {}",
+                                     QuoteLiteral(name_)));
+  };
+  options_.failover = true;
+  if (version < 170000) {
+    auto refused = PgReplicationStream::Start(options_);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_THAT(refused.status().message(), HasSubstr("PostgreSQL 17 or later"));
+    EXPECT_FALSE(SlotRow().has_value()) << "nothing created";
+    return;
+  }
+  // An existing slot made without FAILOVER is altered in place, keeping its position.
+  options_.failover = false;
+  PgReplicationStream* plain = MustStart(options_);
+  ASSERT_NE(plain, nullptr);
+  EXPECT_FALSE(plain->info().slot_failover);
+  EXPECT_EQ(failover(), "f");
+  const Lsn created_at = plain->info().slot_confirmed_flush;
+  streams_.clear();
+  ASSERT_TRUE(WaitFor([&] { return SlotRow().has_value() && !(*SlotRow())[1].has_value(); }));
+  options_.failover = true;
+  PgReplicationStream* altered = MustStart(options_);
+  ASSERT_NE(altered, nullptr);
+  EXPECT_TRUE(altered->info().slot_failover);
+  EXPECT_FALSE(altered->info().slot_created);
+  EXPECT_EQ(altered->info().slot_confirmed_flush, created_at);
+  EXPECT_EQ(failover(), "t");
+
+  // A new slot is created with FAILOVER.
+  streams_.clear();
+  ASSERT_TRUE(WaitFor([&] {
+    return sql_->Query(fmt::format("SELECT pg_drop_replication_slot({})", QuoteLiteral(name_))).ok();
+  }));
+  PgReplicationStream* created = MustStart(options_);
+  ASSERT_NE(created, nullptr);
+  EXPECT_TRUE(created->info().slot_created);
+  EXPECT_TRUE(created->info().slot_failover);
+  EXPECT_EQ(failover(), "t");
 }
 
 }  // namespace

@@ -82,6 +82,8 @@ TEST(ParseConfigTest, MinimalConfigTakesEveryDefault) {
   EXPECT_TRUE(config->source.create_slot);
   EXPECT_EQ(config->source.status_interval, absl::Seconds(10));
   EXPECT_EQ(config->source.state_dir, "");
+  EXPECT_FALSE(config->source.failover);
+  EXPECT_EQ(config->source.standby_dsn, "");
   EXPECT_THAT(config->kafka.properties, ElementsAre(Pair("bootstrap.servers", "kafka:9092")));
   EXPECT_TRUE(config->outbox.empty());
   EXPECT_TRUE(config->messages.enabled);
@@ -117,6 +119,8 @@ publication = "shop_pub"
 create_slot = false
 status_interval = "500ms"
 state_dir = "/var/lib/shop-outboxd"
+failover = true
+standby_dsn = "host=10.0.0.6 dbname=shop user=outboxd"
 
 [sink.kafka]
 "bootstrap.servers" = "k1:9092,k2:9092"
@@ -154,6 +158,8 @@ format = "json"
   EXPECT_FALSE(config->source.create_slot);
   EXPECT_EQ(config->source.status_interval, absl::Milliseconds(500));
   EXPECT_EQ(config->source.state_dir, "/var/lib/shop-outboxd");
+  EXPECT_TRUE(config->source.failover);
+  EXPECT_EQ(config->source.standby_dsn, "host=10.0.0.6 dbname=shop user=outboxd");
   // File order, not toml++'s sorted order; integers and booleans as librdkafka text.
   EXPECT_THAT(config->kafka.properties,
               ElementsAre(Pair("bootstrap.servers", "k1:9092,k2:9092"), Pair("linger.ms", "5"),
@@ -353,7 +359,7 @@ dns = "host=db"
             "config: line 6: unknown key sink.rabbitmq; the keys of [sink] are: kafka");
   EXPECT_EQ(ErrorOf("[source]\ndsn = \"h\"\non_bad_event = \"stop\"\n"),
             "config: line 3: unknown key source.on_bad_event; the keys of [source] are: dsn, slot, "
-            "publication, create_slot, status_interval, state_dir");
+            "publication, create_slot, status_interval, state_dir, failover, standby_dsn");
 }
 
 TEST(ParseConfigTest, WrongTypesNameKeyAndType) {

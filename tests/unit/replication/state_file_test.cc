@@ -167,6 +167,53 @@ TEST(DecideSlotActionTest, AnotherSystemIsAPossibleGap) {
   }
 }
 
+TEST(DecideSlotActionTest, NewTimelineIsAcceptedOnlyForASynchronizedSlot) {
+  SavedState saved = Sample();
+  saved.timeline = 1;
+  SlotFacts facts = Facts();
+  facts.found = true;
+  facts.timeline = 1;
+  EXPECT_EQ(*DecideSlotAction(facts, saved), SlotAction::kUse) << "same timeline";
+
+  // A promoted standby: same system, next timeline, the failover slot kept in step.
+  facts.timeline = 2;
+  facts.synced = true;
+  EXPECT_EQ(*DecideSlotAction(facts, saved), SlotAction::kUse);
+
+  // Not synchronized, but at or behind what we confirmed (kept by other means,
+  // e.g. Patroni's permanent slots): resuming there only repeats events.
+  facts.synced = false;
+  facts.confirmed_flush = saved.confirmed_lsn;
+  EXPECT_EQ(*DecideSlotAction(facts, saved), SlotAction::kUse);
+
+  // Made by hand on the promoted server (or restored with a backup): past what
+  // we confirmed, so resuming there would skip events.
+  facts.confirmed_flush = Lsn(saved.confirmed_lsn.value() + 1);
+  absl::Status status = DecideSlotAction(facts, saved).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(IsGapUpstream(status));
+  EXPECT_FALSE(IsSlotInvalidated(status));
+  EXPECT_THAT(status.message(), HasSubstr("timeline 2"));
+  EXPECT_THAT(status.message(), HasSubstr("on timeline 1"));
+  EXPECT_THAT(status.message(), HasSubstr("0/16B3749"));
+  EXPECT_THAT(status.message(), HasSubstr("--accept-gap"));
+  facts.accept_gap = true;
+  EXPECT_EQ(*DecideSlotAction(facts, saved), SlotAction::kUse) << "the operator asked for it";
+
+  // No slot on the promoted server: one created anew there would skip the old
+  // timeline's tail, whatever the timeline.
+  facts = Facts();
+  facts.timeline = 2;
+  status = DecideSlotAction(facts, saved).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(IsGapUpstream(status));
+  EXPECT_THAT(status.message(), HasSubstr("does not exist"));
+
+  // A state file of another slot, or none, says nothing.
+  facts.found = true;
+  EXPECT_EQ(*DecideSlotAction(facts, std::nullopt), SlotAction::kUse);
+}
+
 }  // namespace
 }  // namespace outboxd::replication
 
