@@ -24,6 +24,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/time/time.h"
+#include "common/format.h"
 #include "common/status_macros.h"
 #include "outbox/routing.h"
 

@@ -2,6 +2,7 @@
 
 #include "common/format.h"
 #include "fmt/format.h"
+#include "telemetry/logging.h"
 #include "registry/envelope_proto_text.h"  // generated: kEnvelopeProto
 
 namespace outboxd::registry {
@@ -49,6 +50,8 @@ absl::StatusOr<int32_t> EnvelopeSchemas::IdFor(const std::string& subject) {
     id = client_->LatestId(subject);
   }
   if (!id.ok()) return id.status();
+  telemetry::LogInfo("schema registry: subject {} has schema id {} ({})", subject, *id,
+                     policy_.auto_register ? "registered or found" : "its latest version");
   ids_.emplace(subject, *id);
   return *id;
 }

@@ -127,7 +127,13 @@ absl::StatusOr<int32_t> SchemaRegistryClient::LatestId(std::string_view subject)
 
 absl::StatusOr<std::string> SchemaRegistryClient::CompatibilityLevel(std::string_view subject) {
   absl::StatusOr<Answer> answer = Send("GET", fmt::format("/config/{}", EncodePathSegment(subject)), nullptr);
-  if (absl::IsNotFound(answer.status())) answer = Send("GET", "/config", nullptr);
+  if (absl::IsNotFound(answer.status())) return GlobalCompatibilityLevel();
+  if (!answer.ok()) return answer.status();
+  return ParseCompatibilityLevel(answer->body);
+}
+
+absl::StatusOr<std::string> SchemaRegistryClient::GlobalCompatibilityLevel() {
+  absl::StatusOr<Answer> answer = Send("GET", "/config", nullptr);
   if (!answer.ok()) return answer.status();
   return ParseCompatibilityLevel(answer->body);
 }

@@ -52,6 +52,8 @@ class SchemaRegistryClient {
   // GET /config/{subject}, falling back to the global GET /config when the
   // subject has no level of its own.
   absl::StatusOr<std::string> CompatibilityLevel(std::string_view subject);
+  // GET /config: the registry's default level.
+  absl::StatusOr<std::string> GlobalCompatibilityLevel();
 
   const std::string& url() const { return options_.url; }
 
