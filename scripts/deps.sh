@@ -14,6 +14,7 @@ PACKAGES=(
     postgresql-15 postgresql-client-15
     openjdk-17-jre-headless maven
     python3 curl
+    unzip  # deploy/local/registry.sh: the registry app's application.properties
     openssl  # tests/integration/tls_stack.sh: test certificates (keytool comes with the JRE)
     libcpp-httplib-dev prometheus python3-yaml
     python3-venv
