@@ -905,9 +905,9 @@ class ConfigParser {
       RETURN_IF_ERROR(GetString(*reg, "timeout", "schema_registry.timeout", &text));
       absl::Duration timeout;
       if (!absl::ParseDuration(text, &timeout) || timeout < absl::Milliseconds(100) ||
-          timeout > absl::Minutes(5)) {
+          timeout > absl::Seconds(30)) {
         return Error(node, fmt::format("schema_registry.timeout = \"{}\": expected a duration from 100ms to "
-                                       "5m, e.g. \"10s\"",
+                                       "30s, e.g. \"10s\" (a stop waits for one request at most)",
                                        text));
       }
       out->timeout = timeout;

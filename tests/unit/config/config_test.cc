@@ -786,6 +786,8 @@ TEST(SchemaRegistryConfigTest, Mistakes) {
               HasSubstr("schema_registry.subject_strategy: unknown subject strategy"));
   EXPECT_THAT(ErrorOf(Minimal("[schema_registry]\nurl = \"http://sr\"\ntimeout = \"0\"\n")),
               HasSubstr("schema_registry.timeout"));
+  EXPECT_THAT(ErrorOf(Minimal("[schema_registry]\nurl = \"http://sr\"\ntimeout = \"31s\"\n")),
+              HasSubstr("from 100ms to 30s"));
   EXPECT_THAT(ErrorOf(Minimal("[schema_registry]\nurl = \"http://sr\"\nusername = \"u\"\n")),
               HasSubstr("both username and password"));
   EXPECT_THAT(ErrorOf(Minimal("[schema_registry]\nurl = \"https://sr\"\ncert_file = \"c.pem\"\n")),

@@ -79,7 +79,8 @@ TEST(ParseFrameTest, ReadsTheFixture) {
 
 TEST(ParseFrameTest, ReadsAnExplicitIndexArray) {
   // Count 2, indexes 1 and 3, zigzag: 4, 2, 6.
-  absl::StatusOr<Frame> frame = ParseFrame(std::string("\x00\x00\x00\x00\x07\x04\x02\x06xyz", 11));
+  const std::string value("\x00\x00\x00\x00\x07\x04\x02\x06xyz", 11);  // the frame views into it
+  absl::StatusOr<Frame> frame = ParseFrame(value);
   ASSERT_TRUE(frame.ok()) << frame.status();
   EXPECT_EQ(frame->schema_id, 7);
   EXPECT_THAT(frame->message_indexes, ElementsAre(1, 3));
