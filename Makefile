@@ -5,7 +5,7 @@ BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= 2
 
 .PHONY: all deps build bin test unit integration demo stack-up stack-down stack-status clean
-.PHONY: python-test asan fuzz chaos
+.PHONY: python-test asan fuzz chaos registry-test
 .PHONY: bench bench-quick portability
 
 all: build
@@ -44,6 +44,12 @@ integration: build
 # already running local stack and build/outboxd.
 python-test: bin
 	@bash scripts/python-test.sh $(BUILD_DIR)
+
+# [schema_registry] end to end: builds (Maven + Quarkus, a few minutes the first time) and starts
+# a local Apicurio Registry, and reads outboxd's records with confluent-kafka's
+# ProtobufDeserializer (scripts/registry-test.sh). Starts the local stack if it is not running.
+registry-test: deps build
+	@bash scripts/registry-test.sh $(BUILD_DIR)
 
 # The AddressSanitizer + UndefinedBehaviorSanitizer build (make test builds and
 # runs it too); any report aborts the process that made it.

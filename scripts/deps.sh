@@ -14,7 +14,7 @@ PACKAGES=(
     postgresql-15 postgresql-client-15
     openjdk-17-jre-headless maven
     python3 curl
-    unzip xz-utils  # deploy/local/stack.sh: PostgreSQL 14, 16-18 jars hold a .txz
+    unzip xz-utils  # stack.sh: PostgreSQL 14, 16-18 jars hold a .txz; registry.sh: the app's properties
     openssl  # tests/integration/tls_stack.sh: test certificates (keytool comes with the JRE)
     libcpp-httplib-dev prometheus python3-yaml
     python3-venv

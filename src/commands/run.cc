@@ -20,6 +20,8 @@
 #include "kafka/rdkafka_sink.h"
 #include "pipeline/relay.h"
 #include "replication/pg_connection.h"
+#include "registry/envelope_schema.h"
+#include "registry/registry_sink.h"
 #include "replication/pg_replication_stream.h"
 #include "replication/slot_monitor.h"
 #include "replication/state_file.h"
@@ -40,6 +42,29 @@ void ApplyLogConfig(const config::LogConfig& log) {
     if (log.level == name) telemetry::SetLogLevel(level);
   }
   telemetry::SetLogFormat(log.format == "json" ? telemetry::LogFormat::kJson : telemetry::LogFormat::kText);
+}
+
+registry::ClientOptions RegistryClientOptions(const config::SchemaRegistryConfig& config) {
+  return registry::ClientOptions{
+      .url = config.url,
+      .username = config.username,
+      .password = config.password,
+      .ca_file = config.ca_file,
+      .cert_file = config.cert_file,
+      .key_file = config.key_file,
+      .timeout = config.timeout,
+  };
+}
+
+std::vector<std::string> FixedTopics(const config::Config& config) {
+  std::vector<std::string> topics;
+  auto add = [&topics](const std::string& topic) {
+    if (topic.find('{') != std::string::npos) return;
+    if (std::find(topics.begin(), topics.end(), topic) == topics.end()) topics.push_back(topic);
+  };
+  for (const outbox::TableConfig& table : config.outbox) add(table.topic);
+  if (config.messages.enabled) add(config.messages.topic);
+  return topics;
 }
 
 namespace {
@@ -224,11 +249,37 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
       .error = [](const absl::Status& error) { telemetry::LogWarn("kafka: {}", error.message()); },
       .brokers_up = [&metrics](int up) { metrics.kafka_brokers_up.store(up); },
   };
+  // [schema_registry]: envelopes framed in Confluent's wire format. Ids are
+  // cached for the life of the process (EnvelopeSchemas), so a reconnect asks
+  // the registry nothing.
+  std::unique_ptr<registry::SchemaRegistryClient> registry_client;
+  std::optional<registry::EnvelopeSchemas> schemas;
+  const std::vector<std::string> fixed_topics = FixedTopics(config);
+  if (config.schema_registry.enabled) {
+    auto client = registry::SchemaRegistryClient::Create(RegistryClientOptions(config.schema_registry), &metrics);
+    if (!client.ok()) {
+      telemetry::LogError("{}", client.status().message());
+      return 2;
+    }
+    registry_client = std::move(*client);
+    schemas.emplace(registry_client.get(), registry::LookupPolicy{.auto_register = config.schema_registry.auto_register,
+                                                                  .schema_id = config.schema_registry.schema_id});
+    telemetry::LogInfo("schema registry {}: envelope values in Confluent's wire format, subject strategy {}",
+                       registry_client->url(), registry::SubjectStrategyName(config.schema_registry.subject_strategy));
+  }
   pipeline::SinkFactory sinks = [&]() -> absl::StatusOr<std::unique_ptr<kafka::EventSink>> {
     metrics.kafka_brokers_up.store(-1);  // unknown until the new producer's first statistics
     auto sink = kafka::RdKafkaSink::Create(config.kafka.properties, sink_options);
     if (!sink.ok()) return sink.status();
-    return std::unique_ptr<kafka::EventSink>(std::move(*sink));
+    if (!schemas.has_value()) return std::unique_ptr<kafka::EventSink>(std::move(*sink));
+    auto framed = std::make_unique<registry::RegistrySink>(
+        std::move(*sink), config.schema_registry.subject_strategy,
+        [&schemas](const std::string& subject) { return schemas->IdFor(subject); },
+        config.errors.dead_letter_topic);
+    // Before streaming: a registry that is down keeps /readyz at 503 with the
+    // reason (the relay retries with backoff); one that refuses the schema stops.
+    if (absl::Status prepared = framed->Prepare(fixed_topics); !prepared.ok()) return prepared;
+    return std::unique_ptr<kafka::EventSink>(std::move(framed));
   };
 
   std::unique_ptr<telemetry::HttpServer> http;

@@ -4,8 +4,10 @@
 
 #include <atomic>
 #include <string>
+#include <vector>
 
 #include "config/config.h"
+#include "registry/schema_registry_client.h"
 
 namespace outboxd::commands {
 
@@ -16,6 +18,12 @@ struct RunFlags {
 
 // Applies [log] level and format to the process's logger.
 void ApplyLogConfig(const config::LogConfig& log);
+
+// [schema_registry] as the client's options.
+registry::ClientOptions RegistryClientOptions(const config::SchemaRegistryConfig& config);
+// The topics known before any event: the fixed (non-template) topics of the
+// tables and of messages. Their schema ids are resolved before streaming.
+std::vector<std::string> FixedTopics(const config::Config& config);
 
 // Exit code of a stop that left events unacknowledged by Kafka (stop_flush_timeout
 // passed): nothing is lost, they are published again from the slot on the next start.

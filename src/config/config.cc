@@ -24,7 +24,9 @@
 #include <toml++/toml.h>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/time/time.h"
+#include "common/format.h"
 #include "common/status_macros.h"
 #include "outbox/routing.h"
 
@@ -263,7 +265,7 @@ void FindUriSecrets(std::string_view dsn, std::vector<Replacement>* out) {
 const std::vector<std::string_view>& TopKeys() {
   static const auto* keys =
       new std::vector<std::string_view>{"source", "sink", "outbox", "messages", "http", "log",
-                                        "errors"};
+                                        "errors", "schema_registry"};
   return *keys;
 }
 const std::vector<std::string_view>& SourceKeys() {
@@ -294,6 +296,12 @@ const std::vector<std::string_view>& MessagesKeys() {
 const std::vector<std::string_view>& ErrorsKeys() {
   static const auto* keys =
       new std::vector<std::string_view>{"on_bad_event", "dead_letter_topic"};
+  return *keys;
+}
+const std::vector<std::string_view>& SchemaRegistryKeys() {
+  static const auto* keys = new std::vector<std::string_view>{
+      "url",     "username", "password",         "ca_file",       "cert_file",
+      "key_file", "timeout", "subject_strategy", "auto_register", "schema_id"};
   return *keys;
 }
 const std::vector<std::string_view>& HttpKeys() {
@@ -413,6 +421,7 @@ class ConfigParser {
     RETURN_IF_ERROR(ParseHttp(root, &config.http));
     RETURN_IF_ERROR(ParseLog(root, &config.log));
     RETURN_IF_ERROR(ParseErrors(root, &config.errors));
+    RETURN_IF_ERROR(ParseSchemaRegistry(root, &config.schema_registry));
     if (config.outbox.empty() && !config.messages.enabled) {
       return Error(nullptr,
                    "nothing to relay: add an [[outbox]] table, or set messages.enabled = true "
@@ -884,6 +893,66 @@ class ConfigParser {
     if (const std::string problem = CheckListen(out->listen); !problem.empty()) {
       return Error(http->get("listen"),
                    fmt::format("http.listen = \"{}\": {}", out->listen, problem));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status ParseSchemaRegistry(const toml::table& root, SchemaRegistryConfig* out) const {
+    ASSIGN_OR_RETURN(const toml::table* reg,
+                     GetSection(root, "schema_registry", "schema_registry", "[schema_registry]"));
+    if (reg == nullptr) return absl::OkStatus();
+    RETURN_IF_ERROR(CheckKeys(*reg, "schema_registry.", SchemaRegistryKeys(), "[schema_registry]"));
+    out->enabled = true;
+    RETURN_IF_ERROR(GetString(*reg, "url", "schema_registry.url", &out->url));
+    if (!absl::StartsWith(out->url, "http://") && !absl::StartsWith(out->url, "https://")) {
+      return Error(reg->get("url") != nullptr ? reg->get("url") : reg,
+                   "schema_registry.url must be http://host[:port][/path] or https://...; for Apicurio "
+                   "Registry, its Confluent-compatible API: http://host:8080/apis/ccompat/v7");
+    }
+    RETURN_IF_ERROR(GetString(*reg, "username", "schema_registry.username", &out->username));
+    RETURN_IF_ERROR(GetString(*reg, "password", "schema_registry.password", &out->password));
+    if (out->password.empty() != out->username.empty()) {
+      return Error(reg, "schema_registry: set both username and password (basic auth), or neither");
+    }
+    RETURN_IF_ERROR(GetString(*reg, "ca_file", "schema_registry.ca_file", &out->ca_file));
+    RETURN_IF_ERROR(GetString(*reg, "cert_file", "schema_registry.cert_file", &out->cert_file));
+    RETURN_IF_ERROR(GetString(*reg, "key_file", "schema_registry.key_file", &out->key_file));
+    if (out->cert_file.empty() != out->key_file.empty()) {
+      return Error(reg, "schema_registry: set both cert_file and key_file (client certificate), or neither");
+    }
+    if ((!out->ca_file.empty() || !out->cert_file.empty()) && !absl::StartsWith(out->url, "https://")) {
+      return Error(reg, "schema_registry: ca_file, cert_file and key_file need an https:// url");
+    }
+    if (const toml::node* node = reg->get("timeout"); node != nullptr) {
+      std::string text;
+      RETURN_IF_ERROR(GetString(*reg, "timeout", "schema_registry.timeout", &text));
+      absl::Duration timeout;
+      if (!absl::ParseDuration(text, &timeout) || timeout < absl::Milliseconds(100) ||
+          timeout > absl::Seconds(30)) {
+        return Error(node, fmt::format("schema_registry.timeout = \"{}\": expected a duration from 100ms to "
+                                       "30s, e.g. \"10s\" (a stop waits for one request at most)",
+                                       text));
+      }
+      out->timeout = timeout;
+    }
+    if (const toml::node* node = reg->get("subject_strategy"); node != nullptr) {
+      std::string text;
+      RETURN_IF_ERROR(GetString(*reg, "subject_strategy", "schema_registry.subject_strategy", &text));
+      absl::StatusOr<registry::SubjectStrategy> strategy = registry::ParseSubjectStrategy(text);
+      if (!strategy.ok()) return Error(node, fmt::format("schema_registry.subject_strategy: {}", strategy.status().message()));
+      out->subject_strategy = *strategy;
+    }
+    RETURN_IF_ERROR(GetBool(*reg, "auto_register", "schema_registry.auto_register", &out->auto_register));
+    if (const toml::node* node = reg->get("schema_id"); node != nullptr) {
+      if (!node->is_integer() || node->as_integer()->get() < 0 || node->as_integer()->get() > INT32_MAX) {
+        return Error(node, "schema_registry.schema_id must be a non-negative integer (no quotes): the id "
+                           "every envelope is framed with");
+      }
+      if (reg->get("auto_register") != nullptr && out->auto_register) {
+        return Error(node, "schema_registry: schema_id and auto_register = true exclude each other; remove one");
+      }
+      out->auto_register = false;
+      out->schema_id = static_cast<int32_t>(node->as_integer()->get());
     }
     return absl::OkStatus();
   }

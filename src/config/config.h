@@ -16,6 +16,7 @@
 #include "absl/time/time.h"
 #include "outbox/dead_letter.h"
 #include "outbox/table_mapping.h"
+#include "registry/wire_format.h"
 
 namespace outboxd::config {
 
@@ -63,6 +64,22 @@ struct HttpConfig {
   std::string listen = "127.0.0.1:9187";
 };
 
+// [schema_registry]: envelope values in Confluent's wire format, with the
+// schema id of a Confluent-compatible registry. Off when the section is absent.
+struct SchemaRegistryConfig {
+  bool enabled = false;
+  std::string url;       // http(s)://host[:port][/path], e.g. .../apis/ccompat/v7 for Apicurio
+  std::string username;  // basic auth, with password
+  std::string password;
+  std::string ca_file;    // PEM CA bundle for https; empty: the system's
+  std::string cert_file;  // client certificate and key (PEM) for mutual TLS
+  std::string key_file;
+  absl::Duration timeout = absl::Seconds(10);  // per request
+  registry::SubjectStrategy subject_strategy = registry::SubjectStrategy::kTopicName;
+  bool auto_register = true;  // false: the subject's latest registered version
+  std::optional<int32_t> schema_id;  // a fixed id: no registry call at all
+};
+
 struct LogConfig {
   std::string level = "info";   // debug, info, warn, error
   std::string format = "text";  // text, json
@@ -76,6 +93,7 @@ struct Config {
   ErrorsConfig errors;
   HttpConfig http;
   LogConfig log;
+  SchemaRegistryConfig schema_registry;
 };
 
 using EnvLookup = std::function<std::optional<std::string>(std::string_view name)>;

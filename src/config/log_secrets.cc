@@ -29,6 +29,7 @@ std::vector<std::string> ConfigSecrets(const Config& config) {
   for (const auto& [name, value] : config.kafka.properties) {
     if (kafka::RdKafkaSink::IsSecretProperty(name) && !value.empty()) secrets.push_back(value);
   }
+  if (!config.schema_registry.password.empty()) secrets.push_back(config.schema_registry.password);
   return secrets;
 }
 

@@ -1,6 +1,7 @@
 // The secret values of a config (the DSN's password and sslpassword, secret
-// librdkafka properties), registered with AddLogSecret so that no log line can
-// show them, whatever a library puts in its messages.
+// librdkafka properties, the schema registry's password), registered with
+// AddLogSecret so that no log line can show them, whatever a library puts in
+// its messages.
 #pragma once
 
 #include <string>

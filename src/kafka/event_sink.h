@@ -20,6 +20,9 @@ struct ProduceRequest {
   std::string_view value;
   const std::vector<std::pair<std::string_view, std::string_view>>* headers = nullptr;
   uint64_t token = 0;  // handed back in the delivery report
+  // The value is an outbox.v1.Envelope: with [schema_registry] it goes out in
+  // Confluent's wire format. False for values that are not (payload mode).
+  bool envelope = true;
 };
 
 // Called from Poll()/Flush() on the caller's thread, once per produced record:

@@ -99,6 +99,9 @@ std::string Metrics::RenderPrometheus() const {
   changes_ignored.Render("outboxd_changes_ignored_total", "kind", &out);
   Family(&out, "reconnects_total", "counter", "Reconnections after a transient fault, by target.");
   reconnects.Render("outboxd_reconnects_total", "target", &out);
+  Family(&out, "schema_registry_requests_total", "counter",
+         "Schema registry requests, by result: ok, unreachable, refused.");
+  schema_registry_requests.Render("outboxd_schema_registry_requests_total", "result", &out);
   Gauge(&out, "transactions_total", "counter", "Committed transactions received.", transactions);
   Family(&out, "publish_latency_seconds", "histogram", "Commit time to Kafka acknowledgement.");
   publish_latency.Render("outboxd_publish_latency_seconds", &out);

@@ -73,6 +73,9 @@ struct Metrics {
   LabeledCounter events_dead_lettered;   // {reason}
   LabeledCounter changes_ignored;        // {kind}: update, delete, truncate, message, relation
   LabeledCounter reconnects;             // {target}: postgres, kafka
+  // {result}: ok, unreachable (no answer, timeout, 5xx), refused (4xx: auth,
+  // incompatible schema, unknown subject). Only with [schema_registry].
+  LabeledCounter schema_registry_requests;
   std::atomic<uint64_t> transactions{0};
   Histogram publish_latency;
   std::atomic<int64_t> replication_lag_bytes{0};

@@ -15,6 +15,7 @@
 #include "fmt/format.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "config/log_secrets.h"
 
 namespace outboxd::config {
 namespace {
@@ -808,6 +809,87 @@ TEST(ParseConfigTest, ErrorsSection) {
               HasSubstr("errors.dead_letter_topic = \"bad topic\""));
   EXPECT_THAT(ErrorOf(Minimal("[errors]\ndead_letter = \"x\"\n")),
               HasSubstr("unknown key errors.dead_letter"));
+}
+
+TEST(SchemaRegistryConfigTest, AbsentMeansOff) {
+  absl::StatusOr<Config> config = ParseConfig(kMinimal, Env());
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_FALSE(config->schema_registry.enabled);
+}
+
+TEST(SchemaRegistryConfigTest, DefaultsAndEveryKey) {
+  absl::StatusOr<Config> config = ParseConfig(Minimal(R"(
+[schema_registry]
+url = "http://127.0.0.1:8080/apis/ccompat/v7"
+)"), Env());
+  ASSERT_TRUE(config.ok()) << config.status();
+  const SchemaRegistryConfig& reg = config->schema_registry;
+  EXPECT_TRUE(reg.enabled);
+  EXPECT_EQ(reg.url, "http://127.0.0.1:8080/apis/ccompat/v7");
+  EXPECT_EQ(reg.timeout, absl::Seconds(10));
+  EXPECT_EQ(reg.subject_strategy, registry::SubjectStrategy::kTopicName);
+  EXPECT_TRUE(reg.auto_register);
+  EXPECT_FALSE(reg.schema_id.has_value());
+
+  config = ParseConfig(Minimal(R"(
+[schema_registry]
+url = "https://sr.example:8081"
+username = "outboxd"
+password = "${SR_PASSWORD}"
+ca_file = "/etc/outboxd/ca.pem"
+cert_file = "/etc/outboxd/client.pem"
+key_file = "/etc/outboxd/client.key"
+timeout = "2500ms"
+subject_strategy = "topic_record_name"
+auto_register = false
+)"), Env({{"SR_PASSWORD", "s3cret"}}));
+  ASSERT_TRUE(config.ok()) << config.status();
+  const SchemaRegistryConfig& full = config->schema_registry;
+  EXPECT_EQ(full.username, "outboxd");
+  EXPECT_EQ(full.password, "s3cret");
+  EXPECT_EQ(full.ca_file, "/etc/outboxd/ca.pem");
+  EXPECT_EQ(full.cert_file, "/etc/outboxd/client.pem");
+  EXPECT_EQ(full.key_file, "/etc/outboxd/client.key");
+  EXPECT_EQ(full.timeout, absl::Milliseconds(2500));
+  EXPECT_EQ(full.subject_strategy, registry::SubjectStrategy::kTopicRecordName);
+  EXPECT_FALSE(full.auto_register);
+  EXPECT_THAT(ConfigSecrets(*config), Contains("s3cret"));  // masked in every log line
+}
+
+TEST(SchemaRegistryConfigTest, FixedSchemaId) {
+  absl::StatusOr<Config> config =
+      ParseConfig(Minimal("[schema_registry]\nurl = \"http://sr:8081\"\nschema_id = 42\n"), Env());
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->schema_registry.schema_id, 42);
+  EXPECT_FALSE(config->schema_registry.auto_register);
+  EXPECT_THAT(ErrorOf(Minimal("[schema_registry]\nurl = \"http://sr:8081\"\nschema_id = 42\nauto_register = true\n")),
+              HasSubstr("exclude each other"));
+  EXPECT_THAT(ErrorOf(Minimal("[schema_registry]\nurl = \"http://sr:8081\"\nschema_id = \"42\"\n")),
+              HasSubstr("schema_registry.schema_id must be a non-negative integer"));
+  EXPECT_THAT(ErrorOf(Minimal("[schema_registry]\nurl = \"http://sr:8081\"\nschema_id = -1\n")),
+              HasSubstr("schema_registry.schema_id must be a non-negative integer"));
+}
+
+TEST(SchemaRegistryConfigTest, Mistakes) {
+  EXPECT_THAT(ErrorOf(Minimal("[schema_registry]\n")), HasSubstr("schema_registry.url must be http://"));
+  EXPECT_THAT(ErrorOf(Minimal("[schema_registry]\nurl = \"sr:8081\"\n")), HasSubstr("schema_registry.url must be"));
+  EXPECT_THAT(ErrorOf(Minimal("[schema_registry]\nurl = \"http://sr\"\nsubject_strategy = \"TopicNameStrategy\"\n")),
+              HasSubstr("schema_registry.subject_strategy: unknown subject strategy"));
+  EXPECT_THAT(ErrorOf(Minimal("[schema_registry]\nurl = \"http://sr\"\ntimeout = \"0\"\n")),
+              HasSubstr("schema_registry.timeout"));
+  EXPECT_THAT(ErrorOf(Minimal("[schema_registry]\nurl = \"http://sr\"\ntimeout = \"31s\"\n")),
+              HasSubstr("from 100ms to 30s"));
+  EXPECT_THAT(ErrorOf(Minimal("[schema_registry]\nurl = \"http://sr\"\nusername = \"u\"\n")),
+              HasSubstr("both username and password"));
+  EXPECT_THAT(ErrorOf(Minimal("[schema_registry]\nurl = \"https://sr\"\ncert_file = \"c.pem\"\n")),
+              HasSubstr("both cert_file and key_file"));
+  EXPECT_THAT(ErrorOf(Minimal("[schema_registry]\nurl = \"http://sr\"\nca_file = \"ca.pem\"\n")),
+              HasSubstr("need an https:// url"));
+  EXPECT_THAT(ErrorOf(Minimal("[schema_registry]\nurl = \"http://sr\"\nsubject = \"x\"\n")),
+              HasSubstr("unknown key schema_registry.subject"));
+  // The unset variable is named; the password never appears in errors.
+  EXPECT_THAT(ErrorOf(Minimal("[schema_registry]\nurl = \"http://sr\"\nusername = \"u\"\npassword = \"${SR_PW}\"\n")),
+              HasSubstr("SR_PW"));
 }
 
 }  // namespace

@@ -166,7 +166,7 @@ TEST(MetricsTest, RendersEveryDesignMetric) {
        {"events_published_total", "events_dead_lettered_total", "transactions_total",
         "publish_latency_seconds", "replication_lag_bytes", "confirmed_flush_lsn", "received_lsn",
         "inflight_events", "producer_queue_bytes", "reconnects_total", "standby", "up",
-        "kafka_brokers_up", "streaming"}) {
+        "kafka_brokers_up", "streaming", "schema_registry_requests_total"}) {
     EXPECT_THAT(out, HasSubstr(std::string("# TYPE outboxd_") + name + " ")) << name;
   }
   EXPECT_THAT(out, HasSubstr("outboxd_publish_latency_seconds_bucket{le=\"0.005\"} 1\n"));
