@@ -50,6 +50,11 @@ class RegistrySink : public kafka::EventSink {
   size_t InFlight() const override { return inner_->InFlight(); }
   absl::Status CheckReachable(absl::Duration timeout) override { return inner_->CheckReachable(timeout); }
   absl::Status FatalError() const override { return inner_->FatalError(); }
+  // The event loop waits on the producer's queue and keeps its topic handles:
+  // a wrapper that hid them would leave delivery reports to the status timer.
+  int WakeFd() const override { return inner_->WakeFd(); }
+  void PrepareTopic(std::string_view topic) override { inner_->PrepareTopic(topic); }
+  void Purge() override { inner_->Purge(); }
 
  private:
   absl::StatusOr<int32_t> IdForTopic(std::string_view topic);

@@ -35,8 +35,13 @@ class RecordingSink : public kafka::EventSink {
   size_t InFlight() const override { return 0; }
   absl::Status CheckReachable(absl::Duration) override { return absl::OkStatus(); }
   absl::Status FatalError() const override { return absl::OkStatus(); }
+  int WakeFd() const override { return 42; }
+  void PrepareTopic(std::string_view topic) override { prepared.emplace_back(topic); }
+  void Purge() override { ++purges; }
 
   std::vector<Produced> produced;
+  std::vector<std::string> prepared;
+  int purges = 0;
   kafka::FailedRecordHandler failed_;
 };
 
@@ -71,6 +76,17 @@ TEST_F(RegistrySinkTest, FramesEnvelopesAndLooksUpEachSubjectOnce) {
   ASSERT_EQ(inner_->produced.size(), 3u);
   EXPECT_EQ(inner_->produced[0].value, std::string("\x00\x00\x00\x00\x07\x00\x0a\x01x", 9));
   EXPECT_EQ(inner_->produced[1].value, std::string("\x00\x00\x00\x00\x07\x00\x0a\x01y", 9));
+}
+
+// The event loop polls the producer's wake fd, and relies on cached topic handles
+// and on Purge: the wrapper must hand all three through.
+TEST_F(RegistrySinkTest, WakeFdTopicHandlesAndPurgeReachTheProducer) {
+  RegistrySink sink = Make(SubjectStrategy::kTopicName);
+  EXPECT_EQ(sink.WakeFd(), 42);
+  sink.PrepareTopic("orders");
+  EXPECT_THAT(inner_->prepared, ElementsAre("orders"));
+  sink.Purge();
+  EXPECT_EQ(inner_->purges, 1);
 }
 
 TEST_F(RegistrySinkTest, RecordNameSubjectIsSharedAcrossTopics) {
