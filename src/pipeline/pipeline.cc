@@ -569,7 +569,9 @@ absl::Status Pipeline::MaybeSendStatus(bool force) {
       .reply_requested = false,
   };
   RETURN_IF_ERROR(stream_->SendStatus(status));
-  if (flush > confirmed_sent_ && options_.on_confirmed) options_.on_confirmed(flush);
+  // Each update, not only those that move it: a recorder that throttles
+  // its writes catches up with an idle slot's last position too.
+  if (options_.on_confirmed) options_.on_confirmed(flush);
   confirmed_sent_ = flush;
   last_status_sent_ = now;
   reply_pending_ = false;

@@ -57,7 +57,7 @@ struct PipelineOptions {
   // that the loop's poll() wakes for it; -1: none, the stop flag is checked
   // at each wake only.
   int stop_fd = -1;
-  // Called after a status update that moved the flush LSN reached the socket
+  // Called with the flush LSN after each status update reached the socket
   // (e.g. to record it in the state file). Optional.
   std::function<void(Lsn)> on_confirmed;
 };

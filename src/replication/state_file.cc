@@ -187,10 +187,14 @@ absl::Status StateRecorder::Begin(SavedState state) {
 }
 
 absl::Status StateRecorder::OnConfirmed(Lsn lsn) {
-  if (!state_.has_value() || lsn <= state_->confirmed_lsn) return absl::OkStatus();
-  state_->confirmed_lsn = lsn;
-  dirty_ = true;
-  if (clock_() - last_write_ < min_interval_) return absl::OkStatus();
+  if (!state_.has_value()) return absl::OkStatus();
+  if (lsn > state_->confirmed_lsn) {
+    state_->confirmed_lsn = lsn;
+    dirty_ = true;
+  }
+  // A position held back by the throttle is written by a later call, also
+  // one that repeats it (the pipeline repeats it with each status update).
+  if (!dirty_ || clock_() - last_write_ < min_interval_) return absl::OkStatus();
   return Write();
 }
 

@@ -251,5 +251,25 @@ TEST_F(StateFileIoTest, RecorderWritesAtOnceThenAtMostOnceASecondAndAtStop) {
   EXPECT_EQ(recorder.writes(), 3) << "nothing new, nothing written";
 }
 
+TEST_F(StateFileIoTest, RecorderWritesAThrottledPositionWhenItIsRepeatedLater) {
+  absl::Time now = absl::FromUnixSeconds(1700000000);
+  const std::string path = StateFilePath(dir_, "outboxd");
+  StateRecorder recorder(path, absl::Seconds(1), [&] { return now; });
+  SavedState state = Sample();
+  state.confirmed_lsn = Lsn(100);
+  ASSERT_TRUE(recorder.Begin(state).ok());
+  now += absl::Milliseconds(10);
+  ASSERT_TRUE(recorder.OnConfirmed(Lsn(150)).ok());  // held back: within the second
+  EXPECT_EQ((*ReadStateFile(path))->confirmed_lsn, Lsn(100));
+  // An idle slot: the next status update repeats the same position.
+  now += absl::Seconds(10);
+  ASSERT_TRUE(recorder.OnConfirmed(Lsn(150)).ok());
+  EXPECT_EQ((*ReadStateFile(path))->confirmed_lsn, Lsn(150));
+  const int writes = recorder.writes();
+  now += absl::Seconds(10);
+  ASSERT_TRUE(recorder.OnConfirmed(Lsn(150)).ok());
+  EXPECT_EQ(recorder.writes(), writes) << "nothing new, nothing written";
+}
+
 }  // namespace
 }  // namespace outboxd::replication
