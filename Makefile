@@ -60,7 +60,7 @@ asan:
 	@cmake -S . -B $(ASAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_COMPILER=$(ASAN_CXX) -DCMAKE_CXX_FLAGS="-O1 -g1" -DOUTBOXD_SANITIZE=ON $(CCACHE) >/dev/null
 	@cmake --build $(ASAN_DIR) -j $(JOBS)
 
-# libFuzzer targets (pgoutput decoder, frame codec), FUZZ_SECONDS each.
+# libFuzzer targets (pgoutput decoder, frame codec, outbox mapping), FUZZ_SECONDS each.
 FUZZ_SECONDS ?= 300
 fuzz: deps
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh
