@@ -36,9 +36,6 @@
 # ASAN_BUILD_DIR (build-asan), ASAN_CXX (clang++ if installed, else c++),
 # FUZZ_SMOKE_SECONDS (20), CCACHE_DISABLE=1 (ccache is used when installed).
 set -euo pipefail
-# Background jobs get process groups of their own, so that clean-up can stop a
-# job with everything it started.
-set -m
 repo=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-build}
 asan=${ASAN_BUILD_DIR:-build-asan}
@@ -58,8 +55,8 @@ PHASES=(
   python             # waits for the venv, the plain build and the fuzz smoke; clients/python, examples/flask-orders
 )
 
-launcher=()
-if command -v ccache >/dev/null; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
+launcher=
+if command -v ccache >/dev/null; then launcher=-DCMAKE_CXX_COMPILER_LAUNCHER=ccache; fi
 asan_cxx=${ASAN_CXX:-$(command -v clang++ || echo c++)}
 
 start=$(date +%s)
@@ -67,9 +64,13 @@ lap() { echo "== $1 ($(( $(date +%s) - start )) s)"; }
 
 # ---- background jobs -------------------------------------------------------
 declare -A bg_pid=() bg_started=()
+# A job runs in a session (and process group) of its own, so that clean-up can
+# stop it with everything it started; the foreground stays in the script's
+# group, so that a CI runner's signal to the group reaches it. A shell function
+# runs as `bg_start NAME bash -c FUNCTION` after `export -f FUNCTION`.
 bg_start() {  # bg_start NAME COMMAND...: runs COMMAND in the background
   local name=$1; shift
-  "$@" >"$logs/$name.log" 2>&1 &
+  setsid "$@" >"$logs/$name.log" 2>&1 &
   bg_pid[$name]=$!
   bg_started[$name]=$(date +%s)
   echo "   (background: $name, log .run/ci/$name.log)"
@@ -138,19 +139,22 @@ phase_start_background() {
 phase_asan_build() {
   echo "   compiler: $asan_cxx (-O1 -g1: quicker than -O2 -g, line numbers in reports)"
   cmake -S . -B "$asan" -G Ninja -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_COMPILER="$asan_cxx" \
-    -DCMAKE_CXX_FLAGS="-O1 -g1" -DOUTBOXD_SANITIZE=ON "${launcher[@]}" >/dev/null
+    -DCMAKE_CXX_FLAGS="-O1 -g1" -DOUTBOXD_SANITIZE=ON $launcher >/dev/null
   cmake --build "$asan" -j "$jobs"
 }
 
 plain_then_fuzz() {
+  set -euo pipefail
   # The plain build: only the binaries the Python tests and the demo run.
-  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "${launcher[@]}" >/dev/null
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo $launcher >/dev/null
   cmake --build "$build" -j 1 --target outboxd outboxd-tail
   FUZZ_SECONDS=${FUZZ_SMOKE_SECONDS:-20} JOBS=1 bash scripts/fuzz.sh
 }
 phase_start_after_build() {
   # One compile job: the tests running meanwhile need a core too.
-  bg_start plain_fuzz plain_then_fuzz
+  export build launcher
+  export -f plain_then_fuzz
+  bg_start plain_fuzz bash -c plain_then_fuzz
 }
 
 phase_asan_unit() {
