@@ -193,10 +193,10 @@ ports = [p for s in compose["services"].values() for p in s.get("ports", [])]
 check(all(str(p).startswith("127.0.0.1:") for p in ports), "compose publishes ports on 127.0.0.1 only")
 check("wal_level=logical" in compose["services"]["postgres"]["command"], "compose PostgreSQL has wal_level=logical")
 
-# Dockerfile: multi-stage on bookworm-slim, non-root.
+# Dockerfile: multi-stage on trixie-slim (librdkafka 2.8: SCRAM with Kafka 4), non-root.
 with open(os.path.join(deploy, "Dockerfile")) as f:
     dockerfile = f.read()
-check(len(re.findall(r"^FROM debian:bookworm-slim", dockerfile, re.M)) == 2, "Dockerfile: two stages on debian:bookworm-slim")
+check(len(re.findall(r"^FROM debian:trixie-slim", dockerfile, re.M)) == 2, "Dockerfile: two stages on debian:trixie-slim")
 check(re.search(r"^USER 10001", dockerfile, re.M) is not None, "Dockerfile: runs as a non-root user")
 check(re.search(r"install -d -o outboxd -g outboxd -m 0750 /var/lib/outboxd", dockerfile) is not None,
       "Dockerfile: /var/lib/outboxd owned by the outboxd user")
