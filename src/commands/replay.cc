@@ -177,14 +177,23 @@ absl::Status ReplayPublisher::Publish(const pgoutput::TupleData& row) {
     return absl::OkStatus();
   }
   if (sink_ == nullptr) return absl::OkStatus();
-  outbox::EncodeEnvelope(event_, &value_);
-  outbox::RecordHeaders(event_, &headers_);
+  if (absl::Status built = outbox::BuildRecord(
+          event_, binding_->config->record, outbox::RecordKey(event_, binding_->config->key),
+          &record_);
+      !built.ok()) {
+    Fail(absl::InvalidArgumentError(
+        fmt::format("cannot build the record of outbox row {}: {}", event_.id, MessageOf(built))));
+    return absl::OkStatus();
+  }
   const kafka::ProduceRequest request{
       .topic = topic_name_,
-      .key = outbox::RecordKey(event_, binding_->config->key),
-      .value = value_,
-      .headers = &headers_,
+      .key = record_.key,
+      .value = record_.value,
+      .headers = &record_.headers,
       .token = result_.rows,
+      .null_value = record_.null_value,
+      .timestamp_ms = record_.timestamp_ms,
+      .partition = record_.partition,
   };
   while (true) {
     absl::Status produced = sink_->Produce(request);

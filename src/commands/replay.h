@@ -75,8 +75,8 @@ class ReplayPublisher {
   outbox::TopicTemplate topic_;
   const outbox::TableBinding* binding_ = nullptr;
   outbox::OutboxEvent event_;
-  std::string topic_name_, value_;
-  std::vector<std::pair<std::string_view, std::string_view>> headers_;
+  std::string topic_name_;
+  outbox::Record record_;
   ReplayResult result_;
   absl::Status first_error_;
 };

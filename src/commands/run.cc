@@ -46,6 +46,7 @@ pipeline::RelayOptions RelayOptionsFrom(const config::Config& config) {
   options.pipeline.messages_prefix = config.messages.prefix;
   options.pipeline.messages_topic = config.messages.topic;
   options.pipeline.messages_key = config.messages.key;
+  options.pipeline.messages_record = config.messages.record;
   options.pipeline.status_interval = config.source.status_interval;
   options.pipeline.on_bad_event = config.errors.on_bad_event;
   options.pipeline.dead_letter_topic = config.errors.dead_letter_topic;

@@ -36,6 +36,7 @@ struct MessagesConfig {
   std::string prefix = "outbox";
   std::string topic = "outbox.event.{aggregate_type}";
   outbox::KeySource key = outbox::KeySource::kId;
+  outbox::RecordConfig record;  // value and id_header only: a message has no other columns
 };
 
 struct KafkaConfig {

@@ -20,6 +20,9 @@ struct ProduceRequest {
   std::string_view value;
   const std::vector<std::pair<std::string_view, std::string_view>>* headers = nullptr;
   uint64_t token = 0;  // handed back in the delivery report
+  bool null_value = false;   // a tombstone: the value is null, not empty
+  int64_t timestamp_ms = 0;  // Unix milliseconds; 0: the producer's clock
+  int32_t partition = -1;    // -1: the partitioner chooses from the key
 };
 
 // Called from Poll()/Flush() on the caller's thread, once per produced record:

@@ -211,7 +211,8 @@ absl::Status Pipeline::HandleInsert(Lsn lsn, const pgoutput::InsertMessage& inse
     }
     return OnBadEvent(mapped, what, /*token=*/std::nullopt);
   }
-  return Publish(table_topics_[binding->config_index], binding->config->key);
+  return Publish(table_topics_[binding->config_index], binding->config->key,
+                 binding->config->record);
 }
 
 absl::Status Pipeline::HandleLogicalMessage(const pgoutput::LogicalMessage& message) {
@@ -238,7 +239,7 @@ absl::Status Pipeline::HandleLogicalMessage(const pgoutput::LogicalMessage& mess
     }
     return OnBadEvent(mapped, what, /*token=*/std::nullopt);
   }
-  return Publish(*message_topic_, options_.messages_key);
+  return Publish(*message_topic_, options_.messages_key, options_.messages_record);
 }
 
 void Pipeline::SetSourcePosition(Lsn lsn) {
@@ -248,7 +249,8 @@ void Pipeline::SetSourcePosition(Lsn lsn) {
   event_.source.commit_time = begin_.commit_time;
 }
 
-absl::Status Pipeline::Publish(const outbox::TopicTemplate& topic, outbox::KeySource key) {
+absl::Status Pipeline::Publish(const outbox::TopicTemplate& topic, outbox::KeySource key,
+                               const outbox::RecordConfig& record) {
   if (!tracker_.in_transaction()) {
     // pgoutput sends changes and transactional messages only between Begin
     // and Commit; anything else is a stream we cannot trust.
@@ -263,17 +265,28 @@ absl::Status Pipeline::Publish(const outbox::TopicTemplate& topic, outbox::KeySo
     }
     return OnBadEvent(rendered, fmt::format("cannot route {}", Describe(event_)), /*token=*/std::nullopt);
   }
-  outbox::EncodeEnvelope(event_, &value_);
-  headers_.clear();
-  outbox::RecordHeaders(event_, &headers_);
+  if (absl::Status built = outbox::BuildRecord(event_, record, outbox::RecordKey(event_, key),
+                                               &record_);
+      !built.ok()) {
+    const std::string reason = BadEventReason(built);
+    if (!reason.empty()) {
+      outbox::DeadLetterForEvent(reason, StatusMessage(built), event_, topic_,
+                                 /*keep_payload=*/true, &dead_letter_);
+    }
+    return OnBadEvent(built, fmt::format("cannot build the record of {}", Describe(event_)),
+                      /*token=*/std::nullopt);
+  }
   kafka::ProduceRequest request{
       .topic = topic_,
-      .key = outbox::RecordKey(event_, key),
-      .value = value_,
-      .headers = &headers_,
+      .key = record_.key,
+      .value = record_.value,
+      .headers = &record_.headers,
       // One token per record (the tracker's token names the transaction), so
       // that its report finds its topic and size.
       .token = next_record_token_++,
+      .null_value = record_.null_value,
+      .timestamp_ms = record_.timestamp_ms,
+      .partition = record_.partition,
   };
   TrackRecord(request, topic_, tracker_.AddEvent());
   absl::Status produced = ProduceWithBackpressure(request);

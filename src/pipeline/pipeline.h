@@ -41,6 +41,7 @@ struct PipelineOptions {
   std::string messages_prefix = "outbox";
   std::string messages_topic = "outbox.event.{aggregate_type}";
   outbox::KeySource messages_key = outbox::KeySource::kId;
+  outbox::RecordConfig messages_record;  // value format and id header of messages
   // [errors]: a bad event (see common/bad_event.h) is dead-lettered to
   // dead_letter_topic, or stops the pipeline.
   outbox::BadEventPolicy on_bad_event = outbox::BadEventPolicy::kDeadLetter;
@@ -95,7 +96,8 @@ class Pipeline {
   absl::Status HandleLogicalMessage(const pgoutput::LogicalMessage& message);
   // Fills event_.source from the open transaction and the change's LSN.
   void SetSourcePosition(Lsn lsn);
-  absl::Status Publish(const outbox::TopicTemplate& topic, outbox::KeySource key);
+  absl::Status Publish(const outbox::TopicTemplate& topic, outbox::KeySource key,
+                       const outbox::RecordConfig& record);
   absl::Status ProduceWithBackpressure(const kafka::ProduceRequest& request);
   void OnDelivery(uint64_t token, const absl::Status& status);
   // Records `request` (its token) as in flight for the transaction `txn_token`:
@@ -140,8 +142,7 @@ class Pipeline {
   pgoutput::Message message_;
   outbox::OutboxEvent event_;
   std::string topic_;
-  std::string value_;
-  std::vector<std::pair<std::string_view, std::string_view>> headers_;
+  outbox::Record record_;
 
   absl::Status delivery_error_;        // the first failed delivery report
 
