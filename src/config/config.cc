@@ -246,7 +246,8 @@ const std::vector<std::string_view>& TopKeys() {
 }
 const std::vector<std::string_view>& SourceKeys() {
   static const auto* keys = new std::vector<std::string_view>{"dsn", "slot", "publication",
-                                                              "create_slot", "status_interval", "state_dir"};
+                                                              "create_slot", "status_interval", "state_dir",
+                                                              "snapshot"};
   return *keys;
 }
 const std::vector<std::string_view>& SinkKeys() {
@@ -749,6 +750,17 @@ class ConfigParser {
     }
     RETURN_IF_ERROR(GetBool(*source, "create_slot", "source.create_slot", &out->create_slot));
     RETURN_IF_ERROR(GetString(*source, "state_dir", "source.state_dir", &out->state_dir));
+    if (const toml::node* snapshot = source->get("snapshot"); snapshot != nullptr) {
+      std::string mode;
+      RETURN_IF_ERROR(GetString(*source, "snapshot", "source.snapshot", &mode));
+      if (mode != "never" && mode != "initial") {
+        return Error(snapshot, fmt::format("source.snapshot = \"{}\": expected \"never\" (stream what "
+                                           "is committed after the slot exists) or \"initial\" (first "
+                                           "publish the rows present when outboxd creates the slot)",
+                                           mode));
+      }
+      out->snapshot_initial = mode == "initial";
+    }
 
     if (const toml::node* node = source->get("status_interval"); node != nullptr) {
       std::string text;

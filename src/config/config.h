@@ -28,6 +28,9 @@ struct SourceConfig {
   // Directory of the state file that detects gaps upstream; empty: not set
   // (run --state-dir wins; see README "Faults and what outboxd does").
   std::string state_dir;
+  // snapshot = "initial": when outboxd creates the slot, publish the rows the
+  // outbox tables hold at that instant first (see docs/configuration.md).
+  bool snapshot_initial = false;
 };
 
 // Table-less events: transactional pg_logical_emit_message(true, prefix, json).

@@ -296,13 +296,16 @@ absl::StatusOr<std::unique_ptr<PgReplicationStream>> PgReplicationStream::Start(
   if (action == SlotAction::kUse) {
     info.slot_confirmed_flush = slot->confirmed_flush;
   } else {
-    // No snapshot: outboxd streams from now on and never reads a snapshot.
+    // No snapshot unless asked: outboxd streams from now on.
+    const bool export_snapshot = static_cast<bool>(options.snapshot);
     const std::string create =
         info.server_version >= 150000
-            ? fmt::format("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'nothing')",
-                          QuoteIdentifier(options.slot))
-            : fmt::format("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput NOEXPORT_SNAPSHOT",
-                          QuoteIdentifier(options.slot));
+            ? fmt::format("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT '{}')",
+                          QuoteIdentifier(options.slot), export_snapshot ? "export" : "nothing")
+            : fmt::format("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {}",
+                          QuoteIdentifier(options.slot),
+                          export_snapshot ? "EXPORT_SNAPSHOT" : "NOEXPORT_SNAPSHOT");
+    if (options.before_create) RETURN_IF_ERROR(options.before_create());
     auto created = conn->Query(create);
     if (!created.ok()) {
       if (SqlStateOf(created.status()) == "42710") {
@@ -322,6 +325,14 @@ absl::StatusOr<std::unique_ptr<PgReplicationStream>> PgReplicationStream::Start(
     }
     ASSIGN_OR_RETURN(info.slot_confirmed_flush, ParseLsnField((*created)[0][1], "consistent_point"));
     info.slot_created = true;
+    if (export_snapshot) {
+      // The snapshot lives until this connection's next command: publish it first.
+      if ((*created)[0].size() < 3 || !(*created)[0][2].has_value()) {
+        return absl::InternalError(fmt::format(
+            "CREATE_REPLICATION_SLOT on {} exported no snapshot", where));
+      }
+      RETURN_IF_ERROR(options.snapshot(*(*created)[0][2]));
+    }
   }
 
   // pgoutput parses publication_names as a list of identifiers, hence the

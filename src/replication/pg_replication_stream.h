@@ -5,6 +5,7 @@
 // sends standby status updates.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -32,6 +33,14 @@ struct StreamOptions {
   // DecideSlotAction.
   std::optional<SavedState> saved;
   bool accept_gap = false;
+  // [source] snapshot = "initial": when set, a slot this Start creates exports
+  // its snapshot: `before_create` runs just before CREATE_REPLICATION_SLOT (to
+  // mark the snapshot pending), then `snapshot` with the exported snapshot's
+  // name while this connection stays idle in the slot's transaction, which
+  // keeps the snapshot importable. An error from either fails Start (the slot
+  // stays; the pending mark says the snapshot must be redone).
+  std::function<absl::Status()> before_create;
+  std::function<absl::Status(std::string_view snapshot_name)> snapshot;
 };
 
 struct SystemInfo {

@@ -335,7 +335,7 @@ dns = "host=db"
             "config: line 6: unknown key sink.rabbitmq; the keys of [sink] are: kafka");
   EXPECT_EQ(ErrorOf("[source]\ndsn = \"h\"\non_bad_event = \"stop\"\n"),
             "config: line 3: unknown key source.on_bad_event; the keys of [source] are: dsn, slot, "
-            "publication, create_slot, status_interval, state_dir");
+            "publication, create_slot, status_interval, state_dir, snapshot");
 }
 
 TEST(ParseConfigTest, WrongTypesNameKeyAndType) {
