@@ -177,14 +177,23 @@ absl::Status ReplayPublisher::Publish(const pgoutput::TupleData& row) {
     return absl::OkStatus();
   }
   if (sink_ == nullptr) return absl::OkStatus();
-  outbox::EncodeEnvelope(event_, &value_);
-  outbox::RecordHeaders(event_, &headers_);
+  if (absl::Status built = outbox::BuildRecord(
+          event_, binding_->config->record, outbox::RecordKey(event_, binding_->config->key),
+          &record_);
+      !built.ok()) {
+    Fail(absl::InvalidArgumentError(
+        fmt::format("cannot build the record of outbox row {}: {}", event_.id, MessageOf(built))));
+    return absl::OkStatus();
+  }
   const kafka::ProduceRequest request{
       .topic = topic_name_,
-      .key = outbox::RecordKey(event_, binding_->config->key),
-      .value = value_,
-      .headers = &headers_,
+      .key = record_.key,
+      .value = record_.value,
+      .headers = &record_.headers,
       .token = result_.rows,
+      .null_value = record_.null_value,
+      .timestamp_ms = record_.timestamp_ms,
+      .partition = record_.partition,
   };
   while (true) {
     absl::Status produced = sink_->Produce(request);
@@ -336,6 +345,98 @@ int RunReplay(const config::Config& config, const ReplayOptions& options, std::o
     return 1;
   }
   return 0;
+}
+
+absl::Status PublishSnapshot(const config::Config& config, std::string_view snapshot_name,
+                             const std::atomic<bool>& stop) {
+  ASSIGN_OR_RETURN(std::unique_ptr<PgConnection> conn, PgConnection::Connect(config.source.dsn, false));
+  PgConnection& pg = *conn;
+  kafka::RdKafkaSinkOptions sink_options{
+      .log = [](int level, std::string_view facility, std::string_view message) {
+        telemetry::Log(level <= 3 ? telemetry::LogLevel::kError : level == 4 ? telemetry::LogLevel::kWarn : telemetry::LogLevel::kDebug,
+            "kafka {}: {}", facility, message);
+      },
+      .error = [](const absl::Status& error) { telemetry::LogWarn("kafka: {}", error.message()); },
+  };
+  ASSIGN_OR_RETURN(std::unique_ptr<kafka::RdKafkaSink> sink,
+                   kafka::RdKafkaSink::Create(config.kafka.properties, sink_options));
+  const std::string context = "initial snapshot";
+  RETURN_IF_ERROR(Exec(pg, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", {}, context));
+  if (!snapshot_name.empty()) {
+    RETURN_IF_ERROR(Exec(pg, fmt::format("SET TRANSACTION SNAPSHOT {}", replication::QuoteLiteral(snapshot_name)),
+                         {}, context));
+  }
+  constexpr int kBatchRows = 1000;
+  uint64_t total = 0;
+  for (const outbox::TableConfig& table : config.outbox) {
+    const std::string qualified = table.schema + "." + table.table;
+    ReplayPublisher publisher(table, sink.get());
+    RETURN_IF_ERROR(Exec(pg,
+                         fmt::format("DECLARE {} NO SCROLL CURSOR FOR SELECT * FROM {}.{}", kCursor,
+                                     QuoteIdentifier(table.schema), QuoteIdentifier(table.table)),
+                         {}, context));
+    const std::string fetch = fmt::format("FETCH FORWARD {} FROM {}", kBatchRows, kCursor);
+    bool bound = false;
+    pgoutput::TupleData row;
+    while (true) {
+      if (stop.load()) return absl::UnavailableError("initial snapshot: stopped before it was complete");
+      Result res(PQexec(pg.raw(), fetch.c_str()));
+      if (res == nullptr || PQresultStatus(res.get()) != PGRES_TUPLES_OK) {
+        return replication::StatusFromResult(res.get(), pg.raw(), context);
+      }
+      const int rows = PQntuples(res.get());
+      const int fields = PQnfields(res.get());
+      if (!bound) {
+        std::vector<pgoutput::RelationColumn> columns(static_cast<size_t>(fields));
+        for (int f = 0; f < fields; ++f) {
+          columns[f].name = PQfname(res.get(), f);
+          columns[f].type_oid = PQftype(res.get(), f);
+        }
+        RETURN_IF_ERROR(publisher.Bind(columns));
+        bound = true;
+      }
+      for (int r = 0; r < rows; ++r) {
+        row.values.assign(static_cast<size_t>(fields), pgoutput::TupleValue{});
+        for (int f = 0; f < fields; ++f) {
+          if (PQgetisnull(res.get(), r, f)) continue;
+          row.values[f].kind = pgoutput::TupleValue::Kind::kText;
+          row.values[f].data = std::string_view(PQgetvalue(res.get(), r, f),
+                                                static_cast<size_t>(PQgetlength(res.get(), r, f)));
+        }
+        absl::Status published = publisher.Publish(row);
+        if (!published.ok()) {
+          return absl::UnavailableError(fmt::format("initial snapshot of {}: {}", qualified, MessageOf(published)));
+        }
+      }
+      sink->Poll(absl::ZeroDuration());
+      if (rows < kBatchRows) break;
+    }
+    RETURN_IF_ERROR(Exec(pg, fmt::format("CLOSE {}", kCursor), {}, context));
+    // Every delivery of this table, with a deadline so that a stop is honoured.
+    while (sink->InFlight() > 0) {
+      if (stop.load()) return absl::UnavailableError("initial snapshot: stopped before every row was delivered");
+      (void)publisher.Finish(absl::Milliseconds(200));
+    }
+    const ReplayResult& result = publisher.result();
+    if (result.failed > 0) {
+      // Rows that cannot be mapped or routed stay bad; failed deliveries may pass later.
+      const bool bad_rows = absl::IsInvalidArgument(publisher.first_error());
+      return absl::Status(bad_rows ? absl::StatusCode::kFailedPrecondition : absl::StatusCode::kUnavailable,
+                          fmt::format(
+          "initial snapshot of {}: {} of {} row(s) could not be published (first: {}); fix them and "
+          "restart: the snapshot is redone",
+          qualified, result.failed, result.rows, MessageOf(publisher.first_error())));
+    }
+    if (absl::Status fatal = sink->FatalError(); !fatal.ok()) {
+      return absl::UnavailableError(fmt::format("initial snapshot: {}", MessageOf(fatal)));
+    }
+    total += result.rows;
+    telemetry::LogInfo("initial snapshot: published {} row(s) of {}", result.rows, qualified);
+  }
+  RETURN_IF_ERROR(Exec(pg, "COMMIT", {}, context));
+  telemetry::LogInfo("initial snapshot{}: {} row(s) published and acknowledged",
+                     snapshot_name.empty() ? " (redone)" : "", total);
+  return absl::OkStatus();
 }
 
 }  // namespace outboxd::commands

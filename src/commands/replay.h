@@ -4,6 +4,7 @@
 // read-only REPEATABLE READ snapshot and never touches the replication slot.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <optional>
 #include <ostream>
@@ -75,8 +76,8 @@ class ReplayPublisher {
   outbox::TopicTemplate topic_;
   const outbox::TableBinding* binding_ = nullptr;
   outbox::OutboxEvent event_;
-  std::string topic_name_, value_;
-  std::vector<std::pair<std::string_view, std::string_view>> headers_;
+  std::string topic_name_;
+  outbox::Record record_;
   ReplayResult result_;
   absl::Status first_error_;
 };
@@ -85,5 +86,15 @@ class ReplayPublisher {
 // and the summary to `out`. Exit code: 0 when every row was sent (or counted,
 // with dry_run), 1 when any failed, 2 for a usage error (unknown table).
 int RunReplay(const config::Config& config, const ReplayOptions& options, std::ostream& out);
+
+// [source] snapshot = "initial": publishes every row of every [[outbox]] table
+// as of the exported snapshot `snapshot_name` (SET TRANSACTION SNAPSHOT on an
+// ordinary connection), or as of a fresh REPEATABLE READ snapshot when it is
+// empty (redoing an interrupted snapshot), with the live path's mapper,
+// router and record options, and waits for every delivery. OK only when every
+// row was acknowledged; UnavailableError for a transient fault or a stop,
+// FailedPreconditionError for rows that cannot be published.
+absl::Status PublishSnapshot(const config::Config& config, std::string_view snapshot_name,
+                             const std::atomic<bool>& stop);
 
 }  // namespace outboxd::commands

@@ -1,5 +1,6 @@
 #include "commands/run.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include <string_view>
 #include <utility>
 
+#include "commands/replay.h"
 #include "common/format.h"
 #include "common/status_macros.h"
 #include "fmt/format.h"
@@ -92,6 +94,7 @@ pipeline::RelayOptions RelayOptionsFrom(const config::Config& config) {
   options.pipeline.messages_prefix = config.messages.prefix;
   options.pipeline.messages_topic = config.messages.topic;
   options.pipeline.messages_key = config.messages.key;
+  options.pipeline.messages_record = config.messages.record;
   options.pipeline.status_interval = config.source.status_interval;
   options.pipeline.on_bad_event = config.errors.on_bad_event;
   options.pipeline.dead_letter_topic = config.errors.dead_letter_topic;
@@ -144,6 +147,35 @@ absl::Status CheckSenderTimeout(const config::Config& config) {
   return absl::OkStatus();
 }
 
+// The "snapshot pending" mark of [source] snapshot = "initial": written (and
+// synced) before the slot is created, removed once every snapshot row was
+// acknowledged. A mark found with the slot present means the snapshot was
+// interrupted after the slot was made, so it is redone.
+absl::Status WriteSnapshotMark(const std::string& path) {
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0640);
+  if (fd < 0) {
+    return absl::FailedPreconditionError(fmt::format(
+        "cannot write the snapshot mark {}: {}; fix the state directory", path, std::strerror(errno)));
+  }
+  static constexpr char kText[] = "initial snapshot pending\n";
+  const bool ok = write(fd, kText, sizeof kText - 1) == static_cast<ssize_t>(sizeof kText - 1) && fsync(fd) == 0;
+  const int saved_errno = errno;
+  close(fd);
+  if (!ok) {
+    return absl::FailedPreconditionError(fmt::format(
+        "cannot write the snapshot mark {}: {}; fix the state directory", path, std::strerror(saved_errno)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RemoveSnapshotMark(const std::string& path) {
+  if (unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return absl::FailedPreconditionError(fmt::format(
+        "cannot remove the snapshot mark {}: {}; fix the state directory", path, std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 int RunRelay(const config::Config& config, const RunFlags& flags, const std::atomic<bool>& stop,
@@ -181,6 +213,22 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
   for (const outbox::TableConfig& table : config.outbox) {
     stream_options.tables.push_back(table.schema + "." + table.table);
   }
+  std::string snapshot_mark;
+  if (config.source.snapshot_initial) {
+    if (state_dir->empty()) {
+      telemetry::LogError("[source] snapshot = \"initial\" needs a state directory (--state-dir or [source] "
+                          "state_dir): outboxd records there whether the snapshot completed, so that one "
+                          "interrupted by a crash is redone instead of lost");
+      return 2;
+    }
+    snapshot_mark = replication::StateFilePath(*state_dir, config.source.slot) + ".snapshot-pending";
+    stream_options.before_create = [&]() { return WriteSnapshotMark(snapshot_mark); };
+    stream_options.snapshot = [&](std::string_view name) -> absl::Status {
+      telemetry::LogInfo("slot '{}' created: publishing the initial snapshot {}", config.source.slot, name);
+      RETURN_IF_ERROR(PublishSnapshot(config, name, stop));
+      return RemoveSnapshotMark(snapshot_mark);
+    };
+  }
 
   pipeline::StreamFactory streams =
       [&]() -> absl::StatusOr<std::unique_ptr<replication::ReplicationStream>> {
@@ -191,6 +239,24 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
       auto saved = replication::ReadStateFile(recorder->path());
       if (!saved.ok()) return absl::FailedPreconditionError(saved.status().message());
       stream_options.saved = *saved;
+    }
+    if (!snapshot_mark.empty() && access(snapshot_mark.c_str(), F_OK) == 0) {
+      // Interrupted after the slot was created (or before: then Start creates it and
+      // exports a snapshot). The slot holds every change since its creation, so a
+      // fresh snapshot taken now misses nothing; rows committed in between go twice.
+      ASSIGN_OR_RETURN(std::unique_ptr<replication::PgConnection> conn,
+                       replication::PgConnection::Connect(config.source.dsn, false));
+      ASSIGN_OR_RETURN(std::vector<replication::Row> slots,
+                       conn->Query(fmt::format("SELECT 1 FROM pg_replication_slots WHERE slot_name = {}",
+                                               replication::QuoteLiteral(config.source.slot))));
+      if (!slots.empty()) {
+        telemetry::LogWarn("the initial snapshot of slot '{}' was interrupted ({} exists): publishing the outbox "
+                           "tables again from a new snapshot; rows committed since the slot was created may be "
+                           "published twice",
+                           config.source.slot, snapshot_mark);
+        RETURN_IF_ERROR(PublishSnapshot(config, "", stop));
+        RETURN_IF_ERROR(RemoveSnapshotMark(snapshot_mark));
+      }
     }
     auto stream = replication::PgReplicationStream::Start(stream_options);
     if (!stream.ok()) return stream.status();

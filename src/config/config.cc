@@ -271,7 +271,7 @@ const std::vector<std::string_view>& TopKeys() {
 const std::vector<std::string_view>& SourceKeys() {
   static const auto* keys = new std::vector<std::string_view>{"dsn", "slot", "publication",
                                                               "create_slot", "status_interval", "state_dir",
-                                                              "failover",    "standby_dsn"};
+                                                              "failover",    "standby_dsn", "snapshot"};
   return *keys;
 }
 const std::vector<std::string_view>& SinkKeys() {
@@ -280,7 +280,13 @@ const std::vector<std::string_view>& SinkKeys() {
 }
 const std::vector<std::string_view>& OutboxKeys() {
   static const auto* keys =
-      new std::vector<std::string_view>{"table", "topic", "key", "columns"};
+      new std::vector<std::string_view>{"table", "topic", "key", "columns", "value", "id_header",
+                                        "key_column", "timestamp_column", "partition_column",
+                                        "tracing_column", "tombstone_on_empty_payload", "fields"};
+  return *keys;
+}
+const std::vector<std::string_view>& FieldKeys() {
+  static const auto* keys = new std::vector<std::string_view>{"column", "placement", "alias"};
   return *keys;
 }
 const std::vector<std::string_view>& ColumnKeys() {
@@ -290,7 +296,8 @@ const std::vector<std::string_view>& ColumnKeys() {
   return *keys;
 }
 const std::vector<std::string_view>& MessagesKeys() {
-  static const auto* keys = new std::vector<std::string_view>{"enabled", "prefix", "topic", "key"};
+  static const auto* keys = new std::vector<std::string_view>{"enabled", "prefix", "topic", "key",
+                                                              "value", "id_header"};
   return *keys;
 }
 const std::vector<std::string_view>& ErrorsKeys() {
@@ -643,6 +650,89 @@ class ConfigParser {
     return absl::OkStatus();
   }
 
+  absl::Status GetValueFormat(const toml::table& table, std::string_view path,
+                              outbox::ValueFormat* out) const {
+    const toml::node* node = table.get("value");
+    if (node == nullptr) return absl::OkStatus();
+    std::string value;
+    RETURN_IF_ERROR(GetString(table, "value", path, &value));
+    if (value == "envelope") {
+      *out = outbox::ValueFormat::kEnvelope;
+    } else if (value == "payload") {
+      *out = outbox::ValueFormat::kPayload;
+    } else {
+      return Error(node, fmt::format("{} = \"{}\": expected \"envelope\" (outbox.v1.Envelope) or "
+                                     "\"payload\" (the payload column as is, as Debezium writes it)",
+                                     path, value));
+    }
+    return absl::OkStatus();
+  }
+
+  // The Debezium-compatible record options of one [[outbox]] entry.
+  absl::Status ParseRecord(const toml::table& entry, const std::string& prefix,
+                           outbox::RecordConfig* out) const {
+    RETURN_IF_ERROR(GetValueFormat(entry, prefix + " value", &out->value));
+    RETURN_IF_ERROR(GetString(entry, "id_header", prefix + " id_header", &out->id_header));
+    RETURN_IF_ERROR(GetString(entry, "key_column", prefix + " key_column", &out->key_column));
+    RETURN_IF_ERROR(
+        GetString(entry, "timestamp_column", prefix + " timestamp_column", &out->timestamp_column));
+    RETURN_IF_ERROR(
+        GetString(entry, "partition_column", prefix + " partition_column", &out->partition_column));
+    RETURN_IF_ERROR(
+        GetString(entry, "tracing_column", prefix + " tracing_column", &out->tracing_column));
+    RETURN_IF_ERROR(GetBool(entry, "tombstone_on_empty_payload",
+                            prefix + " tombstone_on_empty_payload",
+                            &out->tombstone_on_empty_payload));
+    if (!out->key_column.empty() && entry.get("key") != nullptr) {
+      return Error(entry.get("key_column"),
+                   fmt::format("{} sets both key and key_column; keep one (key_column names any "
+                               "column, key chooses \"id\" or \"aggregate_id\")",
+                               prefix));
+    }
+    const toml::node* fields = entry.get("fields");
+    if (fields == nullptr) return absl::OkStatus();
+    if (!fields->is_array_of_tables()) {
+      return Error(fields, fmt::format("{} fields must be an array of tables: write "
+                                       "[[outbox.fields]] once per column; it is {} here",
+                                       prefix, TypeName(*fields)));
+    }
+    const toml::array& list = *fields->as_array();
+    for (size_t i = 0; i < list.size(); ++i) {
+      const toml::table& item = *list[i].as_table();
+      const std::string path = fmt::format("{} fields #{}", prefix, i + 1);
+      RETURN_IF_ERROR(CheckKeys(item, path + " ", FieldKeys(), "[[outbox.fields]]"));
+      outbox::AdditionalField field;
+      if (item.get("column") == nullptr) {
+        return Error(&item, fmt::format("{} column is missing: name the outbox column to place, "
+                                        "e.g. column = \"tenant\"",
+                                        path));
+      }
+      RETURN_IF_ERROR(GetNonEmptyString(item, "column", path + " column", &field.column));
+      RETURN_IF_ERROR(GetString(item, "alias", path + " alias", &field.alias));
+      std::string placement = "header";
+      RETURN_IF_ERROR(GetString(item, "placement", path + " placement", &placement));
+      if (placement == "header") {
+        field.placement = outbox::Placement::kHeader;
+      } else if (placement == "envelope") {
+        field.placement = outbox::Placement::kEnvelope;
+        if (out->value == outbox::ValueFormat::kPayload) {
+          return Error(item.get("placement"),
+                       fmt::format("{} placement = \"envelope\" needs value = \"envelope\": a "
+                                   "payload value has no envelope; use placement = \"header\"",
+                                   path));
+        }
+      } else {
+        return Error(item.get("placement"),
+                     fmt::format("{} placement = \"{}\": expected \"header\" (a record header) or "
+                                 "\"envelope\" (the envelope's attributes); for the partition use "
+                                 "partition_column",
+                                 path, placement));
+      }
+      out->fields.push_back(std::move(field));
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status GetTopic(const toml::table& table, std::string_view path, std::string* out) const {
     RETURN_IF_ERROR(GetNonEmptyString(table, "topic", path, out));
     absl::StatusOr<outbox::TopicTemplate> parsed = outbox::TopicTemplate::Parse(*out);
@@ -693,6 +783,17 @@ class ConfigParser {
     RETURN_IF_ERROR(GetBool(*source, "failover", "source.failover", &out->failover));
     RETURN_IF_ERROR(GetString(*source, "standby_dsn", "source.standby_dsn", &out->standby_dsn));
     RETURN_IF_ERROR(GetString(*source, "state_dir", "source.state_dir", &out->state_dir));
+    if (const toml::node* snapshot = source->get("snapshot"); snapshot != nullptr) {
+      std::string mode;
+      RETURN_IF_ERROR(GetString(*source, "snapshot", "source.snapshot", &mode));
+      if (mode != "never" && mode != "initial") {
+        return Error(snapshot, fmt::format("source.snapshot = \"{}\": expected \"never\" (stream what "
+                                           "is committed after the slot exists) or \"initial\" (first "
+                                           "publish the rows present when outboxd creates the slot)",
+                                           mode));
+      }
+      out->snapshot_initial = mode == "initial";
+    }
 
     if (const toml::node* node = source->get("status_interval"); node != nullptr) {
       std::string text;
@@ -849,6 +950,7 @@ class ConfigParser {
 
     RETURN_IF_ERROR(GetTopic(entry, prefix + " topic", &out->topic));
     RETURN_IF_ERROR(GetKeySource(entry, prefix + " key", &out->key));
+    RETURN_IF_ERROR(ParseRecord(entry, prefix, &out->record));
 
     ASSIGN_OR_RETURN(const toml::table* columns, GetSection(entry, "columns", prefix + " columns", "[outbox.columns]"));
     if (columns != nullptr) {
@@ -880,6 +982,10 @@ class ConfigParser {
     RETURN_IF_ERROR(GetNonEmptyString(*messages, "prefix", "messages.prefix", &out->prefix));
     RETURN_IF_ERROR(GetTopic(*messages, "messages.topic", &out->topic));
     RETURN_IF_ERROR(GetKeySource(*messages, "messages.key", &out->key));
+    RETURN_IF_ERROR(GetValueFormat(*messages, "messages.value", &out->record.value));
+    RETURN_IF_ERROR(GetString(*messages, "id_header", "messages.id_header", &out->record.id_header));
+    // A message has no other columns: no key/timestamp/partition/tracing columns.
+    out->record.tracing_column.clear();
     return absl::OkStatus();
   }
 

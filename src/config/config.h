@@ -35,6 +35,9 @@ struct SourceConfig {
   // Directory of the state file that detects gaps upstream; empty: not set
   // (run --state-dir wins; see README "Faults and what outboxd does").
   std::string state_dir;
+  // snapshot = "initial": when outboxd creates the slot, publish the rows the
+  // outbox tables hold at that instant first (see docs/configuration.md).
+  bool snapshot_initial = false;
 };
 
 // Table-less events: transactional pg_logical_emit_message(true, prefix, json).
@@ -46,6 +49,7 @@ struct MessagesConfig {
   std::string prefix = "outbox";
   std::string topic = "outbox.event.{aggregate_type}";
   outbox::KeySource key = outbox::KeySource::kId;
+  outbox::RecordConfig record;  // value and id_header only: a message has no other columns
 };
 
 struct KafkaConfig {

@@ -23,6 +23,9 @@ struct ProduceRequest {
   // The value is an outbox.v1.Envelope: with [schema_registry] it goes out in
   // Confluent's wire format. False for values that are not (payload mode).
   bool envelope = true;
+  bool null_value = false;   // a tombstone: the value is null, not empty
+  int64_t timestamp_ms = 0;  // Unix milliseconds; 0: the producer's clock
+  int32_t partition = -1;    // -1: the partitioner chooses from the key
 };
 
 // Called from Poll()/Flush() on the caller's thread, once per produced record:

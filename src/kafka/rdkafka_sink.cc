@@ -333,7 +333,10 @@ absl::Status RdKafkaSink::Produce(const ProduceRequest& request) {
   const rd_kafka_resp_err_t err = rd_kafka_producev(
       rk_, RD_KAFKA_V_RKT(*topic),
       RD_KAFKA_V_KEY(const_cast<char*>(request.key.data()), request.key.size()),
-      RD_KAFKA_V_VALUE(const_cast<char*>(request.value.data()), request.value.size()),
+      RD_KAFKA_V_VALUE(request.null_value ? nullptr : const_cast<char*>(request.value.data()),
+                       request.null_value ? 0 : request.value.size()),
+      RD_KAFKA_V_PARTITION(request.partition < 0 ? RD_KAFKA_PARTITION_UA : request.partition),
+      RD_KAFKA_V_TIMESTAMP(request.timestamp_ms),
       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(headers),
       RD_KAFKA_V_OPAQUE(reinterpret_cast<void*>(static_cast<uintptr_t>(request.token))),
       RD_KAFKA_V_END);
@@ -458,6 +461,8 @@ void RdKafkaSink::OnDelivery(rd_kafka_t* rk, const rd_kafka_message_t* msg, void
         .value = std::string_view(static_cast<const char*>(msg->payload), msg->len),
         .headers = &headers,
         .token = token,
+        .null_value = msg->payload == nullptr,
+        .partition = msg->partition,
     };
     sink->failed_record_handler_(record, status);
   }

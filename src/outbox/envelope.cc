@@ -131,6 +131,9 @@ absl::Status DecodeEnvelope(std::string_view bytes, OutboxEvent* out) {
   out->source.schema = source.schema();
   out->source.table = source.table();
   out->source.message_prefix = source.message_prefix();
+  for (const ::outbox::v1::Header& h : envelope.attributes()) {
+    out->attributes.push_back(Header{h.key(), h.value()});
+  }
   return absl::OkStatus();
 }
 
@@ -152,6 +155,7 @@ void EncodeEnvelope(const OutboxEvent& event, std::string* out) {
                 BytesFieldSize(event.payload) + BytesFieldSize(event.content_type) +
                 MessageFieldSize(source_body);
   for (const Header& h : event.headers) size += MessageFieldSize(HeaderBodySize(h));
+  for (const Header& h : event.attributes) size += MessageFieldSize(HeaderBodySize(h));
   if (event.created_at.has_value()) size += MessageFieldSize(created_at.body);
 
   // resize() on a string with enough capacity does not allocate; the bytes are overwritten.
@@ -176,7 +180,12 @@ void EncodeEnvelope(const OutboxEvent& event, std::string* out) {
   if (has_commit_time) p = PutTimestamp(p, 4, commit_time);
   p = PutBytesField(p, 5, src.schema);
   p = PutBytesField(p, 6, src.table);
-  PutBytesField(p, 7, src.message_prefix);
+  p = PutBytesField(p, 7, src.message_prefix);
+  for (const Header& h : event.attributes) {
+    p = PutMessageHeader(p, 10, HeaderBodySize(h));
+    p = PutBytesField(p, 1, h.key);
+    p = PutBytesField(p, 2, h.value);
+  }
 }
 
 void RecordHeaders(const OutboxEvent& event,

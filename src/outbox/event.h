@@ -39,12 +39,17 @@ struct OutboxEvent {
   std::vector<Header> headers; // the row's own headers (headers jsonb), in object order
   std::optional<std::string> destination;
   std::optional<int64_t> created_at;  // PostgreSQL microseconds since 2000-01-01
+  // Columns placed in the envelope ([[outbox.fields]] placement = "envelope").
+  std::vector<Header> attributes;
+  // The text of the extra columns the table's RecordConfig reads, indexed by
+  // ExtraSlot (outbox/record.h); nullopt when NULL or not configured.
+  std::vector<std::optional<std::string>> extra;
   SourcePosition source;
 
   void Clear() {
     id.clear(); aggregate_type.clear(); aggregate_id.clear(); event_type.clear();
     payload.clear(); content_type.clear(); headers.clear(); destination.reset();
-    created_at.reset(); source = SourcePosition();
+    created_at.reset(); attributes.clear(); extra.clear(); source = SourcePosition();
   }
 };
 

@@ -459,6 +459,34 @@ absl::Status MapCreatedAt(const RowReader& reader, int pos, std::string_view col
   return absl::OkStatus();
 }
 
+// The columns the table's record options read (key, timestamp, partition,
+// tracing, additional fields) as text. Optional: absent or NULL is nullopt,
+// and a configured column the table lacks is caught by `outboxd check`.
+absl::Status MapExtraColumns(const RowReader& reader, const TableBinding& binding,
+                             OutboxEvent* out) {
+  const RecordConfig& record = binding.config->record;
+  const std::vector<std::string>& names = binding.extra_names;
+  if (binding.extra.size() != names.size()) return absl::OkStatus();
+  out->extra.resize(names.size());
+  for (size_t k = 0; k < names.size(); ++k) {
+    ASSIGN_OR_RETURN(const TupleValue* value,
+                     reader.Get(binding.extra[k], names[k], /*required=*/false));
+    if (value == nullptr) continue;
+    ASSIGN_OR_RETURN(std::string_view text, reader.Text(*value, binding.extra[k], names[k]));
+    out->extra[k].emplace(text.data(), text.size());
+  }
+  for (size_t f = 0; f < binding.envelope_fields.size(); ++f) {
+    const AdditionalField& field = record.fields[f];
+    ASSIGN_OR_RETURN(const TupleValue* value,
+                     reader.Get(binding.envelope_fields[f], field.column, /*required=*/false));
+    if (value == nullptr) continue;
+    ASSIGN_OR_RETURN(std::string_view text,
+                     reader.Text(*value, binding.envelope_fields[f], field.column));
+    out->attributes.push_back(Header{field.name(), std::string(text)});
+  }
+  return absl::OkStatus();
+}
+
 // ---- Logical messages.
 
 absl::Status MessageError(std::string_view what) {
@@ -765,6 +793,22 @@ void TableMapper::OnRelation(const pgoutput::RelationMessage& relation) {
       if (name == names.destination) binding.destination = pos;
       if (name == names.created_at) binding.created_at = pos;
     }
+    binding.extra_names = ExtraColumns(config.record);
+    const std::vector<std::string>& extra = binding.extra_names;
+    binding.extra.assign(extra.size(), -1);
+    binding.envelope_fields.assign(config.record.fields.size(), -1);
+    for (size_t c = 0; c < relation.columns.size(); ++c) {
+      const std::string& name = relation.columns[c].name;
+      for (size_t k = 0; k < extra.size(); ++k) {
+        if (!extra[k].empty() && extra[k] == name) binding.extra[k] = static_cast<int>(c);
+      }
+      for (size_t f = 0; f < config.record.fields.size(); ++f) {
+        const AdditionalField& field = config.record.fields[f];
+        if (field.placement == Placement::kEnvelope && field.column == name) {
+          binding.envelope_fields[f] = static_cast<int>(c);
+        }
+      }
+    }
     if (binding.payload >= 0) {
       binding.payload_type_oid = relation.columns[static_cast<size_t>(binding.payload)].type_oid;
     }
@@ -796,7 +840,15 @@ absl::Status TableMapper::MapInsert(const TableBinding& binding, const pgoutput:
   RETURN_IF_ERROR(
       reader.RequiredText(binding.aggregate_id, names.aggregate_id, &out->aggregate_id));
   RETURN_IF_ERROR(reader.RequiredText(binding.event_type, names.event_type, &out->event_type));
-  RETURN_IF_ERROR(MapPayload(reader, binding, names.payload, out));
+  const RecordConfig& record = binding.config->record;
+  if (record.tombstone_on_empty_payload && binding.payload >= 0 &&
+      row.values[static_cast<size_t>(binding.payload)].kind == TupleValue::Kind::kNull) {
+    // A tombstone: BuildRecord turns the empty payload into a null value.
+    out->payload.clear();
+  } else {
+    RETURN_IF_ERROR(MapPayload(reader, binding, names.payload, out));
+  }
+  RETURN_IF_ERROR(MapExtraColumns(reader, binding, out));
 
   ASSIGN_OR_RETURN(const TupleValue* headers,
                    reader.Get(binding.headers, names.headers, /*required=*/false));

@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "outbox/event.h"
+#include "outbox/record.h"
 #include "pgoutput/messages.h"
 
 namespace outboxd::outbox {
@@ -41,6 +42,7 @@ struct TableConfig {
   std::string topic = "outbox.event.{aggregate_type}";
   KeySource key = KeySource::kId;
   ColumnNames columns;
+  RecordConfig record;  // value format, headers, key/timestamp/partition columns
 };
 
 // Column positions of one outbox table, bound from its newest Relation message.
@@ -52,6 +54,11 @@ struct TableBinding {
   int headers = -1, destination = -1, created_at = -1;
   uint32_t payload_type_oid = 0;
   std::vector<uint32_t> type_oids;  // every column's type OID, in relation order
+  // Positions of ExtraColumns(config->record), slot by slot (-1: unused or absent),
+  // and of the fields placed in the envelope, parallel to config->record.fields.
+  std::vector<int> extra;
+  std::vector<std::string> extra_names;
+  std::vector<int> envelope_fields;
   std::string schema, table;
   size_t column_count = 0;
 };

@@ -279,7 +279,8 @@ absl::Status Pipeline::HandleInsert(Lsn lsn, const pgoutput::InsertMessage& inse
     }
     return OnBadEvent(mapped, what, /*token=*/std::nullopt);
   }
-  return Publish(table_topics_[binding->config_index], binding->config->key);
+  return Publish(table_topics_[binding->config_index], binding->config->key,
+                 binding->config->record);
 }
 
 absl::Status Pipeline::HandleLogicalMessage(const pgoutput::LogicalMessage& message) {
@@ -306,7 +307,7 @@ absl::Status Pipeline::HandleLogicalMessage(const pgoutput::LogicalMessage& mess
     }
     return OnBadEvent(mapped, what, /*token=*/std::nullopt);
   }
-  return Publish(*message_topic_, options_.messages_key);
+  return Publish(*message_topic_, options_.messages_key, options_.messages_record);
 }
 
 void Pipeline::SetSourcePosition(Lsn lsn) {
@@ -316,7 +317,8 @@ void Pipeline::SetSourcePosition(Lsn lsn) {
   event_.source.commit_time = begin_.commit_time;
 }
 
-absl::Status Pipeline::Publish(const outbox::TopicTemplate& topic, outbox::KeySource key) {
+absl::Status Pipeline::Publish(const outbox::TopicTemplate& topic, outbox::KeySource key,
+                               const outbox::RecordConfig& record) {
   if (!tracker_.in_transaction()) {
     // pgoutput sends changes and transactional messages only between Begin
     // and Commit; anything else is a stream we cannot trust.
@@ -331,17 +333,30 @@ absl::Status Pipeline::Publish(const outbox::TopicTemplate& topic, outbox::KeySo
     }
     return OnBadEvent(rendered, fmt::format("cannot route {}", Describe(event_)), /*token=*/std::nullopt);
   }
-  outbox::EncodeEnvelope(event_, &value_);
-  headers_.clear();
-  outbox::RecordHeaders(event_, &headers_);
+  if (absl::Status built = outbox::BuildRecord(event_, record, outbox::RecordKey(event_, key),
+                                               &record_);
+      !built.ok()) {
+    const std::string reason = BadEventReason(built);
+    if (!reason.empty()) {
+      outbox::DeadLetterForEvent(reason, StatusMessage(built), event_, topic_,
+                                 /*keep_payload=*/true, &dead_letter_);
+    }
+    return OnBadEvent(built, fmt::format("cannot build the record of {}", Describe(event_)),
+                      /*token=*/std::nullopt);
+  }
   kafka::ProduceRequest request{
       .topic = topic_,
-      .key = outbox::RecordKey(event_, key),
-      .value = value_,
-      .headers = &headers_,
+      .key = record_.key,
+      .value = record_.value,
+      .headers = &record_.headers,
       // One token per record (the tracker's token names the transaction), so
       // that its report finds its topic and size.
       .token = next_record_token_++,
+      // Payload mode writes the column as it is: never framed for a schema registry.
+      .envelope = record.value == outbox::ValueFormat::kEnvelope,
+      .null_value = record_.null_value,
+      .timestamp_ms = record_.timestamp_ms,
+      .partition = record_.partition,
   };
   TrackRecord(request, topic_, tracker_.AddEvent());
   absl::Status produced = ProduceWithBackpressure(request);
@@ -401,6 +416,7 @@ absl::Status Pipeline::ProduceDeadLetter(const outbox::DeadLetter& letter, uint6
       .value = letter.value,
       .headers = &dead_letter_headers_,
       .token = token,
+      .envelope = false,  // the refused row or message, not an envelope
   };
   // The dead letter takes over its event's record: same transaction, new topic and size.
   TrackRecord(request, options_.dead_letter_topic, inflight_records_.at(token).txn_token);

@@ -42,6 +42,7 @@ struct PipelineOptions {
   std::string messages_prefix = "outbox";
   std::string messages_topic = "outbox.event.{aggregate_type}";
   outbox::KeySource messages_key = outbox::KeySource::kId;
+  outbox::RecordConfig messages_record;  // value format and id header of messages
   // [errors]: a bad event (see common/bad_event.h) is dead-lettered to
   // dead_letter_topic, or stops the pipeline.
   outbox::BadEventPolicy on_bad_event = outbox::BadEventPolicy::kDeadLetter;
@@ -104,7 +105,8 @@ class Pipeline {
   absl::Status HandleLogicalMessage(const pgoutput::LogicalMessage& message);
   // Fills event_.source from the open transaction and the change's LSN.
   void SetSourcePosition(Lsn lsn);
-  absl::Status Publish(const outbox::TopicTemplate& topic, outbox::KeySource key);
+  absl::Status Publish(const outbox::TopicTemplate& topic, outbox::KeySource key,
+                       const outbox::RecordConfig& record);
   absl::Status ProduceWithBackpressure(const kafka::ProduceRequest& request);
   // The one wait of the loop: poll() on the replication socket (unless
   // `read_stream` is false: backpressure), the sink's wake descriptor and the
@@ -158,8 +160,7 @@ class Pipeline {
   pgoutput::StreamValidator validator_;  // protocol order: DataLoss, never a bad event
   outbox::OutboxEvent event_;
   std::string topic_;
-  std::string value_;
-  std::vector<std::pair<std::string_view, std::string_view>> headers_;
+  outbox::Record record_;
 
   absl::Status delivery_error_;        // the first failed delivery report
 

@@ -191,12 +191,13 @@ absl::Status CheckFailoverSupported(bool failover, int server_version) {
       server_version / 10000));
 }
 
-std::string CreateSlotCommand(std::string_view slot, int server_version, bool failover) {
+std::string CreateSlotCommand(std::string_view slot, int server_version, bool failover, bool export_snapshot) {
   if (server_version < 150000) {
-    return fmt::format("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput NOEXPORT_SNAPSHOT", QuoteIdentifier(slot));
+    return fmt::format("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {}", QuoteIdentifier(slot),
+                       export_snapshot ? "EXPORT_SNAPSHOT" : "NOEXPORT_SNAPSHOT");
   }
-  return fmt::format("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'nothing'{})", QuoteIdentifier(slot),
-                     failover ? ", FAILOVER true" : "");
+  return fmt::format("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT '{}'{})", QuoteIdentifier(slot),
+                     export_snapshot ? "export" : "nothing", failover ? ", FAILOVER true" : "");
 }
 
 int ProtoVersionFor(int server_version) {
@@ -336,8 +337,11 @@ absl::StatusOr<std::unique_ptr<PgReplicationStream>> PgReplicationStream::Start(
       info.slot_failover = true;
     }
   } else {
-    // No snapshot: outboxd streams from now on and never reads a snapshot.
-    const std::string create = CreateSlotCommand(options.slot, info.server_version, options.failover);
+    // No snapshot unless asked ([source] snapshot = "initial"): outboxd streams from now on.
+    const bool export_snapshot = static_cast<bool>(options.snapshot);
+    const std::string create =
+        CreateSlotCommand(options.slot, info.server_version, options.failover, export_snapshot);
+    if (options.before_create) RETURN_IF_ERROR(options.before_create());
     auto created = conn->Query(create);
     if (!created.ok()) {
       if (SqlStateOf(created.status()) == "42710") {
@@ -358,6 +362,14 @@ absl::StatusOr<std::unique_ptr<PgReplicationStream>> PgReplicationStream::Start(
     ASSIGN_OR_RETURN(info.slot_confirmed_flush, ParseLsnField((*created)[0][1], "consistent_point"));
     info.slot_created = true;
     info.slot_failover = options.failover;
+    if (export_snapshot) {
+      // The snapshot lives until this connection's next command: publish it first.
+      if ((*created)[0].size() < 3 || !(*created)[0][2].has_value()) {
+        return absl::InternalError(fmt::format(
+            "CREATE_REPLICATION_SLOT on {} exported no snapshot", where));
+      }
+      RETURN_IF_ERROR(options.snapshot(*(*created)[0][2]));
+    }
   }
 
   // pgoutput parses publication_names as a list of identifiers, hence the

@@ -5,6 +5,7 @@
 // sends standby status updates.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -38,6 +39,14 @@ struct StreamOptions {
   // streaming (CREATE_REPLICATION_SLOT may wait for long transactions) end
   // with CancelledError at once. -1: none.
   int stop_fd = -1;
+  // [source] snapshot = "initial": when set, a slot this Start creates exports
+  // its snapshot: `before_create` runs just before CREATE_REPLICATION_SLOT (to
+  // mark the snapshot pending), then `snapshot` with the exported snapshot's
+  // name while this connection stays idle in the slot's transaction, which
+  // keeps the snapshot importable. An error from either fails Start (the slot
+  // stays; the pending mark says the snapshot must be redone).
+  std::function<absl::Status()> before_create;
+  std::function<absl::Status(std::string_view snapshot_name)> snapshot;
 };
 
 struct SystemInfo {
@@ -114,9 +123,11 @@ absl::Status CheckServerVersion(int server_version);
 // (FailedPreconditionError saying what to do).
 absl::Status CheckFailoverSupported(bool failover, int server_version);
 
-// The CREATE_REPLICATION_SLOT command for `slot`: no snapshot, FAILOVER when
+// The CREATE_REPLICATION_SLOT command for `slot`: no snapshot unless export_snapshot
+// ([source] snapshot = "initial"), FAILOVER when
 // asked (PostgreSQL 17+ only, checked by CheckFailoverSupported).
-std::string CreateSlotCommand(std::string_view slot, int server_version, bool failover);
+std::string CreateSlotCommand(std::string_view slot, int server_version, bool failover,
+                              bool export_snapshot = false);
 
 // OK when the existing slot `name` can feed outboxd from `database`, else
 // FailedPreconditionError saying what to do: a physical slot, another output

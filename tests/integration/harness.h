@@ -72,6 +72,8 @@ struct Record {
   int64_t timestamp_ms = -1;  // the producer's CreateTime: when outboxd published it
   std::string key;
   std::string value;
+  bool null_value = false;  // a tombstone
+  int64_t timestamp_ms = -1;
   std::vector<std::pair<std::string, std::string>> headers;
 };
 

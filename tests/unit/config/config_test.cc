@@ -360,7 +360,7 @@ dns = "host=db"
             "config: line 6: unknown key sink.rabbitmq; the keys of [sink] are: kafka");
   EXPECT_EQ(ErrorOf("[source]\ndsn = \"h\"\non_bad_event = \"stop\"\n"),
             "config: line 3: unknown key source.on_bad_event; the keys of [source] are: dsn, slot, "
-            "publication, create_slot, status_interval, state_dir, failover, standby_dsn");
+            "publication, create_slot, status_interval, state_dir, failover, standby_dsn, snapshot");
 }
 
 TEST(ParseConfigTest, WrongTypesNameKeyAndType) {
@@ -890,6 +890,108 @@ TEST(SchemaRegistryConfigTest, Mistakes) {
   // The unset variable is named; the password never appears in errors.
   EXPECT_THAT(ErrorOf(Minimal("[schema_registry]\nurl = \"http://sr\"\nusername = \"u\"\npassword = \"${SR_PW}\"\n")),
               HasSubstr("SR_PW"));
+}
+
+}  // namespace
+}  // namespace outboxd::config
+
+namespace outboxd::config {
+namespace {
+
+TEST(ParseConfigTest, DebeziumRecordOptions) {
+  absl::StatusOr<Config> config = ParseConfig(Minimal(R"(
+[[outbox]]
+table = "public.outboxevent"
+topic = "outbox.event.{aggregate_type}"
+value = "payload"
+id_header = "eventId"
+key_column = "tenant"
+timestamp_column = "created_at"
+partition_column = "part"
+tracing_column = "span"
+tombstone_on_empty_payload = true
+[[outbox.fields]]
+column = "type"
+alias = "eventType"
+[[outbox.fields]]
+column = "region"
+placement = "header"
+[messages]
+value = "payload"
+id_header = "x-id"
+)"), Env());
+  ASSERT_TRUE(config.ok()) << config.status();
+  const outbox::RecordConfig& record = config->outbox.at(0).record;
+  EXPECT_EQ(record.value, outbox::ValueFormat::kPayload);
+  EXPECT_EQ(record.id_header, "eventId");
+  EXPECT_EQ(record.key_column, "tenant");
+  EXPECT_EQ(record.timestamp_column, "created_at");
+  EXPECT_EQ(record.partition_column, "part");
+  EXPECT_EQ(record.tracing_column, "span");
+  EXPECT_TRUE(record.tombstone_on_empty_payload);
+  ASSERT_EQ(record.fields.size(), 2u);
+  EXPECT_EQ(record.fields[0].column, "type");
+  EXPECT_EQ(record.fields[0].name(), "eventType");
+  EXPECT_EQ(record.fields[0].placement, outbox::Placement::kHeader);
+  EXPECT_EQ(record.fields[1].name(), "region");
+  EXPECT_EQ(config->messages.record.value, outbox::ValueFormat::kPayload);
+  EXPECT_EQ(config->messages.record.id_header, "x-id");
+}
+
+TEST(ParseConfigTest, RecordOptionDefaultsKeepTheEnvelope) {
+  absl::StatusOr<Config> config = ParseConfig(Minimal("[[outbox]]\ntable = \"outbox\"\n"), Env());
+  ASSERT_TRUE(config.ok()) << config.status();
+  const outbox::RecordConfig& record = config->outbox.at(0).record;
+  EXPECT_EQ(record.value, outbox::ValueFormat::kEnvelope);
+  EXPECT_EQ(record.id_header, "id");
+  EXPECT_TRUE(record.key_column.empty());
+  EXPECT_TRUE(record.timestamp_column.empty());
+  EXPECT_TRUE(record.partition_column.empty());
+  EXPECT_EQ(record.tracing_column, "tracingspancontext");
+  EXPECT_FALSE(record.tombstone_on_empty_payload);
+  EXPECT_TRUE(record.fields.empty());
+  EXPECT_EQ(config->messages.record.value, outbox::ValueFormat::kEnvelope);
+}
+
+TEST(ParseConfigTest, EnvelopePlacementNeedsTheEnvelope) {
+  absl::StatusOr<Config> config = ParseConfig(Minimal(R"(
+[[outbox]]
+table = "outbox"
+[[outbox.fields]]
+column = "tenant"
+placement = "envelope"
+)"), Env());
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->outbox.at(0).record.fields.at(0).placement, outbox::Placement::kEnvelope);
+  EXPECT_THAT(ErrorOf(Minimal(R"(
+[[outbox]]
+table = "outbox"
+value = "payload"
+[[outbox.fields]]
+column = "tenant"
+placement = "envelope"
+)")), HasSubstr("needs value = \"envelope\""));
+}
+
+TEST(ParseConfigTest, BadRecordOptionsAreNamed) {
+  EXPECT_THAT(ErrorOf(Minimal("[[outbox]]\ntable = \"outbox\"\nvalue = \"avro\"\n")),
+              HasSubstr("value = \"avro\": expected \"envelope\""));
+  EXPECT_THAT(ErrorOf(Minimal("[[outbox]]\ntable = \"outbox\"\ntombstone_on_empty_payload = 1\n")),
+              HasSubstr("tombstone_on_empty_payload must be true or false"));
+  EXPECT_THAT(ErrorOf(Minimal("[[outbox]]\ntable = \"outbox\"\nkey = \"id\"\nkey_column = \"x\"\n")),
+              HasSubstr("sets both key and key_column"));
+  EXPECT_THAT(ErrorOf(Minimal("[[outbox]]\ntable = \"outbox\"\n[[outbox.fields]]\nalias = \"a\"\n")),
+              HasSubstr("fields #1 column is missing"));
+  EXPECT_THAT(ErrorOf(Minimal(
+                  "[[outbox]]\ntable = \"outbox\"\n[[outbox.fields]]\ncolumn = \"a\"\nplacement = \"partition\"\n")),
+              HasSubstr("placement = \"partition\": expected \"header\""));
+  EXPECT_THAT(ErrorOf(Minimal(
+                  "[[outbox]]\ntable = \"outbox\"\n[[outbox.fields]]\ncolumn = \"a\"\nplace = \"header\"\n")),
+              HasSubstr("unknown key"));
+  EXPECT_THAT(ErrorOf(Minimal("[[outbox]]\ntable = \"outbox\"\nfields = \"a\"\n")),
+              HasSubstr("fields must be an array of tables"));
+  EXPECT_THAT(ErrorOf(Minimal("[messages]\nvalue = \"x\"\n")),
+              HasSubstr("messages.value = \"x\""));
 }
 
 }  // namespace

@@ -180,6 +180,11 @@ std::string ProtobufReference(const OutboxEvent& event) {
   source->set_schema(event.source.schema);
   source->set_table(event.source.table);
   source->set_message_prefix(event.source.message_prefix);
+  for (const Header& attribute : event.attributes) {
+    ::outbox::v1::Header* h = envelope.add_attributes();
+    h->set_key(attribute.key);
+    h->set_value(attribute.value);
+  }
   return envelope.SerializeAsString();
 }
 
@@ -198,6 +203,9 @@ TEST(EncodeEnvelopeTest, BytesEqualTheGeneratedCodesOnManyEvents) {
   extremes.created_at = std::numeric_limits<int64_t>::min() / 2;
   extremes.headers = {{"", "empty key"}, {"empty value", ""}, {"", ""}};
   events.push_back(extremes);
+  OutboxEvent with_attributes = FullEvent();
+  with_attributes.attributes = {{"tenant", "acme"}, {"", ""}, {"big", std::string(200, 'x')}};
+  events.push_back(with_attributes);
   // Lengths around the varint boundaries (127/128, 16383/16384) and a large payload.
   for (size_t n : {0, 1, 127, 128, 16383, 16384, 300000}) {
     OutboxEvent e = FullEvent();
@@ -211,6 +219,22 @@ TEST(EncodeEnvelopeTest, BytesEqualTheGeneratedCodesOnManyEvents) {
     EncodeEnvelope(events[i], &bytes);
     EXPECT_EQ(bytes, ProtobufReference(events[i]));
   }
+}
+
+TEST(EncodeEnvelopeTest, AttributesRoundTripThroughDecode) {
+  OutboxEvent event = FullEvent();
+  event.attributes = {{"tenant", "acme"}, {"region", "eu"}};
+  std::string bytes;
+  EncodeEnvelope(event, &bytes);
+  const ::outbox::v1::Envelope envelope = Decode(bytes);
+  ASSERT_EQ(envelope.attributes_size(), 2);
+  EXPECT_EQ(envelope.attributes(1).key(), "region");
+  EXPECT_EQ(envelope.attributes(1).value(), "eu");
+  OutboxEvent decoded;
+  ASSERT_EQ(DecodeEnvelope(bytes, &decoded).code(), absl::StatusCode::kOk);
+  ASSERT_EQ(decoded.attributes.size(), 2u);
+  EXPECT_EQ(decoded.attributes[0].key, "tenant");
+  EXPECT_EQ(decoded.attributes[0].value, "acme");
 }
 
 TEST(RecordHeadersTest, FixedHeadersThenRowHeadersInOrder) {
