@@ -314,12 +314,15 @@ TEST(RdKafkaSinkMockTest, SecretPropertiesAreRecognisedByName) {
 TEST(RdKafkaSinkMockTest, SecretValuesNeverAppearInErrors) {
   const std::string secret = "Hunter2-TopSecret";
 
-  // Debian's librdkafka is built without OIDC, so it rejects this property;
-  // the message names it but must not echo its value.
+  // Debian 12's librdkafka (2.0.2) is built without OIDC, so it rejects this
+  // property; the message names it but must not echo its value. Debian 13's
+  // (2.8, with OIDC) accepts it: then there is no message to check.
   auto rejected = RdKafkaSink::Create(MockProperties({{"sasl.oauthbearer.client.secret", secret}}));
-  ASSERT_EQ(rejected.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(Msg(rejected.status()), HasSubstr("sasl.oauthbearer.client.secret"));
-  EXPECT_THAT(Msg(rejected.status()), Not(HasSubstr(secret)));
+  if (!rejected.ok()) {
+    ASSERT_EQ(rejected.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(Msg(rejected.status()), HasSubstr("sasl.oauthbearer.client.secret"));
+    EXPECT_THAT(Msg(rejected.status()), Not(HasSubstr(secret)));
+  }
 
   auto unknown = RdKafkaSink::Create(MockProperties({{"my.secret.setting", secret}}));
   ASSERT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
