@@ -205,7 +205,6 @@ std::vector<Record> ReadTopicsUntil(const std::vector<std::string>& topics,
       if (msg->key) r.key.assign(static_cast<const char*>(msg->key), msg->key_len);
       if (msg->payload) r.value.assign(static_cast<const char*>(msg->payload), msg->len);
       r.null_value = msg->payload == nullptr;
-      r.timestamp_ms = rd_kafka_message_timestamp(msg, nullptr);
       rd_kafka_headers_t* headers = nullptr;
       if (rd_kafka_message_headers(msg, &headers) == RD_KAFKA_RESP_ERR_NO_ERROR) {
         const char* name;

@@ -73,7 +73,6 @@ struct Record {
   std::string key;
   std::string value;
   bool null_value = false;  // a tombstone
-  int64_t timestamp_ms = -1;
   std::vector<std::pair<std::string, std::string>> headers;
 };
 
