@@ -6,7 +6,7 @@ JOBS ?= 2
 
 .PHONY: all deps build test unit integration demo stack-up stack-down stack-status clean
 .PHONY: python-test asan fuzz chaos
-.PHONY: bench bench-quick
+.PHONY: bench bench-quick conformance
 
 all: build
 
@@ -61,6 +61,12 @@ bench:
 	@bash bench/bench.sh full
 bench-quick:
 	@bash bench/bench.sh quick
+
+# Debezium's Outbox Event Router and outboxd over the same outbox rows, compared event by event
+# (topic, key, value bytes, headers, timestamp; scripts/conformance.sh). Slow (a JVM, Maven
+# Central on first use); builds only outboxd; not part of test. Summary in .run/conformance/summary.txt.
+conformance:
+	@bash scripts/conformance.sh
 
 stack-up:
 	@bash deploy/local/stack.sh up
