@@ -211,9 +211,25 @@ java -Xms128m -Xmx1g -Djava.awt.headless=true \
   org.apache.kafka.connect.cli.ConnectStandalone "$work/connect/worker.properties" \
   "$work/connect/outbox.properties" >"$work/connect/connect.log" 2>&1 &
 
+# Every option the router's jar defines must have a row in the migration guide's table.
+plugins_jar=$(ls "$dbz_jars"/debezium-connect-plugins-*.jar 2>/dev/null | head -1)
+[[ -n $plugins_jar ]] || die "no debezium-connect-plugins jar in $dbz_jars"
+mkdir -p "$work/classes"
+(cd "$work/classes" && unzip -q -o "$plugins_jar" 'io/debezium/transforms/outbox/*' 'io/debezium/transforms/tracing/*')
+options=$(javap -v -p -cp "$work/classes" io.debezium.transforms.outbox.EventRouterConfigDefinition \
+    io.debezium.transforms.tracing.ActivateTracingSpan |
+  sed -n 's/^ *#[0-9]* = Utf8 *\(\(table\|route\|tracing\)\.[a-z.]*[a-z]\)$/\1/p' | sort -u)
+[[ -n $options ]] || die "no Outbox Event Router options found in $plugins_jar"
+undocumented=()
+for o in $options; do
+  grep -q "^| \`$o\`\|, \`$o\`" docs/migrating-from-debezium.md || undocumented+=("$o")
+done
+say "documented: $(( $(wc -w <<<"$options") - ${#undocumented[@]} )) of $(wc -w <<<"$options") Outbox Event Router options in docs/migrating-from-debezium.md"
+
 rc=0
 "$venv/bin/python" scripts/conformance_compare.py --brokers "$brokers" --prefix "$prefix" \
   --expect "$expected" --max-s "$max_s" --summary "$work/summary.txt" || rc=$?
 cp "$work/summary.txt" "$out/summary.txt" 2>/dev/null || true
 ((rc != 2)) || die "not every event arrived (logs: $work/outboxd.log, $work/connect/connect.log)"
+((${#undocumented[@]} == 0)) || die "options missing from docs/migrating-from-debezium.md: ${undocumented[*]}"
 exit "$rc"
