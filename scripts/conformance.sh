@@ -68,7 +68,7 @@ cleanup() {
 SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
   WHERE slot_name IN ('$dbz_slot', '$ox_slot') AND NOT active;
 DROP PUBLICATION IF EXISTS $table;
-DROP TABLE IF EXISTS $table;
+DROP TABLE IF EXISTS $table, ${table}_text;
 SQL
   if ((started_stack)); then bash deploy/local/stack.sh down || true; fi
 }
@@ -89,7 +89,11 @@ CREATE TABLE $table (
   tracingspancontext text,
   correlation text,
   created_at timestamp NOT NULL DEFAULT (clock_timestamp() AT TIME ZONE 'UTC'));
-CREATE PUBLICATION $table FOR TABLE $table WITH (publish = 'insert');
+-- The same shape with a text payload (Debezium's router handles several outbox tables of one
+-- structure in one connector): plain text values and whitespace-only tombstones.
+CREATE TABLE ${table}_text (LIKE $table INCLUDING DEFAULTS, PRIMARY KEY (id));
+ALTER TABLE ${table}_text ALTER COLUMN payload TYPE text;
+CREATE PUBLICATION $table FOR TABLE $table, ${table}_text WITH (publish = 'insert');
 SELECT pg_create_logical_replication_slot('$dbz_slot', 'pgoutput');
 SELECT pg_create_logical_replication_slot('$ox_slot', 'pgoutput');
 SQL
@@ -115,8 +119,13 @@ INSERT INTO $table (id, aggregatetype, aggregateid, type, payload, correlation) 
 INSERT INTO $table (id, aggregatetype, aggregateid, type, payload) VALUES
  ('8f5b0a5e-0001-4000-8000-000000000006', 'Customer', 'c-43', 'CustomerRegistered', '[1, "two", {"three": 3}]'),
  ('8f5b0a5e-0001-4000-8000-000000000007', 'Order', '1002', 'OrderCreated', '{}');
+INSERT INTO ${table}_text (id, aggregatetype, aggregateid, type, payload) VALUES
+ ('8f5b0a5e-0002-4000-8000-000000000001', 'Note', 'n-1', 'NoteWritten', 'plain text, not JSON: ☕ ü'),
+ ('8f5b0a5e-0002-4000-8000-000000000002', 'Note', 'n-1', 'NoteCleared', ''),
+ ('8f5b0a5e-0002-4000-8000-000000000003', 'Note', 'n-2', 'NoteCleared', E'  \t\r\n '),
+ ('8f5b0a5e-0002-4000-8000-000000000004', 'Note', 'n-3', 'NoteWritten', E'  padded\n');
 SQL
-expected=$("${psql[@]}" -c "SELECT count(*) FROM $table")
+expected=$("${psql[@]}" -c "SELECT (SELECT count(*) FROM $table) + (SELECT count(*) FROM ${table}_text)")
 prefix=conf.$run_id
 
 # Debezium: the settings its outbox documentation starts from, with StringConverter for keys and
@@ -146,7 +155,7 @@ slot.name=$dbz_slot
 publication.name=$table
 publication.autocreate.mode=disabled
 snapshot.mode=no_data
-table.include.list=public.$table
+table.include.list=public.$table,public.${table}_text
 tombstones.on.delete=false
 transforms=outbox
 transforms.outbox.type=io.debezium.transforms.outbox.EventRouter
@@ -198,13 +207,32 @@ alias = "eventType"
 [[outbox.fields]]
 column = "correlation"
 alias = "correlationId"
+[[outbox]]
+table = "public.${table}_text"
+topic = "$prefix.ox.outbox.event.{aggregate_type}"
+value = "payload"
+id_header = "id"
+key = "aggregate_id"
+timestamp_column = "created_at"
+tracing_column = "tracingspancontext"
+tombstone_on_empty_payload = true
+[outbox.columns]
+aggregate_type = "aggregatetype"
+aggregate_id = "aggregateid"
+event_type = "type"
+[[outbox.fields]]
+column = "type"
+alias = "eventType"
+[[outbox.fields]]
+column = "correlation"
+alias = "correlationId"
 [messages]
 enabled = false
 [http]
 listen = "off"
 TOML
 
-say "$expected rows in public.$table; starting outboxd and Debezium $(ls "$dbz_jars" | sed -n 's/^debezium-connector-postgres-\(.*\)\.jar$/\1/p') in Kafka Connect standalone"
+say "$expected rows in public.$table and public.${table}_text; starting outboxd and Debezium $(ls "$dbz_jars" | sed -n 's/^debezium-connector-postgres-\(.*\)\.jar$/\1/p') in Kafka Connect standalone"
 "$build/outboxd" run --config "$work/outboxd.toml" >"$work/outboxd.log" 2>&1 &
 java -Xms128m -Xmx1g -Djava.awt.headless=true \
   -Dlog4j2.configurationFile="$work/connect/log4j2.xml" -cp "$dbz_jars/*" \

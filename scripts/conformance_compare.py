@@ -35,8 +35,8 @@ DEBEZIUM_ONLY_HEADERS = {
 OPTIONS = [
     ("route.by.field, route.topic.replacement", "topic"),
     ("table.field.event.key", "key"),
-    ("table.field.event.payload (StringConverter)", "value"),
-    ("route.tombstone.on.empty.payload", "tombstone"),
+    ("table.field.event.payload (jsonb and text, StringConverter)", "value"),
+    ("route.tombstone.on.empty.payload (NULL, empty and whitespace-only text)", "tombstone"),
     ("table.field.event.id", "header id"),
     ("table.fields.additional.placement (header, alias)", "header eventType"),
     ("table.fields.additional.placement (NULL column), table.field.additional.missing", "header correlationId"),
