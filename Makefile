@@ -6,7 +6,7 @@ JOBS ?= 2
 
 .PHONY: all deps build bin test unit integration demo stack-up stack-down stack-status clean
 .PHONY: python-test asan fuzz chaos registry-test
-.PHONY: bench bench-quick portability
+.PHONY: bench bench-quick portability conformance
 
 all: build
 
@@ -84,6 +84,12 @@ bench-quick:
 # (.run/trixie, made on first use; needs root). Not part of test.
 portability:
 	@bash scripts/portability.sh
+
+# Debezium's Outbox Event Router and outboxd over the same outbox rows, compared event by event
+# (topic, key, value bytes, headers, timestamp; scripts/conformance.sh). Slow (a JVM, Maven
+# Central on first use); builds only outboxd; not part of test. Summary in .run/conformance/summary.txt.
+conformance:
+	@bash scripts/conformance.sh
 
 stack-up:
 	@bash deploy/local/stack.sh up

@@ -34,6 +34,19 @@ absl::Status ColumnError(const OutboxEvent& event, std::string_view column, std:
                                    event.source.table, column, what));
 }
 
+// Debezium's route.tombstone.on.empty.payload tests `payload == null ||
+// payload.toString().trim().isEmpty()`: Java's trim drops every char up to U+0020, so a text
+// payload of only spaces or control characters is empty too (in UTF-8 those are exactly the
+// bytes <= 0x20). A bytea payload is empty only when it has no bytes (Debezium never treats a
+// bytea as empty; see docs/migrating-from-debezium.md).
+bool EmptyPayload(const OutboxEvent& event) {
+  if (event.content_type == "application/octet-stream") return event.payload.empty();
+  for (char c : event.payload) {
+    if (static_cast<unsigned char>(c) > 0x20) return false;
+  }
+  return true;
+}
+
 const std::optional<std::string>* Extra(const OutboxEvent& event, size_t slot) {
   return slot < event.extra.size() ? &event.extra[slot] : nullptr;
 }
@@ -121,7 +134,7 @@ absl::Status BuildRecord(const OutboxEvent& event, const RecordConfig& config,
     }
   }
 
-  const bool tombstone = config.tombstone_on_empty_payload && event.payload.empty();
+  const bool tombstone = config.tombstone_on_empty_payload && EmptyPayload(event);
   if (config.value == ValueFormat::kPayload) {
     if (!config.id_header.empty()) out->headers.emplace_back(config.id_header, event.id);
     for (const Header& header : event.headers) out->headers.emplace_back(header.key, header.value);

@@ -70,8 +70,12 @@ class RecordTest : public ::testing::Test {
  protected:
   // Maps Row() (or `row`) under `table` and builds its record into record_.
   absl::Status Build(TableConfig table, const pgoutput::TupleData& row = Row()) {
+    return BuildWith(DebeziumRelation(), std::move(table), row);
+  }
+  absl::Status BuildWith(const pgoutput::RelationMessage& relation, TableConfig table,
+                         const pgoutput::TupleData& row) {
     mapper_ = std::make_unique<TableMapper>(std::vector<TableConfig>{std::move(table)});
-    mapper_->OnRelation(DebeziumRelation());
+    mapper_->OnRelation(relation);
     const TableBinding* binding = mapper_->Find(7);
     if (binding == nullptr) return absl::InternalError("no binding");
     if (absl::Status mapped = mapper_->MapInsert(*binding, row, &event_); !mapped.ok()) return mapped;
@@ -229,6 +233,31 @@ TEST_F(RecordTest, TombstoneOnNullOrEmptyPayloadOnlyWhenEnabled) {
   ASSERT_EQ(Build(table, empty).code(), absl::StatusCode::kOk);
   EXPECT_TRUE(record_.null_value);
   ASSERT_EQ(Build(table).code(), absl::StatusCode::kOk);  // a payload: a normal record
+  EXPECT_FALSE(record_.null_value);
+}
+
+// Debezium's router calls a payload empty when its text trims to nothing (Java's trim: every
+// char up to U+0020); anything else, a lone non-ASCII space included, is a payload.
+TEST_F(RecordTest, TombstoneOnWhitespaceOnlyTextPayloadLikeDebezium) {
+  pgoutput::RelationMessage relation = DebeziumRelation();
+  relation.columns[4].type_oid = kTextOid;
+  TableConfig table = DebeziumTable();
+  table.record.tombstone_on_empty_payload = true;
+  for (std::string_view blank : std::vector<std::string_view>{" ", " \t\r\n", std::string_view("\x01\x1f ", 3)}) {
+    SCOPED_TRACE(testing::PrintToString(blank));
+    pgoutput::TupleData row = Row();
+    row.values[4] = T(blank);
+    ASSERT_EQ(BuildWith(relation, table, row).code(), absl::StatusCode::kOk);
+    EXPECT_TRUE(record_.null_value);
+  }
+  for (std::string_view text : {" x ", "\u00a0", "!"}) {
+    SCOPED_TRACE(text);
+    pgoutput::TupleData row = Row();
+    row.values[4] = T(text);
+    ASSERT_EQ(BuildWith(relation, table, row).code(), absl::StatusCode::kOk);
+    EXPECT_FALSE(record_.null_value);
+    EXPECT_EQ(record_.value, text);
+  }
   EXPECT_FALSE(record_.null_value);
 }
 
