@@ -635,7 +635,7 @@ TEST(ParseConfigTest, ReplicationIsFoundAsLibpqReadsIt) {
   for (const char* dsn : {"host=db dbname='replication=x'", "postgresql://db/replication",
                           "host=db options='-c replication=x'"}) {
     absl::StatusOr<Config> config = ParseConfig(
-        fmt::format("[source]\ndsn = \"{}\"\n[sink.kafka]\n\"bootstrap.servers\" = \"k:1\"\n", dsn),
+        fmt::format("[source]\ndsn = \"{}\"\n[sink.kafka]\n\"bootstrap.servers\" = \"k:1\"\n{}", dsn, kMessagesOn),
         Env());
     EXPECT_TRUE(config.ok()) << dsn << ": " << config.status();
   }
@@ -812,13 +812,13 @@ TEST(ParseConfigTest, ErrorsSection) {
 }
 
 TEST(SchemaRegistryConfigTest, AbsentMeansOff) {
-  absl::StatusOr<Config> config = ParseConfig(kMinimal, Env());
+  absl::StatusOr<Config> config = ParseConfig(Minimal(kMessagesOn), Env());
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_FALSE(config->schema_registry.enabled);
 }
 
 TEST(SchemaRegistryConfigTest, DefaultsAndEveryKey) {
-  absl::StatusOr<Config> config = ParseConfig(Minimal(R"(
+  absl::StatusOr<Config> config = ParseConfig(Minimal(std::string(kMessagesOn) + R"(
 [schema_registry]
 url = "http://127.0.0.1:8080/apis/ccompat/v7"
 )"), Env());
@@ -831,7 +831,7 @@ url = "http://127.0.0.1:8080/apis/ccompat/v7"
   EXPECT_TRUE(reg.auto_register);
   EXPECT_FALSE(reg.schema_id.has_value());
 
-  config = ParseConfig(Minimal(R"(
+  config = ParseConfig(Minimal(std::string(kMessagesOn) + R"(
 [schema_registry]
 url = "https://sr.example:8081"
 username = "outboxd"
@@ -858,7 +858,7 @@ auto_register = false
 
 TEST(SchemaRegistryConfigTest, FixedSchemaId) {
   absl::StatusOr<Config> config =
-      ParseConfig(Minimal("[schema_registry]\nurl = \"http://sr:8081\"\nschema_id = 42\n"), Env());
+      ParseConfig(Minimal(std::string(kMessagesOn) + "[schema_registry]\nurl = \"http://sr:8081\"\nschema_id = 42\n"), Env());
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->schema_registry.schema_id, 42);
   EXPECT_FALSE(config->schema_registry.auto_register);
