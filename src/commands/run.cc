@@ -261,6 +261,21 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
     auto stream = replication::PgReplicationStream::Start(stream_options);
     if (!stream.ok()) return stream.status();
     const replication::SystemInfo& info = (*stream)->info();
+    // Recorded before anything says "streaming": whoever reads the state file
+    // after that line (an operator, a test) sees this session's system.
+    if (recorder.has_value()) {
+      absl::Status recorded = recorder->Begin(replication::SavedState{
+          .system_id = info.system_id,
+          .timeline = info.timeline,
+          .slot = stream_options.slot,
+          .confirmed_lsn = info.slot_confirmed_flush,
+      });
+      if (!recorded.ok()) {
+        return absl::FailedPreconditionError(fmt::format(
+            "cannot write the state file: {}; without it a lost slot would go unnoticed: fix the state directory",
+            recorded.message()));
+      }
+    }
     if (info.slot_recreated) {
       telemetry::LogWarn("--accept-gap: dropped the invalidated slot '{}' and created it again; events committed "
                    "before {} and not yet published are not streamed",
@@ -278,19 +293,6 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
                    stream_options.saved->confirmed_lsn.ToString());
     }
     accept_gap = false;
-    if (recorder.has_value()) {
-      absl::Status recorded = recorder->Begin(replication::SavedState{
-          .system_id = info.system_id,
-          .timeline = info.timeline,
-          .slot = stream_options.slot,
-          .confirmed_lsn = info.slot_confirmed_flush,
-      });
-      if (!recorded.ok()) {
-        return absl::FailedPreconditionError(fmt::format(
-            "cannot write the state file: {}; without it a lost slot would go unnoticed: fix the state directory",
-            recorded.message()));
-      }
-    }
     telemetry::LogInfo("streaming slot '{}' of system {} timeline {} from {} (server {}, pgoutput proto_version {}{}{}{})",
                  stream_options.slot, info.system_id, info.timeline, info.slot_confirmed_flush.ToString(),
                  info.server_version, info.proto_version, info.slot_created ? ", slot created" : "",
