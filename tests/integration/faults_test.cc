@@ -21,6 +21,7 @@
 #include <sstream>
 #include <thread>
 
+#include "support/free_port.h"
 #include "fmt/format.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -33,18 +34,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-// A loopback port that nothing listens on (bound, then released).
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
+using ::outboxd::test_support::FreePort;
 
 // GET http://127.0.0.1:port/path: {status, body}; status 0 when nothing answers.
 std::pair<int, std::string> HttpGet(int port, const char* path) {
@@ -142,23 +132,6 @@ void ExpectAllArrivedInOrder(const std::vector<Record>& records, const std::set<
             << records.size() - keys.size() << "\n";
 }
 
-// Sets a server parameter with ALTER SYSTEM for the test's lifetime.
-class ServerSetting {
- public:
-  ServerSetting(std::string name, const std::string& value) : name_(std::move(name)) {
-    Sql sql;
-    sql.Exec(fmt::format("ALTER SYSTEM SET {} = '{}'", name_, value));
-    sql.Exec("SELECT pg_reload_conf()");
-  }
-  ~ServerSetting() {
-    Sql sql;
-    sql.Exec(fmt::format("ALTER SYSTEM RESET {}", name_));
-    sql.Exec("SELECT pg_reload_conf()");
-  }
-
- private:
-  std::string name_;
-};
 
 class FaultsTest : public ::testing::Test {
  protected:

@@ -325,4 +325,16 @@ CommandResult RunOutboxd(const std::string& args) {
   return RunShell(fmt::format("{} {}", OUTBOXD_BINARY, args));
 }
 
+ServerSetting::ServerSetting(std::string name, const std::string& value) : name_(std::move(name)) {
+  Sql sql;
+  sql.Exec(fmt::format("ALTER SYSTEM SET {} = '{}'", name_, value));
+  sql.Exec("SELECT pg_reload_conf()");
+}
+
+ServerSetting::~ServerSetting() {
+  Sql sql;
+  sql.Exec(fmt::format("ALTER SYSTEM RESET {}", name_));
+  sql.Exec("SELECT pg_reload_conf()");
+}
+
 }  // namespace outboxd::it

@@ -65,6 +65,19 @@ struct TestSource {
 TestSource CreateDefaultSource(Sql& sql, const std::string& name);
 void DropSource(Sql& sql, const TestSource& source);
 
+// Sets a server parameter with ALTER SYSTEM for the test's lifetime (reset and
+// reloaded when it goes out of scope). Tests that use it run alone (SERIAL).
+class ServerSetting {
+ public:
+  ServerSetting(std::string name, const std::string& value);
+  ~ServerSetting();
+  ServerSetting(const ServerSetting&) = delete;
+  ServerSetting& operator=(const ServerSetting&) = delete;
+
+ private:
+  std::string name_;
+};
+
 struct Record {
   std::string topic;
   int32_t partition = 0;

@@ -26,23 +26,6 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-// Sets a server parameter with ALTER SYSTEM for the test's lifetime.
-class ServerSetting {
- public:
-  ServerSetting(std::string name, const std::string& value) : name_(std::move(name)) {
-    Sql sql;
-    sql.Exec(fmt::format("ALTER SYSTEM SET {} = '{}'", name_, value));
-    sql.Exec("SELECT pg_reload_conf()");
-  }
-  ~ServerSetting() {
-    Sql sql;
-    sql.Exec(fmt::format("ALTER SYSTEM RESET {}", name_));
-    sql.Exec("SELECT pg_reload_conf()");
-  }
-
- private:
-  std::string name_;
-};
 
 std::string InsertRowsSql(const std::string& table, const std::string& aggregate_type, int txn, int rows) {
   return fmt::format(

@@ -14,6 +14,7 @@
 #include <set>
 #include <sstream>
 
+#include "support/free_port.h"
 #include "fmt/format.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -35,17 +36,7 @@ std::string WithListen(std::string config, int port) {
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
+using ::outboxd::test_support::FreePort;
 
 struct HttpResult {
   int status = 0;  // 0: no answer

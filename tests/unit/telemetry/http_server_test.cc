@@ -1,4 +1,5 @@
 // HttpServer on a real socket on 127.0.0.1 (no other process involved).
+#include "support/free_port.h"
 #include "telemetry/http_server.h"
 
 #include <arpa/inet.h>
@@ -17,17 +18,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
+using ::outboxd::test_support::FreePort;
 
 TEST(SplitListenTest, Forms) {
   std::string host;
