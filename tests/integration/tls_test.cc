@@ -193,6 +193,8 @@ table = "public.{}"
 topic = "{}.{{aggregate_type}}"
 [messages]
 enabled = false
+[http]
+listen = "off"
 [log]
 level = "debug"
 )",
