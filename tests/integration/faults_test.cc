@@ -256,10 +256,18 @@ class KafkaDownTest : public FaultsTest, public ::testing::WithParamInterface<co
 
 TEST_P(KafkaDownTest, NothingConfirmedKeepalivesAnsweredResumesByItself) {
   const std::string how = GetParam();
-  // The walsender drops a client that does not answer within 2 s.
+  // The walsender drops a client that does not answer within 2 s, and asks for
+  // a reply after 1 s of silence. A status update every 1.5 s (above half the
+  // timeout: outboxd warns, and refuses only at or above the whole) leaves such
+  // requests to be answered as they come, queue full or not.
   ServerSetting timeout("wal_sender_timeout", "2s");
   source_ = CreateDefaultSource(sql_, "kafkadown");
-  OutboxdProcess& outboxd = StartStreaming();
+  std::string config = ConfigFor(source_);
+  config.replace(config.find("[source]\n"), 9, "[source]\nstatus_interval = \"1500ms\"\n");
+  outboxd_.push_back(std::make_unique<OutboxdProcess>(config));
+  OutboxdProcess& outboxd = *outboxd_.back();
+  outboxd.Start();
+  ASSERT_TRUE(outboxd.WaitForLog("streaming slot", absl::Seconds(30))) << outboxd.Log();
   sql_.Exec(InsertTxnSql(source_.table, 0, 5));
   ASSERT_EQ(ReadTopics({Topic()}, 5, absl::Seconds(60)).size(), 5u) << outboxd.Log();
   const Lsn before = sql_.CurrentLsn();
