@@ -130,8 +130,10 @@ absl::StatusOr<std::string> ResolveStateDir(const config::Config& config, const 
 // (every idle stream would be dropped). Asked once at start on a plain
 // connection; if PostgreSQL cannot be reached yet the relay's own retries take
 // over and `outboxd check` reports the setting.
-absl::Status CheckSenderTimeout(const config::Config& config) {
-  auto conn = replication::PgConnection::Connect(config.source.dsn, /*replication=*/false);
+absl::Status CheckSenderTimeout(const config::Config& config, int stop_fd) {
+  // A stop ends the attempt at once: a server that does not answer must not
+  // hold a SIGTERM for connect_timeout.
+  auto conn = replication::PgConnection::Connect(config.source.dsn, /*replication=*/false, stop_fd);
   if (!conn.ok()) return absl::OkStatus();
   auto rows = (*conn)->Query("SELECT setting::bigint FROM pg_settings WHERE name = 'wal_sender_timeout'");
   if (!rows.ok() || rows->empty() || (*rows)[0].empty() || !(*rows)[0][0]) return absl::OkStatus();
@@ -181,7 +183,7 @@ absl::Status RemoveSnapshotMark(const std::string& path) {
 int RunRelay(const config::Config& config, const RunFlags& flags, const std::atomic<bool>& stop,
              int stop_fd) {
   telemetry::Metrics metrics;
-  if (absl::Status interval = CheckSenderTimeout(config); !interval.ok()) {
+  if (absl::Status interval = CheckSenderTimeout(config, stop_fd); !interval.ok()) {
     telemetry::LogError("{}", interval.message());
     return 2;
   }
@@ -245,7 +247,7 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
       // exports a snapshot). The slot holds every change since its creation, so a
       // fresh snapshot taken now misses nothing; rows committed in between go twice.
       ASSIGN_OR_RETURN(std::unique_ptr<replication::PgConnection> conn,
-                       replication::PgConnection::Connect(config.source.dsn, false));
+                       replication::PgConnection::Connect(config.source.dsn, false, stop_fd));
       ASSIGN_OR_RETURN(std::vector<replication::Row> slots,
                        conn->Query(fmt::format("SELECT 1 FROM pg_replication_slots WHERE slot_name = {}",
                                                replication::QuoteLiteral(config.source.slot))));

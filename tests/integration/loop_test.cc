@@ -3,6 +3,7 @@
 // on a new topic does not wait for a metadata timer; an idle slot reaches the
 // server's WAL end; SIGTERM is honoured in every state with a documented exit
 // code; event-less transactions behind an unacknowledged one cost no memory.
+#include <cstdlib>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -290,6 +291,12 @@ TEST_F(LoopTest, EmptyTransactionsBehindAnUnacknowledgedEventCostNoMemory) {
   extra_table_ = UniqueName("it_unmapped");
   sql_.Exec(fmt::format("CREATE TABLE public.{} (n int)", extra_table_));
   sql_.Exec(fmt::format("ALTER PUBLICATION {} ADD TABLE public.{}", source_.publication, extra_table_));
+  // Under AddressSanitizer (make test runs this against the sanitizer build) freed
+  // memory waits in a quarantine of up to 256 MB that RSS counts: without it, the
+  // peak is the relay's own (34 MB there, 19 MB in the plain build).
+  if (const char* asan = std::getenv("ASAN_OPTIONS"); asan != nullptr) {
+    setenv("ASAN_OPTIONS", (std::string(asan) + ":quarantine_size_mb=0").c_str(), 1);
+  }
   OutboxdProcess& outboxd = Start(ConfigFor(source_));
   ASSERT_TRUE(Stack("stop kafka"));
   sql_.Exec(InsertRowsSql(source_.table, "Order", 0, 1));
