@@ -32,7 +32,8 @@ case $mode in
         out_dir=${BENCH_OUT:-bench/results} ;;
   quick) drain_events=100000 drain1_events=30000 steady_s=15 reps=1 big_txn=200000 dbz_max_s=240
          out_dir=${BENCH_OUT:-.run/bench/results} ;;
-  tune) drain_events=200000 steady_s=30 reps=2 out_dir=${BENCH_OUT:-.run/bench/results} ;;
+  tune) drain_events=200000 drain1_events=0 steady_s=30 reps=2 big_txn=0 dbz_max_s=0
+        out_dir=${BENCH_OUT:-.run/bench/results} ;;
   *) echo "usage: bench/bench.sh [full|quick|tune]" >&2; exit 2 ;;
 esac
 reps=${BENCH_REPS:-$reps}
