@@ -32,7 +32,8 @@ case $mode in
         out_dir=${BENCH_OUT:-bench/results} ;;
   quick) drain_events=100000 drain1_events=30000 steady_s=15 reps=1 big_txn=200000 dbz_max_s=240
          out_dir=${BENCH_OUT:-.run/bench/results} ;;
-  tune) drain_events=200000 steady_s=30 reps=2 out_dir=${BENCH_OUT:-.run/bench/results} ;;
+  tune) drain_events=200000 drain1_events=0 steady_s=30 reps=2 big_txn=0 dbz_max_s=0
+        out_dir=${BENCH_OUT:-.run/bench/results} ;;
   *) echo "usage: bench/bench.sh [full|quick|tune]" >&2; exit 2 ;;
 esac
 reps=${BENCH_REPS:-$reps}
@@ -338,7 +339,8 @@ drain() {
       [[ -n ${BENCH_BASELINE:-} ]] || continue
       bin=$BENCH_BASELINE
     fi
-    outboxd_config "$t" "${t}_$label" "bench.$name.$label.$run_id" "$work/$name.$label.toml"
+    # shellcheck disable=SC2086
+    outboxd_config "$t" "${t}_$label" "bench.$name.$label.$run_id" "$work/$name.$label.toml" ${DRAIN_KAFKA:-}
     t0=$(now_ns)
     "$bin" run --config "$work/$name.$label.toml" >"$work/$name.$label.log" 2>&1 &
     local pid=$!
@@ -614,16 +616,21 @@ if [[ $mode == tune ]]; then
   done
   # shellcheck disable=SC2206
   phases "${specs[@]}"
+  # A drain of a mixed backlog with each variant: what latency settings cost in throughput.
+  for v in "${variants[@]}"; do
+    n=${v%%|*}
+    DRAIN_KAFKA=${PHASE_ARGS[$n]:-} drain "drain_$n" "$drain_events" ""
+  done
   {
     echo "# outboxd producer defaults ($mode), $(date -u '+%Y-%m-%d %H:%M UTC'), outboxd $outboxd_rev"
     echo
     echo "Steady load at 1,000 events/s for $steady_s s, $reps runs interleaved, medians; first $warm_s s apart."
     echo
-    echo "| variant | p50 ms | p99 ms | p99.9 ms | first ${warm_s} s p99 ms | pg_recvlogical p99 ms | outboxd CPU % | worst second |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---|"
+    echo "| variant | p50 ms | p99 ms | p99.9 ms | first ${warm_s} s p99 ms | pg_recvlogical p99 ms | outboxd CPU % | worst second | drain of $drain_events events/s |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---|---:|"
     for v in "${variants[@]}"; do
       n=${v%%|*}
-      echo "| $n (${PHASE_ARGS[$n]:-as shipped}) | ${R[${n}_p50]} | ${R[${n}_p99]} | ${R[${n}_p999]} | ${R[${n}_warm_p99]} | ${R[${n}_td_p99]} | ${R[${n}_cpu]} | ${R[${n}_worst]} |"
+      echo "| $n (${PHASE_ARGS[$n]:-as shipped}) | ${R[${n}_p50]} | ${R[${n}_p99]} | ${R[${n}_p999]} | ${R[${n}_warm_p99]} | ${R[${n}_td_p99]} | ${R[${n}_cpu]} | ${R[${n}_worst]} | ${R[drain_${n}_ox_rate]} |"
     done
   } >"$md"
   cat "$md"
