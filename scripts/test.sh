@@ -133,7 +133,9 @@ phase_start_background() {
   # Creates or refreshes .run/python-venv only (no tests, no outboxd needed).
   bg_start venv env PYTHON_TEST_SETUP_ONLY=1 bash scripts/python-test.sh "$build"
   # The other PostgreSQL versions (official builds from Maven Central), downloaded and started now.
-  bg_start pg_matrix_up pg_matrix_up
+  export PG_MATRIX_VERSIONS
+  export -f pg_matrix_up pg_matrix_port
+  bg_start pg_matrix_up bash -c pg_matrix_up
 }
 
 phase_asan_build() {
