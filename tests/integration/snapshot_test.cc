@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <map>
 #include <set>
+#include <utility>
 #include <string>
 #include <thread>
 #include <vector>
@@ -71,6 +72,17 @@ class SnapshotTest : public ::testing::Test {
   std::unique_ptr<OutboxdProcess> process_;
 };
 
+// How many of the committed ids never arrived, and how many arrived more than once.
+std::pair<size_t, size_t> Tally(const std::set<std::string>& all, const std::map<std::string, int>& seen) {
+  size_t missing = 0, twice = 0;
+  for (const std::string& id : all) {
+    const auto it = seen.find(id);
+    if (it == seen.end()) ++missing;
+    else if (it->second > 1) ++twice;
+  }
+  return {missing, twice};
+}
+
 TEST_F(SnapshotTest, RowsBeforeTheSlotAndDuringTheSnapshotAreEachPublishedOnce) {
   const std::vector<std::string> before = InsertRows(sql_, 5000, "before");
   ASSERT_EQ(before.size(), 5000u);
@@ -98,12 +110,7 @@ TEST_F(SnapshotTest, RowsBeforeTheSlotAndDuringTheSnapshotAreEachPublishedOnce) 
   std::set<std::string> all(before.begin(), before.end());
   all.insert(during.begin(), during.end());
   const std::map<std::string, int> seen = ReadIds(all);
-  size_t missing = 0, twice = 0;
-  for (const std::string& id : all) {
-    const auto it = seen.find(id);
-    if (it == seen.end()) ++missing;
-    else if (it->second > 1) ++twice;
-  }
+  const auto [missing, twice] = Tally(all, seen);
   std::printf("snapshot figures: %zu rows before the first start, %zu rows written during, %zu "
               "records read, %zu missing, %zu published twice\n",
               before.size(), during.size(), seen.size(), missing, twice);
@@ -139,12 +146,7 @@ TEST_F(SnapshotTest, ACrashInTheMiddleOfTheSnapshotIsRedoneWithoutLoss) {
   all.insert(while_down.begin(), while_down.end());
   all.insert(after.begin(), after.end());
   const std::map<std::string, int> seen = ReadIds(all);
-  size_t missing = 0, twice = 0;
-  for (const std::string& id : all) {
-    const auto it = seen.find(id);
-    if (it == seen.end()) ++missing;
-    else if (it->second > 1) ++twice;
-  }
+  const auto [missing, twice] = Tally(all, seen);
   std::printf("snapshot restart figures: %zu rows before, %zu while down, %zu after; %zu missing, "
               "%zu published more than once\n",
               before.size(), while_down.size(), after.size(), missing, twice);
