@@ -372,6 +372,17 @@ absl::Status Pipeline::Publish(const outbox::TopicTemplate& topic, outbox::KeySo
     return OnBadEvent(built, fmt::format("cannot build the record of {}", Describe(event_)),
                       /*token=*/std::nullopt);
   }
+  if (eos_ != nullptr && !eos_->refused.empty()) {
+    // The broker refused this record in an aborted transaction: its dead letter goes in its place.
+    auto refused = eos_->refused.find({begin_.final_lsn.value(), event_position_.lsn.value(), event_position_.index});
+    if (refused != eos_->refused.end()) {
+      const absl::Status error = BadEventError(refused->second.reason, refused->second.detail);
+      outbox::DeadLetterForEvent(refused->second.reason, refused->second.detail, event_, topic_,
+                                 /*keep_payload=*/refused->second.reason != bad_event::kMessageTooLarge,
+                                 &dead_letter_);
+      return OnBadEvent(error, fmt::format("Kafka refused {}", Describe(event_)), /*token=*/std::nullopt);
+    }
+  }
   kafka::ProduceRequest request{
       .topic = topic_,
       .key = record_.key,
@@ -387,6 +398,11 @@ absl::Status Pipeline::Publish(const outbox::TopicTemplate& topic, outbox::KeySo
       .partition = record_.partition,
   };
   TrackRecord(request, topic_, tracker_.AddEvent());
+  if (eos_ != nullptr) {
+    InflightRecord& tracked = inflight_records_[request.token];
+    tracked.commit_lsn = begin_.final_lsn;
+    tracked.position = event_position_;
+  }
   absl::Status produced = ProduceWithBackpressure(request);
   if (produced.ok() || absl::IsAborted(produced) || absl::IsCancelled(produced)) return produced;
   if (absl::IsUnavailable(produced)) {
@@ -511,6 +527,19 @@ void Pipeline::TrackRecord(const kafka::ProduceRequest& request, const std::stri
 void Pipeline::OnFailedRecord(const kafka::ProduceRequest& record, const absl::Status& status) {
   const std::string reason = BadEventReason(status);
   if (reason.empty() || options_.on_bad_event != outbox::BadEventPolicy::kDeadLetter) return;
+  if (eos_ != nullptr) {
+    // Its transaction cannot commit any more: remember the record, so that
+    // the next session dead-letters it inside a transaction that can.
+    auto tracked = inflight_records_.find(record.token);
+    if (tracked == inflight_records_.end() || !tracked->second.commit_lsn.valid() ||
+        record.topic == options_.dead_letter_topic) {
+      dead_letter_refused_ = record.topic == options_.dead_letter_topic;
+      return;
+    }
+    eos_->refused[{tracked->second.commit_lsn.value(), tracked->second.position.lsn.value(),
+                   tracked->second.position.index}] = {reason, std::string(status.message())};
+    return;
+  }
   if (record.topic == options_.dead_letter_topic) {
     dead_letter_refused_ = true;  // no dead letter for a dead letter: CheckFailures stops
     return;
@@ -589,6 +618,10 @@ absl::Status Pipeline::CheckFailures() {
         "or after it (on_bad_event = \"stop\"); set [errors] on_bad_event = \"dead_letter\" to "
         "send such events to a dead-letter topic and go on",
         delivery_error_.message()));
+  }
+  if (tracker_.failed() && kafka_txn_open_) {
+    return FailKafkaTransaction(absl::AbortedError(
+        fmt::format("a Kafka delivery failed inside the transaction: {}", delivery_error_.message())));
   }
   if (tracker_.failed()) {
     return absl::AbortedError(fmt::format(
@@ -776,6 +809,10 @@ absl::Status Pipeline::CommitKafkaTransaction() {
   kafka_txn_events_ = 0;
   pg_txn_events_ = 0;
   eos_->committed = std::move(checkpoint);
+  // Refused records of transactions now in Kafka are done with.
+  std::erase_if(eos_->refused, [this](const auto& entry) {
+    return std::get<0>(entry.first) < eos_->committed.lsn.value();
+  });
   metrics_->kafka_transactions.Add("committed");
   if (eos_->after_commit) eos_->after_commit();
   return CheckFailures();
