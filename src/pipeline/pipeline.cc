@@ -103,7 +103,10 @@ absl::Status Pipeline::Run(const std::atomic<bool>& stop) {
     sink_->PrepareTopic(options_.dead_letter_topic);
   }
   // A Cancelled status is the stop signal seen inside a wait (backpressure).
-  auto stopped = [&](const absl::Status& status) { return absl::IsCancelled(status) && stopping(); };
+  // So is a Kafka transaction the stop cut short: its events count as unacknowledged.
+  auto stopped = [&](const absl::Status& status) {
+    return stopping() && (absl::IsCancelled(status) || (kafka_txn_failed_ && !kafka::IsFenced(status)));
+  };
   while (!stopping()) {
     // Kafka: every delivery report that arrived, once per wake.
     sink_->Poll(absl::ZeroDuration());
@@ -675,7 +678,7 @@ void Pipeline::UpdateLagMetric() {
 
 absl::Status Pipeline::GracefulStop() {
   stop_seen_ = std::min(stop_seen_, clock_());
-  if (kafka_txn_open_) {
+  if (kafka_txn_open_ && !kafka_txn_failed_) {
     // Whole PostgreSQL transactions are committed to Kafka. Part of one is
     // aborted: the next start publishes that transaction again, whole.
     absl::Status ended = tracker_.in_transaction() && pg_txn_events_ > 0
@@ -820,6 +823,7 @@ absl::Status Pipeline::CommitKafkaTransaction() {
 
 absl::Status Pipeline::FailKafkaTransaction(const absl::Status& error) {
   metrics_->kafka_transactions.Add("aborted");
+  kafka_txn_failed_ = true;  // still open for FlushCandidate: nothing of it is confirmed
   if (kafka::IsFenced(error)) return error;  // no abort: the producer is done
   if (absl::Status aborted = sink_->AbortTransaction(absl::Seconds(5)); !aborted.ok()) {
     telemetry::LogDebug("abort_transaction: {}", aborted.message());
