@@ -521,7 +521,9 @@ void Pipeline::TrackRecord(const kafka::ProduceRequest& request, const std::stri
   }
   InflightRecord& record = inflight_records_[request.token];
   inflight_bytes_ += static_cast<int64_t>(bytes) - record.bytes;  // a dead letter replaces its event
-  record = {txn_token, topic_id->second, static_cast<uint32_t>(bytes)};
+  record.txn_token = txn_token;
+  record.topic = topic_id->second;
+  record.bytes = static_cast<uint32_t>(bytes);
   metrics_->producer_queue_bytes.store(inflight_bytes_, std::memory_order_relaxed);
   metrics_->inflight_events.store(static_cast<int64_t>(tracker_.inflight_events()),
                                   std::memory_order_relaxed);
