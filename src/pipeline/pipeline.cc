@@ -443,7 +443,7 @@ absl::Status Pipeline::OnBadEvent(const absl::Status& error, std::string_view wh
     }
     // A new event of the open transaction; ProduceDeadLetter sets its topic and size.
     token = next_record_token_++;
-    inflight_records_[*token] = InflightRecord{.txn_token = tracker_.AddEvent()};
+    inflight_records_[*token].txn_token = tracker_.AddEvent();
   }
   return ProduceDeadLetter(dead_letter_, *token, what, StatusMessage(error));
 }
