@@ -791,7 +791,8 @@ absl::Status Pipeline::CommitKafkaTransaction() {
     if (absl::IsCancelled(produced)) return produced;
     return FailKafkaTransaction(produced);
   }
-  absl::Time deadline = clock_() + eos_->commit_timeout;
+  const absl::Time commit_started = clock_();
+  absl::Time deadline = commit_started + eos_->commit_timeout;
   while (true) {
     // Slices, so that status updates keep flowing while the broker is slow.
     absl::Status committed = sink_->CommitTransaction(absl::Milliseconds(100));
@@ -819,6 +820,9 @@ absl::Status Pipeline::CommitKafkaTransaction() {
     return std::get<0>(entry.first) < eos_->committed.lsn.value();
   });
   metrics_->kafka_transactions.Add("committed");
+  telemetry::LogDebug("exactly-once: Kafka transaction committed through LSN {} in {} ({} open)",
+                      eos_->committed.lsn.ToString(), absl::FormatDuration(clock_() - commit_started),
+                      absl::FormatDuration(clock_() - kafka_txn_opened_));
   if (eos_->after_commit) eos_->after_commit();
   return CheckFailures();
 }
