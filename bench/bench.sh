@@ -407,7 +407,7 @@ drain() {
       'BEGIN {if (a > 0 && b > a) printf "%.0f", n / ((b - a) / 1e9); else print "n/a"}')
     R[${name}_${label}_setup_ms]=$(awk -v a="$streaming_ns" -v b="$ready_ns" \
       'BEGIN {if (a > 0 && b >= a) printf "%.0f", (b - a) / 1e6; else print "n/a"}')
-    local note="; ${R[${name}_${label}_rate_ready]} events/s once ready"
+    local note="; ${R[${name}_${label}_rate_ready]} events/s once ready" who=$OX_DELIVERY
     if [[ $label == eos ]]; then
       note+=" (transactional start ${R[${name}_eos_setup_ms]} ms); ${R[${name}_${label}_txns]} Kafka transactions committed"
     fi
