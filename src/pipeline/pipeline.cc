@@ -103,7 +103,10 @@ absl::Status Pipeline::Run(const std::atomic<bool>& stop) {
     sink_->PrepareTopic(options_.dead_letter_topic);
   }
   // A Cancelled status is the stop signal seen inside a wait (backpressure).
-  auto stopped = [&](const absl::Status& status) { return absl::IsCancelled(status) && stopping(); };
+  // So is a Kafka transaction the stop cut short: its events count as unacknowledged.
+  auto stopped = [&](const absl::Status& status) {
+    return stopping() && (absl::IsCancelled(status) || (kafka_txn_failed_ && !kafka::IsFenced(status)));
+  };
   while (!stopping()) {
     // Kafka: every delivery report that arrived, once per wake.
     sink_->Poll(absl::ZeroDuration());
@@ -440,7 +443,7 @@ absl::Status Pipeline::OnBadEvent(const absl::Status& error, std::string_view wh
     }
     // A new event of the open transaction; ProduceDeadLetter sets its topic and size.
     token = next_record_token_++;
-    inflight_records_[*token] = InflightRecord{.txn_token = tracker_.AddEvent()};
+    inflight_records_[*token].txn_token = tracker_.AddEvent();
   }
   return ProduceDeadLetter(dead_letter_, *token, what, StatusMessage(error));
 }
@@ -518,7 +521,9 @@ void Pipeline::TrackRecord(const kafka::ProduceRequest& request, const std::stri
   }
   InflightRecord& record = inflight_records_[request.token];
   inflight_bytes_ += static_cast<int64_t>(bytes) - record.bytes;  // a dead letter replaces its event
-  record = {txn_token, topic_id->second, static_cast<uint32_t>(bytes)};
+  record.txn_token = txn_token;
+  record.topic = topic_id->second;
+  record.bytes = static_cast<uint32_t>(bytes);
   metrics_->producer_queue_bytes.store(inflight_bytes_, std::memory_order_relaxed);
   metrics_->inflight_events.store(static_cast<int64_t>(tracker_.inflight_events()),
                                   std::memory_order_relaxed);
@@ -675,7 +680,7 @@ void Pipeline::UpdateLagMetric() {
 
 absl::Status Pipeline::GracefulStop() {
   stop_seen_ = std::min(stop_seen_, clock_());
-  if (kafka_txn_open_) {
+  if (kafka_txn_open_ && !kafka_txn_failed_) {
     // Whole PostgreSQL transactions are committed to Kafka. Part of one is
     // aborted: the next start publishes that transaction again, whole.
     absl::Status ended = tracker_.in_transaction() && pg_txn_events_ > 0
@@ -820,6 +825,7 @@ absl::Status Pipeline::CommitKafkaTransaction() {
 
 absl::Status Pipeline::FailKafkaTransaction(const absl::Status& error) {
   metrics_->kafka_transactions.Add("aborted");
+  kafka_txn_failed_ = true;  // still open for FlushCandidate: nothing of it is confirmed
   if (kafka::IsFenced(error)) return error;  // no abort: the producer is done
   if (absl::Status aborted = sink_->AbortTransaction(absl::Seconds(5)); !aborted.ok()) {
     telemetry::LogDebug("abort_transaction: {}", aborted.message());

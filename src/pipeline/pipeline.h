@@ -260,6 +260,7 @@ class Pipeline {
   // Exactly-once state (options_.exactly_once).
   ExactlyOnce* eos_ = nullptr;
   bool kafka_txn_open_ = false;
+  bool kafka_txn_failed_ = false;  // aborted (or fenced): the session is ending
   absl::Time kafka_txn_opened_;
   int64_t kafka_txn_events_ = 0;  // events of whole PostgreSQL transactions in it
   Lsn kafka_txn_boundary_;        // nothing at or after it is confirmed while it is open

@@ -277,6 +277,25 @@ TEST_F(ExactlyOnceTest, AStopInsideATransactionAbortsItsPartAndConfirmsNothingOf
   EXPECT_EQ(stream_.last_flushed(), Lsn(0x1050));
 }
 
+TEST_F(ExactlyOnceTest, AStopWhileTheBrokerCannotCommitGivesUpAfterTheStopFlushTimeout) {
+  options_.stop_flush_timeout = absl::Seconds(30);
+  PushTxn(0x1000, 700, 1, 2);
+  int attempts = 0;
+  sink_.commit_hook = [&]() -> absl::Status {
+    now_ += absl::Seconds(1);
+    if (++attempts == 3) stop_ = true;  // SIGTERM while the broker is down
+    return absl::DeadlineExceededError("Local: Timed out");
+  };
+  stream_.on_empty = [] {};
+  auto pipeline = Pipeline::Create(&stream_, &sink_, options_, &metrics_, [this] { return now_; });
+  ASSERT_TRUE(pipeline.ok());
+  ASSERT_TRUE((*pipeline)->Run(stop_).ok()) << "a stop is a stop, also when it cut a commit short";
+  EXPECT_LE(attempts, 3 + 31) << "the commit went on past the stop flush timeout";
+  EXPECT_EQ(sink_.aborts, 1);
+  EXPECT_EQ((*pipeline)->unacknowledged_at_stop(), 2u);
+  EXPECT_LT(stream_.max_flushed(), Lsn(0x1050));
+}
+
 TEST_F(ExactlyOnceTest, ARecordTheBrokerRefusesIsDeadLetteredInTheNextSessionsTransaction) {
   PushTxn(0x1000, 700, 1, 2);
   sink_.commit_hook = [this]() -> absl::Status {
