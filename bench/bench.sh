@@ -13,6 +13,10 @@
 # interleaved, medians reported: commit -> consumer latency (first seconds apart), pg_recvlogical's
 # commit -> receive latency under the same load (the walsender's floor), lag trend, CPU of outboxd
 # and of its walsender, and which of them was behind. Targets are printed, never asserted.
+# Delivery mode is a dimension: both drains and every steady phase run with outboxd in
+# at_least_once and in exactly_once mode ([sink] delivery, Kafka transactions + checkpoint) on the
+# same backlog / interleaved, the consumer reading with isolation.level=read_committed; the report
+# gives drain(exactly_once) / drain(at_least_once) and exactly-once p99 at 1,000/s.
 #
 #   bench/bench.sh tune      the latency defaults: linger.ms 0/1/5 with Nagle off, the shipped
 #                            defaults, and statistics off, at 1,000/s and in a drain.
@@ -22,7 +26,9 @@
 # BENCH_SKIP_DEBEZIUM=1 (no JVM), BENCH_DEBEZIUM_MAX_S (time limit of Debezium's drain; past
 # it, its rate is over the events published so far; default 900, quick 240), BENCH_OUT (results directory), BUILD_DIR (default build),
 # BENCH_NO_BUILD=1 (use $BUILD_DIR/outboxd as built), BENCH_BASELINE=path/to/outboxd (a
-# second outboxd build drains the same backlog too: before/after figures in one run).
+# second outboxd build drains the same backlog too, at least once: before/after figures in one
+# run), BENCH_DELIVERY=at_least_once (leave exactly-once mode out), BENCH_EOS_SINK (more [sink]
+# lines for exactly-once runs, e.g. 'transaction_interval = "20ms"').
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd -P)
 cd "$repo"
@@ -37,6 +43,10 @@ case $mode in
   *) echo "usage: bench/bench.sh [full|quick|tune]" >&2; exit 2 ;;
 esac
 reps=${BENCH_REPS:-$reps}
+# Delivery modes: drains and steady phases run in both, on the same backlog and interleaved,
+# unless BENCH_DELIVERY=at_least_once (a binary without exactly-once mode). tune: at-least-once.
+with_eos=1
+[[ ${BENCH_DELIVERY:-both} == at_least_once || $mode == tune ]] && with_eos=0
 steady_s=${BENCH_STEADY_S:-$steady_s}
 drain_events=${BENCH_DRAIN_EVENTS:-$drain_events}
 # The first seconds of each steady phase (outboxd just started, topic metadata, connections)
@@ -183,7 +193,9 @@ commit_marker() {
   sql "SELECT pg_drop_replication_slot('$probe')" >/dev/null
 }
 
-# outboxd_config TABLE SLOT TOPIC FILE [KAFKA_PROPERTY_LINE...]
+# outboxd_config TABLE SLOT TOPIC FILE [KAFKA_PROPERTY_LINE...]: the delivery mode is the
+# caller's OX_DELIVERY (at_least_once when unset: no [sink] keys at all, so that an older binary
+# given as BENCH_BASELINE reads the file too); exactly_once adds BENCH_EOS_SINK's lines.
 outboxd_config() {
   local t=$1 slot=$2 topic=$3 file=$4; shift 4
   {
@@ -193,6 +205,12 @@ dsn = "$dsn"
 slot = "$slot"
 publication = "$t"
 create_slot = false
+TOML
+    if [[ ${OX_DELIVERY:-at_least_once} == exactly_once ]]; then
+      printf '[sink]\ndelivery = "exactly_once"\n'
+      if [[ -n ${BENCH_EOS_SINK:-} ]]; then printf '%s\n' "$BENCH_EOS_SINK"; fi
+    fi
+    cat <<TOML
 [sink.kafka]
 "bootstrap.servers" = "$brokers"
 TOML
@@ -292,6 +310,24 @@ hist_quantile() {
             for (i = 1; i <= k; i++) if (n[i] >= q * n[k]) { print (b[i] == "+Inf") ? "inf" : b[i] * 1000; exit } }'
 }
 
+# log_ns LOG PATTERN: the wall clock (ns) of the first line of outboxd's LOG matching PATTERN,
+# from its ISO 8601 timestamp; empty when there is none.
+log_ns() {
+  local ts
+  ts=$(grep -m1 -- "$2" "$1" 2>/dev/null | cut -d' ' -f1) || true
+  [[ -n $ts ]] && date -d "$ts" +%s%N 2>/dev/null || true
+}
+
+# metric_sum NAME [LABEL_FILTER]: the sum of a counter's samples on outboxd's /metrics
+# (e.g. metric_sum outboxd_kafka_transactions_total 'result="committed"'); "n/a" when absent.
+metric_sum() {
+  curl -s --max-time 2 "http://127.0.0.1:$metrics_port/metrics" |
+    awk -v n="$1" -v f="${2:-}" '$1 == n || index($1, n "{") == 1 {
+        if (f == "" || index($1, f) > 0) {s += $2; seen = 1} }
+      END {if (seen) printf "%.0f", s; else print "n/a"}'
+}
+kafka_txns() { metric_sum outboxd_kafka_transactions_total 'result="committed"'; }
+
 declare -A R   # results by name
 
 # Checkpoints in the PostgreSQL log, to line them up with latency tails.
@@ -309,6 +345,7 @@ drain() {
   local name=$1 events=$2 txn=$3 with_dbz=${4:-}
   local t=bench_${name}_$run_id
   local slots=("${t}_ox" "${t}_recv")
+  ((with_eos)) && slots+=("${t}_eos")
   [[ -n ${BENCH_BASELINE:-} ]] && slots+=("${t}_base")
   [[ -n $with_dbz ]] && slots+=("${t}_dbz")
   new_table "$t" "${slots[@]}"
@@ -332,9 +369,16 @@ drain() {
   R[${name}_recv_rss]=$(awk -v k="$m" 'BEGIN {printf "%.1f", k / 1024}')
   say "drain $name: pg_recvlogical ${R[${name}_recv_s]} s, ${R[${name}_recv_rate]} events/s"
 
-  local bin label
-  for label in ox base; do
-    bin=$build/outboxd
+  # ox: at-least-once; eos: the same binary in exactly-once mode on the same backlog (done when
+  # its slot confirmed the last commit, which it does only after that Kafka transaction
+  # committed); base: BENCH_BASELINE, at-least-once.
+  local bin label OX_DELIVERY
+  for label in ox eos base; do
+    bin=$build/outboxd OX_DELIVERY=at_least_once
+    if [[ $label == eos ]]; then
+      ((with_eos)) || continue
+      OX_DELIVERY=exactly_once
+    fi
     if [[ $label == base ]]; then
       [[ -n ${BENCH_BASELINE:-} ]] || continue
       bin=$BENCH_BASELINE
@@ -349,9 +393,27 @@ drain() {
     R[${name}_${label}_rate]=$(rate_of "$events" "${R[${name}_${label}_s]}")
     R[${name}_${label}_cpu]=$(cpu_s "$pid")
     R[${name}_${label}_rss]=$(status_mb "$pid" VmHWM)
+    R[${name}_${label}_txns]=$(kafka_txns)
     stop_pid "$pid"
-    say "drain $name: outboxd${label/ox/} ${R[${name}_${label}_s]} s, ${R[${name}_${label}_rate]} events/s," \
-      "cpu ${R[${name}_${label}_cpu]} s, peak RSS ${R[${name}_${label}_rss]} MB"
+    # The rate once ready to publish: from the log's "streaming slot" line, or in exactly-once mode
+    # from its "exactly-once: transactional.id" line, which follows the one-off transactional
+    # start (init_transactions, checkpoint topic, checkpoint read); that start is reported apart:
+    # it weighs on the short drains of a quick run.
+    local streaming_ns ready_ns
+    streaming_ns=$(log_ns "$work/$name.$label.log" "streaming slot")
+    ready_ns=$streaming_ns
+    [[ $label == eos ]] && ready_ns=$(log_ns "$work/$name.$label.log" "exactly-once: transactional.id")
+    R[${name}_${label}_rate_ready]=$(awk -v n="$events" -v a="$ready_ns" -v b="$confirmed_ns" \
+      'BEGIN {if (a > 0 && b > a) printf "%.0f", n / ((b - a) / 1e9); else print "n/a"}')
+    R[${name}_${label}_setup_ms]=$(awk -v a="$streaming_ns" -v b="$ready_ns" \
+      'BEGIN {if (a > 0 && b >= a) printf "%.0f", (b - a) / 1e6; else print "n/a"}')
+    local note="; ${R[${name}_${label}_rate_ready]} events/s once ready" who=$OX_DELIVERY
+    if [[ $label == eos ]]; then
+      note+=" (transactional start ${R[${name}_eos_setup_ms]} ms); ${R[${name}_${label}_txns]} Kafka transactions committed"
+    fi
+    [[ $label == base ]] && who="baseline, $OX_DELIVERY"
+    say "drain $name: outboxd ($who) ${R[${name}_${label}_s]} s, ${R[${name}_${label}_rate]} events/s," \
+      "cpu ${R[${name}_${label}_cpu]} s, peak RSS ${R[${name}_${label}_rss]} MB$note"
   done
 
   if [[ -n $with_dbz ]]; then
@@ -451,11 +513,14 @@ XML
 # ---------------------------------------------------------------------------------------------
 # Steady load
 # ---------------------------------------------------------------------------------------------
-# steady NAME RATE CLIENTS [KAFKA_PROPERTY_LINE...]: outboxd streaming (started, then waited
-# for), pg_recvlogical on its own slot of the same table as the reference, then pgbench at RATE
-# (max: unthrottled) for steady_s. Results under R[NAME_*].
+# steady NAME RATE CLIENTS DELIVERY [KAFKA_PROPERTY_LINE...]: outboxd streaming (started, then
+# waited for) in DELIVERY mode (at_least_once or exactly_once), pg_recvlogical on its own slot of
+# the same table as the reference, then pgbench at RATE (max: unthrottled) for steady_s. The
+# consumer reads with isolation.level=read_committed in both modes: in exactly-once mode a record
+# is visible only after its Kafka transaction committed, so that wait is part of the latency.
+# Results under R[NAME_*].
 steady() {
-  local name=$1 rate=$2 clients=$3; shift 3
+  local name=$1 rate=$2 clients=$3 OX_DELIVERY=$4; shift 4
   local t=bench_${name}_$run_id topic=bench.steady.$name.$run_id
   new_table "$t" "${t}_ox" "${t}_td:test_decoding"
   sed "s/@TABLE@/$t/" bench/pgbench_outbox.sql >"$work/$name.pgbench.sql"
@@ -464,7 +529,8 @@ steady() {
   wait_log "$ox_pid" "$work/$name.log" "streaming slot" 60
   local wal_pid; wal_pid=$(sql "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '${t}_ox'")
   start_consumer "$topic" "$work/$name.cons" --idle-ms 5000 --max-s $((steady_s + 600)) \
-    --cdf "$work/$name.cdf" --warm-s "$warm_s" --timeline "$work/$name.timeline"
+    --cdf "$work/$name.cdf" --warm-s "$warm_s" --timeline "$work/$name.timeline" \
+    --isolation read_committed
   pg_recvlogical -d "$dsn" -S "${t}_td" --start -o include-timestamp=1 -o skip-empty-xacts=1 \
     -F 0 -f - 2>"$work/$name.td.log" | python3 bench/recv_latency.py --warm-s "$warm_s" >"$work/$name.td" &
   local td_pid=$!
@@ -519,6 +585,11 @@ steady() {
   done
   R[${name}_ack_p99]=$(hist_quantile 0.99)
   R[${name}_rss]=$(status_mb "$ox_pid" VmHWM)
+  R[${name}_txns]=n/a R[${name}_per_txn]=n/a
+  if [[ $OX_DELIVERY == exactly_once ]]; then
+    R[${name}_txns]=$(kafka_txns)
+    R[${name}_per_txn]=$(awk -v n="$rows" -v t="${R[${name}_txns]}" 'BEGIN {if (t > 0) printf "%.1f", n / t; else print "n/a"}')
+  fi
   stop_pid "$ox_pid"
   # Which side was behind: outboxd within 2x of the walsender's own floor means the walsender
   # (and the machine) set the pace; otherwise the share of commit -> ack says whether outboxd or
@@ -535,11 +606,12 @@ steady() {
   if [[ -n $worst && -n $pg_log ]] && checkpoint_at "${worst%% *}"; then R[${name}_worst]+=" (checkpoint running)"; fi
   "${psql[@]}" -f "$work/drop.sql" >/dev/null 2>&1 || true
   : >"$work/drop.sql"
-  say "steady $name: ${R[${name}_rate]} events/s committed, consumer got ${R[${name}_recv]}/$rows," \
+  say "steady $name ($OX_DELIVERY): ${R[${name}_rate]} events/s committed, consumer got ${R[${name}_recv]}/$rows," \
     "p50 ${R[${name}_p50]} ms p99 ${R[${name}_p99]} ms p99.9 ${R[${name}_p999]} ms (first ${warm_s} s: p99 ${R[${name}_warm_p99]} ms);" \
     "pg_recvlogical p50 ${R[${name}_td_p50]} p99 ${R[${name}_td_p99]} ms; commit->ack p99 <= ${R[${name}_ack_p99]} ms;" \
     "CPU outboxd ${R[${name}_cpu]} % walsender ${R[${name}_wcpu]} %; lag ${R[${name}_lag_trend]}, end ${R[${name}_lag_bytes]} B;" \
-    "behind: ${R[${name}_behind]}; worst ${R[${name}_worst]}"
+    "behind: ${R[${name}_behind]}; worst ${R[${name}_worst]}; Kafka transactions ${R[${name}_txns]}" \
+    "(${R[${name}_per_txn]} events each)"
 }
 
 # checkpoint_at UNIX_SECOND: true if the PostgreSQL log shows a checkpoint running then.
@@ -556,23 +628,23 @@ checkpoint_at() {
   [[ $state == running ]] && ((at >= start))
 }
 
-# phases NAME:RATE:CLIENTS[:LABEL]... run REPS times, interleaved (every phase once, then again),
-# so that a slow minute of the shared machine hits every phase alike; R[PHASE_METRIC] become
-# medians over the repetitions.
+# phases NAME:RATE:CLIENTS[:DELIVERY]... run REPS times, interleaved (every phase once, then
+# again), so that a slow minute of the shared machine hits every phase alike; R[PHASE_METRIC]
+# become medians over the repetitions. DELIVERY: at_least_once (the default) or exactly_once.
 declare -A PHASE_ARGS
 phases() {
-  local rep spec name
+  local rep spec name rate clients delivery
   for ((rep = 1; rep <= reps; rep++)); do
     for spec in "$@"; do
-      IFS=: read -r name rate clients <<<"$spec"
+      IFS=: read -r name rate clients delivery <<<"$spec"
       # shellcheck disable=SC2086
-      steady "${name}_$rep" "$rate" "$clients" ${PHASE_ARGS[$name]:-}
+      steady "${name}_$rep" "$rate" "$clients" "${delivery:-at_least_once}" ${PHASE_ARGS[$name]:-}
     done
   done
   local metric
   for spec in "$@"; do
     name=${spec%%:*}
-    for metric in rate events recv p50 p99 p999 warm_p99 td_p50 td_p99 td_p999 ack_p99 cpu wcpu lag_bytes lag_s rss; do
+    for metric in rate events recv p50 p99 p999 warm_p99 td_p50 td_p99 td_p999 ack_p99 cpu wcpu lag_bytes lag_s rss txns per_txn; do
       local vals=()
       for ((rep = 1; rep <= reps; rep++)); do vals+=("${R[${name}_${rep}_$metric]:-}"); done
       R[${name}_$metric]=$(median "${vals[@]}")
@@ -588,7 +660,7 @@ phases() {
   done
 }
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0 && a ~ /^[0-9.]+$/) printf "%.2f", a / b; else print "n/a"}'; }
 # holds EXPR: EXPR is an awk condition over numbers, e.g. "0.44 >= 0.5".
 holds() { awk "BEGIN {print ($1) ? \"holds\" : \"NOT YET\"}" 2>/dev/null || echo "n/a"; }
 date_tag=$(date -u +%Y-%m-%d)
@@ -698,7 +770,13 @@ say "big transaction: ${R[big_s]} s, peak RSS ${R[big_rss]} MB"
 # ---------------------------------------------------------------------------------------------
 # 4. Steady load (PostgreSQL as configured: fsync and synchronous_commit on)
 # ---------------------------------------------------------------------------------------------
-phases r1000:1000:4 r5000:5000:8 r10000:10000:16 max:max:32
+# Each rate in at-least-once mode, then the same rate in exactly-once mode (eos_*), interleaved.
+steady_specs=()
+for spec in r1000:1000:4 r5000:5000:8 r10000:10000:16 max:max:32; do
+  steady_specs+=("$spec:at_least_once")
+  ((with_eos)) && steady_specs+=("eos_$spec:exactly_once")
+done
+phases "${steady_specs[@]}"
 
 # ---------------------------------------------------------------------------------------------
 # Report
@@ -707,6 +785,8 @@ R[ratio_recv]=$(ratio "${R[mixed_ox_rate]}" "${R[mixed_recv_rate]}")
 R[ratio_recv1]=$(ratio "${R[single_ox_rate]}" "${R[single_recv_rate]}")
 R[ratio_dbz]=$(ratio "${R[mixed_ox_rate]}" "${R[dbz_rate]:-0}")
 R[ratio_dbz_nojvm]=$(ratio "${R[mixed_ox_rate]}" "${R[dbz_nojvm_rate]:-0}")
+R[ratio_eos]=$(ratio "${R[mixed_eos_rate]:-0}" "${R[mixed_ox_rate]}")
+R[ratio_eos1]=$(ratio "${R[single_eos_rate]:-0}" "${R[single_ox_rate]}")
 dbz_version=$( (ls "$dbz_jars" 2>/dev/null || true) | sed -n 's/^debezium-connector-postgres-\(.*\)\.jar$/\1/p')
 connect_version=$( (ls "$dbz_jars" 2>/dev/null || true) | sed -n 's/^connect-runtime-\(.*\)\.jar$/\1/p')
 {
@@ -725,7 +805,8 @@ connect_version=$( (ls "$dbz_jars" 2>/dev/null || true) | sed -n 's/^connect-run
     label="${R[${d}_events]} rows, transactions of 1/10/100/1000"
     [[ $d == single ]] && label="${R[${d}_events]} one-row transactions"
     echo "| $label | pg_recvlogical (pgoutput, decode only) | ${R[${d}_recv_s]} | ${R[${d}_recv_rate]} | ${R[${d}_recv_cpu]} | ${R[${d}_recv_rss]} |"
-    echo "| $label | outboxd (start until the slot confirmed the last commit) | ${R[${d}_ox_s]} | ${R[${d}_ox_rate]} | ${R[${d}_ox_cpu]} | ${R[${d}_ox_rss]} |"
+    echo "| $label | outboxd, at_least_once (start until the slot confirmed the last commit) | ${R[${d}_ox_s]} | ${R[${d}_ox_rate]} | ${R[${d}_ox_cpu]} | ${R[${d}_ox_rss]} |"
+    ((with_eos)) && echo "| $label | outboxd, exactly_once (the same; ${R[${d}_eos_txns]} Kafka transactions; ${R[${d}_eos_setup_ms]} ms of it the one-off transactional start) | ${R[${d}_eos_s]} | ${R[${d}_eos_rate]} | ${R[${d}_eos_cpu]} | ${R[${d}_eos_rss]} |"
     [[ -n ${BENCH_BASELINE:-} ]] && echo "| $label | outboxd baseline ($BENCH_BASELINE) | ${R[${d}_base_s]} | ${R[${d}_base_rate]} | ${R[${d}_base_cpu]} | ${R[${d}_base_rss]} |"
   done
   if [[ -n ${R[dbz_s]:-} ]]; then
@@ -738,12 +819,19 @@ connect_version=$( (ls "$dbz_jars" 2>/dev/null || true) | sed -n 's/^connect-run
   echo "Latency: commit to an independent consumer (steady part: the first $warm_s s are the separate 'first seconds' column)."
   echo "pg_recvlogical: commit to receipt by pg_recvlogical on its own slot of the same table, same load: the walsender's floor."
   echo "commit->ack: outboxd's publish_latency_seconds, upper bound of the bucket holding p99."
+  echo "The consumer reads with isolation.level=read_committed in both modes. exactly_once: default [sink] settings${BENCH_EOS_SINK:+ plus $(tr '\n' ' ' <<<"$BENCH_EOS_SINK")}"
+  echo "(transaction_interval 100ms unless set); a record is visible only after its Kafka transaction committed."
   echo
-  echo "| pgbench rate | committed/s | received / committed | p50 ms | p99 ms | p99.9 ms | first ${warm_s} s p99 ms | pg_recvlogical p50 / p99 ms | commit->ack p99 ms | lag (first -> last third) | lag at end (s of WAL) | CPU % outboxd / walsender | behind | worst second |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---|"
+  echo "| pgbench rate | delivery | committed/s | received / committed | p50 ms | p99 ms | p99.9 ms | first ${warm_s} s p99 ms | pg_recvlogical p50 / p99 ms | commit->ack p99 ms | events per Kafka transaction | lag (first -> last third) | lag at end (s of WAL) | CPU % outboxd / walsender | behind | worst second |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---|"
   for n in r1000 r5000 r10000 max; do
     label=${n#r}; [[ $n == max ]] && label="unthrottled (32 clients)"
-    echo "| $label | ${R[${n}_rate]} | ${R[${n}_recv]}/${R[${n}_events]} | ${R[${n}_p50]} | ${R[${n}_p99]} | ${R[${n}_p999]} | ${R[${n}_warm_p99]} | ${R[${n}_td_p50]} / ${R[${n}_td_p99]} | ${R[${n}_ack_p99]} | ${R[${n}_lag_trend]} | ${R[${n}_lag_s]} | ${R[${n}_cpu]} / ${R[${n}_wcpu]} | ${R[${n}_behind]} | ${R[${n}_worst]} |"
+    for m in "" eos_; do
+      [[ -z $m ]] || ((with_eos)) || continue
+      d=at_least_once; [[ $m == eos_ ]] && d=exactly_once
+      k=$m$n
+      echo "| $label | $d | ${R[${k}_rate]} | ${R[${k}_recv]}/${R[${k}_events]} | ${R[${k}_p50]} | ${R[${k}_p99]} | ${R[${k}_p999]} | ${R[${k}_warm_p99]} | ${R[${k}_td_p50]} / ${R[${k}_td_p99]} | ${R[${k}_ack_p99]} | ${R[${k}_per_txn]} | ${R[${k}_lag_trend]} | ${R[${k}_lag_s]} | ${R[${k}_cpu]} / ${R[${k}_wcpu]} | ${R[${k}_behind]} | ${R[${k}_worst]} |"
+    done
   done
   echo
   echo "## One transaction of $big_txn rows; start-up; idle"
@@ -764,6 +852,12 @@ connect_version=$( (ls "$dbz_jars" 2>/dev/null || true) | sed -n 's/^connect-run
   echo "| drain >= 0.8 x pg_recvlogical (mixed) | ${R[ratio_recv]} x | $(holds "${R[ratio_recv]} >= 0.8") |"
   echo "| drain >= 0.5 x pg_recvlogical (1-row transactions) | ${R[ratio_recv1]} x | $(holds "${R[ratio_recv1]} >= 0.5") |"
   echo "| drain vs Debezium (from JVM start / without it) | ${R[ratio_dbz]} x / ${R[ratio_dbz_nojvm]} x | info |"
+  if ((with_eos)); then
+    echo "| drain exactly_once >= 0.7 x at_least_once (mixed, same backlog) | ${R[ratio_eos]} x (${R[mixed_eos_rate]} / ${R[mixed_ox_rate]} events/s) | $(holds "${R[ratio_eos]} >= 0.7") |"
+    echo "| drain exactly_once vs at_least_once (1-row transactions) | ${R[ratio_eos1]} x (${R[single_eos_rate]} / ${R[single_ox_rate]} events/s) | info |"
+    echo "| the same once ready to publish (after the log's streaming line; exactly_once: after its transactional start, an upper bound: the walsender decodes into the socket meanwhile), mixed / 1-row | $(ratio "${R[mixed_eos_rate_ready]}" "${R[mixed_ox_rate_ready]}") x (${R[mixed_eos_rate_ready]} / ${R[mixed_ox_rate_ready]}) / $(ratio "${R[single_eos_rate_ready]}" "${R[single_ox_rate_ready]}") x (${R[single_eos_rate_ready]} / ${R[single_ox_rate_ready]}) | info |"
+    echo "| exactly_once p99 < 50 ms at 1,000/s (read_committed, default transaction_interval) | ${R[eos_r1000_p99]} ms at ${R[eos_r1000_rate]}/s (at_least_once ${R[r1000_p99]} ms) | $(holds "${R[eos_r1000_p99]} < 50") |"
+  fi
   echo "| p99 < 10 ms at 1,000/s | ${R[r1000_p99]} ms at ${R[r1000_rate]}/s | $(holds "${R[r1000_p99]} < 10") |"
   echo "| p99 < 20 ms at the highest sustained rate, or <= 2 x pg_recvlogical's p99 | ${R[max_p99]} ms at ${R[max_rate]}/s (pg_recvlogical ${R[max_td_p99]} ms) | $(holds "${R[max_p99]} < 20 || ${R[max_p99]} <= 2 * ${R[max_td_p99]}") |"
   echo "| first event < 100 ms after streaming, new topic | ${R[start_ms]} ms | $(holds "${R[start_ms]} < 100") |"
@@ -779,6 +873,12 @@ connect_version=$( (ls "$dbz_jars" 2>/dev/null || true) | sed -n 's/^connect-run
 
 if command -v gnuplot >/dev/null; then
   png=$out_dir/$date_tag-latency.png
+  eos_plot="" eos_bar=""
+  if ((with_eos)); then
+    eos_plot=", \\
+     \"$work/eos_r1000_1.cdf\" using 1:2 with lines lw 2 dt 2 title \"1,000/s exactly-once (read_committed)\""
+    eos_bar=$'\n'"\"outboxd EOS\" ${R[mixed_eos_rate]:-0}"
+  fi
   gnuplot <<GP 2>"$work/gnuplot.log" || say "gnuplot failed (see $work/gnuplot.log)"
 set terminal pngcairo size 900,500
 set output "$png"
@@ -791,7 +891,7 @@ set key left top
 plot "$work/r1000_1.cdf" using 1:2 with lines lw 2 title "1,000/s", \
      "$work/r5000_1.cdf" using 1:2 with lines lw 2 title "5,000/s", \
      "$work/r10000_1.cdf" using 1:2 with lines lw 2 title "10,000/s", \
-     "$work/max_1.cdf" using 1:2 with lines lw 2 title "unthrottled (${R[max_rate]}/s)"
+     "$work/max_1.cdf" using 1:2 with lines lw 2 title "unthrottled (${R[max_rate]}/s)"$eos_plot
 GP
   png2=$out_dir/$date_tag-drain.png
   gnuplot <<GP 2>>"$work/gnuplot.log" || say "gnuplot failed (see $work/gnuplot.log)"
@@ -806,11 +906,11 @@ set grid ytics
 set xtics nomirror
 plot "-" using 0:2:xtic(1) with boxes notitle, "-" using 0:2:(sprintf("%d", \$2)) with labels offset 0,1 notitle
 "pg_recvlogical" ${R[mixed_recv_rate]}
-"outboxd" ${R[mixed_ox_rate]}
+"outboxd" ${R[mixed_ox_rate]}$eos_bar
 "Debezium" ${R[dbz_rate]:-0}
 e
 "pg_recvlogical" ${R[mixed_recv_rate]}
-"outboxd" ${R[mixed_ox_rate]}
+"outboxd" ${R[mixed_ox_rate]}$eos_bar
 "Debezium" ${R[dbz_rate]:-0}
 e
 GP

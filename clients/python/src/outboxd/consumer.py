@@ -1,4 +1,4 @@
-"""Exactly-once processing of outboxd's at-least-once Kafka records.
+"""Exactly-once processing of outboxd's Kafka records, in either of outboxd's delivery modes.
 
 ``IdempotentConsumer`` reads envelopes with confluent-kafka and runs the handler inside a
 database transaction that first records the event id in a processed_events table (primary key
@@ -15,7 +15,15 @@ So, whatever crashes when:
   the records are delivered again and processed then;
 - after the database commit but before the offset commit (up to ``commit_interval`` of work):
   the records are delivered again, find their ids, and are skipped (``duplicates``);
-- a duplicate produced by outboxd after a fault: skipped the same way.
+- a duplicate produced by outboxd after a fault (at-least-once mode): skipped the same way.
+
+outboxd in exactly-once mode (``[sink] delivery = "exactly_once"``) writes in Kafka
+transactions and leaves no duplicate on the topic for a ``read_committed`` reader (the default
+``isolation_level``; ``read_uncommitted`` would also see records of aborted transactions, which
+outboxd publishes again). The consumer still needs its processed_events table: Kafka
+transactions cover outboxd's writes, not this consumer's database and offsets, so the second
+case above (a crash after the database commit, before the offset commit) replays records in
+either mode. In exactly-once mode ``duplicates`` counts only such replays of the consumer's own.
 
 Retry semantics: a handler exception rolls the batch's transaction back (processed_events
 included); the batch is then run again one record per transaction, so that the records before
@@ -131,10 +139,13 @@ class IdempotentConsumer:
             ``enable.auto.offset.store`` cannot be set to true: offsets are committed only for
             records whose transaction committed.
         isolation_level: ``"read_committed"`` (the default, librdkafka's too) or
-            ``"read_uncommitted"``. outboxd's producer is not transactional, so with it both read
-            the same records at the same time (without transactions the last stable offset is the
-            high watermark); read_committed only matters if a transactional producer writes to the
-            topic, whose aborted records it then hides. Also accepted as ``config["isolation.level"]``.
+            ``"read_uncommitted"``; also accepted as ``config["isolation.level"]``. With outboxd in
+            at-least-once mode (not transactional) both see the same records at the same time.
+            With outboxd in exactly-once mode (Kafka transactions) read_committed shows a record
+            once its transaction committed and hides aborted ones; read_uncommitted would see
+            the records of an aborted transaction and their re-publication, i.e. duplicates.
+            Keep read_committed. It does not make this consumer's own processing exactly once:
+            processed_events still absorbs the records replayed after a consumer crash.
         on_undecodable: called with a record that is not an envelope and the error; when it
             returns (after the dead-letter produce, if any) the record is skipped.
         dead_letter_topic: a topic where records that are not envelopes are copied (same key,

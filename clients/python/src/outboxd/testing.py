@@ -14,7 +14,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,8 +116,13 @@ def temp_database(prefix: str = "pytest") -> Iterator[tuple[str, Engine]]:
 
 
 def config_for(*, dbname: str, slot: str, publication: str, table: str, topic: str,
-               status_interval: str = "10s", extra: str = "") -> str:
-    """An outboxd config for the local stack: one ``[[outbox]]`` table, messages off."""
+               status_interval: str = "10s", extra: str = "", sink: str = "") -> str:
+    """An outboxd config for the local stack: one ``[[outbox]]`` table, messages off.
+
+    ``sink``: lines of the ``[sink]`` section, e.g. ``'delivery = "exactly_once"'``; ``extra``:
+    more sections at the end.
+    """
+    sink_section = f"[sink]\n{sink}\n\n" if sink else ""
     return f"""[source]
 dsn = "{pg_dsn(dbname)}"
 slot = "{slot}"
@@ -125,7 +130,7 @@ publication = "{publication}"
 create_slot = true
 status_interval = "{status_interval}"
 
-[sink.kafka]
+{sink_section}[sink.kafka]
 "bootstrap.servers" = "{kafka_bootstrap()}"
 
 [[outbox]]
@@ -158,13 +163,27 @@ class OutboxdProcess:
         self._log_offset = 0
         self.starts = 0
 
-    def start(self) -> None:
+    def start(self, env: Mapping[str, str] | None = None) -> None:
+        """Starts ``outboxd run``; ``env``: variables added to this process's environment for it
+        (e.g. ``OUTBOXD_FAILPOINT``, a test-only hook of outboxd's)."""
         assert self._proc is None, "already running"
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen([str(self.binary), "run", "--config", str(self.config_path)],
-                                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+                                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                          env={**os.environ, **env} if env else None)
         self.starts += 1
+
+    def wait_exit(self, timeout: float) -> int | None:
+        """Waits up to ``timeout`` seconds for the process to end by itself; returns its exit
+        code (negative signal number if killed), or None while it still runs."""
+        assert self._proc is not None, "not running"
+        try:
+            code = self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        self._proc = None
+        return code
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         """Sends ``sig`` and waits; returns the exit code (negative signal number if killed)."""
@@ -216,13 +235,18 @@ class KafkaRecord:
 
 
 def read_topics(topics: Sequence[str], done: Callable[[list[KafkaRecord]], bool], timeout: float,
-                bootstrap: str | None = None) -> list[KafkaRecord]:
-    """Reads ``topics`` from their start (a fresh group) until ``done(records)`` or the deadline."""
+                bootstrap: str | None = None, isolation_level: str = "read_committed") -> list[KafkaRecord]:
+    """Reads ``topics`` from their start (a fresh group) until ``done(records)`` or the deadline.
+
+    ``isolation_level``: read_committed (the default, librdkafka's too) skips records of aborted
+    Kafka transactions and waits for open ones to commit; read_uncommitted shows every record.
+    """
     consumer = Consumer({
         "bootstrap.servers": bootstrap or kafka_bootstrap(),
         "group.id": unique_name("pytest_reader"),
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
+        "isolation.level": isolation_level,
         "topic.metadata.refresh.interval.ms": 500,
     })
     records: list[KafkaRecord] = []
