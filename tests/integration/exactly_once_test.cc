@@ -430,6 +430,14 @@ TEST_F(ExactlyOnceTest, KilledBetweenKafkaCommitAndSlotConfirmationSkipsOnRestar
   }
   if (!code) code = doomed.WaitExit(absl::Seconds(30));
   ASSERT_EQ(code, 128 + SIGKILL) << "the failpoint did not kill outboxd\n" << doomed.Log();
+  // Once its walsender is gone, the slot holds every status update outboxd sent.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return sql_.Scalar(fmt::format(
+                   "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}' AND active",
+                   source_.slot)) == "0";
+      },
+      absl::Seconds(30)));
   const Lsn confirmed = sql_.ConfirmedFlush(source_.slot);
   const std::vector<Checkpoint> at_death = Checkpoints();
   ASSERT_FALSE(at_death.empty()) << doomed.Log();
@@ -606,7 +614,9 @@ TEST_F(ExactlyOnceTest, TransactionOutgrowingTheTimeoutIsSplitExactlyOnce) {
   const absl::Duration took = absl::Now() - start;
   const double splits = Metric(port, "outboxd_transactions_split_total");
   EXPECT_GE(splits, 1) << "published in " << took << ": no split\n" << outboxd.Log();
-  EXPECT_THAT(outboxd.Log(), HasSubstr("split")) << "the split is logged as a warning";
+  const std::string log = outboxd.Log();
+  EXPECT_TRUE(log.find("in pieces") != std::string::npos || log.find("split") != std::string::npos)
+      << "the split is logged as a warning\n" << log;
   int partial = 0;
   for (const Checkpoint& c : Checkpoints()) {
     if (!c.value.contains("partial")) continue;
@@ -637,6 +647,8 @@ TEST_F(ExactlyOnceTest, KilledAfterAPartialCommitSkipsExactlyThatPiece) {
   ASSERT_LT(piece, static_cast<size_t>(kLargeTxnRows)) << "the first commit should be a piece of it";
 
   OutboxdProcess& restarted = StartStreaming(EosConfig("", SplitKafkaConfig()));
+  // The skip line comes with the first transaction past the checkpoint.
+  sql_.Exec(InsertTxnSql(source_.table, 2, 3));
   ExpectExactlyOnce(doomed.Log() + restarted.Log(), absl::Seconds(300));
   EXPECT_EQ(Skipped(restarted.Log()).first, static_cast<int64_t>(piece)) << restarted.Log();
   std::cout << "[ figures ] killed after the first piece (" << piece << " of " << kLargeTxnRows
@@ -679,9 +691,10 @@ TEST_F(ExactlyOnceTest, FencedProducerStopsAndTheRelayTakesOverAgain) {
   rd_kafka_error_t* error = rd_kafka_init_transactions(intruder, 60000);
   ASSERT_EQ(error, nullptr) << rd_kafka_error_string(error);
   ASSERT_TRUE(outboxd.WaitForLog(
-      fmt::format("fenced: another producer with transactional.id '{}' took over", transactional_id_),
+      fmt::format("another producer with transactional.id '{}' took over", transactional_id_),
       absl::Seconds(60)))
       << outboxd.Log();
+  EXPECT_THAT(outboxd.Log(), HasSubstr("fenced: "));
   // An open transaction of the intruder's, unless outboxd fenced it already.
   bool began = false;
   if ((error = rd_kafka_begin_transaction(intruder)) == nullptr) {
