@@ -1,6 +1,7 @@
 #include "commands/run.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,7 +20,9 @@
 #include "common/format.h"
 #include "common/status_macros.h"
 #include "fmt/format.h"
+#include "kafka/checkpoint_topic.h"
 #include "kafka/rdkafka_sink.h"
+#include "pipeline/checkpoint.h"
 #include "pipeline/relay.h"
 #include "replication/pg_connection.h"
 #include "registry/envelope_schema.h"
@@ -178,6 +181,91 @@ absl::Status RemoveSnapshotMark(const std::string& path) {
   return absl::OkStatus();
 }
 
+// librdkafka's transaction.timeout.ms as configured (60 s by default).
+absl::Duration TransactionTimeout(const config::KafkaConfig& kafka) {
+  for (const auto& [name, value] : kafka.properties) {
+    if (name == "transaction.timeout.ms") {
+      const long long ms = std::atoll(value.c_str());
+      if (ms > 0) return absl::Milliseconds(ms);
+    }
+  }
+  return absl::Seconds(60);
+}
+
+// OUTBOXD_FAILPOINT=kill_after_kafka_commit:N, for tests only: SIGKILL right
+// after the N-th Kafka commit returned, before the slot hears of it (the crash
+// window exactly-once must survive). Anything else there is refused.
+absl::StatusOr<std::function<void()>> Failpoint() {
+  const char* value = std::getenv("OUTBOXD_FAILPOINT");
+  if (value == nullptr || *value == '\0') return std::function<void()>();
+  constexpr std::string_view kKill = "kill_after_kafka_commit:";
+  const std::string_view text(value);
+  const long long n = text.substr(0, kKill.size()) == kKill ? std::atoll(value + kKill.size()) : 0;
+  if (n <= 0) {
+    return absl::InvalidArgumentError(fmt::format(
+        "OUTBOXD_FAILPOINT=\"{}\": the only failpoint is kill_after_kafka_commit:N (N >= 1), for tests; "
+        "unset it",
+        text));
+  }
+  telemetry::LogWarn("OUTBOXD_FAILPOINT: this process kills itself after its Kafka commit number {} (a test)", n);
+  return std::function<void()>([n, commits = 0LL]() mutable {
+    if (++commits == n) raise(SIGKILL);
+  });
+}
+
+// Exactly-once, for each new producer: registers its transactional.id (which
+// fences an older producer and aborts what it left open), makes sure the
+// checkpoint topic exists, and reads the newest checkpoint of this system and
+// slot: what the session must not publish again.
+absl::Status PrepareExactlyOnce(kafka::RdKafkaSink& sink, const config::Config& config,
+                                const replication::SystemInfo& streamed, absl::Duration transaction_timeout,
+                                int stop_fd, pipeline::ExactlyOnce* exactly_once) {
+  const std::string& id = sink.transactional_id();
+  RETURN_IF_ERROR(sink.InitTransactions(transaction_timeout, stop_fd));
+  const std::string key = pipeline::CheckpointKey(streamed.system_id, config.source.slot);
+  ASSIGN_OR_RETURN(const int32_t partition,
+                   kafka::PrepareCheckpointTopic(sink.handle(), config.kafka.checkpoint_topic, key,
+                                                 absl::Seconds(30), stop_fd));
+  ASSIGN_OR_RETURN(std::optional<std::string> value,
+                   kafka::ReadLatestCheckpoint(config.kafka.properties, config.kafka.checkpoint_topic, partition,
+                                               key, transaction_timeout + absl::Seconds(10), stop_fd));
+  pipeline::Checkpoint checkpoint;
+  if (value.has_value()) {
+    absl::StatusOr<pipeline::Checkpoint> decoded = pipeline::DecodeCheckpoint(*value);
+    if (decoded.ok() && (decoded->system_id != streamed.system_id || decoded->slot != config.source.slot)) {
+      decoded = absl::InvalidArgumentError("its system_id or slot does not match its key");
+    }
+    if (!decoded.ok()) {
+      return absl::FailedPreconditionError(fmt::format(
+          "the newest record for key \"{}\" on the checkpoint topic {} is not a valid checkpoint ({}); outboxd "
+          "cannot tell what Kafka already holds. Only outboxd should write that topic: find who wrote it, then "
+          "write a tombstone for the key (the next start publishes again from the slot's confirmed position, "
+          "a few duplicates at most) or set [sink] checkpoint_topic to a new topic",
+          key, config.kafka.checkpoint_topic, decoded.status().message()));
+    }
+    checkpoint = std::move(*decoded);
+  }
+  checkpoint.system_id = streamed.system_id;
+  checkpoint.timeline = static_cast<uint32_t>(streamed.timeline);
+  checkpoint.slot = config.source.slot;
+  checkpoint.transactional_id = id;
+  exactly_once->checkpoint_key = key;
+  exactly_once->checkpoint_partition = partition;
+  exactly_once->committed = std::move(checkpoint);
+  const pipeline::Checkpoint& c = exactly_once->committed;
+  std::string skips = "no checkpoint yet, nothing to skip";
+  if (!c.empty()) {
+    skips = fmt::format("transactions committed before LSN {} are in Kafka", c.lsn.ToString());
+    if (c.partial_commit_lsn.valid()) {
+      skips += fmt::format(", and the one committed at {} through {}", c.partial_commit_lsn.ToString(),
+                           c.partial_through.lsn.ToString());
+    }
+  }
+  telemetry::LogInfo("exactly-once: transactional.id '{}', checkpoint topic {} partition {}: {}", id,
+                     config.kafka.checkpoint_topic, partition, skips);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 int RunRelay(const config::Config& config, const RunFlags& flags, const std::atomic<bool>& stop,
@@ -232,6 +320,27 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
     };
   }
 
+  // [sink] delivery = "exactly_once": the state each session's producer
+  // setup and its pipeline share; the stream factory records which system
+  // and timeline the session streams (the checkpoint's key and contents).
+  std::optional<pipeline::ExactlyOnce> exactly_once;
+  replication::SystemInfo streamed;
+  const absl::Duration transaction_timeout = TransactionTimeout(config.kafka);
+  if (config.kafka.delivery == config::Delivery::kExactlyOnce) {
+    absl::StatusOr<std::function<void()>> failpoint = Failpoint();
+    if (!failpoint.ok()) {
+      telemetry::LogError("{}", failpoint.status().message());
+      return 2;
+    }
+    exactly_once.emplace();
+    exactly_once->interval = config.kafka.transaction_interval;
+    exactly_once->max_events = config.kafka.transaction_max_events;
+    exactly_once->split_after = transaction_timeout / 2;
+    exactly_once->commit_timeout = transaction_timeout;
+    exactly_once->checkpoint_topic = config.kafka.checkpoint_topic;
+    exactly_once->after_commit = std::move(*failpoint);
+  }
+
   pipeline::StreamFactory streams =
       [&]() -> absl::StatusOr<std::unique_ptr<replication::ReplicationStream>> {
     stream_options.accept_gap = accept_gap;
@@ -263,6 +372,7 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
     auto stream = replication::PgReplicationStream::Start(stream_options);
     if (!stream.ok()) return stream.status();
     const replication::SystemInfo& info = (*stream)->info();
+    streamed = info;
     // Recorded before anything says "streaming": whoever reads the state file
     // after that line (an operator, a test) sees this session's system.
     if (recorder.has_value()) {
@@ -339,8 +449,18 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
   }
   pipeline::SinkFactory sinks = [&]() -> absl::StatusOr<std::unique_ptr<kafka::EventSink>> {
     metrics.kafka_brokers_up.store(-1);  // unknown until the new producer's first statistics
-    auto sink = kafka::RdKafkaSink::Create(config.kafka.properties, sink_options);
+    kafka::RdKafkaSinkOptions options = sink_options;
+    if (exactly_once.has_value()) {
+      // The stream is open (the relay opens it first): the system is known.
+      options.transactional_id = !config.kafka.transactional_id.empty()
+                                     ? config.kafka.transactional_id
+                                     : fmt::format("outboxd-{}-{}", streamed.system_id, config.source.slot);
+    }
+    auto sink = kafka::RdKafkaSink::Create(config.kafka.properties, options);
     if (!sink.ok()) return sink.status();
+    if (exactly_once.has_value()) {
+      RETURN_IF_ERROR(PrepareExactlyOnce(**sink, config, streamed, transaction_timeout, stop_fd, &*exactly_once));
+    }
     if (!schemas.has_value()) return std::unique_ptr<kafka::EventSink>(std::move(*sink));
     auto framed = std::make_unique<registry::RegistrySink>(
         std::move(*sink), config.schema_registry.subject_strategy,
@@ -370,6 +490,10 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
 
   pipeline::RelayOptions relay_options = RelayOptionsFrom(config);
   relay_options.pipeline.stop_fd = stop_fd;
+  if (exactly_once.has_value()) {
+    relay_options.pipeline.exactly_once = &*exactly_once;
+    relay_options.stream_before_sink = true;
+  }
   if (recorder.has_value()) {
     relay_options.pipeline.on_confirmed = [&recorder](Lsn lsn) {
       if (absl::Status s = recorder->OnConfirmed(lsn); !s.ok()) telemetry::LogWarn("state file: {}", s.message());

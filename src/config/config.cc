@@ -275,7 +275,9 @@ const std::vector<std::string_view>& SourceKeys() {
   return *keys;
 }
 const std::vector<std::string_view>& SinkKeys() {
-  static const auto* keys = new std::vector<std::string_view>{"kafka"};
+  static const auto* keys = new std::vector<std::string_view>{
+      "kafka", "delivery", "transactional_id", "checkpoint_topic", "transaction_interval",
+      "transaction_max_events"};
   return *keys;
 }
 const std::vector<std::string_view>& OutboxKeys() {
@@ -832,6 +834,7 @@ class ConfigParser {
     RETURN_IF_ERROR(CheckKeys(*sink, "sink.", SinkKeys(), "[sink]"));
     ASSIGN_OR_RETURN(const toml::table* kafka, GetSection(*sink, "kafka", "sink.kafka", "[sink.kafka]"));
     if (kafka == nullptr) return Error(nullptr, kMissing);
+    RETURN_IF_ERROR(ParseDelivery(*sink, out));
 
     for (const auto& [key, node] : InFileOrder(*kafka)) {
       const std::string name(key->str());
@@ -888,6 +891,63 @@ class ConfigParser {
                                  "five minutes) or give a positive number of milliseconds",
                                  name));
       }
+    }
+    return absl::OkStatus();
+  }
+
+  // [sink] delivery and the exactly-once keys.
+  absl::Status ParseDelivery(const toml::table& sink, KafkaConfig* out) const {
+    if (const toml::node* node = sink.get("delivery"); node != nullptr) {
+      std::string mode;
+      RETURN_IF_ERROR(GetString(sink, "delivery", "sink.delivery", &mode));
+      if (mode != "at_least_once" && mode != "exactly_once") {
+        return Error(node, fmt::format("sink.delivery = \"{}\": expected \"at_least_once\" (the "
+                                       "default: a fault may publish an event twice) or "
+                                       "\"exactly_once\" (Kafka transactions; consumers read with "
+                                       "isolation.level=read_committed)",
+                                       mode));
+      }
+      out->delivery = mode == "exactly_once" ? Delivery::kExactlyOnce : Delivery::kAtLeastOnce;
+    }
+    const bool exactly_once = out->delivery == Delivery::kExactlyOnce;
+    for (std::string_view key : {"transactional_id", "checkpoint_topic", "transaction_interval",
+                                 "transaction_max_events"}) {
+      if (!exactly_once && sink.get(key) != nullptr) {
+        return Error(sink.get(key), fmt::format("sink.{} applies to delivery = \"exactly_once\" only: "
+                                                "set [sink] delivery = \"exactly_once\" or remove it",
+                                                key));
+      }
+    }
+    RETURN_IF_ERROR(GetString(sink, "transactional_id", "sink.transactional_id", &out->transactional_id));
+    if (sink.get("transactional_id") != nullptr && out->transactional_id.empty()) {
+      return Error(sink.get("transactional_id"),
+                   "sink.transactional_id must not be empty: remove it for the default "
+                   "\"outboxd-<system identifier>-<slot>\"");
+    }
+    RETURN_IF_ERROR(GetString(sink, "checkpoint_topic", "sink.checkpoint_topic", &out->checkpoint_topic));
+    if (absl::Status valid = outbox::ValidateTopicName(out->checkpoint_topic); !valid.ok()) {
+      return Error(sink.get("checkpoint_topic"),
+                   fmt::format("sink.checkpoint_topic = \"{}\": {}", out->checkpoint_topic,
+                               valid.message()));
+    }
+    if (const toml::node* node = sink.get("transaction_interval"); node != nullptr) {
+      std::string text;
+      RETURN_IF_ERROR(GetString(sink, "transaction_interval", "sink.transaction_interval", &text));
+      absl::Duration interval;
+      if (!absl::ParseDuration(text, &interval) || interval < absl::Milliseconds(10) ||
+          interval > absl::Seconds(60)) {
+        return Error(node, fmt::format("sink.transaction_interval = \"{}\": expected a duration from "
+                                       "10ms to 60s, e.g. \"100ms\"",
+                                       text));
+      }
+      out->transaction_interval = interval;
+    }
+    if (const toml::node* node = sink.get("transaction_max_events"); node != nullptr) {
+      if (!node->is_integer() || node->as_integer()->get() < 1 ||
+          node->as_integer()->get() > 1000000) {
+        return Error(node, "sink.transaction_max_events must be an integer from 1 to 1000000");
+      }
+      out->transaction_max_events = node->as_integer()->get();
     }
     return absl::OkStatus();
   }

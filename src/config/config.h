@@ -52,9 +52,23 @@ struct MessagesConfig {
   outbox::RecordConfig record;  // value and id_header only: a message has no other columns
 };
 
+// [sink] delivery: at least once (the default: the idempotent producer, and a
+// fault re-publishes what was in flight) or exactly once (Kafka transactions
+// with a checkpoint record; see docs/operations.md, "Exactly-once mode").
+enum class Delivery { kAtLeastOnce, kExactlyOnce };
+
 struct KafkaConfig {
   // [sink.kafka]: librdkafka properties, passed through as is, in file order.
   std::vector<std::pair<std::string, std::string>> properties;
+  Delivery delivery = Delivery::kAtLeastOnce;
+  // Exactly-once only. Empty: "outboxd-<system identifier>-<slot>".
+  std::string transactional_id;
+  // The compacted topic of checkpoint records, keyed by system identifier and slot.
+  std::string checkpoint_topic = "outboxd.checkpoints";
+  // A Kafka transaction commits at a PostgreSQL commit once outboxd caught up
+  // with the server, or once it was open this long, or held this many events.
+  absl::Duration transaction_interval = absl::Milliseconds(100);
+  int64_t transaction_max_events = 10000;
 };
 
 // [errors]: what a bad event (NULL or missing required column, id not a UUID,

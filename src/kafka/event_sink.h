@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/cord.h"
 #include "absl/time/time.h"
 
 namespace outboxd::kafka {
@@ -84,6 +85,37 @@ class EventSink {
   // Drops everything queued or in flight; their reports come back failed on
   // the next Poll. Lets a session hand a working producer to the next one.
   virtual void Purge() {}
+
+  // Kafka transactions ([sink] delivery = "exactly_once"), for a sink made
+  // with a transactional.id; others return UnimplementedError. Records
+  // produced between Begin and Commit become visible to read_committed
+  // consumers together, at the commit, or never.
+  virtual absl::Status BeginTransaction() { return absl::UnimplementedError("not transactional"); }
+  // Flushes the open transaction's records and commits it, waiting at most
+  // `timeout`. DeadlineExceededError: not finished yet, call again (the call
+  // resumes). AbortedError: the transaction cannot commit (a record failed,
+  // the coordinator timed it out): call AbortTransaction, then produce its
+  // records again. A fatal error (fenced: IsFenced) leaves the sink unusable.
+  virtual absl::Status CommitTransaction(absl::Duration timeout) {
+    return absl::UnimplementedError("not transactional");
+  }
+  // Aborts the open transaction, waiting at most `timeout`; same errors.
+  virtual absl::Status AbortTransaction(absl::Duration timeout) {
+    return absl::UnimplementedError("not transactional");
+  }
 };
+
+inline constexpr char kFencedUrl[] = "type.outboxd/fenced";
+
+// A status that says another producer with the same transactional.id took
+// over (Kafka fenced this one): it must stop producing for good.
+inline absl::Status FencedError(std::string_view message) {
+  absl::Status status = absl::AbortedError(absl::string_view(message.data(), message.size()));
+  status.SetPayload(kFencedUrl, absl::Cord("1"));
+  return status;
+}
+inline bool IsFenced(const absl::Status& status) {
+  return status.GetPayload(kFencedUrl).has_value();
+}
 
 }  // namespace outboxd::kafka

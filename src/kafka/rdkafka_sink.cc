@@ -3,6 +3,7 @@
 #include "kafka/rdkafka_sink.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "common/bad_event.h"
+#include "common/format.h"
 #include "fmt/format.h"
 #include "nlohmann/json.hpp"
 
@@ -209,8 +211,8 @@ absl::StatusOr<std::unique_ptr<RdKafkaSink>> RdKafkaSink::Create(const KafkaProp
   for (const auto& [name, value] : properties) {
     if (name == "transactional.id") {
       status = absl::InvalidArgumentError(
-          "Kafka property \"transactional.id\" is not supported in [sink.kafka]: outboxd uses the "
-          "idempotent producer without transactions; remove it");
+          "Kafka property \"transactional.id\" is not accepted in [sink.kafka]: set [sink] "
+          "delivery = \"exactly_once\" and, to choose the id, [sink] transactional_id");
       break;
     }
     status = set(name, value);
@@ -219,6 +221,9 @@ absl::StatusOr<std::unique_ptr<RdKafkaSink>> RdKafkaSink::Create(const KafkaProp
   for (const Default& d : Defaults()) {
     if (!status.ok()) break;
     if (!UserSet(properties, d.names)) status = set(std::string(d.names[0]), std::string(d.value));
+  }
+  if (status.ok() && !sink->options_.transactional_id.empty()) {
+    status = set("transactional.id", sink->options_.transactional_id);
   }
   if (status.ok() && sink->options_.brokers_up && !UserSet(properties, {"statistics.interval.ms"})) {
     status = set("statistics.interval.ms", "2000");
@@ -417,6 +422,12 @@ absl::Status RdKafkaSink::FatalError() const {
   errstr[0] = '\0';
   const rd_kafka_resp_err_t err = rd_kafka_fatal_error(rk_, errstr, sizeof errstr);
   if (err == RD_KAFKA_RESP_ERR_NO_ERROR) return absl::OkStatus();
+  if (err == RD_KAFKA_RESP_ERR__FENCED || err == RD_KAFKA_RESP_ERR_PRODUCER_FENCED ||
+      err == RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH) {
+    return FencedError(fmt::format(
+        "Kafka producer fenced: another producer with transactional.id '{}' took over: {}: {}",
+        options_.transactional_id, rd_kafka_err2name(err), Redact(errstr)));
+  }
   return absl::AbortedError(fmt::format(
       "Kafka producer hit a fatal error, it must be recreated: {}: {}", rd_kafka_err2name(err),
       Redact(errstr)));
@@ -425,6 +436,70 @@ absl::Status RdKafkaSink::FatalError() const {
 void RdKafkaSink::Purge() {
   rd_kafka_purge(rk_, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
   rd_kafka_poll(rk_, 0);
+}
+
+absl::Status RdKafkaSink::TxnStatus(rd_kafka_error_t* error, std::string_view what) {
+  const rd_kafka_resp_err_t code = rd_kafka_error_code(error);
+  const std::string text = fmt::format("Kafka {} failed: {} ({})", what, Redact(rd_kafka_error_string(error)),
+                                       rd_kafka_error_name(error));
+  const bool fatal = rd_kafka_error_is_fatal(error);
+  const bool retriable = rd_kafka_error_is_retriable(error);
+  const bool abortable = rd_kafka_error_txn_requires_abort(error);
+  rd_kafka_error_destroy(error);
+  if (code == RD_KAFKA_RESP_ERR__FENCED || code == RD_KAFKA_RESP_ERR_PRODUCER_FENCED ||
+      code == RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH) {
+    return FencedError(fmt::format(
+        "{}: another producer with transactional.id '{}' took over (it fenced this one)", text,
+        options_.transactional_id));
+  }
+  if (fatal) return absl::AbortedError(fmt::format("{}; the producer must be recreated", text));
+  if (abortable) return absl::AbortedError(fmt::format("{}; the transaction must be aborted", text));
+  if (retriable || code == RD_KAFKA_RESP_ERR__TIMED_OUT) return absl::DeadlineExceededError(text);
+  if (code == RD_KAFKA_RESP_ERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED ||
+      code == RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED) {
+    return absl::PermissionDeniedError(fmt::format(
+        "{}; grant the principal Write and Describe on transactional id '{}' (and IdempotentWrite "
+        "on the cluster)",
+        text, options_.transactional_id));
+  }
+  return absl::UnavailableError(text);
+}
+
+absl::Status RdKafkaSink::InitTransactions(absl::Duration timeout, int stop_fd) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    // Short slices, so that a stop is seen; the call resumes where it left off.
+    rd_kafka_error_t* error = rd_kafka_init_transactions(rk_, 200);
+    if (error == nullptr) return absl::OkStatus();
+    absl::Status status = TxnStatus(error, "init_transactions");
+    if (!absl::IsDeadlineExceeded(status)) return status;
+    if (stop_fd >= 0) {
+      pollfd pfd{stop_fd, POLLIN, 0};
+      if (poll(&pfd, 1, 0) > 0) return absl::CancelledError("stop requested during init_transactions");
+    }
+    if (absl::Now() >= deadline) {
+      return absl::UnavailableError(fmt::format(
+          "Kafka init_transactions for transactional.id '{}' did not complete within {}: {}; check that "
+          "the brokers {} are up and that the cluster allows transactions (transaction.state.log.* "
+          "settings: replication factor and min.insync.replicas not above the broker count)",
+          options_.transactional_id, absl::FormatDuration(timeout), status.message(), bootstrap_servers_));
+    }
+  }
+}
+
+absl::Status RdKafkaSink::BeginTransaction() {
+  rd_kafka_error_t* error = rd_kafka_begin_transaction(rk_);
+  return error == nullptr ? absl::OkStatus() : TxnStatus(error, "begin_transaction");
+}
+
+absl::Status RdKafkaSink::CommitTransaction(absl::Duration timeout) {
+  rd_kafka_error_t* error = rd_kafka_commit_transaction(rk_, ToTimeoutMs(timeout));
+  return error == nullptr ? absl::OkStatus() : TxnStatus(error, "commit_transaction");
+}
+
+absl::Status RdKafkaSink::AbortTransaction(absl::Duration timeout) {
+  rd_kafka_error_t* error = rd_kafka_abort_transaction(rk_, ToTimeoutMs(timeout));
+  return error == nullptr ? absl::OkStatus() : TxnStatus(error, "abort_transaction");
 }
 
 void RdKafkaSink::OnDelivery(rd_kafka_t* rk, const rd_kafka_message_t* msg, void* opaque) {

@@ -35,6 +35,10 @@ struct RdKafkaSinkOptions {
   // statistics.interval.ms, 2000 unless set), called from Poll/Flush. Setting
   // it turns the statistics on; readiness (/readyz) is built on it.
   std::function<void(int brokers_up)> brokers_up;
+  // Non-empty: a transactional producer ([sink] delivery = "exactly_once")
+  // with this transactional.id. InitTransactions must succeed before the
+  // first transaction.
+  std::string transactional_id;
 };
 
 // Delivery report statuses (the pipeline treats any non-OK as failed):
@@ -85,9 +89,20 @@ class RdKafkaSink : public EventSink {
   // before a producer is kept for the next session.
   void Purge() override;
 
+  // Registers the transactional.id with its coordinator: fences any older
+  // producer with the same id and aborts the transaction it left open.
+  // Retries until `timeout`, returning CancelledError as soon as `stop_fd`
+  // (-1: none) is readable.
+  absl::Status InitTransactions(absl::Duration timeout, int stop_fd);
+  absl::Status BeginTransaction() override;
+  absl::Status CommitTransaction(absl::Duration timeout) override;
+  absl::Status AbortTransaction(absl::Duration timeout) override;
+
   // The librdkafka handle, still owned by the sink: for statistics
   // (rd_kafka_outq_len) and for tests (mock cluster, rd_kafka_test_fatal_error).
   rd_kafka_t* handle() const { return rk_; }
+  // Empty unless transactional.
+  const std::string& transactional_id() const { return options_.transactional_id; }
 
  private:
   RdKafkaSink() = default;
@@ -96,6 +111,8 @@ class RdKafkaSink : public EventSink {
   static void OnLog(const rd_kafka_t* rk, int level, const char* facility, const char* message);
   static int OnStats(rd_kafka_t* rk, char* json, size_t json_len, void* opaque);
   std::string Redact(std::string text) const;
+  // The status of a failed transactional call `what` (consumes `error`).
+  absl::Status TxnStatus(rd_kafka_error_t* error, std::string_view what);
 
   rd_kafka_t* rk_ = nullptr;
   DeliveryHandler handler_;

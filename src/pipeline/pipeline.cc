@@ -71,7 +71,8 @@ Pipeline::Pipeline(replication::ReplicationStream* stream, kafka::EventSink* sin
       options_(std::move(options)),
       metrics_(metrics),
       clock_(std::move(clock)),
-      mapper_(options_.tables) {}
+      mapper_(options_.tables),
+      eos_(options_.exactly_once) {}
 
 Pipeline::~Pipeline() {
   // The sink may outlive this session (the relay keeps a working producer
@@ -128,10 +129,17 @@ absl::Status Pipeline::Run(const std::atomic<bool>& stop) {
       RETURN_IF_ERROR(handled);
     }
     if (stopping()) break;
+    // Exactly-once: commit the Kafka transaction when one of its triggers holds.
+    if (absl::Status committed = MaybeCommitKafkaTransaction(/*caught_up=*/!more); !committed.ok()) {
+      if (stopped(committed)) break;
+      return committed;
+    }
     // The status update, decided once.
     RETURN_IF_ERROR(MaybeSendStatus(/*force=*/reply_pending_));
     if (more) continue;  // frames left over: serve Kafka, then read on
-    absl::Status waited = Wait(NextStatusDue(), /*read_stream=*/true);
+    absl::Time deadline = NextStatusDue();
+    if (kafka_txn_open_) deadline = std::min(deadline, kafka_txn_opened_ + eos_->split_after);
+    absl::Status waited = Wait(deadline, /*read_stream=*/true);
     if (stopped(waited)) break;
     RETURN_IF_ERROR(waited);
   }
@@ -191,6 +199,7 @@ absl::Status Pipeline::HandleFrame(std::string_view bytes) {
     // idle): an idle outbox does not pin other tables' WAL, and the written
     // position reported above is one outboxd goes on to confirm.
     tracker_.Received(keepalive->wal_end);
+    if (!tracker_.in_transaction()) last_end_ = std::max(last_end_, keepalive->wal_end);
     if (keepalive->reply_requested) reply_pending_ = true;
     return absl::OkStatus();
   }
@@ -217,6 +226,17 @@ absl::Status Pipeline::HandleMessage(Lsn lsn) {
     }
     begin_ = *begin;
     tracker_.Begin(begin->commit_time);
+    pg_txn_events_ = 0;
+    has_event_position_ = false;
+    skipped_in_txn_ = false;
+    split_logged_ = false;
+    if (eos_ != nullptr && !skip_logged_ && skipped_events_ > 0 &&
+        !eos_->committed.CoversTransaction(begin->final_lsn)) {
+      skip_logged_ = true;
+      telemetry::LogInfo("exactly-once: skipped {} event(s) in {} transaction(s) already committed to Kafka "
+                         "(checkpoint LSN {})",
+                         skipped_events_, skipped_transactions_, eos_->committed.lsn.ToString());
+    }
     return absl::OkStatus();
   }
   if (auto* commit = std::get_if<CommitMessage>(&message_)) {
@@ -226,8 +246,14 @@ absl::Status Pipeline::HandleMessage(Lsn lsn) {
     }
     tracker_.Commit(commit->end_lsn);
     received_ = std::max(received_, commit->end_lsn);
+    last_end_ = std::max(last_end_, commit->end_lsn);
     metrics_->transactions.fetch_add(1, std::memory_order_relaxed);
-    return absl::OkStatus();
+    if (skipped_in_txn_) ++skipped_transactions_;
+    if (!kafka_txn_open_) return absl::OkStatus();
+    kafka_txn_events_ += pg_txn_events_;
+    pg_txn_events_ = 0;
+    kafka_txn_last_whole_ = commit->end_lsn;
+    return MaybeCommitKafkaTransaction(/*caught_up=*/false);
   }
   if (auto* insert = std::get_if<InsertMessage>(&message_)) return HandleInsert(lsn, *insert);
   if (auto* message = std::get_if<LogicalMessage>(&message_)) return HandleLogicalMessage(*message);
@@ -262,6 +288,7 @@ absl::Status Pipeline::HandleInsert(Lsn lsn, const pgoutput::InsertMessage& inse
     }
     return absl::OkStatus();
   }
+  if (AlreadyInKafka(lsn)) return absl::OkStatus();
   absl::Status mapped = mapper_.MapInsert(*binding, insert.new_tuple, &event_);
   SetSourcePosition(lsn);
   event_.source.schema = binding->schema;
@@ -293,6 +320,7 @@ absl::Status Pipeline::HandleLogicalMessage(const pgoutput::LogicalMessage& mess
     metrics_->changes_ignored.Add("message_other_prefix");
     return absl::OkStatus();
   }
+  if (AlreadyInKafka(message.lsn)) return absl::OkStatus();
   absl::Status mapped = outbox::MapLogicalMessage(message.content, &event_);
   SetSourcePosition(message.lsn);
   event_.source.message_prefix = std::string(message.prefix);
@@ -434,6 +462,7 @@ absl::Status Pipeline::ProduceDeadLetter(const outbox::DeadLetter& letter, uint6
 }
 
 absl::Status Pipeline::ProduceWithBackpressure(const kafka::ProduceRequest& request) {
+  RETURN_IF_ERROR(EnsureKafkaTransaction());
   while (true) {
     absl::Status status = sink_->Produce(request);
     if (!absl::IsResourceExhausted(status)) {
@@ -542,6 +571,7 @@ absl::Status Pipeline::DeadLetterRefused() {
 
 absl::Status Pipeline::CheckFailures() {
   if (absl::Status fatal = sink_->FatalError(); !fatal.ok()) {
+    if (kafka::IsFenced(fatal)) return fatal;  // the relay goes back to the slot as a standby
     return absl::AbortedError(fmt::format("Kafka producer failed fatally: {}; restarting from the "
                                           "slot's confirmed position",
                                           fatal.message()));
@@ -569,7 +599,13 @@ absl::Status Pipeline::CheckFailures() {
   return absl::OkStatus();
 }
 
-Lsn Pipeline::FlushCandidate() const { return std::max(confirmed_sent_, tracker_.safe_lsn()); }
+Lsn Pipeline::FlushCandidate() const {
+  Lsn safe = tracker_.safe_lsn();
+  // Acknowledged is not enough inside a Kafka transaction: only its commit
+  // makes its records visible (read_committed), so the slot waits for it.
+  if (kafka_txn_open_) safe = std::min(safe, kafka_txn_boundary_);
+  return std::max(confirmed_sent_, safe);
+}
 
 absl::Status Pipeline::MaybeSendStatus(bool force) {
   const absl::Time now = clock_();
@@ -605,6 +641,16 @@ void Pipeline::UpdateLagMetric() {
 }
 
 absl::Status Pipeline::GracefulStop() {
+  stop_seen_ = std::min(stop_seen_, clock_());
+  if (kafka_txn_open_) {
+    // Whole PostgreSQL transactions are committed to Kafka. Part of one is
+    // aborted: the next start publishes that transaction again, whole.
+    absl::Status ended = tracker_.in_transaction() && pg_txn_events_ > 0
+                             ? FailKafkaTransaction(absl::CancelledError(
+                                   "stopped inside a PostgreSQL transaction"))
+                             : CommitKafkaTransaction();
+    if (!ended.ok()) telemetry::LogWarn("stopping: {}", ended.message());
+  }
   // Stop reading; wait for what is in flight; confirm what was acknowledged.
   absl::Status flushed = sink_->Flush(options_.stop_flush_timeout);
   // Records the broker refused during the flush get their dead letters now, so
@@ -620,6 +666,7 @@ absl::Status Pipeline::GracefulStop() {
   // Counted by the tracker: also an event that never left the full queue.
   // The caller says so in one line and exits non-zero.
   unacknowledged_at_stop_ = tracker_.inflight_events();
+  if (kafka_txn_open_) unacknowledged_at_stop_ = kafka_txn_events_ + pg_txn_events_;
   if (!flushed.ok()) telemetry::LogDebug("stop flush: {}", flushed.message());
   absl::Status sent = MaybeSendStatus(/*force=*/true);
   if (!sent.ok()) {
@@ -628,6 +675,123 @@ absl::Status Pipeline::GracefulStop() {
                  sent.message());
   }
   return absl::OkStatus();
+}
+
+bool Pipeline::AlreadyInKafka(Lsn lsn) {
+  if (eos_ == nullptr) return false;
+  EventPosition position{lsn, 0};
+  if (has_event_position_ && event_position_.lsn == lsn) position.index = event_position_.index + 1;
+  event_position_ = position;
+  has_event_position_ = true;
+  if (!eos_->committed.CoversEvent(begin_.final_lsn, position)) {
+    ++pg_txn_events_;
+    return false;
+  }
+  ++skipped_events_;
+  skipped_in_txn_ = true;
+  metrics_->events_skipped.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+absl::Status Pipeline::EnsureKafkaTransaction() {
+  if (eos_ == nullptr || kafka_txn_open_) return absl::OkStatus();
+  if (absl::Status begun = sink_->BeginTransaction(); !begun.ok()) {
+    if (kafka::IsFenced(begun)) return begun;
+    return absl::AbortedError(fmt::format("cannot begin a Kafka transaction: {}", begun.message()));
+  }
+  kafka_txn_open_ = true;
+  kafka_txn_opened_ = clock_();
+  kafka_txn_events_ = 0;
+  kafka_txn_last_whole_ = Lsn::Invalid();
+  kafka_txn_boundary_ = last_end_;
+  return absl::OkStatus();
+}
+
+absl::Status Pipeline::MaybeCommitKafkaTransaction(bool caught_up) {
+  if (!kafka_txn_open_) return absl::OkStatus();
+  const absl::Duration age = clock_() - kafka_txn_opened_;
+  if (tracker_.in_transaction() && pg_txn_events_ > 0) {
+    // Inside a PostgreSQL transaction that has events in this Kafka
+    // transaction: only a transaction about to outlive the producer's
+    // transaction.timeout.ms is committed before its end.
+    if (age < eos_->split_after) return absl::OkStatus();
+    if (!split_logged_) {
+      split_logged_ = true;
+      metrics_->transactions_split.fetch_add(1, std::memory_order_relaxed);
+      telemetry::LogWarn("exactly-once: the PostgreSQL transaction committed at LSN {} (xid {}) is still "
+                         "streaming after {} in one Kafka transaction: committing it in pieces, so "
+                         "read_committed consumers see it in more than one part (nothing is duplicated or "
+                         "lost); raise transaction.timeout.ms in [sink.kafka] to keep such transactions whole",
+                         begin_.final_lsn.ToString(), begin_.xid, absl::FormatDuration(age));
+    }
+    return CommitKafkaTransaction();
+  }
+  const bool due = age >= eos_->interval || kafka_txn_events_ >= eos_->max_events;
+  if (due || (caught_up && !tracker_.in_transaction())) return CommitKafkaTransaction();
+  return absl::OkStatus();
+}
+
+absl::Status Pipeline::CommitKafkaTransaction() {
+  Checkpoint checkpoint = eos_->committed;
+  if (kafka_txn_last_whole_.valid()) checkpoint.lsn = kafka_txn_last_whole_;
+  checkpoint.partial_commit_lsn = Lsn::Invalid();
+  checkpoint.partial_through = {};
+  if (tracker_.in_transaction() && pg_txn_events_ > 0) {
+    checkpoint.partial_commit_lsn = begin_.final_lsn;
+    checkpoint.partial_through = event_position_;
+  }
+  checkpoint_value_ = EncodeCheckpoint(checkpoint);
+  const kafka::ProduceRequest request{
+      .topic = eos_->checkpoint_topic,
+      .key = eos_->checkpoint_key,
+      .value = checkpoint_value_,
+      .token = next_record_token_++,  // not tracked: the commit reports on it
+      .envelope = false,
+      .partition = eos_->checkpoint_partition,
+  };
+  if (absl::Status produced = ProduceWithBackpressure(request); !produced.ok()) {
+    if (absl::IsCancelled(produced)) return produced;
+    return FailKafkaTransaction(produced);
+  }
+  absl::Time deadline = clock_() + eos_->commit_timeout;
+  while (true) {
+    // Slices, so that status updates keep flowing while the broker is slow.
+    absl::Status committed = sink_->CommitTransaction(absl::Milliseconds(100));
+    if (committed.ok()) break;
+    if (!absl::IsDeadlineExceeded(committed)) return FailKafkaTransaction(committed);
+    if (stopping()) {
+      stop_seen_ = std::min(stop_seen_, clock_());
+      deadline = std::min(deadline, stop_seen_ + options_.stop_flush_timeout);
+    }
+    if (clock_() >= deadline) {
+      return FailKafkaTransaction(absl::DeadlineExceededError(
+          fmt::format("the Kafka transaction did not commit within {}: {}",
+                      absl::FormatDuration(eos_->commit_timeout), committed.message())));
+    }
+    RETURN_IF_ERROR(MaybeSendStatus(/*force=*/reply_pending_));
+  }
+  // Reports the commit's flush did not serve yet.
+  sink_->Poll(absl::ZeroDuration());
+  kafka_txn_open_ = false;
+  kafka_txn_events_ = 0;
+  pg_txn_events_ = 0;
+  eos_->committed = std::move(checkpoint);
+  metrics_->kafka_transactions.Add("committed");
+  if (eos_->after_commit) eos_->after_commit();
+  return CheckFailures();
+}
+
+absl::Status Pipeline::FailKafkaTransaction(const absl::Status& error) {
+  metrics_->kafka_transactions.Add("aborted");
+  if (kafka::IsFenced(error)) return error;  // no abort: the producer is done
+  if (absl::Status aborted = sink_->AbortTransaction(absl::Seconds(5)); !aborted.ok()) {
+    telemetry::LogDebug("abort_transaction: {}", aborted.message());
+  }
+  return absl::AbortedError(fmt::format(
+      "Kafka transaction aborted ({}); nothing in it is visible to read_committed consumers and the "
+      "slot was not confirmed past it: restarting from the slot, skipping what the checkpoint shows "
+      "committed",
+      error.message()));
 }
 
 }  // namespace outboxd::pipeline

@@ -31,9 +31,35 @@
 #include "pgoutput/relation_cache.h"
 #include "pgoutput/stream_validator.h"
 #include "pipeline/ack_tracker.h"
+#include "pipeline/checkpoint.h"
 #include "replication/replication_stream.h"
 
 namespace outboxd::pipeline {
+
+// [sink] delivery = "exactly_once": whole PostgreSQL transactions in Kafka
+// transactions, each ending with a checkpoint record. Shared with whoever
+// prepares each session's transactional producer (commands/run.cc), which sets
+// the checkpoint fields and `committed` from the checkpoint topic first.
+struct ExactlyOnce {
+  // A Kafka transaction commits at a PostgreSQL commit once outboxd has read
+  // everything the server sent, or once it is open `interval`, or holds
+  // `max_events` events.
+  absl::Duration interval = absl::Milliseconds(100);
+  int64_t max_events = 10000;
+  // A PostgreSQL transaction still open after this long in one Kafka
+  // transaction is committed in pieces (half of transaction.timeout.ms).
+  absl::Duration split_after = absl::Seconds(30);
+  // Longest wait for one commit (a stop shortens it to stop_flush_timeout).
+  absl::Duration commit_timeout = absl::Seconds(60);
+  std::string checkpoint_topic;
+  int32_t checkpoint_partition = 0;
+  std::string checkpoint_key;
+  // The newest committed checkpoint: what a session does not publish again.
+  // Its identity fields (system, timeline, slot, id) go into the next ones.
+  Checkpoint committed;
+  // After each Kafka commit, before the slot is told: the test failpoint.
+  std::function<void()> after_commit;
+};
 
 struct PipelineOptions {
   std::vector<outbox::TableConfig> tables;
@@ -61,9 +87,12 @@ struct PipelineOptions {
   // Called with the flush LSN after each status update reached the socket
   // (e.g. to record it in the state file). Optional.
   std::function<void(Lsn)> on_confirmed;
+  // Non-null: exactly-once delivery; the sink must be transactional.
+  ExactlyOnce* exactly_once = nullptr;
 };
 
 using Clock = std::function<absl::Time()>;
+
 
 class Pipeline {
  public:
@@ -140,6 +169,22 @@ class Pipeline {
   void UpdateLagMetric();
   absl::Status GracefulStop();
 
+  // Exactly-once. Whether the event at `lsn` of the open transaction is in
+  // Kafka already (the checkpoint covers it): then it is not published again.
+  // Also counts the transaction's events and their positions.
+  bool AlreadyInKafka(Lsn lsn);
+  // Opens a Kafka transaction for the record about to be produced, if none is.
+  absl::Status EnsureKafkaTransaction();
+  // Writes the checkpoint and commits the open Kafka transaction: whole
+  // PostgreSQL transactions, and, inside one (a split), its events so far.
+  absl::Status CommitKafkaTransaction();
+  // Commits when one of the triggers holds (ExactlyOnce); `caught_up`: no frame
+  // is waiting to be read.
+  absl::Status MaybeCommitKafkaTransaction(bool caught_up);
+  // A Kafka transaction that cannot commit: aborts it (unless the producer was
+  // fenced) and returns the error that ends the session.
+  absl::Status FailKafkaTransaction(const absl::Status& error);
+
   replication::ReplicationStream* stream_;
   kafka::EventSink* sink_;
   PipelineOptions options_;
@@ -199,6 +244,27 @@ class Pipeline {
   const std::atomic<bool>* stop_ = nullptr;
   uint64_t unacknowledged_at_stop_ = 0;
   absl::Time last_status_sent_ = absl::InfinitePast();
+
+  // Exactly-once state (options_.exactly_once).
+  ExactlyOnce* eos_ = nullptr;
+  bool kafka_txn_open_ = false;
+  absl::Time kafka_txn_opened_;
+  int64_t kafka_txn_events_ = 0;  // events of whole PostgreSQL transactions in it
+  Lsn kafka_txn_boundary_;        // nothing at or after it is confirmed while it is open
+  Lsn kafka_txn_last_whole_;      // commit end LSN of its newest whole PostgreSQL transaction
+  Lsn last_end_;                  // everything before it was read (commit end, idle keepalive)
+  bool split_logged_ = false;     // the open PostgreSQL transaction was split (logged)
+  // The open PostgreSQL transaction: its events not already in Kafka, the
+  // position of its newest event.
+  int64_t pg_txn_events_ = 0;
+  bool has_event_position_ = false;
+  EventPosition event_position_;
+  uint64_t skipped_events_ = 0;
+  uint64_t skipped_transactions_ = 0;
+  bool skipped_in_txn_ = false;
+  bool skip_logged_ = false;
+  std::string checkpoint_value_;
+  absl::Time stop_seen_ = absl::InfiniteFuture();
 };
 
 }  // namespace outboxd::pipeline

@@ -99,41 +99,62 @@ absl::Status Relay::Run(const std::atomic<bool>& stop) {
     absl::Status status;
     // Which side failed, for outboxd_reconnects_total{target}.
     const char* target = "kafka";
-    if (sink == nullptr) {
+    std::unique_ptr<replication::ReplicationStream> stream;
+    auto open_stream = [&]() {
+      absl::StatusOr<std::unique_ptr<replication::ReplicationStream>> opened = streams_();
+      if (opened.ok()) {
+        stream = std::move(*opened);
+      } else {
+        status = opened.status();
+        target = "postgres";
+      }
+    };
+    if (options_.stream_before_sink) open_stream();
+    if (sink == nullptr && (stream != nullptr || !options_.stream_before_sink)) {
       absl::StatusOr<std::unique_ptr<kafka::EventSink>> made = sinks_();
       if (made.ok()) {
         sink = std::move(*made);
       } else {
         status = made.status();
+        target = "kafka";
+        stream.reset();  // exactly-once: the slot is released while the producer is retried
       }
     }
-    if (sink != nullptr) {
-      absl::StatusOr<std::unique_ptr<replication::ReplicationStream>> stream = streams_();
-      if (!stream.ok()) {
-        status = stream.status();
-        target = "postgres";
-      } else {
-        if (was_standby) telemetry::LogInfo("the slot was released: this instance takes over streaming");
-        was_standby = false;
-        standby_backoff.Reset();
-        metrics_->standby.store(0);
-        absl::StatusOr<std::unique_ptr<Pipeline>> pipeline =
-            Pipeline::Create(stream->get(), sink.get(), options_.pipeline, metrics_, now);
-        if (!pipeline.ok()) return pipeline.status();
-        metrics_->streaming.store(1);
-        const absl::Time started = now();
-        status = (*pipeline)->Run(stop);
-        metrics_->streaming.store(0);
-        unacknowledged_at_stop_ = (*pipeline)->unacknowledged_at_stop();
-        if (status.ok()) return status;  // graceful stop
-        // The pipeline reports Kafka faults as Aborted, a broken stream as Unavailable.
-        target = absl::IsAborted(status) ? "kafka" : "postgres";
-        if (now() - started >= options_.healthy_session) backoff.Reset();
-      }
-      // Rebuild only what failed. A Kafka fault destroys the producer (its
-      // destructor purges); after a PostgreSQL fault it is purged and kept.
-      // Either way nothing it held is confirmed: it is re-read from the slot.
-      if (std::string_view(target) == "kafka" || !ReadyForReuse(*sink)) sink.reset();
+    if (sink != nullptr && !options_.stream_before_sink) open_stream();
+    if (sink != nullptr && stream != nullptr) {
+      if (was_standby) telemetry::LogInfo("the slot was released: this instance takes over streaming");
+      was_standby = false;
+      standby_backoff.Reset();
+      metrics_->standby.store(0);
+      absl::StatusOr<std::unique_ptr<Pipeline>> pipeline =
+          Pipeline::Create(stream.get(), sink.get(), options_.pipeline, metrics_, now);
+      if (!pipeline.ok()) return pipeline.status();
+      metrics_->streaming.store(1);
+      const absl::Time started = now();
+      status = (*pipeline)->Run(stop);
+      metrics_->streaming.store(0);
+      unacknowledged_at_stop_ = (*pipeline)->unacknowledged_at_stop();
+      if (status.ok()) return status;  // graceful stop
+      // The pipeline reports Kafka faults as Aborted, a broken stream as Unavailable.
+      target = absl::IsAborted(status) ? "kafka" : "postgres";
+      if (now() - started >= options_.healthy_session) backoff.Reset();
+    }
+    // Rebuild only what failed. A Kafka fault destroys the producer (its
+    // destructor purges); after a PostgreSQL fault it is purged and kept.
+    // Either way nothing it held is confirmed: it is re-read from the slot.
+    // Exactly-once makes a new producer (and reads the checkpoint) each session.
+    stream.reset();
+    if (sink != nullptr && (options_.stream_before_sink || std::string_view(target) == "kafka" ||
+                            !ReadyForReuse(*sink))) {
+      sink.reset();
+    }
+    if (kafka::IsFenced(status)) {
+      metrics_->producer_fenced.fetch_add(1, std::memory_order_relaxed);
+      telemetry::LogError("fenced: {}; this instance stopped producing and goes back to the slot, where it "
+                          "waits as a standby while the other instance holds it (two instances with the same "
+                          "[sink] transactional_id on different slots fence each other in turn: give each "
+                          "its own)",
+                          status.message());
     }
     // A stop that interrupted connecting (Cancelled) or arrived meanwhile.
     if (stop.load()) break;

@@ -47,6 +47,11 @@ struct RelayOptions {
   absl::Duration standby_log_interval = absl::Minutes(1);
   // A session that streamed this long earns a fresh backoff.
   absl::Duration healthy_session = absl::Seconds(30);
+  // Exactly-once (pipeline.exactly_once set): each session opens the slot
+  // first and only then makes its transactional producer, so that the slot
+  // decides which instance may fence the others; the producer is never kept
+  // for the next session (its transaction died with this one).
+  bool stream_before_sink = false;
   // Injected for tests: the clock, the sleep (returns early once `stop` is
   // set; the real one is woken by pipeline.stop_fd), and the jitter source
   // (uniform in [0, 1)). Defaults: real ones.

@@ -55,6 +55,9 @@ class RegistrySink : public kafka::EventSink {
   int WakeFd() const override { return inner_->WakeFd(); }
   void PrepareTopic(std::string_view topic) override { inner_->PrepareTopic(topic); }
   void Purge() override { inner_->Purge(); }
+  absl::Status BeginTransaction() override { return inner_->BeginTransaction(); }
+  absl::Status CommitTransaction(absl::Duration timeout) override { return inner_->CommitTransaction(timeout); }
+  absl::Status AbortTransaction(absl::Duration timeout) override { return inner_->AbortTransaction(timeout); }
 
  private:
   absl::StatusOr<int32_t> IdForTopic(std::string_view topic);

@@ -79,6 +79,7 @@ void Gauge(std::string* out, std::string_view name, std::string_view type, std::
 Metrics::Metrics() {
   for (std::string_view reason : bad_event::kAllReasons) events_dead_lettered.Declare(reason);
   for (std::string_view target : kReconnectTargets) reconnects.Declare(target);
+  for (std::string_view result : {"committed", "aborted"}) kafka_transactions.Declare(result);
   events_published.WarnAbove(kManyTopics, [](size_t topics) {
     LogWarn("events went to {} distinct topics: a topic template over an unbounded field "
             "({{event_type}}, {{destination}}, {{aggregate_type}}) makes a Kafka topic and an "
@@ -103,6 +104,17 @@ std::string Metrics::RenderPrometheus() const {
          "Schema registry requests, by result: ok, unreachable, refused.");
   schema_registry_requests.Render("outboxd_schema_registry_requests_total", "result", &out);
   Gauge(&out, "transactions_total", "counter", "Committed transactions received.", transactions);
+  Family(&out, "kafka_transactions_total", "counter",
+         "Kafka transactions of delivery = \"exactly_once\", by result: committed, aborted.");
+  kafka_transactions.Render("outboxd_kafka_transactions_total", "result", &out);
+  Gauge(&out, "events_skipped_total", "counter",
+        "Events not published again because the checkpoint shows Kafka committed them (exactly-once restarts).",
+        events_skipped);
+  Gauge(&out, "transactions_split_total", "counter",
+        "PostgreSQL transactions that outgrew one Kafka transaction and were committed in pieces (exactly-once).",
+        transactions_split);
+  Gauge(&out, "producer_fenced_total", "counter",
+        "Times another producer with the same transactional.id fenced this one (exactly-once).", producer_fenced);
   Family(&out, "publish_latency_seconds", "histogram", "Commit time to Kafka acknowledgement.");
   publish_latency.Render("outboxd_publish_latency_seconds", &out);
   Gauge(&out, "replication_lag_bytes", "gauge", "Server WAL end minus confirmed flush LSN.", replication_lag_bytes);

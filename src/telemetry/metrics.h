@@ -77,6 +77,14 @@ struct Metrics {
   // incompatible schema, unknown subject). Only with [schema_registry].
   LabeledCounter schema_registry_requests;
   std::atomic<uint64_t> transactions{0};
+  // [sink] delivery = "exactly_once": Kafka transactions by result (committed,
+  // aborted), events skipped because a checkpoint says Kafka holds them,
+  // PostgreSQL transactions split over several Kafka transactions, and the
+  // times another producer with the same transactional.id fenced this one.
+  LabeledCounter kafka_transactions;  // {result}
+  std::atomic<uint64_t> events_skipped{0};
+  std::atomic<uint64_t> transactions_split{0};
+  std::atomic<uint64_t> producer_fenced{0};
   Histogram publish_latency;
   std::atomic<int64_t> replication_lag_bytes{0};
   std::atomic<uint64_t> confirmed_flush_lsn{0};
