@@ -672,8 +672,8 @@ TEST_F(ExactlyOnceTest, PostgresCrashedMidStreamExactlyOnce) {
 // transaction.timeout.ms small, one PostgreSQL transaction of many events:
 // outboxd commits it in pieces with partial checkpoints (a warning, a metric);
 // read_committed still shows each event once.
-constexpr int kSplitTimeoutMs = 3000;
-constexpr int kLargeTxnRows = 200000;
+constexpr int kSplitTimeoutMs = 2000;
+constexpr int kLargeTxnRows = 300000;
 
 std::string SplitKafkaConfig() {
   return fmt::format("\"transaction.timeout.ms\" = {}\n", kSplitTimeoutMs);
