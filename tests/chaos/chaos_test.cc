@@ -197,48 +197,6 @@ int ParseAggregateId(std::string_view text) {
   return n;
 }
 
-// Creates `topic` (one partition) with message.timestamp.type=LogAppendTime,
-// so that every record's timestamp is the broker's append time.
-void CreateLogAppendTimeTopic(const std::string& topic) {
-  char errstr[512];
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  rd_kafka_conf_set(conf, "bootstrap.servers", KafkaBootstrap().c_str(), errstr, sizeof errstr);
-  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
-  ASSERT_NE(rk, nullptr) << errstr;
-  rd_kafka_NewTopic_t* nt = rd_kafka_NewTopic_new(topic.c_str(), 1, 1, errstr, sizeof errstr);
-  ASSERT_NE(nt, nullptr) << errstr;
-  ASSERT_EQ(rd_kafka_NewTopic_set_config(nt, "message.timestamp.type", "LogAppendTime"),
-            RD_KAFKA_RESP_ERR_NO_ERROR);
-  rd_kafka_queue_t* queue = rd_kafka_queue_new(rk);
-  rd_kafka_AdminOptions_t* options = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
-  rd_kafka_AdminOptions_set_operation_timeout(options, 30000, errstr, sizeof errstr);
-  rd_kafka_AdminOptions_set_request_timeout(options, 60000, errstr, sizeof errstr);
-  rd_kafka_CreateTopics(rk, &nt, 1, options, queue);
-  rd_kafka_event_t* event = rd_kafka_queue_poll(queue, 90000);
-  std::string error = "no answer from the broker within 90 s";
-  if (event != nullptr) {
-    const rd_kafka_CreateTopics_result_t* result = rd_kafka_event_CreateTopics_result(event);
-    size_t n = 0;
-    const rd_kafka_topic_result_t** topics =
-        result ? rd_kafka_CreateTopics_result_topics(result, &n) : nullptr;
-    if (rd_kafka_event_error(event) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      error = rd_kafka_event_error_string(event);
-    } else if (n != 1) {
-      error = "no result for the topic";
-    } else if (rd_kafka_topic_result_error(topics[0]) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      error = rd_kafka_topic_result_error_string(topics[0]);
-    } else {
-      error.clear();
-    }
-    rd_kafka_event_destroy(event);
-  }
-  rd_kafka_AdminOptions_destroy(options);
-  rd_kafka_NewTopic_destroy(nt);
-  rd_kafka_queue_destroy(queue);
-  rd_kafka_destroy(rk);
-  ASSERT_EQ(error, "") << "creating " << topic << " with LogAppendTime";
-}
-
 // One record of K, kept small: a million of them must fit comfortably.
 struct KRecord {
   int64_t offset = 0;
@@ -378,7 +336,8 @@ void RunChaos(Delivery delivery) {
   TestSource source = CreateDefaultSource(sql, "chaos");
   const std::string topic = source.topic_prefix + ".Chaos";
   // Before outboxd produces: a topic it auto-created would stamp CreateTime.
-  ASSERT_NO_FATAL_FAILURE(CreateLogAppendTimeTopic(topic));
+  ASSERT_EQ(CreateTopic(topic, 1, {{"message.timestamp.type", "LogAppendTime"}}), "")
+      << "creating " << topic << " with LogAppendTime";
   // Records keyed by aggregate_id: the per-aggregate order below is the
   // guarantee this setting documents.
   std::string config = ConfigFor(source, "key = \"aggregate_id\"\n");

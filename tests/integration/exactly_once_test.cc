@@ -681,6 +681,9 @@ std::string SplitKafkaConfig() {
 
 TEST_F(ExactlyOnceTest, TransactionOutgrowingTheTimeoutIsSplitExactlyOnce) {
   source_ = CreateDefaultSource(sql_, "eossplit");
+  // Timestamps stamped by the broker as it appends: how long each piece's
+  // transaction was open at the broker.
+  ASSERT_EQ(CreateTopic(Topic(), 1, {{"message.timestamp.type", "LogAppendTime"}}), "");
   const int port = FreePort();
   OutboxdProcess& outboxd = StartStreaming(EosConfig("", SplitKafkaConfig(), port));
   sql_.Exec(InsertTxnSql(source_.table, 0, 5));
@@ -698,18 +701,41 @@ TEST_F(ExactlyOnceTest, TransactionOutgrowingTheTimeoutIsSplitExactlyOnce) {
     const size_t begin = log.rfind('\n', at) + 1;
     std::cout << "[ figures ] " << log.substr(begin, log.find('\n', at) - begin) << "\n";
   }
+  const std::vector<Checkpoint> checkpoints = Checkpoints();
   int partial = 0;
-  for (const Checkpoint& c : Checkpoints()) {
+  std::vector<Lsn> through;  // where each piece ends (inclusive)
+  for (const Checkpoint& c : checkpoints) {
+    if (c.value.contains("partial")) through.push_back(*Lsn::Parse(c.value["partial"].value("through_lsn", "")));
+  }
+  for (const Checkpoint& c : checkpoints) {
     if (!c.value.contains("partial")) continue;
     ++partial;
     const nlohmann::json& p = c.value["partial"];
     EXPECT_TRUE(p.contains("commit_lsn") && p.contains("through_lsn") && p.contains("index")) << c.value.dump();
   }
   EXPECT_GE(partial, 1) << "no partial checkpoint";
+  // How long each piece's transaction stayed open at the broker: from its
+  // first event's append to its last one's (the commit follows at once).
+  // Under transaction.timeout.ms, or the broker may abort it.
+  std::vector<std::pair<int64_t, int64_t>> span(through.size() + 1, {INT64_MAX, 0});
+  for (const Record& r : ReadToEnd({Topic()}, Isolation::kReadCommitted, absl::Seconds(120))) {
+    const ::outbox::v1::Envelope e = Decode(r);
+    if (!e.aggregate_id().starts_with("t1-")) continue;
+    const Lsn lsn(e.source().lsn());
+    const size_t piece = std::lower_bound(through.begin(), through.end(), lsn) - through.begin();
+    span[piece].first = std::min(span[piece].first, r.timestamp_ms);
+    span[piece].second = std::max(span[piece].second, r.timestamp_ms);
+  }
+  int64_t longest_ms = 0;
+  for (const auto& [first, last] : span) {
+    if (last >= first) longest_ms = std::max(longest_ms, last - first);
+  }
   EXPECT_EQ(Metric(port, "outboxd_kafka_transactions_total{result=\"aborted\"}"), 0);
   std::cout << "[ figures ] one transaction of " << kLargeTxnRows << " events, transaction.timeout.ms "
             << kSplitTimeoutMs << ": published in " << took << ", " << partial
-            << " partial checkpoint(s), outboxd_transactions_split_total " << splits << "\n";
+            << " partial checkpoint(s), outboxd_transactions_split_total " << splits
+            << "; longest Kafka transaction open " << longest_ms << " ms\n";
+  EXPECT_LT(longest_ms, kSplitTimeoutMs) << "a Kafka transaction outlived transaction.timeout.ms";
 }
 
 // Killed right after the first piece of a split transaction was committed:

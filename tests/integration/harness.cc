@@ -405,6 +405,56 @@ bool OutboxdProcess::WaitForLog(const std::string& text, absl::Duration timeout)
                  absl::Milliseconds(20));
 }
 
+std::string CreateTopic(const std::string& topic, int partitions,
+                        const std::map<std::string, std::string>& configs) {
+  char errstr[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", KafkaBootstrap().c_str(), errstr, sizeof errstr);
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+  if (rk == nullptr) return errstr;
+  rd_kafka_NewTopic_t* nt = rd_kafka_NewTopic_new(topic.c_str(), partitions, 1, errstr, sizeof errstr);
+  if (nt == nullptr) {
+    rd_kafka_destroy(rk);
+    return errstr;
+  }
+  std::string error;
+  for (const auto& [name, value] : configs) {
+    if (rd_kafka_NewTopic_set_config(nt, name.c_str(), value.c_str()) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      error = "cannot set " + name;
+    }
+  }
+  rd_kafka_queue_t* queue = rd_kafka_queue_new(rk);
+  rd_kafka_AdminOptions_t* options = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+  rd_kafka_AdminOptions_set_operation_timeout(options, 30000, errstr, sizeof errstr);
+  rd_kafka_AdminOptions_set_request_timeout(options, 60000, errstr, sizeof errstr);
+  if (error.empty()) {
+    rd_kafka_CreateTopics(rk, &nt, 1, options, queue);
+    rd_kafka_event_t* event = rd_kafka_queue_poll(queue, 90000);
+    error = "no answer from the broker within 90 s";
+    if (event != nullptr) {
+      const rd_kafka_CreateTopics_result_t* result = rd_kafka_event_CreateTopics_result(event);
+      size_t n = 0;
+      const rd_kafka_topic_result_t** topics =
+          result ? rd_kafka_CreateTopics_result_topics(result, &n) : nullptr;
+      if (rd_kafka_event_error(event) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        error = rd_kafka_event_error_string(event);
+      } else if (n != 1) {
+        error = "no result for the topic";
+      } else if (rd_kafka_topic_result_error(topics[0]) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        error = rd_kafka_topic_result_error_string(topics[0]);
+      } else {
+        error.clear();
+      }
+      rd_kafka_event_destroy(event);
+    }
+  }
+  rd_kafka_AdminOptions_destroy(options);
+  rd_kafka_NewTopic_destroy(nt);
+  rd_kafka_queue_destroy(queue);
+  rd_kafka_destroy(rk);
+  return error;
+}
+
 bool Stack(const std::string& args) {
   const std::string command =
       fmt::format("bash {}/deploy/local/stack.sh {} >/dev/null 2>&1", OUTBOXD_SOURCE_DIR, args);

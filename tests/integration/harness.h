@@ -119,6 +119,12 @@ std::vector<Record> ReadUntilAllKeys(const std::vector<std::string>& topics,
 std::vector<Record> ReadToEnd(const std::vector<std::string>& topics, Isolation isolation,
                               absl::Duration timeout);
 
+// Creates `topic` with `partitions` partitions (replication factor 1) and the
+// given topic configs, e.g. {{"message.timestamp.type", "LogAppendTime"}}.
+// "" on success, else the broker's or librdkafka's words.
+std::string CreateTopic(const std::string& topic, int partitions,
+                        const std::map<std::string, std::string>& configs = {});
+
 // A finished command: its exit code (-1 if a signal ended it) and its stdout
 // and stderr together.
 struct CommandResult {
