@@ -779,6 +779,39 @@ void CheckKafka(const config::Config& config, Report& report) {
     }
   }
 
+  if (config.kafka.delivery == config::Delivery::kExactlyOnce) {
+    // Not init_transactions: that would fence a running instance.
+    const std::string& topic = config.kafka.checkpoint_topic;
+    rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk, topic.c_str(), nullptr);
+    const rd_kafka_metadata_t* checkpoint = nullptr;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &checkpoint, 5000);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      err = checkpoint->topic_cnt == 1 ? checkpoint->topics[0].err : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC;
+      rd_kafka_metadata_destroy(checkpoint);
+    }
+    rd_kafka_topic_destroy(rkt);
+    const std::string id = config.kafka.transactional_id.empty()
+                               ? fmt::format("outboxd-<system identifier>-{}", config.source.slot)
+                               : config.kafka.transactional_id;
+    report.Ok("delivery", fmt::format("exactly_once: Kafka transactions with transactional.id '{}'; consumers must "
+                                      "read with isolation.level=read_committed to see each event once",
+                                      id));
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      report.Ok("delivery", fmt::format("checkpoint topic '{}' exists (it must be compacted: cleanup.policy=compact)", topic));
+    } else if (err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) {
+      report.Ok("delivery", fmt::format("checkpoint topic '{}' does not exist yet: outboxd creates it, compacted, "
+                                        "on its first start (the principal needs Create on it)",
+                                        topic));
+    } else {
+      report.Fail("delivery", fmt::format("checkpoint topic '{}': {}", topic, rd_kafka_err2str(err)),
+                  "grant the principal Describe, Read and Write on the checkpoint topic, and Write and Describe on "
+                  "the transactional id");
+    }
+  } else {
+    report.Ok("delivery", "at_least_once: after a fault an event may be published twice; consumers de-duplicate "
+                          "by the outbox id");
+  }
+
   // The idempotent producer asks for a producer id as soon as it connects; the
   // brokers refuse it to a principal that may write no topic at all.
   (*sink)->Poll(absl::Milliseconds(500));

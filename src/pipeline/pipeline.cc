@@ -103,7 +103,10 @@ absl::Status Pipeline::Run(const std::atomic<bool>& stop) {
     sink_->PrepareTopic(options_.dead_letter_topic);
   }
   // A Cancelled status is the stop signal seen inside a wait (backpressure).
-  auto stopped = [&](const absl::Status& status) { return absl::IsCancelled(status) && stopping(); };
+  // So is a Kafka transaction the stop cut short: its events count as unacknowledged.
+  auto stopped = [&](const absl::Status& status) {
+    return stopping() && (absl::IsCancelled(status) || (kafka_txn_failed_ && !kafka::IsFenced(status)));
+  };
   while (!stopping()) {
     // Kafka: every delivery report that arrived, once per wake.
     sink_->Poll(absl::ZeroDuration());
@@ -372,6 +375,17 @@ absl::Status Pipeline::Publish(const outbox::TopicTemplate& topic, outbox::KeySo
     return OnBadEvent(built, fmt::format("cannot build the record of {}", Describe(event_)),
                       /*token=*/std::nullopt);
   }
+  if (eos_ != nullptr && !eos_->refused.empty()) {
+    // The broker refused this record in an aborted transaction: its dead letter goes in its place.
+    auto refused = eos_->refused.find({begin_.final_lsn.value(), event_position_.lsn.value(), event_position_.index});
+    if (refused != eos_->refused.end()) {
+      const absl::Status error = BadEventError(refused->second.reason, refused->second.detail);
+      outbox::DeadLetterForEvent(refused->second.reason, refused->second.detail, event_, topic_,
+                                 /*keep_payload=*/refused->second.reason != bad_event::kMessageTooLarge,
+                                 &dead_letter_);
+      return OnBadEvent(error, fmt::format("Kafka refused {}", Describe(event_)), /*token=*/std::nullopt);
+    }
+  }
   kafka::ProduceRequest request{
       .topic = topic_,
       .key = record_.key,
@@ -387,6 +401,11 @@ absl::Status Pipeline::Publish(const outbox::TopicTemplate& topic, outbox::KeySo
       .partition = record_.partition,
   };
   TrackRecord(request, topic_, tracker_.AddEvent());
+  if (eos_ != nullptr) {
+    InflightRecord& tracked = inflight_records_[request.token];
+    tracked.commit_lsn = begin_.final_lsn;
+    tracked.position = event_position_;
+  }
   absl::Status produced = ProduceWithBackpressure(request);
   if (produced.ok() || absl::IsAborted(produced) || absl::IsCancelled(produced)) return produced;
   if (absl::IsUnavailable(produced)) {
@@ -424,7 +443,7 @@ absl::Status Pipeline::OnBadEvent(const absl::Status& error, std::string_view wh
     }
     // A new event of the open transaction; ProduceDeadLetter sets its topic and size.
     token = next_record_token_++;
-    inflight_records_[*token] = InflightRecord{.txn_token = tracker_.AddEvent()};
+    inflight_records_[*token].txn_token = tracker_.AddEvent();
   }
   return ProduceDeadLetter(dead_letter_, *token, what, StatusMessage(error));
 }
@@ -502,7 +521,9 @@ void Pipeline::TrackRecord(const kafka::ProduceRequest& request, const std::stri
   }
   InflightRecord& record = inflight_records_[request.token];
   inflight_bytes_ += static_cast<int64_t>(bytes) - record.bytes;  // a dead letter replaces its event
-  record = {txn_token, topic_id->second, static_cast<uint32_t>(bytes)};
+  record.txn_token = txn_token;
+  record.topic = topic_id->second;
+  record.bytes = static_cast<uint32_t>(bytes);
   metrics_->producer_queue_bytes.store(inflight_bytes_, std::memory_order_relaxed);
   metrics_->inflight_events.store(static_cast<int64_t>(tracker_.inflight_events()),
                                   std::memory_order_relaxed);
@@ -511,6 +532,19 @@ void Pipeline::TrackRecord(const kafka::ProduceRequest& request, const std::stri
 void Pipeline::OnFailedRecord(const kafka::ProduceRequest& record, const absl::Status& status) {
   const std::string reason = BadEventReason(status);
   if (reason.empty() || options_.on_bad_event != outbox::BadEventPolicy::kDeadLetter) return;
+  if (eos_ != nullptr) {
+    // Its transaction cannot commit any more: remember the record, so that
+    // the next session dead-letters it inside a transaction that can.
+    auto tracked = inflight_records_.find(record.token);
+    if (tracked == inflight_records_.end() || !tracked->second.commit_lsn.valid() ||
+        record.topic == options_.dead_letter_topic) {
+      dead_letter_refused_ = record.topic == options_.dead_letter_topic;
+      return;
+    }
+    eos_->refused[{tracked->second.commit_lsn.value(), tracked->second.position.lsn.value(),
+                   tracked->second.position.index}] = {reason, std::string(status.message())};
+    return;
+  }
   if (record.topic == options_.dead_letter_topic) {
     dead_letter_refused_ = true;  // no dead letter for a dead letter: CheckFailures stops
     return;
@@ -590,6 +624,10 @@ absl::Status Pipeline::CheckFailures() {
         "send such events to a dead-letter topic and go on",
         delivery_error_.message()));
   }
+  if (tracker_.failed() && kafka_txn_open_) {
+    return FailKafkaTransaction(absl::AbortedError(
+        fmt::format("a Kafka delivery failed inside the transaction: {}", delivery_error_.message())));
+  }
   if (tracker_.failed()) {
     return absl::AbortedError(fmt::format(
         "a Kafka delivery failed ({}); nothing at or after it is confirmed; restarting from the "
@@ -642,7 +680,7 @@ void Pipeline::UpdateLagMetric() {
 
 absl::Status Pipeline::GracefulStop() {
   stop_seen_ = std::min(stop_seen_, clock_());
-  if (kafka_txn_open_) {
+  if (kafka_txn_open_ && !kafka_txn_failed_) {
     // Whole PostgreSQL transactions are committed to Kafka. Part of one is
     // aborted: the next start publishes that transaction again, whole.
     absl::Status ended = tracker_.in_transaction() && pg_txn_events_ > 0
@@ -776,6 +814,10 @@ absl::Status Pipeline::CommitKafkaTransaction() {
   kafka_txn_events_ = 0;
   pg_txn_events_ = 0;
   eos_->committed = std::move(checkpoint);
+  // Refused records of transactions now in Kafka are done with.
+  std::erase_if(eos_->refused, [this](const auto& entry) {
+    return std::get<0>(entry.first) < eos_->committed.lsn.value();
+  });
   metrics_->kafka_transactions.Add("committed");
   if (eos_->after_commit) eos_->after_commit();
   return CheckFailures();
@@ -783,6 +825,7 @@ absl::Status Pipeline::CommitKafkaTransaction() {
 
 absl::Status Pipeline::FailKafkaTransaction(const absl::Status& error) {
   metrics_->kafka_transactions.Add("aborted");
+  kafka_txn_failed_ = true;  // still open for FlushCandidate: nothing of it is confirmed
   if (kafka::IsFenced(error)) return error;  // no abort: the producer is done
   if (absl::Status aborted = sink_->AbortTransaction(absl::Seconds(5)); !aborted.ok()) {
     telemetry::LogDebug("abort_transaction: {}", aborted.message());

@@ -8,6 +8,8 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <tuple>
 #include <memory>
 #include <optional>
 #include <string>
@@ -59,6 +61,13 @@ struct ExactlyOnce {
   Checkpoint committed;
   // After each Kafka commit, before the slot is told: the test failpoint.
   std::function<void()> after_commit;
+  // Records the broker refused inside a Kafka transaction (too large for the
+  // topic, ...): that transaction is aborted, and the next session produces
+  // their dead letters in their place. By (commit LSN, position in it).
+  struct Refused {
+    std::string reason, detail;
+  };
+  std::map<std::tuple<uint64_t, uint64_t, uint32_t>, Refused> refused;
 };
 
 struct PipelineOptions {
@@ -216,6 +225,9 @@ class Pipeline {
     uint64_t txn_token;
     uint32_t topic = 0;
     uint32_t bytes = 0;
+    // Exactly-once: the event's transaction and position, should the broker refuse it.
+    Lsn commit_lsn;
+    EventPosition position;
   };
   uint64_t next_record_token_ = 1;
   absl::flat_hash_map<uint64_t, InflightRecord> inflight_records_;
@@ -248,6 +260,7 @@ class Pipeline {
   // Exactly-once state (options_.exactly_once).
   ExactlyOnce* eos_ = nullptr;
   bool kafka_txn_open_ = false;
+  bool kafka_txn_failed_ = false;  // aborted (or fenced): the session is ending
   absl::Time kafka_txn_opened_;
   int64_t kafka_txn_events_ = 0;  // events of whole PostgreSQL transactions in it
   Lsn kafka_txn_boundary_;        // nothing at or after it is confirmed while it is open

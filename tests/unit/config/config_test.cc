@@ -96,6 +96,43 @@ TEST(ParseConfigTest, MinimalConfigTakesEveryDefault) {
   EXPECT_EQ(config->log.format, "text");
 }
 
+TEST(ParseConfigTest, DeliveryIsAtLeastOnceUnlessExactlyOnceIsAskedFor) {
+  absl::StatusOr<Config> config = ParseConfig(Minimal(kMessagesOn), Env());
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->kafka.delivery, Delivery::kAtLeastOnce);
+
+  config = ParseConfig(Minimal(std::string(kMessagesOn) + "[sink]\ndelivery = \"exactly_once\"\n"), Env());
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->kafka.delivery, Delivery::kExactlyOnce);
+  EXPECT_EQ(config->kafka.transactional_id, "");
+  EXPECT_EQ(config->kafka.checkpoint_topic, "outboxd.checkpoints");
+  EXPECT_EQ(config->kafka.transaction_interval, absl::Milliseconds(100));
+  EXPECT_EQ(config->kafka.transaction_max_events, 10000);
+
+  config = ParseConfig(Minimal(std::string(kMessagesOn) +
+                               "[sink]\ndelivery = \"exactly_once\"\ntransactional_id = \"orders\"\n"
+                               "checkpoint_topic = \"orders.checkpoints\"\ntransaction_interval = \"20ms\"\n"
+                               "transaction_max_events = 500\n"),
+                       Env());
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->kafka.transactional_id, "orders");
+  EXPECT_EQ(config->kafka.checkpoint_topic, "orders.checkpoints");
+  EXPECT_EQ(config->kafka.transaction_interval, absl::Milliseconds(20));
+  EXPECT_EQ(config->kafka.transaction_max_events, 500);
+}
+
+TEST(ParseConfigTest, ExactlyOnceKeysAreCheckedAndNeedTheMode) {
+  const std::string on = std::string(kMessagesOn) + "[sink]\ndelivery = \"exactly_once\"\n";
+  EXPECT_THAT(ErrorOf(Minimal(std::string(kMessagesOn) + "[sink]\ndelivery = \"twice\"\n")),
+              HasSubstr("sink.delivery = \"twice\": expected \"at_least_once\""));
+  EXPECT_THAT(ErrorOf(Minimal(std::string(kMessagesOn) + "[sink]\ntransactional_id = \"x\"\n")),
+              HasSubstr("sink.transactional_id applies to delivery = \"exactly_once\" only"));
+  EXPECT_THAT(ErrorOf(Minimal(on + "transactional_id = \"\"\n")), HasSubstr("must not be empty"));
+  EXPECT_THAT(ErrorOf(Minimal(on + "checkpoint_topic = \"a b\"\n")), HasSubstr("sink.checkpoint_topic"));
+  EXPECT_THAT(ErrorOf(Minimal(on + "transaction_interval = \"1ms\"\n")), HasSubstr("from 10ms to 60s"));
+  EXPECT_THAT(ErrorOf(Minimal(on + "transaction_max_events = 0\n")), HasSubstr("from 1 to 1000000"));
+}
+
 TEST(ParseConfigTest, OutboxEntryDefaults) {
   absl::StatusOr<Config> config = ParseConfig(Minimal("[[outbox]]\ntable = \"outbox\"\n"), Env());
   ASSERT_TRUE(config.ok()) << config.status();
@@ -357,7 +394,8 @@ dns = "host=db"
   EXPECT_EQ(ErrorOf("dsn = \"host=db\"\n"),
             "config: line 1: unknown key dsn; did you mean source.dsn? Put it under [source]");
   EXPECT_EQ(ErrorOf(Minimal("[sink.rabbitmq]\n")),
-            "config: line 6: unknown key sink.rabbitmq; the keys of [sink] are: kafka");
+            "config: line 6: unknown key sink.rabbitmq; the keys of [sink] are: kafka, delivery, "
+            "transactional_id, checkpoint_topic, transaction_interval, transaction_max_events");
   EXPECT_EQ(ErrorOf("[source]\ndsn = \"h\"\non_bad_event = \"stop\"\n"),
             "config: line 3: unknown key source.on_bad_event; the keys of [source] are: dsn, slot, "
             "publication, create_slot, status_interval, state_dir, failover, standby_dsn, snapshot");

@@ -100,6 +100,42 @@ TEST_F(RelayTest, TransientPostgresFaultsBackOffExponentiallyAndAreCounted) {
   EXPECT_EQ(metrics_.streaming.load(), 0);
 }
 
+TEST_F(RelayTest, ExactlyOnceOpensTheSlotBeforeEachNewProducerAndAFencedOneWaitsAsAStandby) {
+  RelayOptions options = Options();
+  options.stream_before_sink = true;
+  std::vector<std::string> order;
+  int streams_opened = 0;
+  StreamFactory streams = [&]() -> absl::StatusOr<std::unique_ptr<replication::ReplicationStream>> {
+    order.push_back("stream");
+    ++streams_opened;
+    if (streams_opened == 1) {
+      // The first session: its producer is fenced by another instance.
+      auto stream = std::make_unique<FakeStream>(&now_);
+      stream->on_empty = [] {};
+      return std::unique_ptr<replication::ReplicationStream>(std::move(stream));
+    }
+    if (streams_opened <= 3) {
+      return absl::UnavailableError("replication slot \"outboxd\" is active for PID 4242");
+    }
+    return StoppingStream();
+  };
+  SinkFactory sinks = [&]() -> absl::StatusOr<std::unique_ptr<kafka::EventSink>> {
+    order.push_back("sink");
+    auto sink = std::make_unique<FakeSink>();
+    if (order.size() == 2) sink->fatal = kafka::FencedError("another producer with transactional.id 'x' took over");
+    return std::unique_ptr<kafka::EventSink>(std::move(sink));
+  };
+  Relay relay(streams, sinks, options, &metrics_);
+  ::testing::internal::CaptureStderr();
+  EXPECT_TRUE(relay.Run(stop_).ok());
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  // Slot first, then a new producer for each session; none while the slot is busy.
+  EXPECT_THAT(order, ElementsAre("stream", "sink", "stream", "stream", "stream", "sink"));
+  EXPECT_EQ(metrics_.producer_fenced.load(), 1u);
+  EXPECT_THAT(log, HasSubstr("fenced: another producer with transactional.id 'x' took over"));
+  EXPECT_THAT(log, HasSubstr("standby"));
+}
+
 TEST_F(RelayTest, KafkaFaultsAreCountedAgainstKafka) {
   int sink_attempts = 0;
   SinkFactory sinks = [&]() -> absl::StatusOr<std::unique_ptr<kafka::EventSink>> {

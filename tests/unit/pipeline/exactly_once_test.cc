@@ -1,0 +1,373 @@
+// The pipeline in exactly-once mode over test doubles: which records a Kafka
+// transaction holds, what its checkpoint says, when the slot is confirmed, and
+// what a restart skips. The real producer and broker: tests/integration.
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <set>
+
+#include "fakes.h"
+#include "fmt/format.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "pipeline/checkpoint.h"
+#include "pipeline/pipeline.h"
+
+namespace outboxd::pipeline {
+namespace {
+
+using ::outboxd::testing::Begin;
+using ::outboxd::testing::Commit;
+using ::outboxd::testing::FakeSink;
+using ::outboxd::testing::FakeStream;
+using ::outboxd::testing::Insert;
+using ::outboxd::testing::Relation;
+using ::testing::HasSubstr;
+
+constexpr uint32_t kOutboxOid = 16400;
+constexpr uint32_t kUuid = 2950, kText = 25, kJsonb = 3802;
+constexpr char kCheckpoints[] = "outboxd.checkpoints";
+
+std::string Id(int n) { return fmt::format("00000000-0000-4000-8000-{:012d}", n); }
+
+// A transactional FakeSink: records become visible (committed) only at a
+// commit that succeeds; `commit_hook` decides each commit attempt.
+class TxnSink : public FakeSink {
+ public:
+  absl::Status BeginTransaction() override {
+    EXPECT_FALSE(open) << "a transaction began inside another";
+    open = true;
+    first_ = produced.size();
+    ++begins;
+    return begin_error;
+  }
+  absl::Status CommitTransaction(absl::Duration) override {
+    EXPECT_TRUE(open);
+    ++commit_calls;
+    if (commit_hook) {
+      if (absl::Status s = commit_hook(); !s.ok()) return s;
+    }
+    DeliverAll(absl::OkStatus());  // the commit flushes
+    for (size_t i = first_; i < produced.size(); ++i) visible.push_back(produced[i]);
+    open = false;
+    ++commits;
+    return absl::OkStatus();
+  }
+  absl::Status AbortTransaction(absl::Duration) override {
+    DeliverAll(absl::AbortedError("Local: Purged"));
+    open = false;
+    ++aborts;
+    return absl::OkStatus();
+  }
+
+  std::vector<std::string> VisibleIds() const {
+    std::vector<std::string> ids;
+    for (const auto& p : visible) {
+      if (p.topic != kCheckpoints) ids.push_back(p.key);
+    }
+    return ids;
+  }
+  // The checkpoints committed, in order.
+  std::vector<Checkpoint> Checkpoints() const {
+    std::vector<Checkpoint> out;
+    for (const auto& p : visible) {
+      if (p.topic != kCheckpoints) continue;
+      absl::StatusOr<Checkpoint> c = DecodeCheckpoint(p.value);
+      EXPECT_TRUE(c.ok()) << c.status();
+      if (c.ok()) out.push_back(*c);
+    }
+    return out;
+  }
+
+  bool open = false;
+  int begins = 0, commits = 0, commit_calls = 0, aborts = 0;
+  absl::Status begin_error = absl::OkStatus();
+  std::function<absl::Status()> commit_hook;
+  std::vector<testing::Produced> visible;
+
+ private:
+  size_t first_ = 0;
+};
+
+class ExactlyOnceTest : public ::testing::Test {
+ protected:
+  ExactlyOnceTest() : stream_(&now_) {
+    options_.tables.push_back(outbox::TableConfig{});
+    options_.status_interval = absl::Seconds(10);
+    options_.feedback_delay = absl::ZeroDuration();
+    eos_.checkpoint_topic = kCheckpoints;
+    eos_.checkpoint_key = "7000/outboxd";
+    eos_.committed.system_id = "7000";
+    eos_.committed.slot = "outboxd";
+    eos_.committed.timeline = 1;
+    eos_.interval = absl::Seconds(5);
+    eos_.split_after = absl::Seconds(30);
+    options_.exactly_once = &eos_;
+    stream_.PushData(0x100, Relation(kOutboxOid, "public", "outbox",
+                                     {{"id", kUuid}, {"aggregate_type", kText}, {"aggregate_id", kText},
+                                      {"event_type", kText}, {"payload", kJsonb}}));
+  }
+
+  void PushInsert(uint64_t lsn, int n) {
+    stream_.PushData(lsn, Insert(kOutboxOid, {Id(n), "Order", fmt::format("order-{}", n), "OrderCreated", "{}"}));
+  }
+  // Begin (final LSN lsn+0x40), `events` inserts at lsn+1.., Commit ending at lsn+0x50.
+  void PushTxn(uint64_t lsn, uint32_t xid, int first, int events) {
+    stream_.PushData(lsn, Begin(lsn + 0x40, xid));
+    for (int i = 0; i < events; ++i) PushInsert(lsn + 1 + i, first + i);
+    stream_.PushData(lsn + 0x40, Commit(lsn + 0x40, lsn + 0x50));
+  }
+
+  // Runs until the script ran dry a few times: the catch-up commit (nothing
+  // left to read) happens before the stop.
+  absl::Status Run() {
+    stream_.on_empty = [this] {
+      if (++empty_reads_ >= 3) stop_ = true;
+    };
+    auto pipeline = Pipeline::Create(&stream_, &sink_, options_, &metrics_, [this] { return now_; });
+    if (!pipeline.ok()) return pipeline.status();
+    return (*pipeline)->Run(stop_);
+  }
+
+  absl::Time now_ = absl::FromUnixSeconds(1800000000);
+  FakeStream stream_;
+  TxnSink sink_;
+  telemetry::Metrics metrics_;
+  ExactlyOnce eos_;
+  PipelineOptions options_;
+  std::atomic<bool> stop_{false};
+  int empty_reads_ = 0;
+};
+
+TEST_F(ExactlyOnceTest, EachKafkaTransactionEndsWithACheckpointOfItsLastWholeTransaction) {
+  PushTxn(0x1000, 700, 1, 2);
+  PushTxn(0x2000, 701, 3, 1);
+  ASSERT_TRUE(Run().ok());
+  EXPECT_EQ(sink_.VisibleIds(), (std::vector<std::string>{Id(1), Id(2), Id(3)}));
+  const std::vector<Checkpoint> checkpoints = sink_.Checkpoints();
+  ASSERT_FALSE(checkpoints.empty());
+  EXPECT_EQ(checkpoints.back().lsn, Lsn(0x2050));
+  EXPECT_EQ(checkpoints.back().system_id, "7000");
+  EXPECT_FALSE(checkpoints.back().partial_commit_lsn.valid());
+  // Each checkpoint is its transaction's last record, on the key's partition.
+  EXPECT_EQ(sink_.visible.back().topic, kCheckpoints);
+  EXPECT_EQ(sink_.visible.back().key, "7000/outboxd");
+  EXPECT_EQ(eos_.committed.lsn, Lsn(0x2050));
+  EXPECT_EQ(stream_.last_flushed(), Lsn(0x2050));
+  EXPECT_EQ(metrics_.kafka_transactions.Get("committed"), static_cast<uint64_t>(sink_.commits));
+}
+
+TEST_F(ExactlyOnceTest, TheSlotIsNotConfirmedBeforeTheKafkaCommitReturns) {
+  PushTxn(0x1000, 700, 1, 2);
+  int attempts = 0;
+  // The broker takes three slices to commit; meanwhile every record is acknowledged.
+  sink_.commit_hook = [&]() -> absl::Status {
+    sink_.DeliverAll(absl::OkStatus());
+    stream_.PushKeepalive(0x1050, /*reply=*/true);
+    if (++attempts < 4) return absl::DeadlineExceededError("Local: Timed out");
+    EXPECT_LT(stream_.max_flushed(), Lsn(0x1050)) << "confirmed before the commit";
+    return absl::OkStatus();
+  };
+  ASSERT_TRUE(Run().ok());
+  EXPECT_EQ(attempts, 4);
+  EXPECT_EQ(stream_.last_flushed(), Lsn(0x1050));
+}
+
+TEST_F(ExactlyOnceTest, ARestartSkipsTransactionsTheCheckpointCovers) {
+  eos_.committed.lsn = Lsn(0x2050);  // transactions up to the one ending at 0x2050 are in Kafka
+  PushTxn(0x1000, 700, 1, 2);
+  PushTxn(0x2000, 701, 3, 1);
+  PushTxn(0x3000, 702, 4, 2);
+  ASSERT_TRUE(Run().ok());
+  EXPECT_EQ(sink_.VisibleIds(), (std::vector<std::string>{Id(4), Id(5)}));
+  EXPECT_EQ(metrics_.events_skipped.load(), 3u);
+  EXPECT_EQ(stream_.last_flushed(), Lsn(0x3050));
+}
+
+TEST_F(ExactlyOnceTest, APartialCheckpointSkipsExactlyTheEventsAlreadyCommitted) {
+  eos_.committed.lsn = Lsn(0x1050);
+  eos_.committed.partial_commit_lsn = Lsn(0x2040);
+  eos_.committed.partial_through = {Lsn(0x2002), 0};  // the second event of the transaction at 0x2000
+  PushTxn(0x2000, 701, 1, 4);
+  ASSERT_TRUE(Run().ok());
+  EXPECT_EQ(sink_.VisibleIds(), (std::vector<std::string>{Id(3), Id(4)}));
+  EXPECT_EQ(metrics_.events_skipped.load(), 2u);
+}
+
+TEST_F(ExactlyOnceTest, EventsAtOneLsnAreTellApartByTheirRank) {
+  // A multi-row insert (COPY) puts rows in one WAL record: one LSN, several events.
+  eos_.committed.lsn = Lsn(0x1050);
+  eos_.committed.partial_commit_lsn = Lsn(0x2040);
+  eos_.committed.partial_through = {Lsn(0x2001), 1};
+  stream_.PushData(0x2000, Begin(0x2040, 701));
+  for (int n = 1; n <= 3; ++n) PushInsert(0x2001, n);
+  stream_.PushData(0x2040, Commit(0x2040, 0x2050));
+  ASSERT_TRUE(Run().ok());
+  EXPECT_EQ(sink_.VisibleIds(), (std::vector<std::string>{Id(3)}));
+}
+
+TEST_F(ExactlyOnceTest, ATransactionThatOutlivesHalfTheTimeoutIsCommittedInPieces) {
+  eos_.split_after = absl::Seconds(1);
+  stream_.PushData(0x2000, Begin(0x2040, 701));
+  PushInsert(0x2001, 1);
+  stream_.PushAction([this] { now_ += absl::Seconds(2); });
+  PushInsert(0x2002, 2);
+  stream_.PushAction([] {});  // ends the batch: the split is decided after event 2
+  PushInsert(0x2003, 3);
+  stream_.PushAction([this] {
+    ASSERT_GE(sink_.commits, 1) << "the first piece was not committed";
+    const Checkpoint piece = sink_.Checkpoints().front();
+    EXPECT_EQ(piece.partial_commit_lsn, Lsn(0x2040));
+    EXPECT_EQ(piece.partial_through.lsn, Lsn(0x2002));
+    EXPECT_LT(stream_.max_flushed(), Lsn(0x2050)) << "the slot passed a transaction not entirely in Kafka";
+  });
+  stream_.PushData(0x2040, Commit(0x2040, 0x2050));
+  ASSERT_TRUE(Run().ok());
+  EXPECT_EQ(sink_.VisibleIds(), (std::vector<std::string>{Id(1), Id(2), Id(3)}));
+  EXPECT_EQ(metrics_.transactions_split.load(), 1u);
+  EXPECT_FALSE(sink_.Checkpoints().back().partial_commit_lsn.valid());
+  EXPECT_EQ(stream_.last_flushed(), Lsn(0x2050));
+}
+
+TEST_F(ExactlyOnceTest, ACommitThatFailsAbortsAndEndsTheSessionWithoutConfirming) {
+  PushTxn(0x1000, 700, 1, 2);
+  sink_.commit_hook = [] { return absl::AbortedError("Kafka commit_transaction failed: the transaction must be aborted"); };
+  absl::Status status = Run();
+  EXPECT_EQ(status.code(), absl::StatusCode::kAborted);
+  EXPECT_THAT(status.message(), HasSubstr("aborted"));
+  EXPECT_EQ(sink_.aborts, 1);
+  EXPECT_TRUE(sink_.visible.empty());
+  EXPECT_LT(stream_.max_flushed(), Lsn(0x1050));
+  EXPECT_EQ(metrics_.kafka_transactions.Get("aborted"), 1u);
+  EXPECT_EQ(eos_.committed.lsn, Lsn()) << "an aborted transaction moved the checkpoint";
+}
+
+TEST_F(ExactlyOnceTest, AFencedProducerEndsTheSessionWithTheFencedStatusAndNoAbort) {
+  PushTxn(0x1000, 700, 1, 1);
+  sink_.commit_hook = [] { return kafka::FencedError("Kafka commit_transaction failed: fenced"); };
+  absl::Status status = Run();
+  EXPECT_TRUE(kafka::IsFenced(status)) << status;
+  EXPECT_EQ(sink_.aborts, 0);
+  EXPECT_LT(stream_.max_flushed(), Lsn(0x1050));
+}
+
+TEST_F(ExactlyOnceTest, AStopBetweenTransactionsCommitsWhatIsOpen) {
+  eos_.interval = absl::Hours(1);
+  PushTxn(0x1000, 700, 1, 1);
+  // More frames are always waiting (no catch-up commit) until the stop.
+  stream_.PushData(0x1100, Begin(0x1140, 701));
+  stream_.PushAction([this] { stop_ = true; });
+  ASSERT_TRUE(Run().ok());
+  EXPECT_EQ(sink_.VisibleIds(), (std::vector<std::string>{Id(1)}));
+  EXPECT_EQ(stream_.last_flushed(), Lsn(0x1050));
+}
+
+TEST_F(ExactlyOnceTest, AStopInsideATransactionAbortsItsPartAndConfirmsNothingOfIt) {
+  PushTxn(0x1000, 700, 1, 1);
+  stream_.PushAction([] {});  // caught up: the first transaction commits on its own
+  stream_.PushData(0x2000, Begin(0x2040, 701));
+  PushInsert(0x2001, 2);
+  stream_.PushAction([this] { stop_ = true; });
+  auto pipeline = Pipeline::Create(&stream_, &sink_, options_, &metrics_, [this] { return now_; });
+  ASSERT_TRUE(pipeline.ok());
+  ASSERT_TRUE((*pipeline)->Run(stop_).ok());
+  EXPECT_EQ(sink_.VisibleIds(), (std::vector<std::string>{Id(1)}));
+  EXPECT_EQ(sink_.aborts, 1);
+  EXPECT_EQ((*pipeline)->unacknowledged_at_stop(), 1u);
+  EXPECT_EQ(stream_.last_flushed(), Lsn(0x1050));
+}
+
+TEST_F(ExactlyOnceTest, AStopWhileTheBrokerCannotCommitGivesUpAfterTheStopFlushTimeout) {
+  options_.stop_flush_timeout = absl::Seconds(30);
+  PushTxn(0x1000, 700, 1, 2);
+  int attempts = 0;
+  sink_.commit_hook = [&]() -> absl::Status {
+    now_ += absl::Seconds(1);
+    if (++attempts == 3) stop_ = true;  // SIGTERM while the broker is down
+    return absl::DeadlineExceededError("Local: Timed out");
+  };
+  stream_.on_empty = [] {};
+  auto pipeline = Pipeline::Create(&stream_, &sink_, options_, &metrics_, [this] { return now_; });
+  ASSERT_TRUE(pipeline.ok());
+  ASSERT_TRUE((*pipeline)->Run(stop_).ok()) << "a stop is a stop, also when it cut a commit short";
+  EXPECT_LE(attempts, 3 + 31) << "the commit went on past the stop flush timeout";
+  EXPECT_EQ(sink_.aborts, 1);
+  EXPECT_EQ((*pipeline)->unacknowledged_at_stop(), 2u);
+  EXPECT_LT(stream_.max_flushed(), Lsn(0x1050));
+}
+
+TEST_F(ExactlyOnceTest, ARecordTheBrokerRefusesIsDeadLetteredInTheNextSessionsTransaction) {
+  PushTxn(0x1000, 700, 1, 2);
+  sink_.commit_hook = [this]() -> absl::Status {
+    // The broker refuses the second record (too large for the topic).
+    sink_.DeliverAt(1, BadEventError(bad_event::kMessageTooLarge, "Broker: Message size too large"));
+    return absl::AbortedError("Kafka commit_transaction failed: the transaction must be aborted");
+  };
+  EXPECT_EQ(Run().code(), absl::StatusCode::kAborted);
+  ASSERT_EQ(eos_.refused.size(), 1u);
+
+  // The next session replays the transaction: the record's dead letter takes its place.
+  stop_ = false;
+  FakeStream replay(&now_);
+  replay.PushData(0x100, Relation(kOutboxOid, "public", "outbox",
+                                  {{"id", kUuid}, {"aggregate_type", kText}, {"aggregate_id", kText},
+                                   {"event_type", kText}, {"payload", kJsonb}}));
+  replay.PushData(0x1000, Begin(0x1040, 700));
+  replay.PushData(0x1001, Insert(kOutboxOid, {Id(1), "Order", "order-1", "OrderCreated", "{}"}));
+  replay.PushData(0x1002, Insert(kOutboxOid, {Id(2), "Order", "order-2", "OrderCreated", "{}"}));
+  replay.PushData(0x1040, Commit(0x1040, 0x1050));
+  int empty = 0;
+  replay.on_empty = [this, &empty] {
+    if (++empty >= 3) stop_ = true;
+  };
+  TxnSink next;
+  auto pipeline = Pipeline::Create(&replay, &next, options_, &metrics_, [this] { return now_; });
+  ASSERT_TRUE(pipeline.ok());
+  ASSERT_TRUE((*pipeline)->Run(stop_).ok());
+  std::vector<std::string> topics;
+  for (const auto& p : next.visible) topics.push_back(p.topic);
+  EXPECT_EQ(topics, (std::vector<std::string>{"outbox.event.Order", "outboxd.dlq", kCheckpoints}));
+  EXPECT_EQ(next.aborts, 0);
+  EXPECT_EQ(replay.last_flushed(), Lsn(0x1050));
+  EXPECT_TRUE(eos_.refused.empty()) << "kept after its transaction was committed";
+}
+
+TEST(CheckpointTest, RoundTripsThroughItsJson) {
+  Checkpoint c{.system_id = "7312345678901234567", .timeline = 3, .slot = "orders",
+               .transactional_id = "outboxd-7312345678901234567-orders", .lsn = Lsn(0x1A2B3C8),
+               .partial_commit_lsn = Lsn(0x1A2B3F0), .partial_through = {Lsn(0x1A2B3D0), 2}};
+  const std::string json = EncodeCheckpoint(c);
+  EXPECT_THAT(json, HasSubstr("\"lsn\":\"0/1A2B3C8\""));
+  absl::StatusOr<Checkpoint> back = DecodeCheckpoint(json);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->system_id, c.system_id);
+  EXPECT_EQ(back->timeline, 3u);
+  EXPECT_EQ(back->lsn, c.lsn);
+  EXPECT_EQ(back->partial_commit_lsn, c.partial_commit_lsn);
+  EXPECT_EQ(back->partial_through, c.partial_through);
+  EXPECT_EQ(CheckpointKey("7312345678901234567", "orders"), "7312345678901234567/orders");
+}
+
+TEST(CheckpointTest, RefusesWhatIsNotACheckpoint) {
+  for (const std::string bad : {std::string(""), std::string("[1]"), std::string("{\"lsn\":\"0/1\"}"),
+                                std::string("{\"system_id\":\"1\",\"slot\":\"s\",\"lsn\":\"zz\"}"),
+                                std::string("{\"system_id\":\"1\",\"slot\":\"s\",\"lsn\":\"0/1\",\"partial\":3}"),
+                                std::string(5000, '{'), std::string("{\"system_id\":\"1\",\"slot\":\"s\",\"lsn\":\"0/1\","
+                                                                    "\"partial\":{\"commit_lsn\":\"0/2\"}}")}) {
+    absl::StatusOr<Checkpoint> decoded = DecodeCheckpoint(bad);
+    EXPECT_EQ(decoded.status().code(), absl::StatusCode::kInvalidArgument) << bad.substr(0, 80);
+  }
+}
+
+TEST(CheckpointTest, CoversWholeTransactionsBeforeItsLsnAndPartialEventsThroughTheirPosition) {
+  Checkpoint c{.lsn = Lsn(0x2050), .partial_commit_lsn = Lsn(0x3040), .partial_through = {Lsn(0x3005), 1}};
+  EXPECT_TRUE(c.CoversTransaction(Lsn(0x2040)));   // the checkpoint's own last transaction
+  EXPECT_FALSE(c.CoversTransaction(Lsn(0x2050)));  // the next one commits at or after its end
+  EXPECT_TRUE(c.CoversEvent(Lsn(0x3040), {Lsn(0x3005), 1}));
+  EXPECT_FALSE(c.CoversEvent(Lsn(0x3040), {Lsn(0x3005), 2}));
+  EXPECT_FALSE(c.CoversEvent(Lsn(0x3040), {Lsn(0x3006), 0}));
+  EXPECT_FALSE(c.CoversEvent(Lsn(0x4040), {Lsn(0x3001), 0}));
+}
+
+}  // namespace
+}  // namespace outboxd::pipeline
