@@ -186,7 +186,7 @@ struct Checkpoint {
   Lsn lsn;
 };
 
-class ExactlyOnceTest : public ::testing::Test {
+class ExactlyOnceEndToEndTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(Stack("status")) << "the local stack is not up: run deploy/local/stack.sh up";
@@ -306,7 +306,7 @@ class ExactlyOnceTest : public ::testing::Test {
 // What every case relies on: read_committed hides an aborted transaction's
 // records that read_uncommitted shows, and ReadToEnd gets past the
 // transaction markers at the end of a partition.
-TEST_F(ExactlyOnceTest, ReadCommittedHidesAbortedRecords) {
+TEST_F(ExactlyOnceEndToEndTest, ReadCommittedHidesAbortedRecords) {
   const std::string topic = UniqueName("it.eos.reader");
   char errstr[512];
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
@@ -362,7 +362,7 @@ TEST_F(ExactlyOnceTest, ReadCommittedHidesAbortedRecords) {
 // Transactions of mixed sizes: each event once, and a checkpoint per Kafka
 // commit, keyed <system_id>/<slot>, the newest past the last commit; the slot
 // confirmed up to it; nothing aborted.
-TEST_F(ExactlyOnceTest, EveryEventOnceWithACheckpointPerKafkaTransaction) {
+TEST_F(ExactlyOnceEndToEndTest, EveryEventOnceWithACheckpointPerKafkaTransaction) {
   source_ = CreateDefaultSource(sql_, "eosplain");
   const int port = FreePort();
   OutboxdProcess& outboxd = StartStreaming(EosConfig("", "", port));
@@ -415,7 +415,7 @@ TEST_F(ExactlyOnceTest, EveryEventOnceWithACheckpointPerKafkaTransaction) {
 // with the server (one commit round trip), and under a steady stream at least
 // every transaction_interval: the slot, confirmed only after the Kafka commit,
 // passes each commit within a second.
-TEST_F(ExactlyOnceTest, KafkaTransactionsCommitWhenCaughtUpAndAtTheInterval) {
+TEST_F(ExactlyOnceEndToEndTest, KafkaTransactionsCommitWhenCaughtUpAndAtTheInterval) {
   source_ = CreateDefaultSource(sql_, "eoslatency");
   const int port = FreePort();
   OutboxdProcess& outboxd = StartStreaming(EosConfig("", "", port));
@@ -462,7 +462,7 @@ TEST_F(ExactlyOnceTest, KafkaTransactionsCommitWhenCaughtUpAndAtTheInterval) {
 // SIGKILL right after the 3rd Kafka commit returned, before its position is
 // confirmed: PostgreSQL re-sends those transactions, and the restart skips
 // exactly the events the checkpoint covers beyond the slot's position.
-TEST_F(ExactlyOnceTest, KilledBetweenKafkaCommitAndSlotConfirmationSkipsOnRestart) {
+TEST_F(ExactlyOnceEndToEndTest, KilledBetweenKafkaCommitAndSlotConfirmationSkipsOnRestart) {
   source_ = CreateDefaultSource(sql_, "eoskill");
   OutboxdProcess& doomed = StartStreaming(EosConfig(), {{"OUTBOXD_FAILPOINT", "kill_after_kafka_commit:3"}});
   // One at a time, each read back, so that each is a Kafka transaction of its own.
@@ -512,7 +512,7 @@ TEST_F(ExactlyOnceTest, KilledBetweenKafkaCommitAndSlotConfirmationSkipsOnRestar
 }
 
 // Five SIGKILLs at random moments while a writer commits.
-TEST_F(ExactlyOnceTest, RepeatedSigkillMidStreamExactlyOnce) {
+TEST_F(ExactlyOnceEndToEndTest, RepeatedSigkillMidStreamExactlyOnce) {
   source_ = CreateDefaultSource(sql_, "eoskills");
   const int port = FreePort();
   OutboxdProcess& outboxd = StartStreaming(EosConfig("", "", port));
@@ -544,7 +544,7 @@ TEST_F(ExactlyOnceTest, RepeatedSigkillMidStreamExactlyOnce) {
 // to skip. SIGTERM while a large PostgreSQL transaction is being published
 // ends cleanly too (0, or 3 if its events stayed uncommitted), and the next
 // start publishes it exactly once.
-TEST_F(ExactlyOnceTest, SigtermCommitsExitsZeroAndTheNextStartSkipsNothing) {
+TEST_F(ExactlyOnceEndToEndTest, SigtermCommitsExitsZeroAndTheNextStartSkipsNothing) {
   source_ = CreateDefaultSource(sql_, "eosterm");
   const std::string config = EosConfig();
   OutboxdProcess& outboxd = StartStreaming(config);
@@ -602,7 +602,7 @@ TEST_F(ExactlyOnceTest, SigtermCommitsExitsZeroAndTheNextStartSkipsNothing) {
 // open; brought back at once. `kafka` goes to [sink.kafka]; with
 // `until_aborted` the broker stays down until outboxd gave up on its open
 // transaction (its commit timeout is transaction.timeout.ms).
-class BrokerKillTest : public ExactlyOnceTest {
+class ExactlyOnceBrokerKillTest : public ExactlyOnceEndToEndTest {
  protected:
   void Run(const std::string& kafka, bool until_aborted) {
     source_ = CreateDefaultSource(sql_, "eosbroker");
@@ -637,15 +637,15 @@ class BrokerKillTest : public ExactlyOnceTest {
 
 // The default transaction.timeout.ms (60 s) outlasts the restart: the open
 // transaction commits once the broker is back.
-TEST_F(BrokerKillTest, BrokerKilledMidTransactionExactlyOnce) { Run("", false); }
+TEST_F(ExactlyOnceBrokerKillTest, BrokerKilledMidTransactionExactlyOnce) { Run("", false); }
 
 // A commit timeout shorter than the outage: the open transaction is aborted,
 // the session restarts from the slot and skips what the checkpoint covers.
-TEST_F(BrokerKillTest, BrokerDownPastTheCommitTimeoutAbortsThenExactlyOnce) {
+TEST_F(ExactlyOnceBrokerKillTest, BrokerDownPastTheCommitTimeoutAbortsThenExactlyOnce) {
   Run("\"transaction.timeout.ms\" = 5000\n", true);
 }
 
-TEST_F(ExactlyOnceTest, PostgresCrashedMidStreamExactlyOnce) {
+TEST_F(ExactlyOnceEndToEndTest, PostgresCrashedMidStreamExactlyOnce) {
   source_ = CreateDefaultSource(sql_, "eospg");
   OutboxdProcess& outboxd = StartStreaming(EosConfig());
   {
@@ -679,7 +679,7 @@ std::string SplitKafkaConfig() {
   return fmt::format("\"transaction.timeout.ms\" = {}\n", kSplitTimeoutMs);
 }
 
-TEST_F(ExactlyOnceTest, TransactionOutgrowingTheTimeoutIsSplitExactlyOnce) {
+TEST_F(ExactlyOnceEndToEndTest, TransactionOutgrowingTheTimeoutIsSplitExactlyOnce) {
   source_ = CreateDefaultSource(sql_, "eossplit");
   // Timestamps stamped by the broker as it appends: how long each piece's
   // transaction was open at the broker.
@@ -740,7 +740,7 @@ TEST_F(ExactlyOnceTest, TransactionOutgrowingTheTimeoutIsSplitExactlyOnce) {
 
 // Killed right after the first piece of a split transaction was committed:
 // the restart skips exactly that piece's events and publishes the rest.
-TEST_F(ExactlyOnceTest, KilledAfterAPartialCommitSkipsExactlyThatPiece) {
+TEST_F(ExactlyOnceEndToEndTest, KilledAfterAPartialCommitSkipsExactlyThatPiece) {
   source_ = CreateDefaultSource(sql_, "eossplitkill");
   OutboxdProcess& doomed = StartStreaming(EosConfig("", SplitKafkaConfig()),
                                           {{"OUTBOXD_FAILPOINT", "kill_after_kafka_commit:1"}});
@@ -774,7 +774,7 @@ TEST_F(ExactlyOnceTest, KilledAfterAPartialCommitSkipsExactlyThatPiece) {
 // was fenced, ends the session, returns to the slot and takes over again
 // (fencing the intruder in turn, whose open transaction is aborted). Nothing
 // is lost or duplicated, and the intruder's record never becomes visible.
-TEST_F(ExactlyOnceTest, FencedProducerStopsAndTheRelayTakesOverAgain) {
+TEST_F(ExactlyOnceEndToEndTest, FencedProducerStopsAndTheRelayTakesOverAgain) {
   source_ = CreateDefaultSource(sql_, "eosfence");
   const int port = FreePort();
   OutboxdProcess& outboxd = StartStreaming(EosConfig("", "", port));
@@ -839,7 +839,7 @@ TEST_F(ExactlyOnceTest, FencedProducerStopsAndTheRelayTakesOverAgain) {
 // A second instance with the same slot and transactional_id waits as a
 // standby without touching Kafka (it never fences the active one), and takes
 // over after the active one is SIGKILLed.
-TEST_F(ExactlyOnceTest, SecondInstanceWaitsOnTheSlotWithoutFencing) {
+TEST_F(ExactlyOnceEndToEndTest, SecondInstanceWaitsOnTheSlotWithoutFencing) {
   source_ = CreateDefaultSource(sql_, "eosstandby");
   const int port = FreePort();
   OutboxdProcess& active = StartStreaming(EosConfig("", "", port));
