@@ -119,8 +119,11 @@ struct Tally {
   uint64_t max_commit_lsn = 0;
 };
 
-// Counts `records` (one partition, offset order) against `ids`.
-Tally Count(const std::vector<Record>& records, const std::set<std::string>& ids) {
+// Counts `records` (offset order within each topic) against `ids`. Records of
+// `event_topic` are envelopes and checked for order too; those of other topics
+// (dead letters) are counted by key only.
+Tally Count(const std::vector<Record>& records, const std::set<std::string>& ids,
+            const std::string& event_topic) {
   Tally t;
   t.records = records.size();
   std::map<std::string, int> copies;
@@ -131,6 +134,7 @@ Tally Count(const std::vector<Record>& records, const std::set<std::string>& ids
       continue;
     }
     if (++copies[r.key] > 1) ++t.duplicated;
+    if (r.topic != event_topic) continue;
     const ::outbox::v1::Envelope e = Decode(r);
     t.max_commit_lsn = std::max(t.max_commit_lsn, e.source().commit_lsn());
     const int seq = std::stoi(e.aggregate_id().substr(e.aggregate_id().find('-') + 1));
@@ -268,11 +272,15 @@ class ExactlyOnceEndToEndTest : public ::testing::Test {
   // confirmed the newest checkpoint (so no Kafka transaction of this run is
   // still to come), then reads the topic to its end and expects every id
   // exactly once, in order within each transaction.
-  Tally ExpectExactlyOnce(const std::string& context, absl::Duration timeout = absl::Seconds(180)) {
+  // `also`: more topics the ids may go to (dead letters).
+  Tally ExpectExactlyOnce(const std::string& context, absl::Duration timeout = absl::Seconds(180),
+                          const std::vector<std::string>& also = {}) {
     Sql sql;
     const std::set<std::string> ids = Ids(sql, source_.table);
     EXPECT_FALSE(ids.empty());
-    ReadUntilAllKeys({Topic()}, ids, timeout, Isolation::kReadCommitted);
+    std::vector<std::string> topics = {Topic()};
+    topics.insert(topics.end(), also.begin(), also.end());
+    ReadUntilAllKeys(topics, ids, timeout, Isolation::kReadCommitted);
     const std::vector<Checkpoint> checkpoints = Checkpoints();
     if (!checkpoints.empty()) {
       const Lsn newest = checkpoints.back().lsn;
@@ -280,7 +288,7 @@ class ExactlyOnceEndToEndTest : public ::testing::Test {
           << "the slot never confirmed the newest checkpoint " << newest << "; at "
           << sql.ConfirmedFlush(source_.slot);
     }
-    const Tally t = Count(ReadToEnd({Topic()}, Isolation::kReadCommitted, absl::Seconds(120)), ids);
+    const Tally t = Count(ReadToEnd(topics, Isolation::kReadCommitted, absl::Seconds(120)), ids, Topic());
     EXPECT_EQ(t.missing, 0u) << context;
     EXPECT_EQ(t.duplicated, 0u) << context;
     EXPECT_EQ(t.unknown, 0u) << "records that are no row of the table\n" << context;
@@ -628,7 +636,9 @@ class ExactlyOnceBrokerKillTest : public ExactlyOnceEndToEndTest {
     }
     ExpectExactlyOnce(outboxd.Log(), absl::Seconds(300));
     const double aborted = Metric(port, "outboxd_kafka_transactions_total{result=\"aborted\"}");
-    if (until_aborted) EXPECT_GE(aborted, 1);
+    if (until_aborted) {
+      EXPECT_GE(aborted, 1);
+    }
     std::cout << "[ figures ] broker SIGKILL: Kafka transactions committed "
               << Metric(port, "outboxd_kafka_transactions_total{result=\"committed\"}") << ", aborted "
               << aborted << ", events skipped " << Metric(port, "outboxd_events_skipped_total") << "\n";
@@ -764,6 +774,55 @@ TEST_F(ExactlyOnceEndToEndTest, KilledAfterAPartialCommitSkipsExactlyThatPiece) 
             << " events, " << at_death.back().value["partial"].dump() << "), committed "
             << (first_piece_committed - committed_in_pg) << " after the PostgreSQL commit; restart skipped "
             << Skipped(restarted.Log()).first << "\n";
+}
+
+// ---------------------------------------------------------------------------
+// Dead letters
+// ---------------------------------------------------------------------------
+
+std::string HeaderOf(const Record& r, const std::string& name) {
+  for (const auto& [k, v] : r.headers) {
+    if (k == name) return v;
+  }
+  return "<absent>";
+}
+
+// A row that cannot be mapped (NULL aggregate_id) is dead-lettered inside its
+// transaction's Kafka transaction; a record the broker refuses (over its
+// message.max.bytes) aborts the Kafka transaction and is dead-lettered in its
+// place by the next session. Every id is read once, in the event topic or in
+// the dead-letter topic.
+TEST_F(ExactlyOnceEndToEndTest, DeadLettersAreWrittenOnceInTheTransaction) {
+  source_ = CreateDefaultSource(sql_, "eosdlq");
+  sql_.Exec(fmt::format("ALTER TABLE public.{} ALTER COLUMN aggregate_id DROP NOT NULL", source_.table));
+  const std::string dlq = source_.topic_prefix + ".dlq";
+  // The producer accepts up to 10 MB; the broker (message.max.bytes ~1 MB) refuses.
+  std::string config = EosConfig("", "\"message.max.bytes\" = \"10000000\"\n", FreePort());
+  const int port = std::stoi(config.substr(config.find("listen = \"127.0.0.1:") + 20));
+  config += fmt::format("\n[errors]\ndead_letter_topic = \"{}\"\n", dlq);
+  OutboxdProcess& outboxd = StartStreaming(config);
+  auto insert = [&](const std::string& aggregate_id, const std::string& payload_sql) {
+    return fmt::format(
+        "INSERT INTO public.{} (aggregate_type, aggregate_id, event_type, payload) VALUES ('Order', {}, "
+        "'OrderCreated', {});",
+        source_.table, aggregate_id, payload_sql);
+  };
+  sql_.Exec("BEGIN;" + insert("'t0-1'", "'{}'") + insert("NULL", "'{}'") + insert("'t0-2'", "'{}'") + "COMMIT;");
+  sql_.Exec("BEGIN;" + insert("'t1-1'", "'{}'") + insert("'t1-2'", "'{}'") +
+            insert("'t1-3'", "jsonb_build_object('pad', repeat('y', 2000000))") + "COMMIT;");
+  for (int t = 2; t < 12; ++t) sql_.Exec(InsertTxnSql(source_.table, t, 3));
+
+  const Tally tally = ExpectExactlyOnce(outboxd.Log(), absl::Seconds(180), {dlq});
+  EXPECT_EQ(tally.records, 36u);
+  std::map<std::string, int> reasons;
+  for (const Record& r : ReadToEnd({dlq}, Isolation::kReadCommitted, absl::Seconds(60))) {
+    ++reasons[HeaderOf(r, "outboxd-dlq-reason")];
+  }
+  EXPECT_EQ(reasons, (std::map<std::string, int>{{"message_too_large", 1}, {"null_column", 1}}));
+  EXPECT_GE(Metric(port, "outboxd_kafka_transactions_total{result=\"aborted\"}"), 1)
+      << "the refused record aborts its Kafka transaction";
+  std::cout << "[ figures ] dead letters: " << reasons.size() << " reasons, Kafka transactions aborted "
+            << Metric(port, "outboxd_kafka_transactions_total{result=\"aborted\"}") << "\n";
 }
 
 // ---------------------------------------------------------------------------
