@@ -50,7 +50,7 @@ PHASES=(
   asan_build         # sanitizer build: all targets, tests included
   start_after_build  # plain build then fuzz smoke (background)
   asan_unit          # unit tests under the sanitizers
-  integration        # waits for the stack; integration tests (chaos short form included)
+  integration        # waits for the stack; integration tests (chaos short forms included, both modes)
   pg_matrix          # waits for PostgreSQL 14, 16, 17, 18; the relay's end-to-end tests on each
   python             # waits for the venv, the plain build and the fuzz smoke; clients/python, examples/flask-orders
 )

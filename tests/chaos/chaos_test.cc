@@ -20,12 +20,18 @@
 //     before it acknowledges, rather than when the producer queued it (a
 //     confirmation between produce and acknowledgement is caught).
 //
+// Two modes, one test case each: at-least-once (the default delivery), and
+// exactly-once (issue 13: [sink] delivery = "exactly_once", K read with
+// isolation.level=read_committed), where the oracle also requires that no
+// event is duplicated at all, whatever the faults. CHAOS_DELIVERY
+// (at_least_once or exactly_once), when set, runs that mode's case only.
+//
 // Parameters (environment): CHAOS_EVENTS, CHAOS_OUTBOXD_KILLS, CHAOS_BROKER_KILLS,
 // CHAOS_PG_CRASHES, CHAOS_WALSENDER_KILLS, CHAOS_RATE (events per second the
 // writers aim at), CHAOS_WRITERS, CHAOS_AGGREGATES, CHAOS_SEED (printed at the
-// start; set it to replay a run's schedule of faults and transactions). The
-// defaults are the short form that `make test` runs; `make chaos` sets the long
-// form.
+// start; set it to replay a run's schedule of faults and transactions),
+// CHAOS_DELIVERY. The defaults are the short form that `make test` runs (both
+// modes, one ctest case each); `make chaos` sets the long form.
 #include <librdkafka/rdkafka.h>
 #include <signal.h>
 
@@ -39,6 +45,8 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -73,6 +81,9 @@ struct Params {
   int aggregates = static_cast<int>(std::max<int64_t>(1, EnvInt("CHAOS_AGGREGATES", 50)));
   uint64_t seed = static_cast<uint64_t>(EnvInt("CHAOS_SEED", 0));
 };
+
+enum class Delivery { kAtLeastOnce, kExactlyOnce };
+const char* Name(Delivery d) { return d == Delivery::kExactlyOnce ? "exactly_once" : "at_least_once"; }
 
 enum class Fault { kOutboxdKill, kBrokerKill, kPgCrash, kWalsenderKill };
 const char* Name(Fault f) {
@@ -172,54 +183,18 @@ std::vector<Session> ParseSessions(const std::string& log) {
   return sessions;
 }
 
+size_t Occurrences(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
 // aggregate_id "a<n>" -> n; -1 if malformed.
 int ParseAggregateId(std::string_view text) {
   int n = -1;
   char tail = 0;
   if (std::sscanf(std::string(text).c_str(), "a%d%c", &n, &tail) != 1 || n < 0) return -1;
   return n;
-}
-
-// Creates `topic` (one partition) with message.timestamp.type=LogAppendTime,
-// so that every record's timestamp is the broker's append time.
-void CreateLogAppendTimeTopic(const std::string& topic) {
-  char errstr[512];
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  rd_kafka_conf_set(conf, "bootstrap.servers", KafkaBootstrap().c_str(), errstr, sizeof errstr);
-  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
-  ASSERT_NE(rk, nullptr) << errstr;
-  rd_kafka_NewTopic_t* nt = rd_kafka_NewTopic_new(topic.c_str(), 1, 1, errstr, sizeof errstr);
-  ASSERT_NE(nt, nullptr) << errstr;
-  ASSERT_EQ(rd_kafka_NewTopic_set_config(nt, "message.timestamp.type", "LogAppendTime"),
-            RD_KAFKA_RESP_ERR_NO_ERROR);
-  rd_kafka_queue_t* queue = rd_kafka_queue_new(rk);
-  rd_kafka_AdminOptions_t* options = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
-  rd_kafka_AdminOptions_set_operation_timeout(options, 30000, errstr, sizeof errstr);
-  rd_kafka_AdminOptions_set_request_timeout(options, 60000, errstr, sizeof errstr);
-  rd_kafka_CreateTopics(rk, &nt, 1, options, queue);
-  rd_kafka_event_t* event = rd_kafka_queue_poll(queue, 90000);
-  std::string error = "no answer from the broker within 90 s";
-  if (event != nullptr) {
-    const rd_kafka_CreateTopics_result_t* result = rd_kafka_event_CreateTopics_result(event);
-    size_t n = 0;
-    const rd_kafka_topic_result_t** topics =
-        result ? rd_kafka_CreateTopics_result_topics(result, &n) : nullptr;
-    if (rd_kafka_event_error(event) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      error = rd_kafka_event_error_string(event);
-    } else if (n != 1) {
-      error = "no result for the topic";
-    } else if (rd_kafka_topic_result_error(topics[0]) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      error = rd_kafka_topic_result_error_string(topics[0]);
-    } else {
-      error.clear();
-    }
-    rd_kafka_event_destroy(event);
-  }
-  rd_kafka_AdminOptions_destroy(options);
-  rd_kafka_NewTopic_destroy(nt);
-  rd_kafka_queue_destroy(queue);
-  rd_kafka_destroy(rk);
-  ASSERT_EQ(error, "") << "creating " << topic << " with LogAppendTime";
 }
 
 // One record of K, kept small: a million of them must fit comfortably.
@@ -236,14 +211,22 @@ struct KRecord {
 
 // Reads every record of `topic` (one partition) from offset 0 to its high
 // watermark. `bad` counts records that are not chaos envelopes, whose key is
-// not their aggregate_id or whose timestamp is not a LogAppendTime.
-std::vector<KRecord> ReadAll(const std::string& topic, int* bad) {
+// not their aggregate_id or whose timestamp is not a LogAppendTime. With
+// `read_committed` (exactly-once mode), records of aborted transactions are
+// not returned, and neither the last records nor the transaction markers need
+// be: the end is the partition EOF at the high watermark (the last stable
+// offset equals it once no transaction is open).
+std::vector<KRecord> ReadAll(const std::string& topic, bool read_committed, int* bad,
+                             int64_t* high_watermark) {
   std::vector<KRecord> out;
   char errstr[512];
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
   rd_kafka_conf_set(conf, "bootstrap.servers", KafkaBootstrap().c_str(), errstr, sizeof errstr);
   rd_kafka_conf_set(conf, "group.id", UniqueName("chaos_reader").c_str(), errstr, sizeof errstr);
   rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof errstr);
+  rd_kafka_conf_set(conf, "isolation.level", read_committed ? "read_committed" : "read_uncommitted",
+                    errstr, sizeof errstr);
+  rd_kafka_conf_set(conf, "enable.partition.eof", "true", errstr, sizeof errstr);
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
   if (rk == nullptr) {
     ADD_FAILURE() << "consumer: " << errstr;
@@ -269,6 +252,7 @@ std::vector<KRecord> ReadAll(const std::string& topic, int* bad) {
     return out;
   }
   EXPECT_EQ(low, 0) << "records were deleted from " << topic;
+  *high_watermark = high;
   rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
   rd_kafka_topic_partition_list_add(list, topic.c_str(), 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
   rd_kafka_assign(rk, list);
@@ -276,11 +260,14 @@ std::vector<KRecord> ReadAll(const std::string& topic, int* bad) {
   out.reserve(static_cast<size_t>(high));
   ::outbox::v1::Envelope envelope;
   int64_t next = low;
+  bool at_end = false;  // EOF at the high watermark
   const absl::Time deadline = absl::Now() + absl::Minutes(5);
-  while (next < high && absl::Now() < deadline) {
+  while (next < high && !at_end && absl::Now() < deadline) {
     rd_kafka_message_t* msg = rd_kafka_consumer_poll(rk, 500);
     if (msg == nullptr) continue;
-    if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+      at_end = msg->offset >= high;
+    } else if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
       next = msg->offset + 1;
       KRecord r{};
       r.offset = msg->offset;
@@ -307,7 +294,9 @@ std::vector<KRecord> ReadAll(const std::string& topic, int* bad) {
     }
     rd_kafka_message_destroy(msg);
   }
-  EXPECT_GE(next, high) << "could not read " << topic << " up to its end offset " << high;
+  EXPECT_TRUE(next >= high || at_end)
+      << "could not read " << topic << " up to its end offset " << high
+      << (read_committed ? " (read_committed: a transaction stays open?)" : "");
   rd_kafka_consumer_close(rk);
   rd_kafka_destroy(rk);
   return out;
@@ -323,25 +312,46 @@ class ChaosTest : public ::testing::Test {
   }
 };
 
-TEST_F(ChaosTest, NoLossBoundedDuplicatesUnderFaults) {
+// The whole run in one delivery mode; the two test cases below call it.
+void RunChaos(Delivery delivery) {
+  if (const char* only = std::getenv("CHAOS_DELIVERY"); only != nullptr && *only != 0) {
+    if (std::string_view(only) != "at_least_once" && std::string_view(only) != "exactly_once") {
+      FAIL() << "CHAOS_DELIVERY=" << only << ": say at_least_once or exactly_once";
+    }
+    if (std::string_view(only) != Name(delivery)) {
+      GTEST_SKIP() << "CHAOS_DELIVERY=" << only << " runs the other mode only";
+    }
+  }
+  const bool eos = delivery == Delivery::kExactlyOnce;
   const Params p;
   const uint64_t seed = p.seed ? p.seed : std::random_device{}();
   // Printed first, so that a failed run can be replayed with CHAOS_SEED (the
   // faults' kinds, order and moments and the writers' transactions follow it;
   // the machine's timing does not).
-  fmt::print(stderr, "chaos: seed {} (CHAOS_SEED={} replays this schedule)\n", seed, seed);
+  fmt::print(stderr, "chaos: delivery {}, seed {} (CHAOS_SEED={} replays this schedule)\n",
+             Name(delivery), seed, seed);
   std::fflush(stderr);
   std::mt19937_64 rng(seed);
   Sql sql;
   TestSource source = CreateDefaultSource(sql, "chaos");
   const std::string topic = source.topic_prefix + ".Chaos";
   // Before outboxd produces: a topic it auto-created would stamp CreateTime.
-  ASSERT_NO_FATAL_FAILURE(CreateLogAppendTimeTopic(topic));
+  ASSERT_EQ(CreateTopic(topic, 1, {{"message.timestamp.type", "LogAppendTime"}}), "")
+      << "creating " << topic << " with LogAppendTime";
   // Records keyed by aggregate_id: the per-aggregate order below is the
   // guarantee this setting documents.
   std::string config = ConfigFor(source, "key = \"aggregate_id\"\n");
   // The default test config logs at debug; a long run needs info only.
   config.replace(config.find("level = \"debug\""), 15, "level = \"info\"");
+  if (eos) {
+    // The run's own transactional.id and checkpoint topic; the defaults otherwise.
+    const std::string at = "[sink.kafka]\n";
+    ASSERT_NE(config.find(at), std::string::npos);
+    config.insert(config.find(at),
+                  fmt::format("[sink]\ndelivery = \"exactly_once\"\ntransactional_id = \"{}\"\n"
+                              "checkpoint_topic = \"{}\"\n\n",
+                              UniqueName("chaos_txid"), source.topic_prefix + ".checkpoints"));
+  }
   OutboxdProcess outboxd(config);
   outboxd.Start();
   ASSERT_TRUE(outboxd.WaitForLog("streaming slot", absl::Seconds(60))) << outboxd.Log();
@@ -547,7 +557,8 @@ TEST_F(ChaosTest, NoLossBoundedDuplicatesUnderFaults) {
 
   // K: every record from offset 0.
   int undecodable = 0;
-  const std::vector<KRecord> k = ReadAll(topic, &undecodable);
+  int64_t high_watermark = 0;
+  const std::vector<KRecord> k = ReadAll(topic, eos, &undecodable, &high_watermark);
   EXPECT_EQ(undecodable, 0) << "records that are not chaos envelopes keyed by aggregate_id with a LogAppendTime";
 
   // Per id: copies in offset order (K is one partition, read in order).
@@ -765,6 +776,27 @@ TEST_F(ChaosTest, NoLossBoundedDuplicatesUnderFaults) {
                "(produced, not confirmed), largest replay window {}\n",
                Name(kind), dups_by_kind[kind], inflight_by_kind[kind], window_by_kind[kind]);
   }
+  if (eos) {
+    // What the restarts skipped ("exactly-once: skipped N event(s) in M
+    // transaction(s) ..." once per session), and what read_committed hid:
+    // offsets that are records of aborted transactions or transaction markers.
+    int64_t skipped_events = 0, skipped_txns = 0, skip_lines = 0;
+    const std::string line = "exactly-once: skipped ";
+    for (size_t at = log.find(line); at != std::string::npos; at = log.find(line, at + 1)) {
+      long long n = 0, m = 0;
+      if (std::sscanf(log.c_str() + at + line.size(), "%lld event(s) in %lld transaction", &n, &m) == 2) {
+        skipped_events += n;
+        skipped_txns += m;
+        ++skip_lines;
+      }
+    }
+    fmt::print("chaos: exactly-once, read_committed: {} offsets, {} committed records, {} aborted "
+               "records or transaction markers; {} sessions skipped {} events in {} transactions "
+               "already in Kafka; fenced {} times\n",
+               high_watermark, k.size(), high_watermark - static_cast<int64_t>(k.size()), skip_lines,
+               skipped_events, skipped_txns, Occurrences(log, "fenced: "));
+    EXPECT_EQ(duplicates, 0) << "exactly-once: events read twice with read_committed";
+  }
   EXPECT_EQ(lost, 0) << "events committed in PostgreSQL but never in Kafka";
   EXPECT_EQ(phantom, 0) << "events in Kafka that were never committed";
   EXPECT_EQ(order_violations, 0);
@@ -779,6 +811,11 @@ TEST_F(ChaosTest, NoLossBoundedDuplicatesUnderFaults) {
   // A failed run keeps its table, slot and topic for the post-mortem.
   if (!::testing::Test::HasFailure()) DropSource(end_sql, source);
 }
+
+TEST_F(ChaosTest, NoLossBoundedDuplicatesUnderFaults) { RunChaos(Delivery::kAtLeastOnce); }
+
+// Exactly-once mode: read_committed, lost 0 and duplicated 0.
+TEST_F(ChaosTest, ExactlyOnceNoLossNoDuplicatesUnderFaults) { RunChaos(Delivery::kExactlyOnce); }
 
 }  // namespace
 }  // namespace outboxd::it

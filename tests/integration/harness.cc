@@ -6,6 +6,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+extern char** environ;
+
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -157,16 +159,17 @@ level = "debug"
 }
 
 std::vector<Record> ReadTopics(const std::vector<std::string>& topics, size_t expected,
-                               absl::Duration timeout) {
+                               absl::Duration timeout, Isolation isolation) {
   return ReadTopicsUntil(
       topics, [expected](const std::vector<Record>& records) { return records.size() >= expected; },
-      timeout);
+      timeout, isolation);
 }
 
-std::vector<Record> ReadTopicsUntil(const std::vector<std::string>& topics,
-                                    const std::function<bool(const std::vector<Record>&)>& done,
-                                    absl::Duration timeout) {
-  std::vector<Record> records;
+namespace {
+
+// A consumer of a fresh group reading from the earliest offset; nullptr after
+// an ADD_FAILURE.
+rd_kafka_t* NewReader(Isolation isolation, bool partition_eof) {
   char errstr[512];
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
   auto set = [&](const char* k, const std::string& v) {
@@ -179,12 +182,49 @@ std::vector<Record> ReadTopicsUntil(const std::vector<std::string>& topics,
   set("auto.offset.reset", "earliest");
   set("enable.auto.commit", "false");
   set("topic.metadata.refresh.interval.ms", "500");
+  set("isolation.level",
+      isolation == Isolation::kReadCommitted ? "read_committed" : "read_uncommitted");
+  set("enable.partition.eof", partition_eof ? "true" : "false");
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
   if (rk == nullptr) {
     ADD_FAILURE() << "consumer: " << errstr;
-    return records;
+    return nullptr;
   }
   rd_kafka_poll_set_consumer(rk);
+  return rk;
+}
+
+Record ToRecord(const rd_kafka_message_t* msg) {
+  Record r;
+  r.topic = rd_kafka_topic_name(msg->rkt);
+  r.partition = msg->partition;
+  r.offset = msg->offset;
+  r.timestamp_ms = rd_kafka_message_timestamp(msg, nullptr);
+  if (msg->key) r.key.assign(static_cast<const char*>(msg->key), msg->key_len);
+  if (msg->payload) r.value.assign(static_cast<const char*>(msg->payload), msg->len);
+  r.null_value = msg->payload == nullptr;
+  rd_kafka_headers_t* headers = nullptr;
+  if (rd_kafka_message_headers(msg, &headers) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    const char* name;
+    const void* value;
+    size_t size;
+    for (size_t i = 0;
+         rd_kafka_header_get_all(headers, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR;
+         ++i) {
+      r.headers.emplace_back(name, std::string(static_cast<const char*>(value), size));
+    }
+  }
+  return r;
+}
+
+}  // namespace
+
+std::vector<Record> ReadTopicsUntil(const std::vector<std::string>& topics,
+                                    const std::function<bool(const std::vector<Record>&)>& done,
+                                    absl::Duration timeout, Isolation isolation) {
+  std::vector<Record> records;
+  rd_kafka_t* rk = NewReader(isolation, /*partition_eof=*/false);
+  if (rk == nullptr) return records;
   rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(topics.size());
   for (const std::string& topic : topics) {
     rd_kafka_topic_partition_list_add(list, topic.c_str(), RD_KAFKA_PARTITION_UA);
@@ -196,29 +236,78 @@ std::vector<Record> ReadTopicsUntil(const std::vector<std::string>& topics,
   while (!done(records) && absl::Now() < deadline) {
     rd_kafka_message_t* msg = rd_kafka_consumer_poll(rk, 200);
     if (msg == nullptr) continue;
-    if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-      Record r;
-      r.topic = rd_kafka_topic_name(msg->rkt);
-      r.partition = msg->partition;
-      r.offset = msg->offset;
-      r.timestamp_ms = rd_kafka_message_timestamp(msg, nullptr);
-      if (msg->key) r.key.assign(static_cast<const char*>(msg->key), msg->key_len);
-      if (msg->payload) r.value.assign(static_cast<const char*>(msg->payload), msg->len);
-      r.null_value = msg->payload == nullptr;
-      rd_kafka_headers_t* headers = nullptr;
-      if (rd_kafka_message_headers(msg, &headers) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        const char* name;
-        const void* value;
-        size_t size;
-        for (size_t i = 0; rd_kafka_header_get_all(headers, i, &name, &value, &size) ==
-                           RD_KAFKA_RESP_ERR_NO_ERROR;
-             ++i) {
-          r.headers.emplace_back(name, std::string(static_cast<const char*>(value), size));
-        }
+    if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) records.push_back(ToRecord(msg));
+    rd_kafka_message_destroy(msg);
+  }
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+  return records;
+}
+
+std::vector<Record> ReadToEnd(const std::vector<std::string>& topics, Isolation isolation,
+                              absl::Duration timeout) {
+  std::vector<Record> records;
+  rd_kafka_t* rk = NewReader(isolation, /*partition_eof=*/true);
+  if (rk == nullptr) return records;
+  // (topic, partition) -> high watermark at the start.
+  std::map<std::pair<std::string, int32_t>, int64_t> end;
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(4);
+  for (const std::string& topic : topics) {
+    const rd_kafka_metadata_t* metadata = nullptr;
+    rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk, topic.c_str(), nullptr);
+    const rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &metadata, 10000);
+    rd_kafka_topic_destroy(rkt);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR || metadata->topic_cnt != 1 ||
+        metadata->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      ADD_FAILURE() << "no metadata for topic " << topic << ": "
+                    << rd_kafka_err2str(err != RD_KAFKA_RESP_ERR_NO_ERROR ? err
+                                        : metadata->topic_cnt == 1 ? metadata->topics[0].err
+                                                                   : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC);
+      if (metadata != nullptr) rd_kafka_metadata_destroy(metadata);
+      continue;
+    }
+    for (int i = 0; i < metadata->topics[0].partition_cnt; ++i) {
+      const int32_t partition = metadata->topics[0].partitions[i].id;
+      int64_t low = 0, high = 0;
+      const rd_kafka_resp_err_t werr =
+          rd_kafka_query_watermark_offsets(rk, topic.c_str(), partition, &low, &high, 10000);
+      if (werr != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        ADD_FAILURE() << "watermarks of " << topic << " [" << partition << "]: " << rd_kafka_err2str(werr);
+        continue;
       }
-      records.push_back(std::move(r));
+      end[{topic, partition}] = high;
+      rd_kafka_topic_partition_list_add(list, topic.c_str(), partition)->offset =
+          RD_KAFKA_OFFSET_BEGINNING;
+    }
+    rd_kafka_metadata_destroy(metadata);
+  }
+  rd_kafka_assign(rk, list);
+  rd_kafka_topic_partition_list_destroy(list);
+
+  // A partition is done once the reader stands at or past its start-time high
+  // watermark: read_uncommitted reports EOF there, read_committed at the last
+  // stable offset, which reaches it once the transactions open then ended.
+  std::set<std::pair<std::string, int32_t>> pending;
+  for (const auto& [partition, high] : end) pending.insert(partition);
+  const absl::Time deadline = absl::Now() + timeout;
+  while (!pending.empty() && absl::Now() < deadline) {
+    rd_kafka_message_t* msg = rd_kafka_consumer_poll(rk, 200);
+    if (msg == nullptr) continue;
+    if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      records.push_back(ToRecord(msg));
+    } else if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF && msg->rkt != nullptr) {
+      const std::pair<std::string, int32_t> at{rd_kafka_topic_name(msg->rkt), msg->partition};
+      auto it = end.find(at);
+      if (it != end.end() && msg->offset >= it->second) pending.erase(at);
     }
     rd_kafka_message_destroy(msg);
+  }
+  for (const auto& [topic, partition] : pending) {
+    ADD_FAILURE() << "could not read " << topic << " [" << partition << "] up to offset "
+                  << end[{topic, partition}] << " within " << timeout
+                  << (isolation == Isolation::kReadCommitted
+                          ? " (read_committed: a transaction stays open?)"
+                          : "");
   }
   rd_kafka_consumer_close(rk);
   rd_kafka_destroy(rk);
@@ -249,6 +338,17 @@ void OutboxdProcess::Start() {
   std::vector<char*> argv;
   for (std::string& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);
+  // The environment is built before fork: the child only calls what is safe
+  // after fork in a threaded process.
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string entry = *e;
+    if (!env_.contains(entry.substr(0, entry.find('=')))) env.push_back(entry);
+  }
+  for (const auto& [name, value] : env_) env.push_back(name + "=" + value);
+  std::vector<char*> envp;
+  for (std::string& entry : env) envp.push_back(entry.data());
+  envp.push_back(nullptr);
   pid_ = fork();
   ASSERT_GE(pid_, 0);
   if (pid_ == 0) {
@@ -256,9 +356,22 @@ void OutboxdProcess::Start() {
     dup2(fd, STDOUT_FILENO);
     dup2(fd, STDERR_FILENO);
     close(fd);
-    execv(OUTBOXD_BINARY, argv.data());
+    execve(OUTBOXD_BINARY, argv.data(), envp.data());
     _exit(127);
   }
+}
+
+std::optional<int> OutboxdProcess::WaitExit(absl::Duration timeout) {
+  if (pid_ <= 0) return std::nullopt;
+  int status = 0;
+  const absl::Time deadline = absl::Now() + timeout;
+  while (waitpid(pid_, &status, WNOHANG) == 0) {
+    if (absl::Now() > deadline) return std::nullopt;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  pid_ = -1;
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return 128 + WTERMSIG(status);
 }
 
 int OutboxdProcess::Stop(int signal, absl::Duration timeout) {
@@ -292,6 +405,56 @@ bool OutboxdProcess::WaitForLog(const std::string& text, absl::Duration timeout)
                  absl::Milliseconds(20));
 }
 
+std::string CreateTopic(const std::string& topic, int partitions,
+                        const std::map<std::string, std::string>& configs) {
+  char errstr[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", KafkaBootstrap().c_str(), errstr, sizeof errstr);
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+  if (rk == nullptr) return errstr;
+  rd_kafka_NewTopic_t* nt = rd_kafka_NewTopic_new(topic.c_str(), partitions, 1, errstr, sizeof errstr);
+  if (nt == nullptr) {
+    rd_kafka_destroy(rk);
+    return errstr;
+  }
+  std::string error;
+  for (const auto& [name, value] : configs) {
+    if (rd_kafka_NewTopic_set_config(nt, name.c_str(), value.c_str()) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      error = "cannot set " + name;
+    }
+  }
+  rd_kafka_queue_t* queue = rd_kafka_queue_new(rk);
+  rd_kafka_AdminOptions_t* options = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+  rd_kafka_AdminOptions_set_operation_timeout(options, 30000, errstr, sizeof errstr);
+  rd_kafka_AdminOptions_set_request_timeout(options, 60000, errstr, sizeof errstr);
+  if (error.empty()) {
+    rd_kafka_CreateTopics(rk, &nt, 1, options, queue);
+    rd_kafka_event_t* event = rd_kafka_queue_poll(queue, 90000);
+    error = "no answer from the broker within 90 s";
+    if (event != nullptr) {
+      const rd_kafka_CreateTopics_result_t* result = rd_kafka_event_CreateTopics_result(event);
+      size_t n = 0;
+      const rd_kafka_topic_result_t** topics =
+          result ? rd_kafka_CreateTopics_result_topics(result, &n) : nullptr;
+      if (rd_kafka_event_error(event) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        error = rd_kafka_event_error_string(event);
+      } else if (n != 1) {
+        error = "no result for the topic";
+      } else if (rd_kafka_topic_result_error(topics[0]) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        error = rd_kafka_topic_result_error_string(topics[0]);
+      } else {
+        error.clear();
+      }
+      rd_kafka_event_destroy(event);
+    }
+  }
+  rd_kafka_AdminOptions_destroy(options);
+  rd_kafka_NewTopic_destroy(nt);
+  rd_kafka_queue_destroy(queue);
+  rd_kafka_destroy(rk);
+  return error;
+}
+
 bool Stack(const std::string& args) {
   const std::string command =
       fmt::format("bash {}/deploy/local/stack.sh {} >/dev/null 2>&1", OUTBOXD_SOURCE_DIR, args);
@@ -299,16 +462,21 @@ bool Stack(const std::string& args) {
 }
 
 std::vector<Record> ReadUntilAllKeys(const std::vector<std::string>& topics,
-                                     const std::set<std::string>& keys, absl::Duration timeout) {
+                                     const std::set<std::string>& keys, absl::Duration timeout,
+                                     Isolation isolation) {
+  // Counted as records come (not a set inclusion per poll): a test may wait
+  // for a few hundred thousand keys.
   std::set<std::string> seen;
   size_t read = 0;
   return ReadTopicsUntil(
       topics,
       [&](const std::vector<Record>& records) {
-        for (; read < records.size(); ++read) seen.insert(records[read].key);
-        return std::includes(seen.begin(), seen.end(), keys.begin(), keys.end());
+        for (; read < records.size(); ++read) {
+          if (keys.contains(records[read].key)) seen.insert(records[read].key);
+        }
+        return seen.size() == keys.size();
       },
-      timeout);
+      timeout, isolation);
 }
 
 CommandResult RunShell(const std::string& command) {

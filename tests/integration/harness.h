@@ -89,19 +89,41 @@ struct Record {
   std::vector<std::pair<std::string, std::string>> headers;
 };
 
+// What a reader sees of transactional records (the consumer's isolation.level).
+// kReadCommitted, librdkafka's default, hides records of open and aborted
+// transactions; kReadUncommitted shows every record appended, aborted ones too.
+enum class Isolation { kReadCommitted, kReadUncommitted };
+
 // Reads every record of the given topics from offset 0 (a fresh consumer
 // group each time), until `expected` records or the deadline.
 std::vector<Record> ReadTopics(const std::vector<std::string>& topics, size_t expected,
-                               absl::Duration timeout);
+                               absl::Duration timeout,
+                               Isolation isolation = Isolation::kReadCommitted);
 // Same, reading until `done(records so far)` holds or the deadline.
 std::vector<Record> ReadTopicsUntil(const std::vector<std::string>& topics,
                                     const std::function<bool(const std::vector<Record>&)>& done,
-                                    absl::Duration timeout);
+                                    absl::Duration timeout,
+                                    Isolation isolation = Isolation::kReadCommitted);
 
 // Reads from offset 0 until every key in `keys` was seen (duplicates after a
 // fault make a plain record count stop early) or the deadline.
 std::vector<Record> ReadUntilAllKeys(const std::vector<std::string>& topics,
-                                     const std::set<std::string>& keys, absl::Duration timeout);
+                                     const std::set<std::string>& keys, absl::Duration timeout,
+                                     Isolation isolation = Isolation::kReadCommitted);
+
+// Reads every partition of the given topics from offset 0 to its end: to the
+// high watermark found at the start, and with kReadCommitted until every
+// transaction open at the start has ended too (the last stable offset caught
+// up with that watermark). For topics nobody writes to any more; a failure
+// (ADD_FAILURE) at the deadline.
+std::vector<Record> ReadToEnd(const std::vector<std::string>& topics, Isolation isolation,
+                              absl::Duration timeout);
+
+// Creates `topic` with `partitions` partitions (replication factor 1) and the
+// given topic configs, e.g. {{"message.timestamp.type", "LogAppendTime"}}.
+// "" on success, else the broker's or librdkafka's words.
+std::string CreateTopic(const std::string& topic, int partitions,
+                        const std::map<std::string, std::string>& configs = {});
 
 // A finished command: its exit code (-1 if a signal ended it) and its stdout
 // and stderr together.
@@ -123,8 +145,14 @@ class OutboxdProcess {
   void Start();
   // Arguments after `run --config FILE` for the next Start(), e.g. {"--accept-gap"}.
   void set_extra_args(std::vector<std::string> args) { extra_args_ = std::move(args); }
+  // Environment variables added to (or replacing) the test's own for the next
+  // Start(), e.g. {{"OUTBOXD_FAILPOINT", "kill_after_kafka_commit:3"}}.
+  void set_env(std::map<std::string, std::string> env) { env_ = std::move(env); }
   // Sends `signal` and waits for the exit; returns the exit code (or 128+sig).
   int Stop(int signal, absl::Duration timeout = absl::Seconds(60));
+  // Waits for the process to exit by itself (no signal sent); its exit code
+  // (or 128+sig), nullopt if it still runs at the deadline.
+  std::optional<int> WaitExit(absl::Duration timeout);
   bool running() const { return pid_ > 0; }
   pid_t pid() const { return pid_; }
   std::string Log() const;
@@ -135,6 +163,7 @@ class OutboxdProcess {
   std::string config_path_;
   std::string log_path_;
   std::vector<std::string> extra_args_;
+  std::map<std::string, std::string> env_;
   pid_t pid_ = -1;
   size_t log_offset_ = 0;  // log size at the last Start()
 };
