@@ -425,8 +425,8 @@ absl::Status RdKafkaSink::FatalError() const {
   if (err == RD_KAFKA_RESP_ERR__FENCED || err == RD_KAFKA_RESP_ERR_PRODUCER_FENCED ||
       err == RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH) {
     return FencedError(fmt::format(
-        "Kafka producer fenced: another producer with transactional.id '{}' took over, or the coordinator "
-        "ended a transaction that outlived transaction.timeout.ms: {}: {}",
+        "another producer with transactional.id '{}' took over (or the coordinator ended a transaction "
+        "that outlived transaction.timeout.ms): the Kafka producer is fenced: {}: {}",
         options_.transactional_id, rd_kafka_err2name(err), Redact(errstr)));
   }
   return absl::AbortedError(fmt::format(
@@ -450,9 +450,9 @@ absl::Status RdKafkaSink::TxnStatus(rd_kafka_error_t* error, std::string_view wh
   if (code == RD_KAFKA_RESP_ERR__FENCED || code == RD_KAFKA_RESP_ERR_PRODUCER_FENCED ||
       code == RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH) {
     return FencedError(fmt::format(
-        "{}: another producer with transactional.id '{}' took over (it fenced this one), or the "
-        "coordinator ended a transaction that outlived transaction.timeout.ms", text,
-        options_.transactional_id));
+        "another producer with transactional.id '{}' took over (or the coordinator ended a transaction "
+        "that outlived transaction.timeout.ms): {}",
+        options_.transactional_id, text));
   }
   if (fatal) return absl::AbortedError(fmt::format("{}; the producer must be recreated", text));
   if (abortable) return absl::AbortedError(fmt::format("{}; the transaction must be aborted", text));
