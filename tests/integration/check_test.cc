@@ -178,6 +178,27 @@ TEST_F(DoctorTest, FixedTopicsAreLookedUpWithoutCreatingThem) {
   EXPECT_THAT(r.output, HasSubstr("exists with 1 partition(s)"));
 }
 
+// Exactly-once: check names the mode and the transactional id, and looks the
+// checkpoint topic up without creating it (nor starting a transactional
+// producer, which would fence a running instance).
+TEST_F(DoctorTest, ExactlyOnceModeAndItsCheckpointTopicAreReported) {
+  const std::string checkpoints = UniqueName("it.doctor.checkpoints");
+  const std::string config = Replace(ConfigFor(source_), "[sink.kafka]",
+                                     fmt::format("[sink]\ndelivery = \"exactly_once\"\ncheckpoint_topic = \"{}\"\n\n"
+                                                 "[sink.kafka]",
+                                                 checkpoints));
+  for (int i = 0; i < 2; ++i) {  // the first look-up must not have created it
+    Result r = Check(config);
+    EXPECT_EQ(r.code, 0) << r.output;
+    EXPECT_THAT(r.output, HasSubstr(fmt::format("exactly_once: Kafka transactions with transactional.id "
+                                                "'outboxd-<system identifier>-{}'",
+                                                source_.slot)));
+    EXPECT_THAT(r.output, HasSubstr(fmt::format("checkpoint topic '{}' does not exist yet", checkpoints)));
+  }
+  Result r = Check(ConfigFor(source_));
+  EXPECT_THAT(r.output, HasSubstr("at_least_once: after a fault an event may be published twice"));
+}
+
 TEST_F(DoctorTest, SlotStatusAndRetainedWalAreShown) {
   sql_.Exec(fmt::format("SELECT pg_create_logical_replication_slot('{}', 'pgoutput')", source_.slot));
   sql_.Exec(fmt::format(
