@@ -428,6 +428,7 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
           },
       .error = [](const absl::Status& error) { telemetry::LogWarn("kafka: {}", error.message()); },
       .brokers_up = [&metrics](int up) { metrics.kafka_brokers_up.store(up); },
+      .transactional_id = "",  // set per producer in exactly-once mode
   };
   // [schema_registry]: envelopes framed in Confluent's wire format. Ids are
   // cached for the life of the process (EnvelopeSchemas), so a reconnect asks

@@ -253,6 +253,7 @@ absl::Status Pipeline::HandleMessage(Lsn lsn) {
     metrics_->transactions.fetch_add(1, std::memory_order_relaxed);
     if (skipped_in_txn_) ++skipped_transactions_;
     if (!kafka_txn_open_) return absl::OkStatus();
+    if (pg_txn_events_ > 0) kafka_txn_commit_times_.emplace_back(begin_.commit_time, pg_txn_events_);
     kafka_txn_events_ += pg_txn_events_;
     pg_txn_events_ = 0;
     kafka_txn_last_whole_ = commit->end_lsn;
@@ -575,7 +576,8 @@ void Pipeline::OnDelivery(uint64_t record_token, const absl::Status& status) {
   inflight_bytes_ -= record->second.bytes;
   metrics_->producer_queue_bytes.store(inflight_bytes_, std::memory_order_relaxed);
   inflight_records_.erase(record);
-  if (status.ok()) {
+  if (status.ok() && eos_ == nullptr) {
+    // Exactly-once observes at the Kafka commit instead: what consumers wait for.
     const int64_t commit_time = tracker_.CommitTimeOf(token);
     if (commit_time != 0) {
       metrics_->publish_latency.Observe(
@@ -740,6 +742,7 @@ absl::Status Pipeline::EnsureKafkaTransaction() {
   kafka_txn_open_ = true;
   kafka_txn_opened_ = clock_();
   kafka_txn_events_ = 0;
+  kafka_txn_commit_times_.clear();
   kafka_txn_last_whole_ = Lsn::Invalid();
   kafka_txn_boundary_ = last_end_;
   return absl::OkStatus();
@@ -777,6 +780,7 @@ absl::Status Pipeline::CommitKafkaTransaction() {
   if (tracker_.in_transaction() && pg_txn_events_ > 0) {
     checkpoint.partial_commit_lsn = begin_.final_lsn;
     checkpoint.partial_through = event_position_;
+    kafka_txn_commit_times_.emplace_back(begin_.commit_time, pg_txn_events_);
   }
   checkpoint_value_ = EncodeCheckpoint(checkpoint);
   const kafka::ProduceRequest request{
@@ -814,6 +818,13 @@ absl::Status Pipeline::CommitKafkaTransaction() {
   kafka_txn_open_ = false;
   kafka_txn_events_ = 0;
   pg_txn_events_ = 0;
+  // PostgreSQL commit to Kafka commit, per event: when read_committed consumers can see it.
+  const absl::Time now = clock_();
+  for (const auto& [commit_time, events] : kafka_txn_commit_times_) {
+    const double seconds = absl::ToDoubleSeconds(now - PgTimestampToTime(commit_time));
+    for (int64_t i = 0; i < events; ++i) metrics_->publish_latency.Observe(seconds);
+  }
+  kafka_txn_commit_times_.clear();
   eos_->committed = std::move(checkpoint);
   // Refused records of transactions now in Kafka are done with.
   std::erase_if(eos_->refused, [this](const auto& entry) {

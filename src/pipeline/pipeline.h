@@ -263,6 +263,8 @@ class Pipeline {
   bool kafka_txn_failed_ = false;  // aborted (or fenced): the session is ending
   absl::Time kafka_txn_opened_;
   int64_t kafka_txn_events_ = 0;  // events of whole PostgreSQL transactions in it
+  // Its PostgreSQL transactions' commit times and event counts, for publish_latency.
+  std::vector<std::pair<int64_t, int64_t>> kafka_txn_commit_times_;
   Lsn kafka_txn_boundary_;        // nothing at or after it is confirmed while it is open
   Lsn kafka_txn_last_whole_;      // commit end LSN of its newest whole PostgreSQL transaction
   Lsn last_end_;                  // everything before it was read (commit end, idle keepalive)

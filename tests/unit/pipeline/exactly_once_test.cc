@@ -155,6 +155,8 @@ TEST_F(ExactlyOnceTest, EachKafkaTransactionEndsWithACheckpointOfItsLastWholeTra
   EXPECT_EQ(eos_.committed.lsn, Lsn(0x2050));
   EXPECT_EQ(stream_.last_flushed(), Lsn(0x2050));
   EXPECT_EQ(metrics_.kafka_transactions.Get("committed"), static_cast<uint64_t>(sink_.commits));
+  // Latency is observed at the Kafka commit, once per event (not at the acknowledgement too).
+  EXPECT_THAT(metrics_.RenderPrometheus(), HasSubstr("outboxd_publish_latency_seconds_count 3\n"));
 }
 
 TEST_F(ExactlyOnceTest, TheSlotIsNotConfirmedBeforeTheKafkaCommitReturns) {
@@ -240,6 +242,8 @@ TEST_F(ExactlyOnceTest, ACommitThatFailsAbortsAndEndsTheSessionWithoutConfirming
   EXPECT_LT(stream_.max_flushed(), Lsn(0x1050));
   EXPECT_EQ(metrics_.kafka_transactions.Get("aborted"), 1u);
   EXPECT_EQ(eos_.committed.lsn, Lsn()) << "an aborted transaction moved the checkpoint";
+  EXPECT_THAT(metrics_.RenderPrometheus(), HasSubstr("outboxd_publish_latency_seconds_count 0\n"))
+      << "latency observed for events no consumer can see";
 }
 
 TEST_F(ExactlyOnceTest, AFencedProducerEndsTheSessionWithTheFencedStatusAndNoAbort) {
@@ -349,7 +353,7 @@ TEST(CheckpointTest, RoundTripsThroughItsJson) {
 }
 
 TEST(CheckpointTest, RefusesWhatIsNotACheckpoint) {
-  for (const std::string bad : {std::string(""), std::string("[1]"), std::string("{\"lsn\":\"0/1\"}"),
+  for (const std::string& bad : {std::string(""), std::string("[1]"), std::string("{\"lsn\":\"0/1\"}"),
                                 std::string("{\"system_id\":\"1\",\"slot\":\"s\",\"lsn\":\"zz\"}"),
                                 std::string("{\"system_id\":\"1\",\"slot\":\"s\",\"lsn\":\"0/1\",\"partial\":3}"),
                                 std::string(5000, '{'), std::string("{\"system_id\":\"1\",\"slot\":\"s\",\"lsn\":\"0/1\","
@@ -360,7 +364,10 @@ TEST(CheckpointTest, RefusesWhatIsNotACheckpoint) {
 }
 
 TEST(CheckpointTest, CoversWholeTransactionsBeforeItsLsnAndPartialEventsThroughTheirPosition) {
-  Checkpoint c{.lsn = Lsn(0x2050), .partial_commit_lsn = Lsn(0x3040), .partial_through = {Lsn(0x3005), 1}};
+  Checkpoint c;
+  c.lsn = Lsn(0x2050);
+  c.partial_commit_lsn = Lsn(0x3040);
+  c.partial_through = {Lsn(0x3005), 1};
   EXPECT_TRUE(c.CoversTransaction(Lsn(0x2040)));   // the checkpoint's own last transaction
   EXPECT_FALSE(c.CoversTransaction(Lsn(0x2050)));  // the next one commits at or after its end
   EXPECT_TRUE(c.CoversEvent(Lsn(0x3040), {Lsn(0x3005), 1}));
