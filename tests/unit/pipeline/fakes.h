@@ -94,6 +94,11 @@ class FakeStream : public replication::ReplicationStream {
   }
   // Runs `fn` when the script reaches this point.
   void PushAction(std::function<void()> fn) { frames_.push_back(std::move(fn)); }
+  // Holds the script at this point (reads find nothing, the pipeline goes on
+  // serving Kafka) until `open` holds or `timeout` of real time has passed.
+  void PushGate(std::function<bool()> open, absl::Duration timeout = absl::Seconds(30)) {
+    frames_.push_back(Gate{std::move(open), timeout, absl::InfiniteFuture()});
+  }
 
   absl::StatusOr<bool> ReadFrame(absl::Duration timeout, std::string_view* frame) override {
     ++reads_;
@@ -104,6 +109,15 @@ class FakeStream : public replication::ReplicationStream {
       return false;
     }
     while (!frames_.empty()) {
+      if (auto* gate = std::get_if<Gate>(&frames_.front())) {
+        if (gate->deadline == absl::InfiniteFuture()) gate->deadline = absl::Now() + gate->timeout;
+        if (!gate->open() && absl::Now() < gate->deadline) {
+          *now_ += timeout;
+          return false;
+        }
+        frames_.pop_front();
+        continue;
+      }
       auto next = std::move(frames_.front());
       frames_.pop_front();
       if (auto* fn = std::get_if<std::function<void()>>(&next)) {
@@ -138,8 +152,13 @@ class FakeStream : public replication::ReplicationStream {
   int reads_ = 0;
 
  private:
+  struct Gate {
+    std::function<bool()> open;
+    absl::Duration timeout;
+    absl::Time deadline;  // real time, set when the script first reaches the gate
+  };
   absl::Time* now_;
-  std::deque<std::variant<std::string, std::function<void()>>> frames_;
+  std::deque<std::variant<std::string, std::function<void()>, Gate>> frames_;
   std::string current_;
 };
 
