@@ -598,6 +598,35 @@ class ConfigParser {
     return absl::OkStatus();
   }
 
+  // A duration with a unit ("500ms", "10s", "1m") from `min` to `max`. An
+  // error names `example`s of the form; `advice` (may be empty) follows the
+  // range in a range error.
+  absl::Status GetDuration(const toml::table& table, std::string_view key, std::string_view path,
+                           absl::Duration min, absl::Duration max, std::string_view example,
+                           std::string_view advice, absl::Duration* out) const {
+    const toml::node* node = table.get(key);
+    if (node == nullptr) return absl::OkStatus();
+    std::string text;
+    RETURN_IF_ERROR(GetString(table, key, path, &text));
+    absl::Duration value;
+    if (!absl::ParseDuration(text, &value) || text == "0") {
+      return Error(node, fmt::format("{} = \"{}\": expected a duration with a unit, e.g. {}", path,
+                                     text, example));
+    }
+    if (value < min || value > max) {
+      return Error(node, fmt::format("{} = \"{}\": must be from {} to {}{}", path, text,
+                                     ShortDuration(min), ShortDuration(max), advice));
+    }
+    *out = value;
+    return absl::OkStatus();
+  }
+
+  // "100ms", "60s": how the bounds above are written in this file's errors.
+  static std::string ShortDuration(absl::Duration d) {
+    if (d % absl::Seconds(1) == absl::ZeroDuration()) return fmt::format("{}s", d / absl::Seconds(1));
+    return fmt::format("{}ms", absl::ToInt64Milliseconds(d));
+  }
+
   absl::Status GetNonEmptyString(const toml::table& table, std::string_view key,
                                  std::string_view path, std::string* out) const {
     RETURN_IF_ERROR(GetString(table, key, path, out));
@@ -797,24 +826,10 @@ class ConfigParser {
       out->snapshot_initial = mode == "initial";
     }
 
-    if (const toml::node* node = source->get("status_interval"); node != nullptr) {
-      std::string text;
-      RETURN_IF_ERROR(GetString(*source, "status_interval", "source.status_interval", &text));
-      absl::Duration interval;
-      if (!absl::ParseDuration(text, &interval) || text == "0") {
-        return Error(node, fmt::format("source.status_interval = \"{}\": expected a duration with "
-                                       "a unit, e.g. \"500ms\", \"10s\" or \"1m\"",
-                                       text));
-      }
-      if (interval < absl::Milliseconds(100) || interval > absl::Seconds(60)) {
-        return Error(node, fmt::format("source.status_interval = \"{}\": must be from 100ms to 60s; "
-                                       "keep it under half of the server's wal_sender_timeout "
-                                       "(60s by default)",
-                                       text));
-      }
-      out->status_interval = interval;
-    }
-    return absl::OkStatus();
+    return GetDuration(*source, "status_interval", "source.status_interval", absl::Milliseconds(100),
+                       absl::Seconds(60), "\"500ms\", \"10s\" or \"1m\"",
+                       "; keep it under half of the server's wal_sender_timeout (60s by default)",
+                       &out->status_interval);
   }
 
   // A DSN that libpq rejects passes here: connecting reports libpq's reason.
@@ -930,18 +945,9 @@ class ConfigParser {
                    fmt::format("sink.checkpoint_topic = \"{}\": {}", out->checkpoint_topic,
                                valid.message()));
     }
-    if (const toml::node* node = sink.get("transaction_interval"); node != nullptr) {
-      std::string text;
-      RETURN_IF_ERROR(GetString(sink, "transaction_interval", "sink.transaction_interval", &text));
-      absl::Duration interval;
-      if (!absl::ParseDuration(text, &interval) || interval < absl::Milliseconds(10) ||
-          interval > absl::Seconds(60)) {
-        return Error(node, fmt::format("sink.transaction_interval = \"{}\": expected a duration from "
-                                       "10ms to 60s, e.g. \"100ms\"",
-                                       text));
-      }
-      out->transaction_interval = interval;
-    }
+    RETURN_IF_ERROR(GetDuration(sink, "transaction_interval", "sink.transaction_interval",
+                                absl::Milliseconds(10), absl::Seconds(60), "\"100ms\"", "",
+                                &out->transaction_interval));
     if (const toml::node* node = sink.get("transaction_max_events"); node != nullptr) {
       if (!node->is_integer() || node->as_integer()->get() < 1 ||
           node->as_integer()->get() > 1000000) {
@@ -1089,18 +1095,9 @@ class ConfigParser {
     if ((!out->ca_file.empty() || !out->cert_file.empty()) && !absl::StartsWith(out->url, "https://")) {
       return Error(reg, "schema_registry: ca_file, cert_file and key_file need an https:// url");
     }
-    if (const toml::node* node = reg->get("timeout"); node != nullptr) {
-      std::string text;
-      RETURN_IF_ERROR(GetString(*reg, "timeout", "schema_registry.timeout", &text));
-      absl::Duration timeout;
-      if (!absl::ParseDuration(text, &timeout) || timeout < absl::Milliseconds(100) ||
-          timeout > absl::Seconds(30)) {
-        return Error(node, fmt::format("schema_registry.timeout = \"{}\": expected a duration from 100ms to "
-                                       "30s, e.g. \"10s\" (a stop waits for one request at most)",
-                                       text));
-      }
-      out->timeout = timeout;
-    }
+    RETURN_IF_ERROR(GetDuration(*reg, "timeout", "schema_registry.timeout", absl::Milliseconds(100),
+                                absl::Seconds(30), "\"10s\"", " (a stop waits for one request at most)",
+                                &out->timeout));
     if (const toml::node* node = reg->get("subject_strategy"); node != nullptr) {
       std::string text;
       RETURN_IF_ERROR(GetString(*reg, "subject_strategy", "schema_registry.subject_strategy", &text));
