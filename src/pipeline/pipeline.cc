@@ -822,7 +822,7 @@ absl::Status Pipeline::CommitKafkaTransaction() {
   const absl::Time now = clock_();
   for (const auto& [commit_time, events] : kafka_txn_commit_times_) {
     const double seconds = absl::ToDoubleSeconds(now - PgTimestampToTime(commit_time));
-    for (int64_t i = 0; i < events; ++i) metrics_->publish_latency.Observe(seconds);
+    metrics_->publish_latency.Observe(seconds, static_cast<uint64_t>(events));
   }
   kafka_txn_commit_times_.clear();
   eos_->committed = std::move(checkpoint);
@@ -831,9 +831,11 @@ absl::Status Pipeline::CommitKafkaTransaction() {
     return std::get<0>(entry.first) < eos_->committed.lsn.value();
   });
   metrics_->kafka_transactions.Add("committed");
-  telemetry::LogDebug("exactly-once: Kafka transaction committed through LSN {} in {} ({} open)",
-                      eos_->committed.lsn.ToString(), absl::FormatDuration(clock_() - commit_started),
-                      absl::FormatDuration(clock_() - kafka_txn_opened_));
+  if (telemetry::LogEnabled(telemetry::LogLevel::kDebug)) {
+    telemetry::LogDebug("exactly-once: Kafka transaction committed through LSN {} in {} ({} open)",
+                        eos_->committed.lsn.ToString(), absl::FormatDuration(now - commit_started),
+                        absl::FormatDuration(now - kafka_txn_opened_));
+  }
   if (eos_->after_commit) eos_->after_commit();
   return CheckFailures();
 }

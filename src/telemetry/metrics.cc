@@ -40,12 +40,13 @@ void LabeledCounter::Render(std::string_view name, std::string_view label_name,
   }
 }
 
-void Histogram::Observe(double seconds) {
+void Histogram::Observe(double seconds, uint64_t count) {
+  if (count == 0) return;
   size_t i = 0;
   while (i < kBuckets && seconds > kBounds[i]) ++i;
-  counts_[i].fetch_add(1, std::memory_order_relaxed);
-  count_.fetch_add(1, std::memory_order_relaxed);
-  sum_micros_.fetch_add(static_cast<uint64_t>(std::max(0.0, seconds) * 1e6),
+  counts_[i].fetch_add(count, std::memory_order_relaxed);
+  count_.fetch_add(count, std::memory_order_relaxed);
+  sum_micros_.fetch_add(static_cast<uint64_t>(std::max(0.0, seconds) * 1e6) * count,
                         std::memory_order_relaxed);
 }
 

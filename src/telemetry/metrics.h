@@ -49,7 +49,8 @@ inline constexpr size_t kManyTopics = 1000;
 
 class Histogram {
  public:
-  void Observe(double seconds);
+  // Observes `seconds` `count` times (e.g. once per event of a batch).
+  void Observe(double seconds, uint64_t count = 1);
   void Render(std::string_view name, std::string* out) const;
 
  private:

@@ -30,6 +30,20 @@ TEST(MetricsTest, LabelledCountersStartAtZeroForEveryKnownValue) {
   EXPECT_THAT(text, Not(HasSubstr("outboxd_events_published_total{")));
 }
 
+// A batch observed at once counts like the same observations one by one.
+TEST(MetricsTest, HistogramObservesABatchAsManyObservations) {
+  Metrics batch, single;
+  batch.publish_latency.Observe(0.02, 3);
+  batch.publish_latency.Observe(0.2, 0);
+  for (int i = 0; i < 3; ++i) single.publish_latency.Observe(0.02);
+  EXPECT_EQ(batch.RenderPrometheus(), single.RenderPrometheus());
+  const std::string text = batch.RenderPrometheus();
+  EXPECT_THAT(text, HasSubstr("outboxd_publish_latency_seconds_bucket{le=\"0.01\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("outboxd_publish_latency_seconds_bucket{le=\"0.025\"} 3\n"));
+  EXPECT_THAT(text, HasSubstr("outboxd_publish_latency_seconds_count 3\n"));
+  EXPECT_THAT(text, HasSubstr("outboxd_publish_latency_seconds_sum 0.06"));
+}
+
 TEST(MetricsTest, DeclaredLabelsCountFromZero) {
   Metrics metrics;
   metrics.reconnects.Add("kafka");
