@@ -82,7 +82,6 @@ TEST_F(BadEventTest, BadRowsGoToTheDeadLetterTopicAndTheStreamGoesOn) {
             Insert(too_large, "Order", "'a-5'",
                    "jsonb_build_object('secret', 'PAYLOADMARK', 'pad', repeat('x', 1500000))") +
             Insert(good2, "Order", "'a-6'", "'{}'") + "COMMIT;");
-  const Lsn commit = sql_.CurrentLsn();
 
   const std::vector<Record> good =
       ReadTopicsUntil({Topic()}, [](const auto& r) { return r.size() >= 2; }, absl::Seconds(60));
@@ -121,8 +120,7 @@ TEST_F(BadEventTest, BadRowsGoToTheDeadLetterTopicAndTheStreamGoesOn) {
   EXPECT_LT(big.value.size(), 10000u);
 
   // Every dead letter acknowledged: the slot passes the transaction.
-  EXPECT_TRUE(WaitFor([&] { return sql_.ConfirmedFlush(source_.slot) >= commit; },
-                      absl::Seconds(30)))
+  EXPECT_TRUE(WaitForConfirmedPast(sql_, source_.slot, LastCommitLsn(good), absl::Seconds(30)))
       << outboxd_->Log();
   const std::string log = outboxd_->Log();
   EXPECT_THAT(log, HasSubstr("sent to dead-letter topic"));
@@ -140,7 +138,6 @@ TEST_F(BadEventTest, RecordTheBrokerRefusesAsTooLargeIsReplacedByItsDeadLetter) 
             Insert(big, "Order", "'b-1'", "jsonb_build_object('pad', repeat('y', 2000000))") +
             "COMMIT;");
   sql_.Exec("BEGIN;" + Insert(after, "Order", "'b-2'", "'{}'") + "COMMIT;");
-  const Lsn commit = sql_.CurrentLsn();
 
   const std::vector<Record> dead =
       ReadTopicsUntil({DlqTopic()}, [](const auto& r) { return !r.empty(); }, absl::Seconds(60));
@@ -152,8 +149,7 @@ TEST_F(BadEventTest, RecordTheBrokerRefusesAsTooLargeIsReplacedByItsDeadLetter) 
       ReadTopicsUntil({Topic()}, [](const auto& r) { return !r.empty(); }, absl::Seconds(60));
   ASSERT_EQ(good.size(), 1u);
   EXPECT_EQ(good[0].key, after);
-  EXPECT_TRUE(WaitFor([&] { return sql_.ConfirmedFlush(source_.slot) >= commit; },
-                      absl::Seconds(30)))
+  EXPECT_TRUE(WaitForConfirmedPast(sql_, source_.slot, LastCommitLsn(good), absl::Seconds(30)))
       << outboxd_->Log();
   EXPECT_TRUE(outboxd_->running());
 }

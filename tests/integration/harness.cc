@@ -77,6 +77,66 @@ std::string Sql::Scalar(const std::string& sql) {
   return *rows[0][0];
 }
 
+::outbox::v1::Envelope Decode(const Record& record) {
+  ::outbox::v1::Envelope envelope;
+  EXPECT_TRUE(envelope.ParseFromString(record.value))
+      << "not an envelope: " << record.topic << " offset " << record.offset;
+  return envelope;
+}
+
+Lsn LastCommitLsn(const std::vector<Record>& records) {
+  uint64_t last = 0;
+  for (const Record& r : records) last = std::max(last, Decode(r).source().commit_lsn());
+  return Lsn(last);
+}
+
+bool WaitForConfirmedPast(Sql& sql, const std::string& slot, Lsn commit_lsn, absl::Duration timeout) {
+  return WaitFor([&] { return sql.ConfirmedFlush(slot) > commit_lsn; }, timeout);
+}
+
+std::set<std::string> Ids(Sql& sql, const std::string& table) {
+  std::set<std::string> ids;
+  for (const auto& row : sql.Query(fmt::format("SELECT id FROM public.{}", table))) ids.insert(*row[0]);
+  return ids;
+}
+
+std::string InsertTxnSql(const std::string& table, int txn, int rows) {
+  return fmt::format(
+      "BEGIN; INSERT INTO public.{0} (aggregate_type, aggregate_id, event_type, payload) "
+      "SELECT 'Order', 't{1}-' || g, 'OrderCreated', jsonb_build_object('txn', {1}, 'seq', g) "
+      "FROM generate_series(1, {2}) AS g ORDER BY g; COMMIT;",
+      table, txn, rows);
+}
+
+Writer::Writer(std::string table, int txns, int first)
+    : table_(std::move(table)), txns_(txns), first_(first), thread_([this] { Loop(); }) {}
+
+void Writer::Join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Writer::Loop() {
+  std::unique_ptr<replication::PgConnection> conn;
+  const absl::Time deadline = absl::Now() + absl::Minutes(4);
+  for (int t = 0; t < txns_ && absl::Now() < deadline;) {
+    if (!conn) {
+      auto c = replication::PgConnection::Connect(PgDsn(), /*replication=*/false);
+      if (!c.ok()) {
+        absl::SleepFor(absl::Milliseconds(100));
+        continue;
+      }
+      conn = std::move(*c);
+    }
+    if (!conn->Query(InsertTxnSql(table_, first_ + t, 1 + t % 7)).ok()) {
+      ++failures_;
+      conn.reset();
+      continue;
+    }
+    committed_ = ++t;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+}
+
 Lsn Sql::CurrentLsn() { return *Lsn::Parse(Scalar("SELECT pg_current_wal_lsn()")); }
 
 Lsn Sql::ConfirmedFlush(const std::string& slot) {

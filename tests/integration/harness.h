@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -12,11 +13,13 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "absl/time/time.h"
 #include "common/lsn.h"
+#include "outbox/v1/envelope.pb.h"
 #include "replication/pg_connection.h"
 
 namespace outboxd::it {
@@ -88,6 +91,17 @@ struct Record {
   bool null_value = false;  // a tombstone
   std::vector<std::pair<std::string, std::string>> headers;
 };
+
+// The envelope an outboxd event record holds (ADD_FAILURE if it holds none).
+::outbox::v1::Envelope Decode(const Record& record);
+// The newest source.commit_lsn among event records (envelopes). The slot has
+// confirmed that transaction once its confirmed_flush_lsn is past it: a
+// transaction ends after its commit record starts.
+Lsn LastCommitLsn(const std::vector<Record>& records);
+// Waits until `slot` has confirmed the transaction whose commit record is at
+// `commit_lsn`; false at the deadline. Unlike waiting for pg_current_wal_lsn()
+// read after a commit, this needs no keepalive for other sessions' WAL.
+bool WaitForConfirmedPast(Sql& sql, const std::string& slot, Lsn commit_lsn, absl::Duration timeout);
 
 // What a reader sees of transactional records (the consumer's isolation.level).
 // kReadCommitted, librdkafka's default, hides records of open and aborted
@@ -166,6 +180,39 @@ class OutboxdProcess {
   std::map<std::string, std::string> env_;
   pid_t pid_ = -1;
   size_t log_offset_ = 0;  // log size at the last Start()
+};
+
+// The ids of every row of `table` (unqualified, schema public).
+std::set<std::string> Ids(Sql& sql, const std::string& table);
+
+// One transaction of `rows` events in `table` (unqualified, schema public):
+// aggregate type "Order", aggregate_id "t<txn>-<seq>", seq 1..rows in insert
+// order.
+std::string InsertTxnSql(const std::string& table, int txn, int rows);
+
+// Commits transactions `first`..`first + txns - 1` of 1..7 rows (InsertTxnSql),
+// 10 ms apart, on its own thread and connection, for at most 4 minutes;
+// reconnects when PostgreSQL goes away (a COMMIT that got no answer may or may
+// not have committed: the table, not this writer, is the truth).
+class Writer {
+ public:
+  Writer(std::string table, int txns, int first = 0);
+  ~Writer() { Join(); }
+  Writer(const Writer&) = delete;
+  Writer& operator=(const Writer&) = delete;
+  void Join();
+  int committed() const { return committed_.load(); }
+  int failures() const { return failures_.load(); }
+
+ private:
+  void Loop();
+
+  std::string table_;
+  int txns_;
+  int first_;
+  std::atomic<int> committed_{0};
+  std::atomic<int> failures_{0};
+  std::thread thread_;
 };
 
 // The config for a test source against the local stack.

@@ -80,7 +80,6 @@ TEST_F(HostileTest, MessageWithHeadersNested100000DeepIsDeadLetteredAndTheStream
       "INSERT INTO public.{} (id, aggregate_type, aggregate_id, event_type, payload) VALUES "
       "('{}', 'Order', 'a-2', 'OrderCreated', '{{}}')",
       source_.table, normal));
-  const Lsn commit = sql_.CurrentLsn();
 
   const std::vector<Record> dead =
       ReadTopicsUntil({DlqTopic()}, [](const auto& r) { return !r.empty(); }, absl::Seconds(60));
@@ -101,8 +100,7 @@ TEST_F(HostileTest, MessageWithHeadersNested100000DeepIsDeadLetteredAndTheStream
       ReadTopicsUntil({Topic()}, [](const auto& r) { return !r.empty(); }, absl::Seconds(60));
   ASSERT_EQ(good.size(), 1u) << outboxd_->Log();
   EXPECT_EQ(good[0].key, normal);
-  EXPECT_TRUE(WaitFor([&] { return sql_.ConfirmedFlush(source_.slot) >= commit; },
-                      absl::Seconds(30)))
+  EXPECT_TRUE(WaitForConfirmedPast(sql_, source_.slot, LastCommitLsn(good), absl::Seconds(30)))
       << outboxd_->Log();
   EXPECT_TRUE(outboxd_->running()) << outboxd_->Log();
 }

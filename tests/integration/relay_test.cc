@@ -23,12 +23,6 @@ namespace {
 using ::testing::Contains;
 using ::testing::Pair;
 
-::outbox::v1::Envelope Decode(const Record& record) {
-  ::outbox::v1::Envelope envelope;
-  EXPECT_TRUE(envelope.ParseFromString(record.value)) << "record at offset " << record.offset;
-  return envelope;
-}
-
 // Inserts one transaction of `rows` events, aggregate ids "t<txn>-<seq>".
 void InsertTxn(Sql& sql, const std::string& table, int txn, int rows,
                const std::string& aggregate_type = "Order") {
@@ -37,12 +31,6 @@ void InsertTxn(Sql& sql, const std::string& table, int txn, int rows,
       "SELECT '{1}', 't{2}-' || g, 'OrderCreated', jsonb_build_object('txn', {2}, 'seq', g, "
       "'note', repeat('x', 200)) FROM generate_series(1, {3}) AS g ORDER BY g; COMMIT;",
       table, aggregate_type, txn, rows));
-}
-
-std::set<std::string> Ids(Sql& sql, const std::string& table) {
-  std::set<std::string> ids;
-  for (const auto& row : sql.Query(fmt::format("SELECT id FROM public.{}", table))) ids.insert(*row[0]);
-  return ids;
 }
 
 class RelayTest : public ::testing::Test {

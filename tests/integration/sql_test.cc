@@ -291,8 +291,10 @@ TEST_F(SqlToolkitTest, MonitoringViewShowsLagRetainedWalAndTheActiveSender) {
                                     source.slot)));
   EXPECT_EQ(status("application_name"), "outboxd");
   // Once the 50 events are acknowledged, the confirmed position passes them.
-  const Lsn written = sql_.CurrentLsn();
-  ASSERT_TRUE(WaitFor([&] { return sql_.ConfirmedFlush(source.slot) >= written; }, absl::Seconds(60)))
+  const std::vector<Record> records =
+      ReadTopics({source.topic_prefix + ".Order"}, 50, absl::Seconds(60));
+  ASSERT_EQ(records.size(), 50u) << outboxd.Log();
+  ASSERT_TRUE(WaitForConfirmedPast(sql_, source.slot, LastCommitLsn(records), absl::Seconds(60)))
       << outboxd.Log();
   EXPECT_EQ(outboxd.Stop(SIGTERM), 0);
 
