@@ -246,6 +246,8 @@ int RunReplay(const config::Config& config, const ReplayOptions& options, std::o
               "kafka {}: {}", facility, message);
         },
         .error = [](const absl::Status& error) { telemetry::LogWarn("kafka: {}", error.message()); },
+        .brokers_up = nullptr,
+        .transactional_id = "",  // replay stays at-least-once
     };
     absl::StatusOr<std::unique_ptr<kafka::RdKafkaSink>> created =
         kafka::RdKafkaSink::Create(config.kafka.properties, sink_options);
@@ -357,6 +359,8 @@ absl::Status PublishSnapshot(const config::Config& config, std::string_view snap
             "kafka {}: {}", facility, message);
       },
       .error = [](const absl::Status& error) { telemetry::LogWarn("kafka: {}", error.message()); },
+      .brokers_up = nullptr,
+      .transactional_id = "",  // replay stays at-least-once
   };
   ASSIGN_OR_RETURN(std::unique_ptr<kafka::RdKafkaSink> sink,
                    kafka::RdKafkaSink::Create(config.kafka.properties, sink_options));

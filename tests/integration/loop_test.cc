@@ -71,7 +71,9 @@ class LoopTest : public ::testing::Test {
   OutboxdProcess& Start(const std::string& config, bool wait_streaming = true) {
     outboxd_ = std::make_unique<OutboxdProcess>(config);
     outboxd_->Start();
-    if (wait_streaming) EXPECT_TRUE(outboxd_->WaitForLog("streaming slot", absl::Seconds(30))) << outboxd_->Log();
+    if (wait_streaming) {
+      EXPECT_TRUE(outboxd_->WaitForLog("streaming slot", absl::Seconds(30))) << outboxd_->Log();
+    }
     return *outboxd_;
   }
   int ActiveWalsender() {
