@@ -298,7 +298,12 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
       .create_slot = config.source.create_slot,
       .failover = config.source.failover,
       .messages = config.messages.enabled,
+      .tables = {},  // filled below
+      .saved = std::nullopt,  // each session reads the state file
+      .accept_gap = false,
       .stop_fd = stop_fd,
+      .before_create = nullptr,  // set below for [source] snapshot = "initial"
+      .snapshot = nullptr,
   };
   for (const outbox::TableConfig& table : config.outbox) {
     stream_options.tables.push_back(table.schema + "." + table.table);
@@ -335,6 +340,7 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
     exactly_once.emplace();
     exactly_once->interval = config.kafka.transaction_interval;
     exactly_once->max_events = config.kafka.transaction_max_events;
+    exactly_once->transaction_gap = config.kafka.transaction_gap;
     exactly_once->split_after = transaction_timeout / 2;
     exactly_once->commit_timeout = transaction_timeout;
     exactly_once->checkpoint_topic = config.kafka.checkpoint_topic;

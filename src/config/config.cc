@@ -277,7 +277,7 @@ const std::vector<std::string_view>& SourceKeys() {
 const std::vector<std::string_view>& SinkKeys() {
   static const auto* keys = new std::vector<std::string_view>{
       "kafka", "delivery", "transactional_id", "checkpoint_topic", "transaction_interval",
-      "transaction_max_events"};
+      "transaction_max_events", "transaction_gap"};
   return *keys;
 }
 const std::vector<std::string_view>& OutboxKeys() {
@@ -926,7 +926,7 @@ class ConfigParser {
     }
     const bool exactly_once = out->delivery == Delivery::kExactlyOnce;
     for (std::string_view key : {"transactional_id", "checkpoint_topic", "transaction_interval",
-                                 "transaction_max_events"}) {
+                                 "transaction_max_events", "transaction_gap"}) {
       if (!exactly_once && sink.get(key) != nullptr) {
         return Error(sink.get(key), fmt::format("sink.{} applies to delivery = \"exactly_once\" only: "
                                                 "set [sink] delivery = \"exactly_once\" or remove it",
@@ -955,7 +955,9 @@ class ConfigParser {
       }
       out->transaction_max_events = node->as_integer()->get();
     }
-    return absl::OkStatus();
+    return GetDuration(sink, "transaction_gap", "sink.transaction_gap", absl::ZeroDuration(),
+                       absl::Milliseconds(100), "\"3ms\" or \"0ms\"", "",
+                       &out->transaction_gap);
   }
 
   absl::Status ParseOutbox(const toml::table& root, std::vector<outbox::TableConfig>* out) const {

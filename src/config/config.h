@@ -69,6 +69,10 @@ struct KafkaConfig {
   // with the server, or once it was open this long, or held this many events.
   absl::Duration transaction_interval = absl::Milliseconds(100);
   int64_t transaction_max_events = 10000;
+  // The pause between a Kafka commit and the next Kafka transaction's first
+  // record, so the broker has written the commit's markers (see
+  // pipeline::ExactlyOnce::transaction_gap).
+  absl::Duration transaction_gap = absl::Milliseconds(3);
 };
 
 // [errors]: what a bad event (NULL or missing required column, id not a UUID,

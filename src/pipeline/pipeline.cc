@@ -735,6 +735,17 @@ bool Pipeline::AlreadyInKafka(Lsn lsn) {
 
 absl::Status Pipeline::EnsureKafkaTransaction() {
   if (eos_ == nullptr || kafka_txn_open_) return absl::OkStatus();
+  // The gap after the previous commit (ExactlyOnce::transaction_gap): a few
+  // milliseconds at most, cut short by a stop.
+  const absl::Time gap_end = kafka_committed_at_ + eos_->transaction_gap;
+  for (absl::Time now = absl::Now(); now < gap_end && !stopping(); now = absl::Now()) {
+    if (options_.stop_fd < 0) {
+      absl::SleepFor(gap_end - now);
+      break;
+    }
+    pollfd fd = {options_.stop_fd, POLLIN, 0};
+    if (poll(&fd, 1, ToPollTimeout(gap_end - now)) > 0) break;
+  }
   if (absl::Status begun = sink_->BeginTransaction(); !begun.ok()) {
     if (kafka::IsFenced(begun)) return begun;
     return absl::AbortedError(fmt::format("cannot begin a Kafka transaction: {}", begun.message()));
@@ -831,6 +842,7 @@ absl::Status Pipeline::CommitKafkaTransaction() {
     return std::get<0>(entry.first) < eos_->committed.lsn.value();
   });
   metrics_->kafka_transactions.Add("committed");
+  kafka_committed_at_ = absl::Now();
   if (telemetry::LogEnabled(telemetry::LogLevel::kDebug)) {
     telemetry::LogDebug("exactly-once: Kafka transaction committed through LSN {} in {} ({} open)",
                         eos_->committed.lsn.ToString(), absl::FormatDuration(now - commit_started),

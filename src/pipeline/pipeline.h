@@ -48,6 +48,13 @@ struct ExactlyOnce {
   // `max_events` events.
   absl::Duration interval = absl::Milliseconds(100);
   int64_t max_events = 10000;
+  // A new Kafka transaction begins no earlier than this after the previous
+  // commit returned. The coordinator answers a commit before it has written
+  // the commit markers, and until it has, it refuses to add partitions to the
+  // producer's next transaction (CONCURRENT_TRANSACTIONS), which librdkafka
+  // retries only after 20 ms: without the gap, a steady stream pays those
+  // 20 ms on almost every Kafka transaction. Real time, not the clock option.
+  absl::Duration transaction_gap = absl::ZeroDuration();
   // A PostgreSQL transaction still open after this long in one Kafka
   // transaction is committed in pieces (half of transaction.timeout.ms).
   absl::Duration split_after = absl::Seconds(30);
@@ -262,6 +269,7 @@ class Pipeline {
   bool kafka_txn_open_ = false;
   bool kafka_txn_failed_ = false;  // aborted (or fenced): the session is ending
   absl::Time kafka_txn_opened_;
+  absl::Time kafka_committed_at_ = absl::InfinitePast();  // real time the last commit returned
   int64_t kafka_txn_events_ = 0;  // events of whole PostgreSQL transactions in it
   // Its PostgreSQL transactions' commit times and event counts, for publish_latency.
   std::vector<std::pair<int64_t, int64_t>> kafka_txn_commit_times_;

@@ -108,17 +108,19 @@ TEST(ParseConfigTest, DeliveryIsAtLeastOnceUnlessExactlyOnceIsAskedFor) {
   EXPECT_EQ(config->kafka.checkpoint_topic, "outboxd.checkpoints");
   EXPECT_EQ(config->kafka.transaction_interval, absl::Milliseconds(100));
   EXPECT_EQ(config->kafka.transaction_max_events, 10000);
+  EXPECT_EQ(config->kafka.transaction_gap, absl::Milliseconds(3));
 
   config = ParseConfig(Minimal(std::string(kMessagesOn) +
                                "[sink]\ndelivery = \"exactly_once\"\ntransactional_id = \"orders\"\n"
                                "checkpoint_topic = \"orders.checkpoints\"\ntransaction_interval = \"20ms\"\n"
-                               "transaction_max_events = 500\n"),
+                               "transaction_max_events = 500\ntransaction_gap = \"0ms\"\n"),
                        Env());
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->kafka.transactional_id, "orders");
   EXPECT_EQ(config->kafka.checkpoint_topic, "orders.checkpoints");
   EXPECT_EQ(config->kafka.transaction_interval, absl::Milliseconds(20));
   EXPECT_EQ(config->kafka.transaction_max_events, 500);
+  EXPECT_EQ(config->kafka.transaction_gap, absl::ZeroDuration());
 }
 
 TEST(ParseConfigTest, ExactlyOnceKeysAreCheckedAndNeedTheMode) {
@@ -131,6 +133,12 @@ TEST(ParseConfigTest, ExactlyOnceKeysAreCheckedAndNeedTheMode) {
   EXPECT_THAT(ErrorOf(Minimal(on + "checkpoint_topic = \"a b\"\n")), HasSubstr("sink.checkpoint_topic"));
   EXPECT_THAT(ErrorOf(Minimal(on + "transaction_interval = \"1ms\"\n")), HasSubstr("from 10ms to 60s"));
   EXPECT_THAT(ErrorOf(Minimal(on + "transaction_max_events = 0\n")), HasSubstr("from 1 to 1000000"));
+  EXPECT_THAT(ErrorOf(Minimal(on + "transaction_gap = \"101ms\"\n")),
+              HasSubstr("sink.transaction_gap = \"101ms\": must be from 0s to 100ms"));
+  EXPECT_THAT(ErrorOf(Minimal(on + "transaction_gap = \"5\"\n")),
+              HasSubstr("sink.transaction_gap = \"5\": expected a duration with a unit"));
+  EXPECT_THAT(ErrorOf(Minimal(std::string(kMessagesOn) + "[sink]\ntransaction_gap = \"5ms\"\n")),
+              HasSubstr("sink.transaction_gap applies to delivery = \"exactly_once\" only"));
 }
 
 TEST(ParseConfigTest, OutboxEntryDefaults) {
@@ -395,7 +403,8 @@ dns = "host=db"
             "config: line 1: unknown key dsn; did you mean source.dsn? Put it under [source]");
   EXPECT_EQ(ErrorOf(Minimal("[sink.rabbitmq]\n")),
             "config: line 6: unknown key sink.rabbitmq; the keys of [sink] are: kafka, delivery, "
-            "transactional_id, checkpoint_topic, transaction_interval, transaction_max_events");
+            "transactional_id, checkpoint_topic, transaction_interval, transaction_max_events, "
+            "transaction_gap");
   EXPECT_EQ(ErrorOf("[source]\ndsn = \"h\"\non_bad_event = \"stop\"\n"),
             "config: line 3: unknown key source.on_bad_event; the keys of [source] are: dsn, slot, "
             "publication, create_slot, status_interval, state_dir, failover, standby_dsn, snapshot");

@@ -1,10 +1,13 @@
 // The pipeline in exactly-once mode over test doubles: which records a Kafka
 // transaction holds, what its checkpoint says, when the slot is confirmed, and
 // what a restart skips. The real producer and broker: tests/integration.
+#include <unistd.h>
+
 #include <atomic>
 #include <memory>
 #include <optional>
 #include <set>
+#include <thread>
 
 #include "fakes.h"
 #include "fmt/format.h"
@@ -39,6 +42,7 @@ class TxnSink : public FakeSink {
     open = true;
     first_ = produced.size();
     ++begins;
+    begin_times.push_back(absl::Now());
     return begin_error;
   }
   absl::Status CommitTransaction(absl::Duration) override {
@@ -51,6 +55,7 @@ class TxnSink : public FakeSink {
     for (size_t i = first_; i < produced.size(); ++i) visible.push_back(produced[i]);
     open = false;
     ++commits;
+    commit_times.push_back(absl::Now());
     return absl::OkStatus();
   }
   absl::Status AbortTransaction(absl::Duration) override {
@@ -84,6 +89,7 @@ class TxnSink : public FakeSink {
   absl::Status begin_error = absl::OkStatus();
   std::function<absl::Status()> commit_hook;
   std::vector<testing::Produced> visible;
+  std::vector<absl::Time> begin_times, commit_times;  // real time, of the calls that succeeded
 
  private:
   size_t first_ = 0;
@@ -264,6 +270,50 @@ TEST_F(ExactlyOnceTest, AStopBetweenTransactionsCommitsWhatIsOpen) {
   ASSERT_TRUE(Run().ok());
   EXPECT_EQ(sink_.VisibleIds(), (std::vector<std::string>{Id(1)}));
   EXPECT_EQ(stream_.last_flushed(), Lsn(0x1050));
+}
+
+// The broker is still writing the previous commit's markers when the commit
+// returns: the next Kafka transaction begins transaction_gap later, not at
+// once (its first AddPartitionsToTxn would be refused and retried 20 ms on).
+TEST_F(ExactlyOnceTest, TheNextKafkaTransactionBeginsTheGapAfterTheCommit) {
+  eos_.transaction_gap = absl::Milliseconds(80);
+  PushTxn(0x1000, 700, 1, 1);
+  stream_.PushAction([] {});  // caught up: the first transaction commits on its own
+  PushTxn(0x2000, 701, 2, 1);
+  ASSERT_TRUE(Run().ok());
+  EXPECT_EQ(sink_.VisibleIds(), (std::vector<std::string>{Id(1), Id(2)}));
+  ASSERT_EQ(sink_.commits, 2);
+  ASSERT_EQ(sink_.begin_times.size(), 2u);
+  EXPECT_GE(sink_.begin_times[1] - sink_.commit_times[0], absl::Milliseconds(80));
+  EXPECT_EQ(stream_.last_flushed(), Lsn(0x2050));
+}
+
+// A stop during the gap ends it at once.
+TEST_F(ExactlyOnceTest, AStopCutsTheGapShort) {
+  eos_.transaction_gap = absl::Seconds(30);
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  options_.stop_fd = fds[0];
+  std::thread stopper;
+  PushTxn(0x1000, 700, 1, 1);
+  stream_.PushAction([&] {  // caught up: the first transaction commits; then the gap begins
+    stopper = std::thread([&] {
+      absl::SleepFor(absl::Milliseconds(50));
+      stop_ = true;
+      EXPECT_EQ(write(fds[1], "x", 1), 1);
+    });
+  });
+  PushTxn(0x2000, 701, 2, 1);
+  auto pipeline = Pipeline::Create(&stream_, &sink_, options_, &metrics_, [this] { return now_; });
+  ASSERT_TRUE(pipeline.ok());
+  const absl::Time start = absl::Now();
+  EXPECT_TRUE((*pipeline)->Run(stop_).ok());
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10)) << "the gap was waited out despite the stop";
+  stopper.join();
+  EXPECT_EQ(sink_.VisibleIds(), (std::vector<std::string>{Id(1)}));
+  EXPECT_EQ(stream_.last_flushed(), Lsn(0x1050));
+  close(fds[0]);
+  close(fds[1]);
 }
 
 TEST_F(ExactlyOnceTest, AStopInsideATransactionAbortsItsPartAndConfirmsNothingOfIt) {
