@@ -360,7 +360,7 @@ absl::Status PublishSnapshot(const config::Config& config, std::string_view snap
       },
       .error = [](const absl::Status& error) { telemetry::LogWarn("kafka: {}", error.message()); },
       .brokers_up = nullptr,
-      .transactional_id = "",  // replay stays at-least-once
+      .transactional_id = "",  // the snapshot stays at-least-once
   };
   ASSIGN_OR_RETURN(std::unique_ptr<kafka::RdKafkaSink> sink,
                    kafka::RdKafkaSink::Create(config.kafka.properties, sink_options));

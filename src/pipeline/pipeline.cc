@@ -12,6 +12,7 @@
 #include "fmt/format.h"
 #include "telemetry/logging.h"
 #include "pgoutput/decoder.h"
+#include "pipeline/sleep.h"
 #include "replication/copy_frame.h"
 
 namespace outboxd::pipeline {
@@ -737,15 +738,8 @@ absl::Status Pipeline::EnsureKafkaTransaction() {
   if (eos_ == nullptr || kafka_txn_open_) return absl::OkStatus();
   // The gap after the previous commit (ExactlyOnce::transaction_gap): a few
   // milliseconds at most, cut short by a stop.
-  const absl::Time gap_end = kafka_committed_at_ + eos_->transaction_gap;
-  for (absl::Time now = absl::Now(); now < gap_end && !stopping(); now = absl::Now()) {
-    if (options_.stop_fd < 0) {
-      absl::SleepFor(gap_end - now);
-      break;
-    }
-    pollfd fd = {options_.stop_fd, POLLIN, 0};
-    if (poll(&fd, 1, ToPollTimeout(gap_end - now)) > 0) break;
-  }
+  SleepUnlessStopped(kafka_committed_at_ + eos_->transaction_gap - absl::Now(), *stop_,
+                     options_.stop_fd);
   if (absl::Status begun = sink_->BeginTransaction(); !begun.ok()) {
     if (kafka::IsFenced(begun)) return begun;
     return absl::AbortedError(fmt::format("cannot begin a Kafka transaction: {}", begun.message()));

@@ -1,33 +1,17 @@
 #include "pipeline/relay.h"
 
-#include <poll.h>
-
 #include <algorithm>
 #include <random>
 #include <string>
 
 #include "common/format.h"
 #include "fmt/format.h"
+#include "pipeline/sleep.h"
 #include "telemetry/logging.h"
 #include "replication/state_file.h"
 
 namespace outboxd::pipeline {
 namespace {
-
-// Sleeps `d`, woken at once by the stop signal's descriptor (or, without
-// one, within 50 ms of the stop flag).
-void RealSleep(absl::Duration d, const std::atomic<bool>& stop, int stop_fd) {
-  const absl::Time until = absl::Now() + d;
-  while (!stop.load() && absl::Now() < until) {
-    const absl::Duration left = until - absl::Now();
-    if (stop_fd >= 0) {
-      pollfd pfd{stop_fd, POLLIN, 0};
-      poll(&pfd, 1, static_cast<int>(absl::ToInt64Milliseconds(absl::Ceil(left, absl::Milliseconds(1)))));
-    } else {
-      absl::SleepFor(std::min(absl::Milliseconds(50), left));
-    }
-  }
-}
 
 // Hands the producer of a session that failed on PostgreSQL's side to the
 // next one: drops what it still holds (never confirmed: re-read from the
@@ -76,7 +60,7 @@ Relay::Relay(StreamFactory streams, SinkFactory sinks, RelayOptions options, tel
   if (!options_.sleep) {
     options_.sleep = [stop_fd = options_.pipeline.stop_fd](absl::Duration d,
                                                            const std::atomic<bool>& stop) {
-      RealSleep(d, stop, stop_fd);
+      SleepUnlessStopped(d, stop, stop_fd);
     };
   }
   if (!options_.uniform01) {
