@@ -86,6 +86,36 @@ done
 # True if something accepts TCP connections on 127.0.0.1:$1.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# What listens on 127.0.0.1:$1, for status lines when it is not this checkout's server:
+# "pid N, PostgreSQL data /x/.run/pg/data", "pid N, Kafka broker /x/.run/kafka/server.properties",
+# "pid N, <command>", or "" when ss (iproute2) is missing or the process is another user's.
+port_owner() {
+    command -v ss >/dev/null || return 0
+    local pid cmd
+    pid=$(ss -Hltnp "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n1 | cut -d= -f2) || true
+    [[ -n $pid ]] || return 0
+    cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || true
+    if [[ $cmd =~ kafka\.Kafka\ ([^ ]+) ]]; then
+        printf 'pid %s, Kafka broker %s' "$pid" "${BASH_REMATCH[1]}"
+    elif [[ $cmd =~ postgres.*\ -D\ ([^ ]+) ]]; then
+        printf 'pid %s, PostgreSQL data %s' "$pid" "${BASH_REMATCH[1]}"
+    else
+        printf 'pid %s, %s' "$pid" "${cmd:0:120}"
+    fi
+}
+
+# "down", or when the port answers for another server (another checkout's stack, a system
+# service): what answers there, and how to run this checkout's beside it.
+describe_down() {  # describe_down NAME PORT VARIABLE [WHAT-ANSWERS]
+    local name=$1 port=$2 var=$3 answers=${4:-} owner
+    if ! port_open "$port"; then
+        echo "$name: down (127.0.0.1:$port)"
+        return
+    fi
+    owner=$(port_owner "$port")
+    echo "$name: down here, but 127.0.0.1:$port is held by another process${owner:+ ($owner)}${answers:+: $answers}; another checkout's stack or a system service: use it as is, or set $var to run this checkout's beside it"
+}
+
 tail_log() {
     local f=$1
     if [[ -f $f ]]; then
@@ -277,7 +307,9 @@ pg_start() {
         say "postgres: running (pid $(pg_pid)) but not accepting on 127.0.0.1:$PG_PORT yet"
     else
         if port_open "$PG_PORT"; then
-            die "postgres: 127.0.0.1:$PG_PORT is in use by another process; set OUTBOXD_PG_PORT"
+            local owner
+            owner=$(port_owner "$PG_PORT")
+            die "postgres: 127.0.0.1:$PG_PORT is in use by another process${owner:+ ($owner)}; set OUTBOXD_PG_PORT"
         fi
         pg_init
         pg_write_conf
@@ -333,7 +365,14 @@ pg_status() {
         echo "postgres: starting or unhealthy (pid $(pg_pid), 127.0.0.1:$PG_PORT not accepting)"
         return 1
     else
-        echo "postgres: down (127.0.0.1:$PG_PORT)"
+        local answers=""
+        if "$PG_CLIENT_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -t 2 2>/dev/null; then
+            answers="a PostgreSQL server accepts connections"
+            local version
+            version=$(PGCONNECT_TIMEOUT=2 "$PG_CLIENT_BIN/psql" -X -A -t -w -h 127.0.0.1 -p "$PG_PORT" \
+                -U postgres -d postgres -c 'SHOW server_version' 2>/dev/null) && answers="PostgreSQL $version accepts connections"
+        fi
+        describe_down postgres "$PG_PORT" OUTBOXD_PG_PORT "$answers"
         return 1
     fi
 }
@@ -485,7 +524,9 @@ kafka_start() {
     local p
     for p in "$KAFKA_PORT" "$KAFKA_CPORT"; do
         if port_open "$p"; then
-            die "kafka: 127.0.0.1:$p is in use by another process; set OUTBOXD_KAFKA_PORT / OUTBOXD_KAFKA_CONTROLLER_PORT"
+            local owner
+            owner=$(port_owner "$p")
+            die "kafka: 127.0.0.1:$p is in use by another process${owner:+ ($owner)}; set OUTBOXD_KAFKA_PORT / OUTBOXD_KAFKA_CONTROLLER_PORT"
         fi
     done
     command -v java >/dev/null || die "kafka: java not found; run scripts/deps.sh"
@@ -576,7 +617,7 @@ kafka_status() {
         echo "kafka: starting or unhealthy (pid $pid, 127.0.0.1:$KAFKA_PORT not accepting)"
         return 1
     else
-        echo "kafka: down (127.0.0.1:$KAFKA_PORT)"
+        describe_down kafka "$KAFKA_PORT" OUTBOXD_KAFKA_PORT
         return 1
     fi
 }
