@@ -160,10 +160,7 @@ class Outboxd:
         s = state.settings
         if not s.kafka_bootstrap:
             raise RuntimeError("Outboxd: OUTBOXD_KAFKA_BOOTSTRAP is not set (Kafka brokers, host:port,...)")
-        db = state.db
-
-        def session() -> Session:
-            return db.session()  # the app context's session: the handler's db.session is the same one
+        session = _FlaskSessions(state.db)
 
         arguments: dict[str, Any] = {
             "processed_table": s.processed_table, "schema": s.processed_schema, "config": dict(s.kafka_config),
@@ -172,6 +169,20 @@ class Outboxd:
         }
         return IdempotentConsumer(bootstrap_servers=s.kafka_bootstrap, group_id=group_id, topics=topics,
                                   handler=handler, session_factory=session, **arguments)
+
+
+class _FlaskSessions:
+    """The consumer's session factory: each session it makes becomes ``db.session`` of the app
+    context, so a handler writing through ``db.session`` writes into its savepoint too."""
+
+    def __init__(self, db: SQLAlchemy) -> None:
+        self._db = db
+
+    def __call__(self, **options: Any) -> Session:
+        options.setdefault("bind", self._db.engine)
+        session = Session(**options)
+        self._db.session.registry.set(session)
+        return session
 
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
