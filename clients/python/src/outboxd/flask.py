@@ -180,8 +180,11 @@ class _FlaskSessions:
 
     def __call__(self, **options: Any) -> Session:
         options.setdefault("bind", self._db.engine)
+        # A plain Session: Flask-SQLAlchemy's own routes statements by bind key to its engines, which
+        # would leave the batch's connection (and its transaction).
         session = Session(**options)
-        self._db.session.registry.set(session)
+        registry: Any = self._db.session.registry
+        registry.set(session)
         return session
 
 
