@@ -256,7 +256,7 @@ def test_a_batch_is_one_transaction_and_a_failure_keeps_the_records_before_it(
     group = unique_name("grp")
 
     class FailOnce(Recorder):
-        fail_025 = 2  # the batch's transaction, then the record's own
+        fail_025 = 1
 
         def __call__(self, session: Session, event: Event) -> None:
             if event.aggregate_id == "025" and self.fail_025 > 0:
@@ -315,9 +315,8 @@ THROUGHPUT_RECORDS = 20_000
 def test_throughput_with_a_trivial_handler(engine: Engine, topic: str, make_consumer,
                                            report: Callable[[str], None]) -> None:
     """Records per second through IdempotentConsumer.run() with a handler that does nothing:
-    decode, claim the ids in processed_events, commit, offsets. The figure is printed in the
-    summary; the bound is well under the 2,000/s target (the machine is shared) but far above
-    what one transaction and one offset commit per record gives (about 80/s)."""
+    decode, claim the ids in processed_events, a savepoint per handler (not emitted: the handler
+    does not touch the database), commit, offsets. The figure is printed in the summary."""
     import threading
 
     produce(topic, [make_envelope() for _ in range(THROUGHPUT_RECORDS)])
@@ -340,6 +339,8 @@ def test_throughput_with_a_trivial_handler(engine: Engine, topic: str, make_cons
            f"through IdempotentConsumer.run() with a trivial handler ({s.batches} transactions, "
            f"{s.offset_commits} offset commits)")
     assert s.processed == THROUGHPUT_RECORDS and s.duplicates == 0
+    # The real check is the printed figure (target >= 10,000/s); this floor only catches a collapse
+    # (one transaction per record gives about 80/s) without failing on a busy shared machine.
     assert rate >= 1000, f"{rate:.0f} records/s"
 
 

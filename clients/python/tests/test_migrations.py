@@ -120,14 +120,20 @@ def test_packaged_branch_needs_a_path_separator_other_than_os(tmp_path: Path) ->
         ini.write_text(source.replace("path_separator = os", "path_separator = space")
                        .replace("# version_locations = %(here)s/bar:%(here)s/bat:%(here)s/alembic/versions", location))
         heads = sh("alembic", "heads")
-        assert "outboxd_0001 (outboxd)" in heads and "outboxd_consumer_0001 (outboxd_consumer)" in heads
+        assert "outboxd_0001 (outboxd)" in heads and "outboxd_consumer_0002 (outboxd_consumer)" in heads
         # Branches of their own: `upgrade head` (what flask db upgrade runs) refuses, `heads` works.
         assert "Multiple head revisions" in sh("alembic", "upgrade", "head", ok=False)
         sh("alembic", "upgrade", "heads")
         assert {"outbox", "processed_events"} <= tables(engine) and published(engine) == ["outbox"]
+        with engine.connect() as conn:  # outboxd_consumer_0002: the after_commit column, the purge procedure
+            assert conn.execute(text("SELECT count(*) FROM information_schema.columns WHERE table_name = "
+                                     "'processed_events' AND column_name = 'after_commit'")).scalar_one() == 1
+            assert conn.execute(text("SELECT to_regprocedure('outboxd_purge_processed_events(regclass,interval,"
+                                     "integer,text)') IS NOT NULL")).scalar_one()
         installed = Path(sh("python", "-c", "import outboxd.migrations as m; print(m.versions_dir())"))
         assert sorted(p.name for p in installed.glob("*.py")) == \
-            ["outboxd_0001_outbox.py", "outboxd_consumer_0001_processed_events.py"]
+            ["outboxd_0001_outbox.py", "outboxd_consumer_0001_processed_events.py",
+             "outboxd_consumer_0002_after_commit.py"]
 
 
 FLASK_APP = '''

@@ -1,4 +1,5 @@
-"""The package installs and imports beside the lowest and the highest protobuf it accepts.
+"""The package installs and imports beside the lowest and the highest protobuf it accepts, and works
+without its optional extras (no OpenTelemetry, prometheus_client, pydantic or Flask in those venvs).
 
 Each end gets a venv under .run/protobuf-range/ (kept between runs; pip from PyPI), the wheel
 built from this checkout, and the exact protobuf: ``==`` the floor of pyproject.toml's
@@ -32,8 +33,21 @@ env = Envelope(id=str(uuid.uuid4()), aggregate_type="order", aggregate_id="1", e
 env.created_at.FromSeconds(1700000000)
 event = decode(env.SerializeToString(), topic="t", partition=0, offset=1)
 assert event.header("k") == "v" and event.created_at is not None, event
-print(f"protobuf {google.protobuf.__version__} ({sys.argv[1]}): import outboxd {outboxd.__version__} "
-      f"and Envelope round trip OK")
+# Without the extras: emit's payload handling, the consumer's semantics (FakeConsumer on SQLite).
+import dataclasses, importlib.util
+missing = [m for m in ("opentelemetry", "prometheus_client", "pydantic", "flask") if importlib.util.find_spec(m)]
+assert not missing, f"extras installed: {missing}"
+from outboxd import Outcome
+from outboxd.testing import FakeConsumer, make_event, sqlite_memory_engine
+@dataclasses.dataclass
+class Paid:
+    n: int
+fake = FakeConsumer(handler=lambda session, event: None, session_factory=sqlite_memory_engine())
+fake.create_schema()
+paid = make_event("order", 1, "Paid", Paid(1))
+assert fake.deliver(paid, paid) == [Outcome.PROCESSED, Outcome.DUPLICATE] and paid.payload_as(Paid) == Paid(1)
+print(f"protobuf {google.protobuf.__version__} ({sys.argv[1]}): import outboxd {outboxd.__version__}, "
+      f"Envelope round trip and FakeConsumer without extras OK")
 """
 
 

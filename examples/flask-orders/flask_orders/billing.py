@@ -19,7 +19,7 @@ import threading
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session
 
-from outboxd import Event, IdempotentConsumer
+from outboxd import Event, IdempotentConsumer, emit
 
 from flask_orders.models import Charge
 
@@ -32,6 +32,12 @@ def charge(session: Session, event: Event) -> None:
         return
     order = event.json()
     session.add(Charge(order_id=order["order_id"], amount_cents=order["amount_cents"], event_id=event.id))
+    # The receipt e-mail must go out once: not from here (a handler may run again after a failure),
+    # but as a command in the outbox, in this same transaction, published by outboxd and sent by
+    # flask_orders.mailer. Its id derives from the order, so a re-run cannot make a second one.
+    emit(session, "email", order["order_id"], "SendReceipt",
+         {"order_id": order["order_id"], "customer": order["customer"], "amount_cents": order["amount_cents"]},
+         dedupe_key=order["order_id"])
     log.info("charged order %s: %d cents (event %s)", order["order_id"], order["amount_cents"], event.id)
 
 

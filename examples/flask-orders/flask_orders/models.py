@@ -50,3 +50,13 @@ class Charge(Base):
     amount_cents: Mapped[int] = mapped_column(Integer)
     event_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     charged_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Receipt(Base):
+    """One receipt per order (the mailer's record of SendReceipt commands it handled)."""
+
+    __tablename__ = "receipts"
+
+    order_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

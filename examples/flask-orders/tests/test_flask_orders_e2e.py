@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from flask_orders.app import create_app  # noqa: E402
 from flask_orders.billing import make_consumer  # noqa: E402
+from flask_orders.mailer import make_consumer as make_mailer  # noqa: E402
 from flask_orders.schema import init_db  # noqa: E402
 
 CLIENTS = 4            # concurrent HTTP clients: keeps events in flight when outboxd is killed
@@ -137,6 +138,11 @@ def test_every_order_is_billed_exactly_once_while_outboxd_is_killed(tmp_path: Pa
             billing_stop = threading.Event()
             billing_thread = threading.Thread(target=billing.run, args=(billing_stop,), daemon=True)
             billing_thread.start()
+            # The receipts: SendReceipt commands billing writes in its charge's transaction.
+            mailer = make_mailer(pg_url(dbname), kafka_bootstrap(), topic=f"{prefix}.email",
+                                 group_id=unique_name("mailer"))
+            mailer_thread = threading.Thread(target=mailer.run, args=(billing_stop,), daemon=True)
+            mailer_thread.start()
             tally = Tally(topic)
 
             created: dict[str, str] = {}   # order id -> event id
@@ -241,10 +247,13 @@ def test_every_order_is_billed_exactly_once_while_outboxd_is_killed(tmp_path: Pa
                 size = topic_size(topic)
                 assert wait_for(lambda: tally.snapshot()[0] >= size, TIMEOUT)
                 assert wait_for(lambda: billing.processed + billing.duplicates >= size, TIMEOUT)
+                assert wait_for(lambda: mailer.processed >= len(created), TIMEOUT), mailer.stats
             finally:
                 billing_stop.set()
                 billing_thread.join(60)
                 billing.close()
+                mailer_thread.join(60)
+                mailer.close()
                 tally.stop()
                 assert outboxd.stop(signal.SIGTERM) == 0, outboxd.log()[-4000:]
                 server.shutdown()
@@ -259,7 +268,8 @@ def test_every_order_is_billed_exactly_once_while_outboxd_is_killed(tmp_path: Pa
         with engine.connect() as conn:
             charges = dict(conn.execute(text("SELECT order_id, count(*) FROM charges GROUP BY order_id")).all())
             orders = {row[0] for row in conn.execute(text("SELECT id FROM orders"))}
-            outbox_rows = conn.execute(text("SELECT count(*) FROM outbox")).scalar_one()
+            outbox_rows = conn.execute(text("SELECT count(*) FROM outbox WHERE aggregate_type = 'order'")).scalar_one()
+            receipts = dict(conn.execute(text("SELECT order_id, count(*) FROM receipts GROUP BY order_id")).all())
         billed = sum(charges.values())
         report(f"flask-orders e2e: {len(created)} orders created, {len(rejected)} rolled back (out of stock), "
               f"{len(retried)} retried requests; outboxd SIGKILLed {kills} times; Kafka received {records} "
@@ -279,3 +289,6 @@ def test_every_order_is_billed_exactly_once_while_outboxd_is_killed(tmp_path: Pa
         assert orders == set(created) and not set(rejected) & set(charges)
         assert billing.duplicates == duplicates
         assert billing.processed == len(created) and billing.failures == 0
+        # One receipt command per order, handled once by the mailer.
+        assert receipts == {o: 1 for o in created}
+        assert mailer.processed == len(created) and mailer.failures == 0

@@ -8,12 +8,17 @@ Producer side::
         session.add(order)
         emit(session, "order", order.id, "OrderCreated", {"order_id": order.id})
 
-Consumer side: ``IdempotentConsumer`` (``outboxd.consumer``). Schema: ``outboxd.schema`` and the
-Alembic revisions in ``outboxd.migrations``. The Kafka value: ``outboxd.envelope``.
+Consumer side: ``IdempotentConsumer`` (``outboxd.consumer``), ``after_commit`` for effects outside
+the database, ``outboxd.testing.FakeConsumer`` for unit tests of handlers. Flask:
+``outboxd.flask.Outboxd``. Schema: ``outboxd.schema`` and the Alembic revisions in
+``outboxd.migrations``; purging: ``outboxd.purge``. The Kafka value: ``outboxd.envelope``; typed
+payloads: ``outboxd.payload``.
 """
 
+from outboxd._processing import SchemaError, after_commit, is_transient
 from outboxd.consumer import ConsumerStats, DeadLetterFailed, HandlerFailed, IdempotentConsumer, Outcome
 from outboxd.envelope import Envelope, Event, UndecodableRecord, decode
+from outboxd.payload import PayloadError
 from outboxd.outbox import (
     EVENT_ID_NAMESPACE,
     Outbox,
@@ -26,7 +31,7 @@ from outboxd.outbox import (
 )
 from outboxd.schema import create_outbox, create_processed_events
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "EVENT_ID_NAMESPACE",
@@ -39,7 +44,10 @@ __all__ = [
     "Outbox",
     "OutboxRow",
     "Outcome",
+    "PayloadError",
+    "SchemaError",
     "UndecodableRecord",
+    "after_commit",
     "canonical_key",
     "create_outbox",
     "create_processed_events",
@@ -47,5 +55,6 @@ __all__ = [
     "default_outbox",
     "emit",
     "event_id",
+    "is_transient",
     "json_default",
 ]

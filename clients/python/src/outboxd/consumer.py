@@ -1,96 +1,91 @@
 """Exactly-once processing of outboxd's Kafka records, in either of outboxd's delivery modes.
 
-``IdempotentConsumer`` reads envelopes with confluent-kafka and runs the handler inside a
-database transaction that first records the event id in a processed_events table (primary key
-consumer group + event id). A duplicate finds its id there and is skipped.
-
-Batches: the records of one poll (up to ``max_batch``) share one transaction: one multi-row
-insert claims their ids, the handler runs for each claimed event, one commit. Kafka offsets are
-committed later, periodically (``commit_every`` records or ``commit_interval`` seconds, and on
-partition revocation and ``close()``), and only ever up to records whose transaction committed.
-The once-per-event guarantee rests on the database alone; the offset only says where to resume.
-So, whatever crashes when:
+``IdempotentConsumer`` reads envelopes with confluent-kafka and hands each poll's records to
+``outboxd._processing.Processor``: one database transaction per poll that claims the event ids
+in processed_events (primary key consumer group + event id; a duplicate finds its id there and
+is skipped) and runs each new event's handler in a savepoint. Kafka offsets are committed later,
+periodically (``commit_every`` records or ``commit_interval`` seconds, and on partition
+revocation and ``close()``), and only ever up to records that are done. The once-per-event
+guarantee rests on the database alone; the offset only says where to resume. Whatever crashes
+when:
 
 - before the database commit: nothing of the batch is stored and its offsets are not committed;
   the records are delivered again and processed then;
 - after the database commit but before the offset commit (up to ``commit_interval`` of work):
-  the records are delivered again, find their ids, and are skipped (``duplicates``);
+  the records are delivered again, find their ids, and are skipped (``duplicates``); their
+  ``after_commit`` callbacks that had not run (or not been recorded as run) run then;
 - a duplicate produced by outboxd after a fault (at-least-once mode): skipped the same way.
+
+A handler that raises: its savepoint rolls back, the events before it commit (their handlers are
+never run again), and the consumer seeks back to it. It is retried with backoff (``run()``), its
+handler once per attempt, and after ``max_attempts`` failed attempts it is copied to
+``dead_letter_topic`` (``outboxd.dlq.reason = handler_error``, the exception's type and message in
+headers) and skipped, so the partition moves on. ``is_transient`` failures (the database
+unreachable, a serialization failure, ...) never count as attempts: they are retried until they
+pass. Records that are not outboxd envelopes are dead-lettered (reason ``undecodable``) at once.
 
 outboxd in exactly-once mode (``[sink] delivery = "exactly_once"``) writes in Kafka
 transactions and leaves no duplicate on the topic for a ``read_committed`` reader (the default
-``isolation_level``; ``read_uncommitted`` would also see records of aborted transactions, which
-outboxd publishes again). The consumer still needs its processed_events table: Kafka
-transactions cover outboxd's writes, not this consumer's database and offsets, so the second
-case above (a crash after the database commit, before the offset commit) replays records in
-either mode. In exactly-once mode ``duplicates`` counts only such replays of the consumer's own.
-
-Retry semantics: a handler exception rolls the batch's transaction back (processed_events
-included); the batch is then run again one record per transaction, so that the records before
-the failing one are kept; at the failing record the consumer seeks back (it and everything
-after it on its partition are delivered again) and raises ``HandlerFailed``. ``run()`` retries
-with exponential backoff (0.5 s doubling to 30 s by default), forever unless
-``raise_on_error`` is set: records behind a failing one on the same partition wait, in order.
-Make the handler's own effects on other systems idempotent too, or do them only through the
-session: a handler may run more than once for an event whose transaction did not commit.
-
-Records that are not outboxd envelopes are routed (``dead_letter_topic`` and/or
-``on_undecodable``), counted in ``stats.undecodable``, logged (the first at WARNING, the rest at
-DEBUG), and skipped: one bad record does not stop the partition.
+``isolation_level``). The consumer still needs its processed_events table: Kafka transactions
+cover outboxd's writes, not this consumer's database and offsets.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, NoReturn, Union
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from sqlalchemy import BigInteger, Column, DateTime, Engine, Integer, MetaData, Table, Text, func, text
-from sqlalchemy.dialects.postgresql import UUID, insert as pg_insert
-from sqlalchemy.orm import Session, sessionmaker
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from sqlalchemy import MetaData, select, text
+from sqlalchemy.orm import Session
 
 from outboxd import schema as _ddl
+from outboxd._processing import (Attempts, Failure, Handler, Outcome, Processor, SessionFactory, after_commit,
+                                 is_transient, processed_events_table)
+from outboxd.deadletter import DeadLetterProducer, producer_config
 from outboxd.envelope import Event, UndecodableRecord, decode
+from outboxd.observability import Instruments
 
-__all__ = ["ConsumerStats", "DeadLetterFailed", "HandlerFailed", "IdempotentConsumer", "Outcome"]
+__all__ = ["ConsumerStats", "DeadLetterFailed", "HandlerFailed", "IdempotentConsumer", "Outcome", "after_commit",
+           "is_transient", "processed_events_table"]
 
 log = logging.getLogger("outboxd.consumer")
 
-Handler = Callable[[Session, Event], None]
-SessionFactory = Union[Callable[[], Session], Engine]
-
-
-class Outcome(enum.Enum):
-    """What ``poll_once`` did with a record."""
-
-    PROCESSED = "processed"
-    DUPLICATE = "duplicate"
-    UNDECODABLE = "undecodable"  # not an envelope: routed (dead-letter topic / on_undecodable), skipped
+_MAX_HEADER_TEXT = 1000  # bytes of an exception message copied into a dead letter's header
 
 
 class DeadLetterFailed(Exception):
-    """An undecodable record could not be routed (dead-letter produce or ``on_undecodable``
-    failed): its offset is not committed and the consumer sought back to it."""
+    """A record could not be routed to the dead-letter topic (or ``on_undecodable`` failed): its
+    offset is not committed and the consumer sought back to it."""
 
 
 class HandlerFailed(Exception):
-    """The handler (or the database commit) failed: rolled back, offset not committed.
+    """The handler, an ``after_commit`` callback, or the database failed for an event: its
+    savepoint rolled back, its offset not committed; the consumer has sought back to it, so the
+    next poll delivers it again.
 
-    The consumer has sought back to the record, so the next poll delivers it again.
+    ``attempt``: failed attempts of this record so far (0 for a transient failure, which does not
+    count); ``transient``: ``is_transient(cause)``.
     """
 
-    def __init__(self, event: Event, cause: BaseException) -> None:
+    def __init__(self, event: Event, cause: BaseException, *, stage: str = "handler", attempt: int = 0,
+                 transient: bool = False) -> None:
+        what = "an after_commit callback of" if stage == "after_commit" else "handling"
         super().__init__(
-            f"handling event {event.id} ({event.event_type}) from {event.topic}[{event.partition}]@{event.offset} "
-            f"failed: {type(cause).__name__}: {cause}; rolled back, offset not committed, it will be delivered again")
+            f"{what} event {event.id} ({event.event_type}) from {event.topic}[{event.partition}]@{event.offset} "
+            f"failed: {type(cause).__name__}: {cause}; "
+            + ("transient, retried without counting an attempt" if transient else f"attempt {attempt}")
+            + "; its offset is not committed, it will be delivered again")
         self.event = event
         self.cause = cause
+        self.stage = stage
+        self.attempt = attempt
+        self.transient = transient
 
 
 @dataclass(frozen=True)
@@ -99,30 +94,19 @@ class ConsumerStats:
 
     processed: int = 0       # handler ran and the transaction committed
     duplicates: int = 0      # skipped: the event id was already in processed_events
-    failures: int = 0        # handler or database commit raised; rolled back, retried
+    failures: int = 0        # failed attempts (handler, after_commit callback, database), each retried
     undecodable: int = 0     # records that are not outboxd envelopes
+    dead_lettered: int = 0   # events copied to the dead-letter topic after max_attempts, then skipped
+    handler_reruns: int = 0  # handler runs for an event whose handler had already run uncommitted
+    handler_calls: int = 0   # handler runs, re-runs included
+    after_commit_calls: int = 0  # after_commit callbacks run
     commit_errors: int = 0   # Kafka offset commits that failed (retried at the next commit)
-    batches: int = 0         # database transactions that committed a batch
+    batches: int = 0         # database transactions that committed
     offset_commits: int = 0  # Kafka offset commits that succeeded
 
 
-def processed_events_table(metadata: MetaData, name: str = "processed_events", schema: str = "public") -> Table:
-    """The processed_events table (see ``outboxd.schema.processed_events_ddl``) as a SQLAlchemy Table."""
-    return Table(
-        name,
-        metadata,
-        Column("consumer_group", Text, primary_key=True),
-        Column("event_id", UUID(as_uuid=True), primary_key=True),
-        Column("kafka_topic", Text, nullable=False),
-        Column("kafka_partition", Integer, nullable=False),
-        Column("kafka_offset", BigInteger, nullable=False),
-        Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-        schema=schema,
-    )
-
-
 class IdempotentConsumer:
-    """Consumes outboxd envelopes and runs ``handler(session, event)`` once per event id.
+    """Consumes outboxd envelopes and commits ``handler(session, event)``'s effects once per event id.
 
     Args:
         bootstrap_servers: Kafka brokers, ``host:port,...``.
@@ -130,34 +114,46 @@ class IdempotentConsumer:
             services) sharing one database each process every event once.
         topics: topics to subscribe to (e.g. ``["outbox.event.order"]``); a name starting with
             ``^`` is a regular expression.
-        handler: called with an open session (inside the transaction) and the decoded event. It
-            must not commit or roll back the session itself; raising rolls everything back.
+        handler: called with an open session (inside the transaction, in a savepoint) and the
+            decoded event. It must not commit or roll back the session itself; raising rolls back
+            its own effects only. Effects outside the database: ``outboxd.after_commit``.
         session_factory: a callable returning a new ``Session`` (a ``sessionmaker``), or an
             ``Engine`` to make one from.
         processed_table, schema: where event ids are recorded (``create_schema()`` creates it).
-        config: more confluent-kafka consumer properties. ``enable.auto.commit`` and
-            ``enable.auto.offset.store`` cannot be set to true: offsets are committed only for
-            records whose transaction committed.
-        isolation_level: ``"read_committed"`` (the default, librdkafka's too) or
-            ``"read_uncommitted"``; also accepted as ``config["isolation.level"]``. With outboxd in
-            at-least-once mode (not transactional) both see the same records at the same time.
-            With outboxd in exactly-once mode (Kafka transactions) read_committed shows a record
-            once its transaction committed and hides aborted ones; read_uncommitted would see
-            the records of an aborted transaction and their re-publication, i.e. duplicates.
-            Keep read_committed. It does not make this consumer's own processing exactly once:
-            processed_events still absorbs the records replayed after a consumer crash.
+        config: more confluent-kafka consumer properties (security, ``client.id``, ...). The
+            dead-letter producer inherits them (all but consumer-only ones). ``enable.auto.commit``
+            and ``enable.auto.offset.store`` cannot be set to true. ``auto.offset.reset`` is
+            ``earliest`` unless set here: a new group starts at the beginning of the topic, not at
+            its end, so no event published before the group first joined is skipped.
+        group_instance_id: Kafka static membership (``group.instance.id``): a consumer restarted
+            with the same id (e.g. the pod name of a StatefulSet) takes its partitions back at
+            once, without the rebalance that waits ``session.timeout.ms`` (45 s) for the dead
+            member. Unique per running consumer of the group.
+        isolation_level: ``"read_committed"`` (the default) or ``"read_uncommitted"``; also
+            accepted as ``config["isolation.level"]``. Keep read_committed: outboxd's exactly-once
+            mode relies on it.
         on_undecodable: called with a record that is not an envelope and the error; when it
             returns (after the dead-letter produce, if any) the record is skipped.
-        dead_letter_topic: a topic where records that are not envelopes are copied (same key,
-            value and headers, plus ``outboxd.dlq.topic``, ``.partition``, ``.offset`` and
-            ``.error`` headers), acknowledged by Kafka before the record is skipped.
+        dead_letter_topic: where undecodable records and events that failed ``max_attempts``
+            times are copied (same key, value and headers, plus ``outboxd.dlq.*`` headers),
+            acknowledged by Kafka before the record is skipped.
+        dead_letter_config: properties for the dead-letter producer on top of the inherited ones.
+        max_attempts: failed attempts of an event before it is dead-lettered (default 5); None
+            retries forever (records behind it on its partition wait). Without a dead-letter topic
+            an event is never skipped: it is retried forever, with an error logged.
+        is_transient: which failures are retried without counting an attempt (default
+            ``outboxd.is_transient``: database connection, serialization failure, deadlock, ...).
         max_batch: records taken per poll and per database transaction.
-        commit_every, commit_interval: the offsets of committed transactions are committed to
-            Kafka once ``commit_every`` records or ``commit_interval`` seconds have passed since
-            the last offset commit (and on revocation and ``close()``). A crash replays at most
-            that much, skipped as duplicates.
+        commit_every, commit_interval: the offsets of done records are committed to Kafka once
+            ``commit_every`` records or ``commit_interval`` seconds have passed since the last
+            offset commit (and on revocation and ``close()``). A crash replays at most that much,
+            skipped as duplicates. Each offset commit logs a line with counts.
         retry_backoff, max_retry_backoff: seconds ``run()`` waits before retrying a failed
             record, doubling up to the maximum.
+        tracer_provider: the OpenTelemetry TracerProvider for the per-event spans (default: the
+            global one); ignored without opentelemetry-api.
+        prometheus_registry, metrics: where the ``outboxd_consumer_*`` counters go (default the
+            global registry), and whether to count at all; ignored without prometheus_client.
     """
 
     def __init__(
@@ -171,14 +167,21 @@ class IdempotentConsumer:
         processed_table: str = "processed_events",
         schema: str = "public",
         config: Mapping[str, Any] | None = None,
+        group_instance_id: str | None = None,
         isolation_level: str | None = None,
         on_undecodable: Callable[[Message, UndecodableRecord], None] | None = None,
         dead_letter_topic: str | None = None,
+        dead_letter_config: Mapping[str, Any] | None = None,
+        max_attempts: int | None = 5,
+        is_transient: Callable[[BaseException], bool] = is_transient,
         max_batch: int = 500,
         commit_every: int = 5000,
         commit_interval: float = 1.0,
         retry_backoff: float = 0.5,
         max_retry_backoff: float = 30.0,
+        tracer_provider: Any = None,
+        prometheus_registry: Any = None,
+        metrics: bool = True,
     ) -> None:
         if not topics:
             raise ValueError("IdempotentConsumer: topics must not be empty")
@@ -188,15 +191,15 @@ class IdempotentConsumer:
             raise ValueError("IdempotentConsumer: max_batch and commit_every must be >= 1, commit_interval >= 0")
         self.group_id = group_id
         self.topics = list(topics)
-        self._handler = handler
-        self._session_factory: Callable[[], Session] = (
-            sessionmaker(bind=session_factory) if isinstance(session_factory, Engine) else session_factory)
         self.processed_table_name = processed_table
         self.schema = schema
         self._processed = processed_events_table(MetaData(), processed_table, schema)
-        self._claim = (pg_insert(self._processed)
-                       .on_conflict_do_nothing(index_elements=["consumer_group", "event_id"])
-                       .returning(self._processed.c.event_id))
+        self._instruments = Instruments(group_id, tracer_provider=tracer_provider,
+                                        prometheus_registry=prometheus_registry, metrics=metrics)
+        self._processor = Processor(group_id=group_id, handler=handler, session_factory=session_factory,
+                                    table=self._processed, instruments=self._instruments)
+        self._attempts = Attempts(max_attempts)
+        self._is_transient = is_transient
         self._on_undecodable = on_undecodable
         self.dead_letter_topic = dead_letter_topic
         self._max_batch = max_batch
@@ -206,28 +209,24 @@ class IdempotentConsumer:
         self._max_retry_backoff = max_retry_backoff
         self._lock = threading.Lock()
         self._stats = ConsumerStats()
-        # Next offset to commit per partition: only records whose transaction committed.
+        self._logged_stats = ConsumerStats()
+        # Next offset to commit per partition: only records that are done.
         self._pending: dict[tuple[str, int], int] = {}
         self._uncommitted_records = 0
         self._last_commit = time.monotonic()
         self._logged_undecodable = False
+        self._warned_no_dead_letter: set[tuple[str, int, int]] = set()
 
-        properties: dict[str, Any] = {
-            "auto.offset.reset": "earliest",
-            **dict(config or {}),
-        }
+        properties: dict[str, Any] = {"auto.offset.reset": "earliest", **dict(config or {})}
         for key in ("enable.auto.commit", "enable.auto.offset.store"):
             if str(properties.get(key, "false")).lower() not in ("false", "0"):
                 raise ValueError(f"IdempotentConsumer: {key} must stay false; offsets are committed "
                                  "after the database commit")
-        configured = properties.get("isolation.level")
-        if isolation_level is not None and configured is not None and configured != isolation_level:
-            raise ValueError(f"IdempotentConsumer: isolation_level={isolation_level!r} contradicts "
-                             f"config isolation.level={configured!r}")
-        level = isolation_level or configured or "read_committed"
+        level = _one_of("isolation_level", isolation_level, properties.get("isolation.level")) or "read_committed"
         if level not in ("read_committed", "read_uncommitted"):
             raise ValueError(f"IdempotentConsumer: isolation_level must be read_committed or read_uncommitted, "
                              f"got {level!r}")
+        instance = _one_of("group_instance_id", group_instance_id, properties.get("group.instance.id"))
         properties.update({
             "bootstrap.servers": bootstrap_servers,
             "group.id": group_id,
@@ -235,13 +234,20 @@ class IdempotentConsumer:
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
         })
+        if instance:
+            properties["group.instance.id"] = instance
         self.isolation_level: str = level
-        self._producer_config = {"bootstrap.servers": bootstrap_servers, "acks": "all",
-                                 "enable.idempotence": True}
-        self._producer: Producer | None = None
+        self.group_instance_id: str | None = instance or None
+        self._dead_letters = DeadLetterProducer(producer_config(properties, dead_letter_config))
         self._consumer = Consumer(properties)
-        self._consumer.subscribe(self.topics, on_revoke=self._on_revoke, on_lost=self._on_lost)
+        self._consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                 on_lost=self._on_lost)
         self._closed = False
+        log.info("consumer group %s starting: topics %s, %s, max_attempts %s, dead letters %s, isolation %s",
+                 group_id, ", ".join(self.topics),
+                 f"static member {instance}" if instance else "dynamic member (no group.instance.id)",
+                 max_attempts if max_attempts is not None else "unlimited",
+                 f"to {dead_letter_topic}" if dead_letter_topic else "off", level)
 
     # -- counters -----------------------------------------------------------------------------
 
@@ -263,29 +269,28 @@ class IdempotentConsumer:
 
     @property
     def failures(self) -> int:
-        """Handler or database failures (each rolled back and retried)."""
+        """Failed attempts (each rolled back and retried)."""
         return self.stats.failures
 
     def _count(self, **increments: int) -> None:
         with self._lock:
-            values = {name: getattr(self._stats, name) + increments.get(name, 0)
-                      for name in ConsumerStats.__dataclass_fields__}
-            self._stats = ConsumerStats(**values)
+            self._stats = replace(self._stats, **{k: getattr(self._stats, k) + v for k, v in increments.items()})
 
     # -- schema -------------------------------------------------------------------------------
 
     def create_schema(self) -> None:
-        """Creates the processed_events table if missing (or use ``outboxd.migrations``)."""
-        with self._session_factory() as session, session.begin():
+        """Creates the processed_events table if missing, or adds what an older one lacks (or use
+        ``outboxd.migrations``)."""
+        with self._processor.session() as session, session.begin():
             for statement in _ddl.processed_events_ddl(self.processed_table_name, self.schema):
                 session.execute(text(statement))
 
     def is_processed(self, event_id: uuid.UUID) -> bool:
         """Whether this consumer group has processed ``event_id``."""
-        with self._session_factory() as session:
-            row = session.execute(
-                self._processed.select().where(self._processed.c.consumer_group == self.group_id,
-                                               self._processed.c.event_id == event_id)).first()
+        t = self._processed
+        with self._processor.session() as session:
+            row = session.execute(select(t.c.event_id).where(t.c.consumer_group == self.group_id,
+                                                             t.c.event_id == event_id)).first()
             return row is not None
 
     # -- consuming ----------------------------------------------------------------------------
@@ -305,14 +310,14 @@ class IdempotentConsumer:
         Offsets are committed when due (see ``commit_every``); ``commit()`` forces it.
 
         Raises:
-            HandlerFailed: the handler or the database commit failed for a record: the records
-                before it are kept, it and the rest were sought back and come again.
-            DeadLetterFailed: an undecodable record could not be routed (sought back).
+            HandlerFailed: an event failed (not yet ``max_attempts`` times, or no dead-letter
+                topic): the records before it are done, it and the rest were sought back.
+            DeadLetterFailed: a record could not be dead-lettered (sought back).
             KafkaException: a fatal consumer error.
         """
         messages = self._consumer.consume(max_records or self._max_batch, timeout)
         outcomes: list[Outcome] = []
-        run: list[Event] = []  # decoded records awaiting their transaction, in order
+        run: list[tuple[Event, Message]] = []  # decoded records awaiting their transaction, in order
         for index, msg in enumerate(messages):
             err = msg.error()
             if err is not None:
@@ -328,7 +333,7 @@ class IdempotentConsumer:
                 log.warning("kafka consumer: a message without topic, partition or offset: ignored")
                 continue
             try:
-                run.append(decode(msg.value(), topic=topic, partition=partition, offset=offset))
+                run.append((decode(msg.value(), topic=topic, partition=partition, offset=offset), msg))
             except UndecodableRecord as e:
                 # The records before it first, so that offsets advance in order.
                 outcomes += self._handle(run, messages[index:])
@@ -344,9 +349,10 @@ class IdempotentConsumer:
             poll_timeout: float = 0.5) -> None:
         """Consumes until ``stop`` is set (or forever), retrying failed records with backoff.
 
-        With ``raise_on_error``, the first ``HandlerFailed`` is raised instead of retried. The
-        consumer stays open: call ``close()`` (or use it as a context manager) when done; the
-        offsets of what was processed are committed then at the latest.
+        Returns within ``poll_timeout`` plus the batch in progress once ``stop`` is set (a backoff
+        wait is cut short). With ``raise_on_error``, the first ``HandlerFailed`` is raised instead
+        of retried. The consumer stays open: call ``close()`` (or use it as a context manager)
+        when done; the offsets of what was processed are committed then at the latest.
         """
         stop = stop or threading.Event()
         backoff = self._retry_backoff
@@ -365,8 +371,9 @@ class IdempotentConsumer:
         self.commit()
 
     def commit(self) -> bool:
-        """Commits the offsets of every record processed so far (synchronously); returns False
-        when Kafka refused (counted in ``stats.commit_errors``, retried at the next commit)."""
+        """Commits the offsets of every record done so far (synchronously) and logs a line with the
+        counts since the last one; returns False when Kafka refused (counted in
+        ``stats.commit_errors``, retried at the next commit)."""
         if not self._pending:
             return True
         offsets = [TopicPartition(topic, partition, offset) for (topic, partition), offset in self._pending.items()]
@@ -375,27 +382,55 @@ class IdempotentConsumer:
         except KafkaException as e:
             # The database has the events: if their records come again they are duplicates, skipped.
             self._count(commit_errors=1)
+            self._instruments.count("offset_commits", result="error")
             log.warning("committing offsets %s failed (%s); the events are recorded, so a redelivery "
                         "will be skipped as duplicates", _describe(offsets), e)
             return False
         for tp in offsets:
             if self._pending.get((tp.topic, tp.partition)) == tp.offset:
                 del self._pending[(tp.topic, tp.partition)]
-        self._uncommitted_records = 0
-        self._last_commit = time.monotonic()
+        now = time.monotonic()
         self._count(offset_commits=1)
+        self._instruments.count("offset_commits", result="ok")
+        self._log_interval(f"committed offsets {_describe(offsets)}", now - self._last_commit)
+        self._uncommitted_records = 0
+        self._last_commit = now
         return True
 
-    def close(self) -> None:
-        """Commits the offsets of what was processed and leaves the group."""
-        if not self._closed:
-            self._closed = True
+    def close(self, timeout: float = 30.0) -> bool:
+        """Commits the offsets of what was processed, leaves the group (a static member does not
+        leave: its partitions wait ``session.timeout.ms`` for it to come back) and flushes the
+        dead-letter producer, within ``timeout`` seconds. Returns False if that did not finish in
+        time (Kafka unreachable): the offsets not committed mean replays, skipped as duplicates."""
+        if self._closed:
+            return True
+        self._closed = True
+        finished = threading.Event()
+
+        def shut() -> None:
             try:
                 self.commit()
+            except Exception as e:  # a fatal consumer state: the group moves on without these offsets
+                log.warning("final offset commit failed: %s", e)
             finally:
                 self._consumer.close()
-                if self._producer is not None:
-                    self._producer.flush(10)
+                self._dead_letters.flush(max(1.0, deadline - time.monotonic()))
+                finished.set()
+
+        deadline = time.monotonic() + timeout
+        closer = threading.Thread(target=shut, name=f"outboxd-close-{self.group_id}", daemon=True)
+        closer.start()
+        closer.join(timeout)
+        s = self.stats
+        if not finished.is_set():
+            log.warning("consumer group %s: closing did not finish within %.0f s (Kafka unreachable?); giving up "
+                        "(records since the last offset commit will come again and be skipped as duplicates)",
+                        self.group_id, timeout)
+            return False
+        log.info("consumer group %s stopped: %d processed, %d duplicates, %d dead-lettered, %d undecodable, "
+                 "%d failed attempts, %d handler re-runs", self.group_id, s.processed, s.duplicates, s.dead_lettered,
+                 s.undecodable, s.failures, s.handler_reruns)
+        return True
 
     def __enter__(self) -> IdempotentConsumer:
         return self
@@ -405,78 +440,73 @@ class IdempotentConsumer:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _handle(self, events: list[Event], rest: Sequence[Message]) -> list[Outcome]:
-        """Processes ``events`` in one transaction, or one by one after a failure of the batch.
+    def _handle(self, run: list[tuple[Event, Message]], rest: Sequence[Message]) -> list[Outcome]:
+        """Processes the decoded records ``run`` in order; a failing one is retried or dead-lettered.
 
         ``rest``: the records polled after these (not processed yet), to seek back on failure.
         """
-        if not events:
-            return []
-        try:
-            duplicates = self._process(events)
-        except Exception as e:
-            if len(events) == 1:
-                self._fail(events[0], e, events, rest)
-            # Which record failed? Each alone, in its own transaction: the ones before the
-            # failing record are kept; it and everything after it are sought back.
-            log.debug("batch of %d records failed (%s: %s); retrying them one by one", len(events),
-                      type(e).__name__, e)
-            outcomes: list[Outcome] = []
-            for index, event in enumerate(events):
-                try:
-                    (duplicate,) = self._process([event])
-                except Exception as single:
-                    self._fail(event, single, events[index:], rest)
-                outcomes.append(self._done(event, duplicate))
-            return outcomes
-        skipped = sum(duplicates)
-        self._count(processed=len(events) - skipped, duplicates=skipped)
-        for event in events:  # in order: the last offset per partition stays
-            self._pending[(event.topic, event.partition)] = event.offset + 1
-        self._uncommitted_records += len(events)
-        return [Outcome.DUPLICATE if duplicate else Outcome.PROCESSED for duplicate in duplicates]
+        outcomes: list[Outcome] = []
+        while run:
+            events = [event for event, _ in run]
+            result = self._processor.process(events)
+            done = result.outcomes
+            self._count(processed=done.count(Outcome.PROCESSED), duplicates=done.count(Outcome.DUPLICATE),
+                        handler_calls=result.handler_calls, handler_reruns=result.handler_reruns,
+                        after_commit_calls=result.after_commit_calls, batches=result.transactions)
+            self._instruments.count("records", done.count(Outcome.PROCESSED), outcome="processed")
+            self._instruments.count("records", done.count(Outcome.DUPLICATE), outcome="duplicate")
+            self._instruments.count("reruns", result.handler_reruns)
+            self._instruments.count("after_commit", result.after_commit_calls)
+            for event in events[:len(done)]:
+                self._store(event.topic, event.partition, event.offset)
+                self._attempts.forget(event)
+            outcomes += done
+            if result.failure is None:
+                break
+            event, msg = run[len(done)]
+            self._dead_letter_or_raise(event, msg, result.failure, run[len(done):], rest)
+            outcomes.append(Outcome.DEAD_LETTERED)
+            run = run[len(done) + 1:]
+        return outcomes
 
-    def _done(self, event: Event, duplicate: bool) -> Outcome:
-        self._count(**({"duplicates": 1} if duplicate else {"processed": 1}))
-        self._store(event.topic, event.partition, event.offset)
-        return Outcome.DUPLICATE if duplicate else Outcome.PROCESSED
-
-    def _fail(self, event: Event, cause: Exception, unprocessed: list[Event], rest: Sequence[Message]) -> NoReturn:
+    def _dead_letter_or_raise(self, event: Event, msg: Message, failure: Failure,
+                              unprocessed: Sequence[tuple[Event, Message]], rest: Sequence[Message]) -> None:
+        """Counts a failed attempt; dead-letters ``event`` if it has had ``max_attempts``, else
+        seeks back and raises HandlerFailed."""
+        cause = failure.cause
         self._count(failures=1)
-        self._seek_back([(e.topic, e.partition, e.offset) for e in unprocessed] +
+        self._instruments.count("failures", stage=failure.stage)
+        transient = self._is_transient(cause)
+        attempt = 0 if transient else self._attempts.failed(event)
+        where = (event.topic, event.partition, event.offset)
+        if not transient and self._attempts.exhausted(attempt):
+            if self.dead_letter_topic is not None:
+                reason = "after_commit_error" if failure.stage == "after_commit" else "handler_error"
+                self._send_dead_letter(msg, reason, cause, attempt, unprocessed, rest)
+                log.error("event %s (%s) at %s[%d]@%d failed %d times (last: %s: %s); dead-lettered to %s as %s, "
+                          "the partition moves on", event.id, event.event_type, *where, attempt,
+                          type(cause).__qualname__, cause, self.dead_letter_topic, reason)
+                if failure.stage == "after_commit":
+                    self._processor.clear_after_commit(event)
+                self._processor.forget(event)
+                self._attempts.forget(event)
+                self._store(*where)
+                self._count(dead_lettered=1)
+                self._instruments.count("records", outcome="dead_lettered")
+                return
+            if where not in self._warned_no_dead_letter:
+                self._warned_no_dead_letter.add(where)
+                log.error("event %s at %s[%d]@%d failed %d times, but no dead_letter_topic is configured: it "
+                          "cannot be set aside, so it is retried forever and its partition waits", event.id,
+                          *where, attempt)
+        self._seek_back([(e.topic, e.partition, e.offset) for e, _ in unprocessed] +
                         [(m.topic(), m.partition(), m.offset()) for m in rest if m.error() is None])
-        raise HandlerFailed(event, cause) from cause
-
-    def _process(self, events: list[Event]) -> list[bool]:
-        """Runs the handler for each new event in one transaction; returns, per event, whether it
-        was a duplicate (handler not run)."""
-        first: dict[uuid.UUID, Event] = {}
-        for event in events:
-            first.setdefault(event.id, event)
-        rows = [{"consumer_group": self.group_id, "event_id": e.id, "kafka_topic": e.topic,
-                 "kafka_partition": e.partition, "kafka_offset": e.offset} for e in first.values()]
-        with self._session_factory() as session:
-            with session.begin():
-                # One statement for the batch (SQLAlchemy's insertmanyvalues; the statement is
-                # compiled once and cached). A concurrent transaction claiming the same id (after a
-                # rebalance) makes this insert wait for it; then it finds the row, or takes over
-                # if that one rolled back.
-                claimed = {row[0] for row in session.execute(self._claim, rows)}
-                outcome: list[bool] = []
-                for event in events:
-                    new = event.id in claimed and first[event.id] is event
-                    if new:
-                        self._handler(session, event)
-                    else:
-                        log.debug("skipping duplicate event %s at %s[%d]@%d", event.id, event.topic,
-                                  event.partition, event.offset)
-                    outcome.append(not new)
-        self._count(batches=1)
-        return outcome
+        raise HandlerFailed(event, cause, stage=failure.stage, attempt=attempt, transient=transient) from cause
 
     def _route(self, msg: Message, error: UndecodableRecord, rest: Sequence[Message]) -> None:
         """Hands an undecodable record to the dead-letter topic and/or ``on_undecodable``."""
         self._count(undecodable=1)
+        self._instruments.count("records", outcome="undecodable")
         if not self._logged_undecodable:
             self._logged_undecodable = True
             log.warning("%s; skipped%s (further undecodable records are logged at DEBUG and counted in "
@@ -486,7 +516,7 @@ class IdempotentConsumer:
             log.debug("%s; skipped", error)
         try:
             if self.dead_letter_topic is not None:
-                self._dead_letter(self.dead_letter_topic, msg, error)
+                self._send_dead_letter(msg, "undecodable", error, 0, [], [])
             if self._on_undecodable is not None:
                 self._on_undecodable(msg, error)
         except Exception as e:
@@ -494,28 +524,31 @@ class IdempotentConsumer:
             raise DeadLetterFailed(f"routing undecodable record {error} failed: {type(e).__name__}: {e}; "
                                    "sought back, it will come again") from e
 
-    def _dead_letter(self, topic: str, msg: Message, error: UndecodableRecord) -> None:
-        if self._producer is None:
-            self._producer = Producer(self._producer_config)
-        delivered: list[KafkaError | None] = []
-        original = msg.headers() or []  # a consumed message has a list; the type also allows a dict
-        headers: list[tuple[str, str | bytes | None]] = list(original.items()) if isinstance(original, dict) \
-            else list(original)
-        headers += [
+    def _send_dead_letter(self, msg: Message, reason: str, cause: BaseException, attempts: int,
+                          unprocessed: Sequence[tuple[Event, Message]], rest: Sequence[Message]) -> None:
+        assert self.dead_letter_topic is not None
+        kind = type(cause)
+        headers: list[tuple[str, str | bytes | None]] = [
+            ("outboxd.dlq.reason", reason.encode()),
             ("outboxd.dlq.topic", str(msg.topic()).encode()),
             ("outboxd.dlq.partition", str(msg.partition()).encode()),
             ("outboxd.dlq.offset", str(msg.offset()).encode()),
-            ("outboxd.dlq.error", str(error).encode()),
+            ("outboxd.dlq.group", self.group_id.encode()),
+            ("outboxd.dlq.error.type", f"{kind.__module__}.{kind.__qualname__}".encode()),
+            ("outboxd.dlq.error.message", str(cause).encode("utf-8", "replace")[:_MAX_HEADER_TEXT]),
         ]
-        self._producer.produce(topic, value=msg.value(), key=msg.key(), headers=headers,
-                               on_delivery=lambda err, _msg: delivered.append(err))
-        deadline = time.monotonic() + 30
-        while not delivered and time.monotonic() < deadline:
-            self._producer.poll(0.1)
-        if not delivered:
-            raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
-        if delivered[0] is not None:
-            raise KafkaException(delivered[0])
+        if attempts:
+            headers.append(("outboxd.dlq.attempts", str(attempts).encode()))
+        try:
+            self._dead_letters.send(self.dead_letter_topic, msg, headers)
+        except Exception as e:
+            if reason == "undecodable":
+                raise
+            self._seek_back([(ev.topic, ev.partition, ev.offset) for ev, _ in unprocessed] +
+                            [(m.topic(), m.partition(), m.offset()) for m in rest if m.error() is None])
+            raise DeadLetterFailed(f"dead-lettering {msg.topic()}[{msg.partition()}]@{msg.offset()} to "
+                                   f"{self.dead_letter_topic} failed: {type(e).__name__}: {e}; sought back, it will "
+                                   "come again") from e
 
     def _store(self, topic: str, partition: int, offset: int) -> None:
         self._pending[(topic, partition)] = offset + 1
@@ -526,25 +559,47 @@ class IdempotentConsumer:
                               or time.monotonic() - self._last_commit >= self._commit_interval):
             self.commit()
 
+    def _log_interval(self, what: str, seconds: float) -> None:
+        now, last = self.stats, self._logged_stats
+        self._logged_stats = now
+        d = {f.name: getattr(now, f.name) - getattr(last, f.name) for f in fields(ConsumerStats)}
+        log.info("consumer group %s: %s; in the last %.1f s: %d processed, %d duplicates, %d dead-lettered, "
+                 "%d undecodable, %d failed attempts, %d handler re-runs", self.group_id, what, seconds,
+                 d["processed"], d["duplicates"], d["dead_lettered"], d["undecodable"], d["failures"],
+                 d["handler_reruns"])
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("consumer group %s: assigned %s", self.group_id, _describe_partitions(partitions))
+
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # The next owner resumes from the committed offset: give it everything we processed.
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         offsets = [TopicPartition(t, p, o) for (t, p), o in self._pending.items() if (t, p) in revoked]
+        committed = "nothing to commit"
         if offsets:
             try:
                 self._consumer.commit(offsets=offsets, asynchronous=False)
                 self._count(offset_commits=1)
+                committed = f"committed {_describe(offsets)}"
             except KafkaException as e:
                 self._count(commit_errors=1)
-                log.warning("committing offsets %s on revocation failed (%s); the next owner will skip "
-                            "the redelivered events as duplicates", _describe(offsets), e)
-        for key in revoked:
-            self._pending.pop(key, None)
+                committed = f"committing {_describe(offsets)} failed ({e}); the next owner will skip the " \
+                            "redelivered events as duplicates"
+        log.info("consumer group %s: revoked %s; %s", self.group_id, _describe_partitions(partitions), committed)
+        self._forget(revoked)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Lost, not revoked: the group has moved on, a commit would be refused.
-        for tp in partitions:
-            self._pending.pop((tp.topic, tp.partition), None)
+        log.warning("consumer group %s: lost %s (session timed out?); their records since the last offset commit "
+                    "go to the next owner, who skips what was done here as duplicates", self.group_id,
+                    _describe_partitions(partitions))
+        self._forget({(tp.topic, tp.partition) for tp in partitions})
+
+    def _forget(self, partitions: set[tuple[str, int]]) -> None:
+        for key in partitions:
+            self._pending.pop(key, None)
+            self._attempts.forget_partition(*key)
+            self._processor.forget_partition(*key)
 
     def _seek_back(self, positions: list[tuple[str | None, int | None, int | None]]) -> None:
         """Seeks every partition in ``positions`` back to its earliest offset there."""
@@ -563,5 +618,21 @@ class IdempotentConsumer:
                             topic, partition, offset, e)
 
 
+def _one_of(name: str, argument: str | None, configured: Any) -> str | None:
+    if argument is not None and configured is not None and str(configured) != argument:
+        raise ValueError(f"IdempotentConsumer: {name}={argument!r} contradicts config {configured!r}")
+    value = argument if argument is not None else configured
+    return None if value is None else str(value)
+
+
 def _describe(offsets: list[TopicPartition]) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in offsets)
+
+
+def _describe_partitions(partitions: list[TopicPartition]) -> str:
+    if not partitions:
+        return "no partitions"
+    by_topic: dict[str, list[int]] = {}
+    for tp in partitions:
+        by_topic.setdefault(tp.topic, []).append(tp.partition)
+    return "; ".join(f"{topic}[{','.join(map(str, sorted(ps)))}]" for topic, ps in sorted(by_topic.items()))

@@ -9,11 +9,14 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError
 
 from outboxd.envelope_pb2 import Envelope, Header, Source
+from outboxd.payload import from_payload
+
+T = TypeVar("T")
 
 __all__ = ["DecodeError", "Envelope", "Event", "Header", "Source", "UndecodableRecord", "decode"]
 
@@ -47,6 +50,11 @@ class Event:
     def json(self) -> Any:
         """The payload parsed as JSON."""
         return json.loads(self.payload)
+
+    def payload_as(self, model: type[T]) -> T:
+        """The payload as an instance of ``model``, a dataclass or a pydantic model (see
+        ``outboxd.payload``); raises ``outboxd.PayloadError`` when it does not fit."""
+        return from_payload(model, self.payload)
 
     def header(self, name: str) -> str | None:
         """The first row header called ``name``, as text, or None."""

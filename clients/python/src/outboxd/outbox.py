@@ -19,6 +19,9 @@ from sqlalchemy import Column, DateTime, MetaData, Table, Text, func
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Session, registry, scoped_session
 
+from outboxd.observability import current_trace_headers
+from outboxd.payload import to_json_value
+
 if TYPE_CHECKING:  # sqlalchemy.ext.asyncio needs greenlet at import: only for the types
     from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
 
@@ -110,8 +113,9 @@ def _aggregate_id(value: object) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-def _payload(payload: Any, default: JsonDefault | None) -> Any:
+def _payload(payload: object, default: JsonDefault | None) -> Any:
     """The payload as the JSON values it will be stored as; raises now what jsonb would refuse at commit."""
+    payload = to_json_value(payload)
     if payload is None:
         raise ValueError("emit: payload must not be None (the column is NOT NULL); pass {} for an empty body")
     try:
@@ -199,11 +203,13 @@ class Outbox:
     """
 
     def __init__(self, table: str = "outbox", schema: str = "public", *,
-                 json_default: JsonDefault | None = None) -> None:
+                 json_default: JsonDefault | None = None, trace_context: bool = True) -> None:
         self.name = _text("table", table)
         self.schema = _text("schema", schema)
         #: The ``json.dumps`` ``default=`` hook for payloads emitted here (``emit()`` may override it).
         self.json_default = json_default
+        #: Whether ``emit()`` adds the current OpenTelemetry span's ``traceparent`` (when installed).
+        self.trace_context = trace_context
         key = (self.schema, self.name)
         with _models_lock:
             model = _models.get(key)
@@ -228,7 +234,7 @@ class Outbox:
         aggregate_type: str,
         aggregate_id: object,
         event_type: str,
-        payload: Any,
+        payload: object,
         headers: Mapping[str, str] | None = None,
         *,
         id: uuid.UUID | None = None,
@@ -248,6 +254,10 @@ class Outbox:
             for name, value in headers.items():
                 if not isinstance(name, str) or not isinstance(value, str):
                     raise TypeError(f"emit: headers must map str to str, got {name!r}: {value!r}")
+        if self.trace_context and (headers is None or "traceparent" not in headers):
+            trace = current_trace_headers()  # {} without OpenTelemetry or outside a span
+            if trace:
+                headers = {**trace, **(headers or {})}
         if destination is not None:
             destination = _text("destination", destination)
         if dedupe_key is not None:
@@ -282,7 +292,7 @@ def emit(
     aggregate_type: str,
     aggregate_id: object,
     event_type: str,
-    payload: Any,
+    payload: object,
     headers: Mapping[str, str] | None = None,
     *,
     id: uuid.UUID | None = None,
@@ -305,10 +315,15 @@ def emit(
         aggregate_id: e.g. the order id (anything but None, stored as its ``str()``). An
             autoincrement id is None until the INSERT: ``session.flush()`` first.
         event_type: e.g. ``"OrderCreated"``.
-        payload: the event body, a JSON-serializable value (stored as jsonb): serialized here
-            with ``json.dumps(payload, default=json_default, allow_nan=False)``, so that what
-            jsonb would refuse raises now. The stored value is that JSON (a copy).
-        headers: extra Kafka headers, e.g. ``{"traceparent": "..."}``.
+        payload: the event body, a JSON-serializable value, a dataclass instance
+            (``dataclasses.asdict``) or a pydantic model (``model_dump(mode="json")``), stored as
+            jsonb: serialized here with ``json.dumps(payload, default=json_default,
+            allow_nan=False)``, so that what jsonb would refuse raises now. The stored value is
+            that JSON (a copy). Consumers read it back with ``event.payload_as(Model)``.
+        headers: extra Kafka headers. With opentelemetry-api installed and a span current (the
+            server span of the request, under an instrumented web framework), its W3C
+            ``traceparent`` (and ``tracestate``) are added unless ``headers`` has a traceparent;
+            ``Outbox(trace_context=False)`` turns that off.
         id: an explicit event id.
         dedupe_key: a natural key (e.g. the client's request id) for producers that retry: the
             id becomes ``event_id(aggregate_type, aggregate_id, event_type, dedupe_key)``, the

@@ -103,6 +103,9 @@ def processed_events_ddl(table: str = "processed_events", schema: str = "public"
 
     The primary key (consumer_group, event_id) is the de-duplication: the consumer inserts the
     event id in the handler's transaction, and a second insert of the same id finds the row.
+    ``after_commit`` holds the handler's ``outboxd.after_commit`` registrations until they ran
+    (NULL otherwise). The last statement adds that column to a table made by outboxd 0.1, so that
+    running these statements again upgrades it.
     """
     qualified = f"{quote_ident(schema)}.{quote_ident(table)}"
     schema_ddl = [f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}"] if create_schema else []
@@ -114,8 +117,10 @@ def processed_events_ddl(table: str = "processed_events", schema: str = "public"
     kafka_partition integer     NOT NULL,
     kafka_offset    bigint      NOT NULL,
     processed_at    timestamptz NOT NULL DEFAULT now(),
+    after_commit    jsonb,
     PRIMARY KEY (consumer_group, event_id)
 )""",
+        f"ALTER TABLE {qualified} ADD COLUMN IF NOT EXISTS after_commit jsonb",
     ]
 
 

@@ -50,15 +50,20 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from outboxd import purge as _purge
 from outboxd import schema as _ddl
 
 __all__ = [
     "IncludeObject",
     "downgrade_outbox",
+    "downgrade_outbox_purge",
     "downgrade_processed_events",
+    "downgrade_processed_events_purge",
     "exclude_outbox_tables",
     "upgrade_outbox",
+    "upgrade_outbox_purge",
     "upgrade_processed_events",
+    "upgrade_processed_events_purge",
     "versions_dir",
 ]
 
@@ -112,10 +117,33 @@ def downgrade_outbox(table: str = "outbox", schema: str = "public", publication:
 
 def upgrade_processed_events(table: str = "processed_events", schema: str = "public", *,
                              create_schema: bool = False) -> None:
-    """Inside an Alembic revision: creates the consumer's processed_events table."""
+    """Inside an Alembic revision: creates the consumer's processed_events table. Idempotent: on a
+    table of outboxd 0.1 it adds the after_commit column, so a new revision calling it again is
+    the upgrade."""
     _execute(_ddl.processed_events_ddl(table, schema, create_schema=create_schema))
 
 
 def downgrade_processed_events(table: str = "processed_events", schema: str = "public") -> None:
     """Inside an Alembic revision: drops the processed_events table."""
     _execute([f"DROP TABLE IF EXISTS {_ddl.quote_ident(schema)}.{_ddl.quote_ident(table)}"])
+
+
+def upgrade_processed_events_purge(schema: str = "public") -> None:
+    """Inside an Alembic revision: creates the procedure ``outboxd_purge_processed_events`` (see
+    ``outboxd.purge.processed_events_purge_ddl``), for pg_cron or any scheduler."""
+    _execute(_purge.processed_events_purge_ddl(schema))
+
+
+def downgrade_processed_events_purge(schema: str = "public") -> None:
+    _execute([f"DROP PROCEDURE IF EXISTS {_ddl.quote_ident(schema)}.outboxd_purge_processed_events"
+              "(regclass, interval, integer, text)"])
+
+
+def upgrade_outbox_purge() -> None:
+    """Inside an Alembic revision: creates ``public.outbox_purge`` as sql/purge.sql does, so that
+    ``outboxd.purge.purge_outbox()`` (or ``CALL outbox_purge(...)``) works without running psql."""
+    _execute(_purge.outbox_purge_ddl())
+
+
+def downgrade_outbox_purge() -> None:
+    _execute(["DROP PROCEDURE IF EXISTS public.outbox_purge(regclass, interval, integer)"])
