@@ -8,6 +8,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "telemetry/metrics.h"
 
 namespace outboxd::pipeline {
 namespace {
@@ -184,6 +185,18 @@ TEST(CheckpointTrustTest, BoundCheckpointEncodesBounded) {
   EXPECT_EQ(decoded->lsn, Lsn(0x5000));
   EXPECT_FALSE(decoded->partial_commit_lsn.valid());
   EXPECT_EQ(decoded->timeline, 2u);
+}
+
+// Each reason is a label of outboxd_checkpoint_bounded_total, exported at 0
+// from the start so that increase() sees the first one.
+TEST(CheckpointTrustTest, ReasonsAreTheMetricsLabels) {
+  EXPECT_THAT(telemetry::kCheckpointBoundReasons, ::testing::ElementsAre(kBoundTimeline, kBoundAheadOfServer));
+  telemetry::Metrics metrics;
+  metrics.checkpoint_bounded.Add(kBoundTimeline);
+  const std::string text = metrics.RenderPrometheus();
+  EXPECT_THAT(text, HasSubstr("# TYPE outboxd_checkpoint_bounded_total counter\n"));
+  EXPECT_THAT(text, HasSubstr("outboxd_checkpoint_bounded_total{reason=\"timeline\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("outboxd_checkpoint_bounded_total{reason=\"ahead_of_server\"} 0\n"));
 }
 
 }  // namespace
