@@ -20,6 +20,7 @@
 #include "common/format.h"
 #include "common/status_macros.h"
 #include "fmt/format.h"
+#include "fmt/ranges.h"
 #include "kafka/checkpoint_topic.h"
 #include "kafka/rdkafka_sink.h"
 #include "pipeline/checkpoint.h"
@@ -215,33 +216,41 @@ absl::StatusOr<std::function<void()>> Failpoint() {
 
 // Exactly-once, for each new producer: registers its transactional.id (which
 // fences an older producer and aborts what it left open), makes sure the
-// checkpoint topic exists, and reads the newest checkpoint of this system and
-// slot: what the session must not publish again.
+// checkpoint topic exists, reads the newest checkpoint of this system and
+// slot (in whichever partition it is): what the session must not publish
+// again.
 absl::Status PrepareExactlyOnce(kafka::RdKafkaSink& sink, const config::Config& config,
                                 const replication::SystemInfo& streamed, absl::Duration transaction_timeout,
                                 int stop_fd, pipeline::ExactlyOnce* exactly_once) {
   const std::string& id = sink.transactional_id();
+  const std::string& topic = config.kafka.checkpoint_topic;
   RETURN_IF_ERROR(sink.InitTransactions(transaction_timeout, stop_fd));
   const std::string key = pipeline::CheckpointKey(streamed.system_id, config.source.slot);
-  ASSIGN_OR_RETURN(const int32_t partition,
-                   kafka::PrepareCheckpointTopic(sink.handle(), config.kafka.checkpoint_topic, key,
-                                                 absl::Seconds(30), stop_fd));
-  ASSIGN_OR_RETURN(std::optional<std::string> value,
-                   kafka::ReadLatestCheckpoint(config.kafka.properties, config.kafka.checkpoint_topic, partition,
-                                               key, transaction_timeout + absl::Seconds(10), stop_fd));
+  ASSIGN_OR_RETURN(const int32_t partitions,
+                   kafka::PrepareCheckpointTopic(sink.handle(), topic, absl::Seconds(30), stop_fd));
+  ASSIGN_OR_RETURN(kafka::LatestCheckpoint latest,
+                   kafka::ReadLatestCheckpoint(config.kafka.properties, topic, partitions, key,
+                                               transaction_timeout + absl::Seconds(10), stop_fd));
+  if (!latest.older_in.empty()) {
+    telemetry::LogWarn("exactly-once: the checkpoint topic {} holds older records of key \"{}\" in partition(s) "
+                       "{} besides partition {}, which holds the newest (the topic was given more partitions while "
+                       "an outboxd older than this one ran, or a record was written to another partition by hand); "
+                       "outboxd goes on in partition {}",
+                       topic, key, fmt::join(latest.older_in, ", "), latest.partition, latest.partition);
+  }
   pipeline::Checkpoint checkpoint;
-  if (value.has_value()) {
-    absl::StatusOr<pipeline::Checkpoint> decoded = pipeline::DecodeCheckpoint(*value);
+  if (latest.value.has_value()) {
+    absl::StatusOr<pipeline::Checkpoint> decoded = pipeline::DecodeCheckpoint(*latest.value);
     if (decoded.ok() && (decoded->system_id != streamed.system_id || decoded->slot != config.source.slot)) {
       decoded = absl::InvalidArgumentError("its system_id or slot does not match its key");
     }
     if (!decoded.ok()) {
       return absl::FailedPreconditionError(fmt::format(
-          "the newest record for key \"{}\" on the checkpoint topic {} is not a valid checkpoint ({}); outboxd "
-          "cannot tell what Kafka already holds. Only outboxd should write that topic: find who wrote it, then "
-          "write a tombstone for the key (the next start publishes again from the slot's confirmed position, "
-          "a few duplicates at most) or set [sink] checkpoint_topic to a new topic",
-          key, config.kafka.checkpoint_topic, decoded.status().message()));
+          "the newest record for key \"{}\" on the checkpoint topic {} (partition {}) is not a valid checkpoint "
+          "({}); outboxd cannot tell what Kafka already holds. Only outboxd should write that topic: find who wrote "
+          "it, then write a tombstone for the key to that partition (the next start publishes again from the "
+          "slot's confirmed position, a few duplicates at most) or set [sink] checkpoint_topic to a new topic",
+          key, topic, latest.partition, decoded.status().message()));
     }
     checkpoint = std::move(*decoded);
   }
@@ -250,7 +259,7 @@ absl::Status PrepareExactlyOnce(kafka::RdKafkaSink& sink, const config::Config& 
   checkpoint.slot = config.source.slot;
   checkpoint.transactional_id = id;
   exactly_once->checkpoint_key = key;
-  exactly_once->checkpoint_partition = partition;
+  exactly_once->checkpoint_partition = latest.partition;
   exactly_once->committed = std::move(checkpoint);
   const pipeline::Checkpoint& c = exactly_once->committed;
   std::string skips = "no checkpoint yet, nothing to skip";
@@ -261,8 +270,8 @@ absl::Status PrepareExactlyOnce(kafka::RdKafkaSink& sink, const config::Config& 
                            c.partial_through.lsn.ToString());
     }
   }
-  telemetry::LogInfo("exactly-once: transactional.id '{}', checkpoint topic {} partition {}: {}", id,
-                     config.kafka.checkpoint_topic, partition, skips);
+  telemetry::LogInfo("exactly-once: transactional.id '{}', checkpoint topic {} partition {}: {}", id, topic,
+                     latest.partition, skips);
   return absl::OkStatus();
 }
 
