@@ -31,6 +31,7 @@
 #include "replication/pg_replication_stream.h"
 #include "replication/slot_monitor.h"
 #include "replication/state_file.h"
+#include "replication/timeline.h"
 #include "telemetry/endpoints.h"
 #include "telemetry/http_server.h"
 #include "telemetry/logging.h"
@@ -214,14 +215,63 @@ absl::StatusOr<std::function<void()>> Failpoint() {
   });
 }
 
+// The history of the server's timeline, for a checkpoint of an earlier one:
+// read on a replication connection of its own, which must reach the system
+// and timeline the session streams from (a multi-host DSN may lead elsewhere:
+// then UnavailableError).
+absl::StatusOr<std::vector<replication::TimelineSwitch>> ReadServerHistory(const config::Config& config,
+                                                                          const replication::SystemInfo& streamed,
+                                                                          int stop_fd) {
+  ASSIGN_OR_RETURN(std::unique_ptr<replication::PgConnection> conn,
+                   replication::PgConnection::Connect(config.source.dsn, /*replication=*/true, stop_fd));
+  ASSIGN_OR_RETURN(const replication::SystemIdentity identity, replication::IdentifySystem(*conn));
+  if (identity.system_id != streamed.system_id || static_cast<int>(identity.timeline) != streamed.timeline) {
+    return absl::UnavailableError(fmt::format(
+        "reading the timeline history, {} answered as system {} timeline {}, but the session streams from system "
+        "{} timeline {} (a switchover under way?); outboxd retries",
+        conn->Describe(), identity.system_id, identity.timeline, streamed.system_id, streamed.timeline));
+  }
+  return replication::ReadTimelineHistory(*conn, identity.timeline);
+}
+
+// Bounds `checkpoint` to the WAL history of the server the session streams
+// from (pipeline::TrustCheckpoint): its timeline and WAL position as
+// IDENTIFY_SYSTEM gave them when the session started, and the timeline's
+// history when the checkpoint is of an earlier timeline. Each bound is logged
+// and counted.
+absl::Status BoundToServerHistory(const config::Config& config, const replication::SystemInfo& streamed,
+                                  const std::string& key, int stop_fd, telemetry::Metrics* metrics,
+                                  pipeline::Checkpoint* checkpoint) {
+  pipeline::ServerWal server{.timeline = static_cast<uint32_t>(streamed.timeline), .position = streamed.xlog_pos};
+  if (pipeline::NeedsTimelineHistory(*checkpoint, server.timeline)) {
+    server.history = ReadServerHistory(config, streamed, stop_fd);
+    // Retried: no connection, a stop, another server answering. Any other
+    // failure leaves the history unknown, and the checkpoint untrusted.
+    if (absl::IsUnavailable(server.history.status()) || absl::IsCancelled(server.history.status())) {
+      return server.history.status();
+    }
+  }
+  for (const pipeline::CheckpointBound& bound : pipeline::TrustCheckpoint(checkpoint, server)) {
+    metrics->checkpoint_bounded.Add(bound.reason);
+    telemetry::LogWarn(
+        "exactly-once: the checkpoint of key \"{}\" is {}: {}. Transactions from there on are published again "
+        "(read_committed consumers may see some twice, and miss none); counted in "
+        "outboxd_checkpoint_bounded_total{{reason=\"{}\"}}, see docs/operations.md (\"Exactly-once after a "
+        "promotion or a restore\")",
+        key, bound.bound.valid() ? fmt::format("trusted only before {}", bound.bound.ToString()) : "not trusted",
+        bound.why, bound.reason);
+  }
+  return absl::OkStatus();
+}
+
 // Exactly-once, for each new producer: registers its transactional.id (which
 // fences an older producer and aborts what it left open), makes sure the
 // checkpoint topic exists, reads the newest checkpoint of this system and
-// slot (in whichever partition it is): what the session must not publish
-// again.
+// slot (in whichever partition it is), and bounds it to what the server's WAL
+// history holds: what the session must not publish again.
 absl::Status PrepareExactlyOnce(kafka::RdKafkaSink& sink, const config::Config& config,
                                 const replication::SystemInfo& streamed, absl::Duration transaction_timeout,
-                                int stop_fd, pipeline::ExactlyOnce* exactly_once) {
+                                int stop_fd, telemetry::Metrics* metrics, pipeline::ExactlyOnce* exactly_once) {
   const std::string& id = sink.transactional_id();
   const std::string& topic = config.kafka.checkpoint_topic;
   RETURN_IF_ERROR(sink.InitTransactions(transaction_timeout, stop_fd));
@@ -254,6 +304,7 @@ absl::Status PrepareExactlyOnce(kafka::RdKafkaSink& sink, const config::Config& 
     }
     checkpoint = std::move(*decoded);
   }
+  RETURN_IF_ERROR(BoundToServerHistory(config, streamed, key, stop_fd, metrics, &checkpoint));
   checkpoint.system_id = streamed.system_id;
   checkpoint.timeline = static_cast<uint32_t>(streamed.timeline);
   checkpoint.slot = config.source.slot;
@@ -475,7 +526,8 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
     auto sink = kafka::RdKafkaSink::Create(config.kafka.properties, options);
     if (!sink.ok()) return sink.status();
     if (exactly_once.has_value()) {
-      RETURN_IF_ERROR(PrepareExactlyOnce(**sink, config, streamed, transaction_timeout, stop_fd, &*exactly_once));
+      RETURN_IF_ERROR(
+          PrepareExactlyOnce(**sink, config, streamed, transaction_timeout, stop_fd, &metrics, &*exactly_once));
     }
     if (!schemas.has_value()) return std::unique_ptr<kafka::EventSink>(std::move(*sink));
     auto framed = std::make_unique<registry::RegistrySink>(
