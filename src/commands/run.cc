@@ -238,10 +238,10 @@ absl::StatusOr<std::vector<replication::TimelineSwitch>> ReadServerHistory(const
 // from (pipeline::TrustCheckpoint): its timeline and WAL position as
 // IDENTIFY_SYSTEM gave them when the session started, and the timeline's
 // history when the checkpoint is of an earlier timeline. Each bound is logged
-// and counted.
-absl::Status BoundToServerHistory(const config::Config& config, const replication::SystemInfo& streamed,
-                                  const std::string& key, int stop_fd, telemetry::Metrics* metrics,
-                                  pipeline::Checkpoint* checkpoint) {
+// and counted; true when there was one.
+absl::StatusOr<bool> BoundToServerHistory(const config::Config& config, const replication::SystemInfo& streamed,
+                                          const std::string& key, int stop_fd, telemetry::Metrics* metrics,
+                                          pipeline::Checkpoint* checkpoint) {
   pipeline::ServerWal server{.timeline = static_cast<uint32_t>(streamed.timeline), .position = streamed.xlog_pos};
   if (pipeline::NeedsTimelineHistory(*checkpoint, server.timeline)) {
     server.history = ReadServerHistory(config, streamed, stop_fd);
@@ -251,17 +251,18 @@ absl::Status BoundToServerHistory(const config::Config& config, const replicatio
       return server.history.status();
     }
   }
-  for (const pipeline::CheckpointBound& bound : pipeline::TrustCheckpoint(checkpoint, server)) {
+  const std::vector<pipeline::CheckpointBound> bounds = pipeline::TrustCheckpoint(checkpoint, server);
+  for (const pipeline::CheckpointBound& bound : bounds) {
     metrics->checkpoint_bounded.Add(bound.reason);
     telemetry::LogWarn(
-        "exactly-once: the checkpoint of key \"{}\" is {}: {}. Transactions from there on are published again "
-        "(read_committed consumers may see some twice, and miss none); counted in "
+        "exactly-once: the checkpoint of key \"{}\" is {}: {}. What it no longer covers is published again from "
+        "the slot (read_committed consumers may see some events twice, and miss none); counted in "
         "outboxd_checkpoint_bounded_total{{reason=\"{}\"}}, see docs/operations.md (\"Exactly-once after a "
         "promotion or a restore\")",
         key, bound.bound.valid() ? fmt::format("trusted only before {}", bound.bound.ToString()) : "not trusted",
         bound.why, bound.reason);
   }
-  return absl::OkStatus();
+  return !bounds.empty();
 }
 
 // Exactly-once, for each new producer: registers its transactional.id (which
@@ -304,7 +305,7 @@ absl::Status PrepareExactlyOnce(kafka::RdKafkaSink& sink, const config::Config& 
     }
     checkpoint = std::move(*decoded);
   }
-  RETURN_IF_ERROR(BoundToServerHistory(config, streamed, key, stop_fd, metrics, &checkpoint));
+  ASSIGN_OR_RETURN(const bool bounded, BoundToServerHistory(config, streamed, key, stop_fd, metrics, &checkpoint));
   checkpoint.system_id = streamed.system_id;
   checkpoint.timeline = static_cast<uint32_t>(streamed.timeline);
   checkpoint.slot = config.source.slot;
@@ -313,7 +314,8 @@ absl::Status PrepareExactlyOnce(kafka::RdKafkaSink& sink, const config::Config& 
   exactly_once->checkpoint_partition = latest.partition;
   exactly_once->committed = std::move(checkpoint);
   const pipeline::Checkpoint& c = exactly_once->committed;
-  std::string skips = "no checkpoint yet, nothing to skip";
+  std::string skips = bounded ? "nothing to skip (the checkpoint is not trusted, see above)"
+                              : "no checkpoint yet, nothing to skip";
   if (!c.empty()) {
     skips = fmt::format("transactions committed before LSN {} are in Kafka", c.lsn.ToString());
     if (c.partial_commit_lsn.valid()) {
