@@ -515,6 +515,23 @@ std::string AddPartitions(const std::string& topic, int total) {
   return error;
 }
 
+// Produces one record (acks=all, not transactional) to `topic` / `partition`;
+// "" on success, else why not.
+std::string ProduceTo(const std::string& topic, int32_t partition, const std::string& key, const std::string& value) {
+  char errstr[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", KafkaBootstrap().c_str(), errstr, sizeof errstr);
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+  if (rk == nullptr) return errstr;
+  rd_kafka_resp_err_t err = rd_kafka_producev(
+      rk, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_PARTITION(partition),
+      RD_KAFKA_V_KEY(key.data(), key.size()), RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
+      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+  if (err == RD_KAFKA_RESP_ERR_NO_ERROR) err = rd_kafka_flush(rk, 30000);
+  rd_kafka_destroy(rk);
+  return err == RD_KAFKA_RESP_ERR_NO_ERROR ? "" : rd_kafka_err2str(err);
+}
+
 // Partitions added to the checkpoint topic (issue 20, defect 8) while the
 // checkpoint is ahead of the slot: the restart finds the checkpoint where it
 // is and skips what Kafka holds, and the key's next checkpoints stay there.
@@ -567,6 +584,30 @@ TEST_F(ExactlyOnceEndToEndTest, CheckpointTopicGivenMorePartitionsStillSkips) {
   }
   EXPECT_EQ(elsewhere, 0u) << "the key's checkpoints moved to another partition";
   EXPECT_GT(kept, at_death.size()) << "the restart committed checkpoints of its own";
+
+  // A newer record of the key in another partition (what an older outboxd started after the
+  // partitions were added would have written there): the newest wins wherever it is, the key's
+  // checkpoints go on there, and the start names the partition holding older ones.
+  ASSERT_EQ(restarted.Stop(SIGTERM), 0) << restarted.Log();
+  const std::vector<Checkpoint> at_stop = Checkpoints();
+  ASSERT_FALSE(at_stop.empty());
+  ASSERT_EQ(ProduceTo(checkpoint_topic_, 1, CheckpointKey(), at_stop.back().value.dump()), "");
+  restarted.Start();
+  ASSERT_TRUE(restarted.WaitForLog(fmt::format("checkpoint topic {} partition 1: transactions committed before "
+                                               "LSN {} are in Kafka",
+                                               checkpoint_topic_, at_stop.back().lsn.ToString()),
+                                   absl::Seconds(60)))
+      << restarted.Log();
+  EXPECT_THAT(restarted.Log(), HasSubstr(fmt::format("holds older records of key \"{}\" in partition(s) 0 "
+                                                     "besides partition 1",
+                                                     CheckpointKey())));
+  sql_.Exec(InsertTxnSql(source_.table, 200, 3));
+  ExpectExactlyOnce(restarted.Log());
+  size_t later = 0;
+  for (const Record& r : ReadToEnd({checkpoint_topic_}, Isolation::kReadCommitted, absl::Seconds(60))) {
+    later += r.key == CheckpointKey() && r.partition == 1 ? 1 : 0;
+  }
+  EXPECT_GT(later, 1u) << "the next checkpoints did not follow the newest record to partition 1";
   std::cout << "[ figures ] checkpoint topic grown to " << partitions << " partitions (the key's hash points to "
             << HashPartition(CheckpointKey(), partitions) << "); the restart skipped " << Skipped(restarted.Log()).first
             << " of " << resent << " event(s) Kafka held past the slot\n";
