@@ -237,7 +237,6 @@ namespace {
 struct Found {
   std::optional<std::string> value;  // nullopt: a tombstone
   int64_t timestamp = -1;            // the record's timestamp (ms); -1: none
-  int64_t offset = -1;
 };
 
 // Reads one partition of the checkpoint topic: `uncommitted` and `committed`
@@ -334,7 +333,6 @@ class PartitionReader {
           found.value = std::string(static_cast<const char*>(message->payload), message->len);
         }
         found.timestamp = rd_kafka_message_timestamp(message, nullptr);
-        found.offset = message->offset;
         newest = std::move(found);
       }
       rd_kafka_message_destroy(message);
