@@ -10,7 +10,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 seconds=${FUZZ_SECONDS:-300}
 build=${FUZZ_BUILD_DIR:-build-fuzz}
-targets=(pgoutput_decoder copy_frame outbox_mapping)
+targets=(pgoutput_decoder copy_frame outbox_mapping timeline_history)
 
 command -v clang++ >/dev/null || { echo "fuzz: clang++ not found; run scripts/deps.sh" >&2; exit 1; }
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \

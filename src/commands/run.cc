@@ -20,6 +20,7 @@
 #include "common/format.h"
 #include "common/status_macros.h"
 #include "fmt/format.h"
+#include "fmt/ranges.h"
 #include "kafka/checkpoint_topic.h"
 #include "kafka/rdkafka_sink.h"
 #include "pipeline/checkpoint.h"
@@ -30,6 +31,7 @@
 #include "replication/pg_replication_stream.h"
 #include "replication/slot_monitor.h"
 #include "replication/state_file.h"
+#include "replication/timeline.h"
 #include "telemetry/endpoints.h"
 #include "telemetry/http_server.h"
 #include "telemetry/logging.h"
@@ -213,47 +215,107 @@ absl::StatusOr<std::function<void()>> Failpoint() {
   });
 }
 
+// The history of the server's timeline, for a checkpoint of an earlier one:
+// read on a replication connection of its own, which must reach the system
+// and timeline the session streams from (a multi-host DSN may lead elsewhere:
+// then UnavailableError).
+absl::StatusOr<std::vector<replication::TimelineSwitch>> ReadServerHistory(const config::Config& config,
+                                                                          const replication::SystemInfo& streamed,
+                                                                          int stop_fd) {
+  ASSIGN_OR_RETURN(std::unique_ptr<replication::PgConnection> conn,
+                   replication::PgConnection::Connect(config.source.dsn, /*replication=*/true, stop_fd));
+  ASSIGN_OR_RETURN(const replication::SystemIdentity identity, replication::IdentifySystem(*conn));
+  if (identity.system_id != streamed.system_id || static_cast<int>(identity.timeline) != streamed.timeline) {
+    return absl::UnavailableError(fmt::format(
+        "reading the timeline history, {} answered as system {} timeline {}, but the session streams from system "
+        "{} timeline {} (a switchover under way?); outboxd retries",
+        conn->Describe(), identity.system_id, identity.timeline, streamed.system_id, streamed.timeline));
+  }
+  return replication::ReadTimelineHistory(*conn, identity.timeline);
+}
+
+// Bounds `checkpoint` to the WAL history of the server the session streams
+// from (pipeline::TrustCheckpoint): its timeline and WAL position as
+// IDENTIFY_SYSTEM gave them when the session started, and the timeline's
+// history when the checkpoint is of an earlier timeline. Each bound is logged
+// and counted; true when there was one.
+absl::StatusOr<bool> BoundToServerHistory(const config::Config& config, const replication::SystemInfo& streamed,
+                                          const std::string& key, int stop_fd, telemetry::Metrics* metrics,
+                                          pipeline::Checkpoint* checkpoint) {
+  pipeline::ServerWal server{.timeline = static_cast<uint32_t>(streamed.timeline), .position = streamed.xlog_pos};
+  if (pipeline::NeedsTimelineHistory(*checkpoint, server.timeline)) {
+    server.history = ReadServerHistory(config, streamed, stop_fd);
+    // Retried: no connection, a stop, another server answering. Any other
+    // failure leaves the history unknown, and the checkpoint untrusted.
+    if (absl::IsUnavailable(server.history.status()) || absl::IsCancelled(server.history.status())) {
+      return server.history.status();
+    }
+  }
+  const std::vector<pipeline::CheckpointBound> bounds = pipeline::TrustCheckpoint(checkpoint, server);
+  for (const pipeline::CheckpointBound& bound : bounds) {
+    metrics->checkpoint_bounded.Add(bound.reason);
+    telemetry::LogWarn(
+        "exactly-once: the checkpoint of key \"{}\" is {}: {}. What it no longer covers is published again from "
+        "the slot (read_committed consumers may see some events twice, and miss none); counted in "
+        "outboxd_checkpoint_bounded_total{{reason=\"{}\"}}, see docs/operations.md (\"Exactly-once after a "
+        "promotion or a restore\")",
+        key, bound.bound.valid() ? fmt::format("trusted only before {}", bound.bound.ToString()) : "not trusted",
+        bound.why, bound.reason);
+  }
+  return !bounds.empty();
+}
+
 // Exactly-once, for each new producer: registers its transactional.id (which
 // fences an older producer and aborts what it left open), makes sure the
-// checkpoint topic exists, and reads the newest checkpoint of this system and
-// slot: what the session must not publish again.
+// checkpoint topic exists, reads the newest checkpoint of this system and
+// slot (in whichever partition it is), and bounds it to what the server's WAL
+// history holds: what the session must not publish again.
 absl::Status PrepareExactlyOnce(kafka::RdKafkaSink& sink, const config::Config& config,
                                 const replication::SystemInfo& streamed, absl::Duration transaction_timeout,
-                                int stop_fd, pipeline::ExactlyOnce* exactly_once) {
+                                int stop_fd, telemetry::Metrics* metrics, pipeline::ExactlyOnce* exactly_once) {
   const std::string& id = sink.transactional_id();
+  const std::string& topic = config.kafka.checkpoint_topic;
   RETURN_IF_ERROR(sink.InitTransactions(transaction_timeout, stop_fd));
   const std::string key = pipeline::CheckpointKey(streamed.system_id, config.source.slot);
-  ASSIGN_OR_RETURN(const int32_t partition,
-                   kafka::PrepareCheckpointTopic(sink.handle(), config.kafka.checkpoint_topic, key,
-                                                 absl::Seconds(30), stop_fd));
-  ASSIGN_OR_RETURN(std::optional<std::string> value,
-                   kafka::ReadLatestCheckpoint(config.kafka.properties, config.kafka.checkpoint_topic, partition,
-                                               key, transaction_timeout + absl::Seconds(10), stop_fd));
+  ASSIGN_OR_RETURN(const int32_t partitions,
+                   kafka::PrepareCheckpointTopic(sink.handle(), topic, absl::Seconds(30), stop_fd));
+  ASSIGN_OR_RETURN(kafka::LatestCheckpoint latest,
+                   kafka::ReadLatestCheckpoint(config.kafka.properties, topic, partitions, key,
+                                               transaction_timeout + absl::Seconds(10), stop_fd));
+  if (!latest.older_in.empty()) {
+    telemetry::LogWarn("exactly-once: the checkpoint topic {} holds older records of key \"{}\" in partition(s) "
+                       "{} besides partition {}, which holds the newest (the topic was given more partitions while "
+                       "an outboxd older than this one ran, or a record was written to another partition by hand); "
+                       "outboxd goes on in partition {}",
+                       topic, key, fmt::join(latest.older_in, ", "), latest.partition, latest.partition);
+  }
   pipeline::Checkpoint checkpoint;
-  if (value.has_value()) {
-    absl::StatusOr<pipeline::Checkpoint> decoded = pipeline::DecodeCheckpoint(*value);
+  if (latest.value.has_value()) {
+    absl::StatusOr<pipeline::Checkpoint> decoded = pipeline::DecodeCheckpoint(*latest.value);
     if (decoded.ok() && (decoded->system_id != streamed.system_id || decoded->slot != config.source.slot)) {
       decoded = absl::InvalidArgumentError("its system_id or slot does not match its key");
     }
     if (!decoded.ok()) {
       return absl::FailedPreconditionError(fmt::format(
-          "the newest record for key \"{}\" on the checkpoint topic {} is not a valid checkpoint ({}); outboxd "
-          "cannot tell what Kafka already holds. Only outboxd should write that topic: find who wrote it, then "
-          "write a tombstone for the key (the next start publishes again from the slot's confirmed position, "
-          "a few duplicates at most) or set [sink] checkpoint_topic to a new topic",
-          key, config.kafka.checkpoint_topic, decoded.status().message()));
+          "the newest record for key \"{}\" on the checkpoint topic {} (partition {}) is not a valid checkpoint "
+          "({}); outboxd cannot tell what Kafka already holds. Only outboxd should write that topic: find who wrote "
+          "it, then write a tombstone for the key to that partition (the next start publishes again from the "
+          "slot's confirmed position, a few duplicates at most) or set [sink] checkpoint_topic to a new topic",
+          key, topic, latest.partition, decoded.status().message()));
     }
     checkpoint = std::move(*decoded);
   }
+  ASSIGN_OR_RETURN(const bool bounded, BoundToServerHistory(config, streamed, key, stop_fd, metrics, &checkpoint));
   checkpoint.system_id = streamed.system_id;
   checkpoint.timeline = static_cast<uint32_t>(streamed.timeline);
   checkpoint.slot = config.source.slot;
   checkpoint.transactional_id = id;
   exactly_once->checkpoint_key = key;
-  exactly_once->checkpoint_partition = partition;
+  exactly_once->checkpoint_partition = latest.partition;
   exactly_once->committed = std::move(checkpoint);
   const pipeline::Checkpoint& c = exactly_once->committed;
-  std::string skips = "no checkpoint yet, nothing to skip";
+  std::string skips = bounded ? "nothing to skip (the checkpoint is not trusted, see above)"
+                              : "no checkpoint yet, nothing to skip";
   if (!c.empty()) {
     skips = fmt::format("transactions committed before LSN {} are in Kafka", c.lsn.ToString());
     if (c.partial_commit_lsn.valid()) {
@@ -261,8 +323,8 @@ absl::Status PrepareExactlyOnce(kafka::RdKafkaSink& sink, const config::Config& 
                            c.partial_through.lsn.ToString());
     }
   }
-  telemetry::LogInfo("exactly-once: transactional.id '{}', checkpoint topic {} partition {}: {}", id,
-                     config.kafka.checkpoint_topic, partition, skips);
+  telemetry::LogInfo("exactly-once: transactional.id '{}', checkpoint topic {} partition {}: {}", id, topic,
+                     latest.partition, skips);
   return absl::OkStatus();
 }
 
@@ -466,7 +528,8 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
     auto sink = kafka::RdKafkaSink::Create(config.kafka.properties, options);
     if (!sink.ok()) return sink.status();
     if (exactly_once.has_value()) {
-      RETURN_IF_ERROR(PrepareExactlyOnce(**sink, config, streamed, transaction_timeout, stop_fd, &*exactly_once));
+      RETURN_IF_ERROR(
+          PrepareExactlyOnce(**sink, config, streamed, transaction_timeout, stop_fd, &metrics, &*exactly_once));
     }
     if (!schemas.has_value()) return std::unique_ptr<kafka::EventSink>(std::move(*sink));
     auto framed = std::make_unique<registry::RegistrySink>(

@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -19,25 +21,51 @@ namespace outboxd::kafka {
 
 // Creates `topic` if it does not exist (cleanup.policy=compact, one
 // partition, the broker's default replication factor) through the producer
-// `rk`, and returns the partition that holds `key`: the topic's only one, or
-// for a topic made with more, one chosen from the key (a stable hash). Waits
-// at most `timeout`; CancelledError once `stop_fd` is readable.
-absl::StatusOr<int32_t> PrepareCheckpointTopic(rd_kafka_t* rk, const std::string& topic,
-                                               const std::string& key, absl::Duration timeout,
+// `rk`, and returns its number of partitions (CheckpointTopicPartitions).
+// Waits at most `timeout`; CancelledError once `stop_fd` is readable.
+absl::StatusOr<int32_t> PrepareCheckpointTopic(rd_kafka_t* rk, const std::string& topic, absl::Duration timeout,
                                                int stop_fd);
 
-// The newest committed value of `key` in `topic` / `partition`, read with
-// isolation.level=read_committed through a consumer made from the
-// connection properties of [sink.kafka] (bootstrap, TLS, SASL); nullopt when
-// the key has none. Transactions still open on the partition are waited for
-// (up to `timeout`), so a checkpoint committed just before them is not
-// missed. Reads backwards from the end in growing windows: the topic is
-// compacted, but not at once.
-absl::StatusOr<std::optional<std::string>> ReadLatestCheckpoint(const KafkaProperties& properties,
-                                                                const std::string& topic,
-                                                                int32_t partition,
-                                                                const std::string& key,
-                                                                absl::Duration timeout, int stop_fd);
+// The number of partitions of `topic`, from its metadata. A failed request,
+// or a topic without metadata yet, is retried with a backoff (100 ms doubling
+// to 2 s) until `timeout`, then UnavailableError naming the last error;
+// CancelledError once `stop_fd` is readable, also in the middle of a wait.
+absl::StatusOr<int32_t> CheckpointTopicPartitions(rd_kafka_t* rk, const std::string& topic, absl::Duration timeout,
+                                                  int stop_fd);
+
+// The partition where a key that has no checkpoint yet gets its first one:
+// a stable hash of the key modulo `partitions` (the topic's only partition
+// when it has one, as outboxd creates it).
+int32_t DefaultCheckpointPartition(std::string_view key, int32_t partitions);
+
+struct LatestCheckpoint {
+  // The newest committed value of the key; nullopt when it has none, or when
+  // its newest record is a tombstone (the checkpoint deleted on purpose).
+  std::optional<std::string> value;
+  // Where the key's next checkpoints go: the partition of its newest record,
+  // so that a topic given more partitions keeps each key where it was; for a
+  // key with no record, DefaultCheckpointPartition.
+  int32_t partition = 0;
+  // Other partitions that hold older records of the key: the topic was given
+  // more partitions while an older outboxd (which placed checkpoints by
+  // DefaultCheckpointPartition of the partition count of the day) ran, or a
+  // tombstone was written to another partition. For the log.
+  std::vector<int32_t> older_in;
+};
+
+// The newest committed record of `key` in any of the `partitions` partitions
+// of `topic`, read with isolation.level=read_committed through consumers made
+// from the connection properties of [sink.kafka] (bootstrap, TLS, SASL).
+// Records of the key in several partitions are told apart by their
+// timestamps (the newest wins). Transactions still open on a partition are
+// waited for (up to `timeout`), so that a checkpoint committed just before
+// them is not missed. Each partition is read backwards from its end in
+// growing windows: the topic is compacted, but not at once. Failed requests
+// are retried with a backoff until `timeout`; CancelledError once `stop_fd`
+// is readable.
+absl::StatusOr<LatestCheckpoint> ReadLatestCheckpoint(const KafkaProperties& properties, const std::string& topic,
+                                                      int32_t partitions, const std::string& key,
+                                                      absl::Duration timeout, int stop_fd);
 
 // Only the properties that say how to reach and authenticate to the cluster.
 KafkaProperties ConnectionProperties(const KafkaProperties& properties);

@@ -1,5 +1,8 @@
 #include "pipeline/checkpoint.h"
 
+#include <optional>
+#include <utility>
+
 #include "common/format.h"
 #include "fmt/format.h"
 #include "nlohmann/json.hpp"
@@ -78,6 +81,65 @@ absl::StatusOr<Checkpoint> DecodeCheckpoint(std::string_view text) {
     checkpoint.partial_through = {*through, static_cast<uint32_t>(index->get<uint64_t>())};
   }
   return checkpoint;
+}
+
+bool NeedsTimelineHistory(const Checkpoint& checkpoint, uint32_t server_timeline) {
+  return !checkpoint.empty() && checkpoint.timeline != 0 && checkpoint.timeline < server_timeline;
+}
+
+std::vector<CheckpointBound> TrustCheckpoint(Checkpoint* checkpoint, const ServerWal& server) {
+  std::vector<CheckpointBound> bounds;
+  if (checkpoint->empty()) return bounds;
+  auto reach = [checkpoint] {
+    return checkpoint->partial_commit_lsn.valid()
+               ? fmt::format("{} (and a transaction in pieces committed at {})", checkpoint->lsn.ToString(),
+                             checkpoint->partial_commit_lsn.ToString())
+               : checkpoint->lsn.ToString();
+  };
+  auto bound = [&](std::string_view reason, Lsn at, std::string why) {
+    checkpoint->BoundTo(at);
+    bounds.push_back({reason, at, std::move(why)});
+  };
+  if (checkpoint->timeline != server.timeline) {
+    std::optional<replication::TimelineSwitch> ancestor;
+    if (NeedsTimelineHistory(*checkpoint, server.timeline) && server.history.ok()) {
+      for (const replication::TimelineSwitch& entry : *server.history) {
+        if (entry.timeline == checkpoint->timeline) ancestor = entry;
+      }
+    }
+    if (ancestor.has_value()) {
+      if (checkpoint->ReachesPast(ancestor->switch_point)) {
+        bound(kBoundTimeline, ancestor->switch_point,
+              fmt::format("the checkpoint was written on timeline {} and reaches {}, but the server's timeline {} "
+                          "branched off timeline {} at {}: past that point the checkpoint describes WAL this server "
+                          "does not have",
+                          checkpoint->timeline, reach(), server.timeline, checkpoint->timeline,
+                          ancestor->switch_point.ToString()));
+      }
+    } else if (NeedsTimelineHistory(*checkpoint, server.timeline) && !server.history.ok()) {
+      bound(kBoundTimeline, Lsn::Invalid(),
+            fmt::format("the checkpoint was written on timeline {}, and the history of the server's timeline {} "
+                        "cannot be read ({}): where the two part is unknown",
+                        checkpoint->timeline, server.timeline, server.history.status().message()));
+    } else {
+      bound(kBoundTimeline, Lsn::Invalid(),
+            checkpoint->timeline == 0
+                ? fmt::format("the checkpoint records no timeline, so it cannot be placed in the history of the "
+                              "server's timeline {}",
+                              server.timeline)
+                : fmt::format("the checkpoint was written on timeline {}, which is not in the history of the "
+                              "server's timeline {}: it describes another server's history",
+                              checkpoint->timeline, server.timeline));
+    }
+  }
+  if (!checkpoint->empty() && checkpoint->ReachesPast(server.position)) {
+    bound(kBoundAheadOfServer, Lsn::Invalid(),
+          fmt::format("the checkpoint reaches {}, past the server's WAL position {} (timeline {}): the server went "
+                      "back to an earlier position (a restore of an older copy), and where its history parts from "
+                      "the checkpoint's is unknown",
+                      reach(), server.position.ToString(), server.timeline));
+  }
+  return bounds;
 }
 
 }  // namespace outboxd::pipeline

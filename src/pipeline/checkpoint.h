@@ -7,9 +7,11 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/lsn.h"
+#include "replication/timeline.h"
 
 namespace outboxd::pipeline {
 
@@ -24,7 +26,9 @@ struct EventPosition {
 
 struct Checkpoint {
   std::string system_id;  // the cluster's system identifier, in decimal
-  uint32_t timeline = 0;  // informative: LSNs go on across a promotion
+  // The server's timeline when it was written: its LSNs are positions in that
+  // timeline's history (TrustCheckpoint).
+  uint32_t timeline = 0;
   std::string slot;
   std::string transactional_id;
   // The commit end LSN of the newest PostgreSQL transaction entirely in Kafka;
@@ -45,7 +49,66 @@ struct Checkpoint {
     return CoversTransaction(commit_lsn) ||
            (partial_commit_lsn.valid() && commit_lsn == partial_commit_lsn && position <= partial_through);
   }
+  // Whether it covers anything at or past `position`: a transaction whose
+  // commit record ends past it, or a piece of one committed at or past it.
+  bool ReachesPast(Lsn position) const {
+    return lsn > position || (partial_commit_lsn.valid() && partial_commit_lsn >= position);
+  }
+  // Keeps only what lies before `bound`, so that CoversTransaction and
+  // CoversEvent, and every checkpoint written after it, say no more than that:
+  // `lsn` lowered to `bound`, the partial transaction dropped when committed
+  // at or past it. Invalid: nothing is covered.
+  void BoundTo(Lsn bound) {
+    if (lsn > bound) lsn = bound;
+    if (partial_commit_lsn.valid() && partial_commit_lsn >= bound) {
+      partial_commit_lsn = Lsn::Invalid();
+      partial_through = {};
+    }
+  }
 };
+
+// What the server a session streams from says about its WAL: the history a
+// checkpoint must lie in to be believed.
+struct ServerWal {
+  uint32_t timeline = 0;  // IDENTIFY_SYSTEM timeline
+  Lsn position;           // IDENTIFY_SYSTEM xlogpos: flushed (replayed, on a standby)
+  // The ancestors of `timeline` and where each left its history
+  // (TIMELINE_HISTORY), when NeedsTimelineHistory asked for them; an error
+  // when they could not be read.
+  absl::StatusOr<std::vector<replication::TimelineSwitch>> history = std::vector<replication::TimelineSwitch>();
+};
+
+// Why a checkpoint was trusted less than it says: the label of
+// outboxd_checkpoint_bounded_total{reason}.
+inline constexpr std::string_view kBoundTimeline = "timeline";
+inline constexpr std::string_view kBoundAheadOfServer = "ahead_of_server";
+
+struct CheckpointBound {
+  std::string_view reason;  // kBoundTimeline or kBoundAheadOfServer
+  Lsn bound;                // what is still trusted lies before it; Invalid: nothing
+  std::string why;          // what was found, one sentence for the log
+};
+
+// Whether TrustCheckpoint needs the history of `server_timeline` to judge
+// `checkpoint`: one written on an earlier timeline.
+bool NeedsTimelineHistory(const Checkpoint& checkpoint, uint32_t server_timeline);
+
+// Bounds `checkpoint` in place (Checkpoint::BoundTo) to what the server's WAL
+// history holds, and returns each bound that cut something off, in the order
+// applied (empty: trusted as it is):
+//  1. written on another timeline: trusted only before the switch point where
+//     that timeline left the server's history (a promotion of a standby that
+//     had not replayed everything the old primary wrote, a point-in-time
+//     restore); not at all when its timeline is not an ancestor of the
+//     server's (a later or a sibling timeline, none recorded) or the history
+//     could not be read. kBoundTimeline.
+//  2. reaching past the server's WAL position: not trusted at all. On one
+//     timeline that means the server went back (a restore of an earlier copy
+//     with the same system identifier), and where its history parts from the
+//     checkpoint's cannot be known. kBoundAheadOfServer.
+// A transaction the checkpoint no longer covers is published again: at worst
+// a duplicate, never a loss.
+std::vector<CheckpointBound> TrustCheckpoint(Checkpoint* checkpoint, const ServerWal& server);
 
 // "<system_id>/<slot>".
 std::string CheckpointKey(std::string_view system_id, std::string_view slot);

@@ -11,6 +11,7 @@
 #include "absl/strings/cord.h"
 #include "common/status_macros.h"
 #include "fmt/format.h"
+#include "replication/timeline.h"
 
 namespace outboxd::replication {
 namespace {
@@ -247,6 +248,20 @@ absl::Status CheckSlot(std::string_view name, const SlotState& slot, std::string
   return absl::OkStatus();
 }
 
+absl::StatusOr<SystemIdentity> IdentifySystem(PgConnection& conn) {
+  ASSIGN_OR_RETURN(std::vector<Row> rows, conn.Query("IDENTIFY_SYSTEM"));
+  if (rows.size() != 1) return absl::DataLossError(fmt::format("{} rows, expected 1", rows.size()));
+  return ParseIdentifySystem(rows[0]);
+}
+
+absl::StatusOr<std::vector<TimelineSwitch>> ReadTimelineHistory(PgConnection& conn, uint32_t timeline) {
+  ASSIGN_OR_RETURN(std::vector<Row> rows, conn.Query(fmt::format("TIMELINE_HISTORY {}", timeline)));
+  if (rows.size() != 1 || rows[0].size() < 2 || !rows[0][1].has_value()) {
+    return absl::DataLossError(fmt::format("TIMELINE_HISTORY {} returned no history file", timeline));
+  }
+  return ParseTimelineHistory(*rows[0][1], timeline);
+}
+
 absl::StatusOr<std::unique_ptr<PgReplicationStream>> PgReplicationStream::Start(const StreamOptions& options) {
   RETURN_IF_ERROR(ValidateSlotName(options.slot));
   if (options.publication.empty()) {
@@ -262,17 +277,12 @@ absl::StatusOr<std::unique_ptr<PgReplicationStream>> PgReplicationStream::Start(
   RETURN_IF_ERROR(CheckFailoverSupported(options.failover, info.server_version));
   info.proto_version = ProtoVersionFor(info.server_version);
 
-  // IDENTIFY_SYSTEM: systemid, timeline, xlogpos, dbname.
-  auto identify = conn->Query("IDENTIFY_SYSTEM");
-  if (!identify.ok()) return WithContext(identify.status(), fmt::format("IDENTIFY_SYSTEM on {}", where));
-  if (identify->size() != 1 || (*identify)[0].size() < 4) {
-    return absl::InternalError(fmt::format("IDENTIFY_SYSTEM on {} returned an unexpected result", where));
-  }
-  const Row& system = (*identify)[0];
-  info.system_id = system[0].value_or("");
-  info.timeline = system[1].has_value() ? std::atoi(system[1]->c_str()) : 0;
-  ASSIGN_OR_RETURN(info.xlog_pos, ParseLsnField(system[2], "xlogpos"));
-  const std::string database = system[3].value_or("");
+  absl::StatusOr<SystemIdentity> system = IdentifySystem(*conn);
+  if (!system.ok()) return WithContext(system.status(), fmt::format("IDENTIFY_SYSTEM on {}", where));
+  info.system_id = system->system_id;
+  info.timeline = static_cast<int>(system->timeline);
+  info.xlog_pos = system->xlog_pos;
+  const std::string database = system->database;
 
   auto wal_level = conn->Query("SHOW wal_level");
   if (!wal_level.ok()) return WithContext(wal_level.status(), fmt::format("SHOW wal_level on {}", where));

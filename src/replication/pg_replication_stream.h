@@ -17,6 +17,7 @@
 #include "replication/pg_connection.h"
 #include "replication/replication_stream.h"
 #include "replication/state_file.h"
+#include "replication/timeline.h"
 
 namespace outboxd::replication {
 
@@ -109,6 +110,18 @@ struct SlotState {
   bool failover = false;  // PostgreSQL 17+; false before
   bool synced = false;    // PostgreSQL 17+: copied from a primary by slot synchronization
 };
+
+// IDENTIFY_SYSTEM on a replication connection. The server's errors as Query
+// reports them; DataLossError for a result that is not one row of four
+// readable columns (ParseIdentifySystem).
+absl::StatusOr<SystemIdentity> IdentifySystem(PgConnection& conn);
+
+// TIMELINE_HISTORY `timeline` (2 or more: timeline 1 has no history) on a
+// replication connection: the timeline's ancestors and where each ended,
+// oldest first. The server's errors as Query reports them (a missing history
+// file is the server's ERROR); DataLossError for content ParseTimelineHistory
+// refuses.
+absl::StatusOr<std::vector<TimelineSwitch>> ReadTimelineHistory(PgConnection& conn, uint32_t timeline);
 
 // The oldest and newest PostgreSQL major versions outboxd is tested against.
 inline constexpr int kMinServerVersion = 140000;

@@ -81,6 +81,7 @@ Metrics::Metrics() {
   for (std::string_view reason : bad_event::kAllReasons) events_dead_lettered.Declare(reason);
   for (std::string_view target : kReconnectTargets) reconnects.Declare(target);
   for (std::string_view result : {"committed", "aborted"}) kafka_transactions.Declare(result);
+  for (std::string_view reason : kCheckpointBoundReasons) checkpoint_bounded.Declare(reason);
   events_published.WarnAbove(kManyTopics, [](size_t topics) {
     LogWarn("events went to {} distinct topics: a topic template over an unbounded field "
             "({{event_type}}, {{destination}}, {{aggregate_type}}) makes a Kafka topic and an "
@@ -116,6 +117,10 @@ std::string Metrics::RenderPrometheus() const {
         transactions_split);
   Gauge(&out, "producer_fenced_total", "counter",
         "Times another producer with the same transactional.id fenced this one (exactly-once).", producer_fenced);
+  Family(&out, "checkpoint_bounded_total", "counter",
+         "Exactly-once starts whose checkpoint reached past the server's WAL history (a promotion, a restore), "
+         "so that it was trusted only in part or not at all, by reason: timeline, ahead_of_server.");
+  checkpoint_bounded.Render("outboxd_checkpoint_bounded_total", "reason", &out);
   Family(&out, "publish_latency_seconds", "histogram", "Commit time to Kafka acknowledgement.");
   publish_latency.Render("outboxd_publish_latency_seconds", &out);
   Gauge(&out, "replication_lag_bytes", "gauge", "Server WAL end minus confirmed flush LSN.", replication_lag_bytes);

@@ -65,6 +65,11 @@ class Histogram {
 // Every value outboxd_reconnects_total{target} can take.
 inline constexpr std::string_view kReconnectTargets[] = {"postgres", "kafka"};
 
+// Every value outboxd_checkpoint_bounded_total{reason} can take: a checkpoint
+// of another timeline (trusted only before the switch point), one past the
+// server's WAL position (not trusted). pipeline/checkpoint.h names them too.
+inline constexpr std::string_view kCheckpointBoundReasons[] = {"timeline", "ahead_of_server"};
+
 struct Metrics {
   // Declares every known label value of the labelled counters (reconnect
   // targets, dead-letter reasons) so each is exported at 0 from the start.
@@ -86,6 +91,9 @@ struct Metrics {
   std::atomic<uint64_t> events_skipped{0};
   std::atomic<uint64_t> transactions_split{0};
   std::atomic<uint64_t> producer_fenced{0};
+  // Exactly-once starts whose checkpoint reached past the server's history,
+  // so that less was skipped than it says: {reason} of kCheckpointBoundReasons.
+  LabeledCounter checkpoint_bounded;
   Histogram publish_latency;
   std::atomic<int64_t> replication_lag_bytes{0};
   std::atomic<uint64_t> confirmed_flush_lsn{0};

@@ -7,7 +7,8 @@ Writes OUT_DIR/pgoutput_decoder/<case>-<n> (one pgoutput message each, as the
 server sent it) and OUT_DIR/copy_frame/<case>-<n> (the same message inside an
 XLogData 'w' frame), plus a keepalive and a standby status update, and
 OUT_DIR/outbox_mapping/ seeds: logical message contents and outbox rows in the
-layout tests/fuzz/outbox_mapping_fuzz.cc reads.
+layout tests/fuzz/outbox_mapping_fuzz.cc reads, and OUT_DIR/timeline_history/ seeds:
+timeline history files.
 """
 import pathlib
 import struct
@@ -47,7 +48,13 @@ def main() -> None:
     for variant in range(5):
         mapping.joinpath(f"row-{variant}").write_bytes(bytes([1 | variant << 1]) + b"\xff".join(row))
     mapping.joinpath("row-nulls").write_bytes(b"\x01" + b"\xff".join(row[:5] + [b"\x01", b"\x01", b"\x01"]))
-    print(f"fuzz corpus: {count} pgoutput messages from {testdata}, and outbox mapping seeds")
+    # Timeline history files as PostgreSQL writes them (TIMELINE_HISTORY's content).
+    history = out / "timeline_history"
+    history.mkdir(parents=True, exist_ok=True)
+    history.joinpath("promoted").write_bytes(b"1\t0/3000158\tno recovery target specified\n")
+    history.joinpath("restored").write_bytes(
+        b"1\t0/3000158\tno recovery target specified\n\n2\t0/5000A28\tat restore point \"before\"\n")
+    print(f"fuzz corpus: {count} pgoutput messages from {testdata}, outbox mapping and timeline history seeds")
 
 
 if __name__ == "__main__":

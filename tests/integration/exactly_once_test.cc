@@ -456,6 +456,163 @@ TEST_F(ExactlyOnceEndToEndTest, KilledBetweenKafkaCommitAndSlotConfirmationSkips
             << " event(s) in " << txns << " transaction(s)\n";
 }
 
+// The partition outboxd up to 9d4c84d kept a key's checkpoints in, whatever
+// the topic held: FNV-1a of the key modulo the partition count of the day.
+int32_t HashPartition(const std::string& key, int32_t partitions) {
+  uint32_t h = 2166136261u;
+  for (unsigned char c : key) {
+    h ^= c;
+    h *= 16777619u;
+  }
+  return static_cast<int32_t>(h % static_cast<uint32_t>(partitions));
+}
+
+// Gives `topic` `total` partitions (the Admin API's CreatePartitions) and
+// waits until the broker's metadata shows them; "" on success, else why not.
+std::string AddPartitions(const std::string& topic, int total) {
+  char errstr[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", KafkaBootstrap().c_str(), errstr, sizeof errstr);
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+  if (rk == nullptr) return errstr;
+  rd_kafka_NewPartitions_t* np = rd_kafka_NewPartitions_new(topic.c_str(), total, errstr, sizeof errstr);
+  rd_kafka_queue_t* queue = rd_kafka_queue_new(rk);
+  rd_kafka_AdminOptions_t* options = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATEPARTITIONS);
+  rd_kafka_AdminOptions_set_operation_timeout(options, 30000, errstr, sizeof errstr);
+  rd_kafka_CreatePartitions(rk, &np, 1, options, queue);
+  std::string error = "no answer from the broker within 90 s";
+  if (rd_kafka_event_t* event = rd_kafka_queue_poll(queue, 90000); event != nullptr) {
+    size_t n = 0;
+    const rd_kafka_topic_result_t** topics =
+        rd_kafka_CreatePartitions_result_topics(rd_kafka_event_CreatePartitions_result(event), &n);
+    if (rd_kafka_event_error(event) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      error = rd_kafka_event_error_string(event);
+    } else if (n != 1 || rd_kafka_topic_result_error(topics[0]) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      error = n == 1 ? rd_kafka_topic_result_error_string(topics[0]) : "no result for the topic";
+    } else {
+      error.clear();
+    }
+    rd_kafka_event_destroy(event);
+  }
+  rd_kafka_AdminOptions_destroy(options);
+  rd_kafka_NewPartitions_destroy(np);
+  rd_kafka_queue_destroy(queue);
+  if (error.empty()) {
+    rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk, topic.c_str(), nullptr);
+    const bool shown = WaitFor(
+        [&] {
+          const rd_kafka_metadata_t* metadata = nullptr;
+          if (rd_kafka_metadata(rk, 0, rkt, &metadata, 5000) != RD_KAFKA_RESP_ERR_NO_ERROR) return false;
+          const bool all = metadata->topic_cnt == 1 && metadata->topics[0].partition_cnt == total;
+          rd_kafka_metadata_destroy(metadata);
+          return all;
+        },
+        absl::Seconds(60), absl::Milliseconds(200));
+    if (!shown) error = fmt::format("the metadata never showed {} partitions", total);
+    rd_kafka_topic_destroy(rkt);
+  }
+  rd_kafka_destroy(rk);
+  return error;
+}
+
+// Produces one record (acks=all, not transactional) to `topic` / `partition`;
+// "" on success, else why not.
+std::string ProduceTo(const std::string& topic, int32_t partition, const std::string& key, const std::string& value) {
+  char errstr[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", KafkaBootstrap().c_str(), errstr, sizeof errstr);
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+  if (rk == nullptr) return errstr;
+  rd_kafka_resp_err_t err = rd_kafka_producev(
+      rk, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_PARTITION(partition),
+      RD_KAFKA_V_KEY(key.data(), key.size()), RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
+      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+  if (err == RD_KAFKA_RESP_ERR_NO_ERROR) err = rd_kafka_flush(rk, 30000);
+  rd_kafka_destroy(rk);
+  return err == RD_KAFKA_RESP_ERR_NO_ERROR ? "" : rd_kafka_err2str(err);
+}
+
+// Partitions added to the checkpoint topic (issue 20, defect 8) while the
+// checkpoint is ahead of the slot: the restart finds the checkpoint where it
+// is and skips what Kafka holds, and the key's next checkpoints stay there.
+// outboxd up to 9d4c84d looked only in HashPartition of the new count, found
+// nothing, and published those events again.
+TEST_F(ExactlyOnceEndToEndTest, CheckpointTopicGivenMorePartitionsStillSkips) {
+  source_ = CreateDefaultSource(sql_, "eosparts");
+  OutboxdProcess& doomed = StartStreaming(EosConfig(), {{"OUTBOXD_FAILPOINT", "kill_after_kafka_commit:3"}});
+  std::optional<int> code;
+  for (int t = 0; t < 20 && !code; ++t) {
+    sql_.Exec(InsertTxnSql(source_.table, t, 5));
+    code = doomed.WaitExit(absl::Milliseconds(500));
+  }
+  if (!code) code = doomed.WaitExit(absl::Seconds(30));
+  ASSERT_EQ(code, 128 + SIGKILL) << "the failpoint did not kill outboxd\n" << doomed.Log();
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return sql_.Scalar(fmt::format(
+                   "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}' AND active",
+                   source_.slot)) == "0";
+      },
+      absl::Seconds(30)));
+  const Lsn confirmed = sql_.ConfirmedFlush(source_.slot);
+  const std::vector<Checkpoint> at_death = Checkpoints();
+  ASSERT_FALSE(at_death.empty()) << doomed.Log();
+  ASSERT_GT(at_death.back().lsn, confirmed) << "the checkpoint must be ahead of the slot for the restart to skip";
+  int64_t resent = 0;
+  for (const Record& r : ReadToEnd({Topic()}, Isolation::kReadCommitted, absl::Seconds(60))) {
+    if (Lsn(Decode(r).source().commit_lsn()) >= confirmed) ++resent;
+  }
+  ASSERT_GT(resent, 0);
+
+  // outboxd made the topic with one partition; grow it so that the key's hash
+  // points elsewhere.
+  int partitions = 2;
+  while (HashPartition(CheckpointKey(), partitions) == 0) ++partitions;
+  ASSERT_EQ(AddPartitions(checkpoint_topic_, partitions), "");
+  for (int more = 0; more < 10; ++more) sql_.Exec(InsertTxnSql(source_.table, 100 + more, 3));
+
+  const int port = FreePort();
+  OutboxdProcess& restarted = StartStreaming(EosConfig("", "", port));
+  ExpectExactlyOnce(doomed.Log() + restarted.Log());
+  EXPECT_THAT(restarted.Log(), HasSubstr(fmt::format("checkpoint topic {} partition 0:", checkpoint_topic_)));
+  ASSERT_TRUE(restarted.WaitForLog("exactly-once: skipped", absl::Seconds(10))) << restarted.Log();
+  EXPECT_EQ(Skipped(restarted.Log()).first, resent) << restarted.Log();
+  size_t elsewhere = 0, kept = 0;
+  for (const Record& r : ReadToEnd({checkpoint_topic_}, Isolation::kReadCommitted, absl::Seconds(60))) {
+    if (r.key != CheckpointKey()) continue;
+    (r.partition == 0 ? kept : elsewhere) += 1;
+  }
+  EXPECT_EQ(elsewhere, 0u) << "the key's checkpoints moved to another partition";
+  EXPECT_GT(kept, at_death.size()) << "the restart committed checkpoints of its own";
+
+  // A newer record of the key in another partition (what an older outboxd started after the
+  // partitions were added would have written there): the newest wins wherever it is, the key's
+  // checkpoints go on there, and the start names the partition holding older ones.
+  ASSERT_EQ(restarted.Stop(SIGTERM), 0) << restarted.Log();
+  const std::vector<Checkpoint> at_stop = Checkpoints();
+  ASSERT_FALSE(at_stop.empty());
+  ASSERT_EQ(ProduceTo(checkpoint_topic_, 1, CheckpointKey(), at_stop.back().value.dump()), "");
+  restarted.Start();
+  ASSERT_TRUE(restarted.WaitForLog(fmt::format("checkpoint topic {} partition 1: transactions committed before "
+                                               "LSN {} are in Kafka",
+                                               checkpoint_topic_, at_stop.back().lsn.ToString()),
+                                   absl::Seconds(60)))
+      << restarted.Log();
+  EXPECT_THAT(restarted.Log(), HasSubstr(fmt::format("holds older records of key \"{}\" in partition(s) 0 "
+                                                     "besides partition 1",
+                                                     CheckpointKey())));
+  sql_.Exec(InsertTxnSql(source_.table, 200, 3));
+  ExpectExactlyOnce(restarted.Log());
+  size_t later = 0;
+  for (const Record& r : ReadToEnd({checkpoint_topic_}, Isolation::kReadCommitted, absl::Seconds(60))) {
+    later += r.key == CheckpointKey() && r.partition == 1 ? 1 : 0;
+  }
+  EXPECT_GT(later, 1u) << "the next checkpoints did not follow the newest record to partition 1";
+  std::cout << "[ figures ] checkpoint topic grown to " << partitions << " partitions (the key's hash points to "
+            << HashPartition(CheckpointKey(), partitions) << "); the restart skipped " << Skipped(restarted.Log()).first
+            << " of " << resent << " event(s) Kafka held past the slot\n";
+}
+
 // Five SIGKILLs at random moments while a writer commits.
 TEST_F(ExactlyOnceEndToEndTest, RepeatedSigkillMidStreamExactlyOnce) {
   source_ = CreateDefaultSource(sql_, "eoskills");

@@ -8,6 +8,10 @@
 #   tests/integration/pg_pair.sh up              # fresh pair, standby streaming
 #   tests/integration/pg_pair.sh promote         # promote the standby (waits until read-write)
 #   tests/integration/pg_pair.sh stop-primary fast|immediate
+#   tests/integration/pg_pair.sh detach          # the standby stops receiving WAL (its replay stays
+#                                                # where it is) and the primary stops waiting for it
+#   tests/integration/pg_pair.sh restore         # stop both, start the standby's copy as a primary on
+#                                                # its timeline (no promotion): a restored snapshot
 #   tests/integration/pg_pair.sh down            # stop both, delete their data
 #
 # Environment: OUTBOXD_PAIR_PORT (primary, default 54347; the standby uses the next port),
@@ -35,7 +39,7 @@ as_pg() {
     if [[ $EUID -eq 0 ]]; then (cd / && runuser -u "$PG_OS_USER" -- "$@"); else (cd / && "$@"); fi
 }
 psql_at() { "$CLIENT/psql" -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$1" -U postgres -d "${3:-app}" -c "$2"; }
-wait_until() {  # seconds, description, command...
+wait_until() {  # seconds, description, command... (run again each time: a function, not "$(...)")
     local deadline=$((SECONDS + $1)) what=$2
     shift 2
     until "$@" >/dev/null 2>&1; do
@@ -43,6 +47,7 @@ wait_until() {  # seconds, description, command...
         sleep 0.2
     done
 }
+query_is() { test "$(psql_at "$1" "$2")" = "$3"; }  # port, query, expected value
 
 node_conf() {  # data dir, port, extra lines
     as_pg tee "$1/outboxd.conf" >/dev/null <<EOF
@@ -103,15 +108,40 @@ hot_standby_feedback = on"
     as_pg touch "$ROOT/standby/standby.signal"
     as_pg "$BIN/pg_ctl" -D "$ROOT/primary" -l "$ROOT/log/primary.log" -w -t 60 -s start
     as_pg "$BIN/pg_ctl" -D "$ROOT/standby" -l "$ROOT/log/standby.log" -w -t 60 -s start
-    wait_until 60 "standby streaming" \
-        test "$(psql_at "$P1" "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'standby1' AND state = 'streaming' AND sync_state = 'sync'")" = 1
+    wait_until 60 "standby streaming" query_is "$P1" \
+        "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'standby1' AND state = 'streaming' AND sync_state = 'sync'" 1
     say "primary 127.0.0.1:$P1, standby 127.0.0.1:$P2 streaming (PostgreSQL $VERSION, data $ROOT)"
 }
 
 promote() {
     as_pg "$BIN/pg_ctl" -D "$ROOT/standby" -w -t 60 -s promote
-    wait_until 60 "standby promoted" test "$(psql_at "$P2" "SELECT pg_is_in_recovery()")" = f
+    wait_until 60 "standby promoted" query_is "$P2" "SELECT pg_is_in_recovery()" f
     say "standby 127.0.0.1:$P2 promoted"
+}
+
+# What a standby that fell behind looks like: it keeps what it replayed and hears nothing more,
+# and the primary commits (and decodes) without it.
+detach() {
+    psql_at "$P2" "ALTER SYSTEM SET primary_conninfo = ''" >/dev/null
+    psql_at "$P2" "ALTER SYSTEM SET sync_replication_slots = off" >/dev/null
+    psql_at "$P2" "SELECT pg_reload_conf()" >/dev/null
+    psql_at "$P1" "ALTER SYSTEM SET synchronous_standby_names = ''" >/dev/null
+    psql_at "$P1" "ALTER SYSTEM SET synchronized_standby_slots = ''" >/dev/null
+    psql_at "$P1" "SELECT pg_reload_conf()" >/dev/null
+    wait_until 60 "standby detached" query_is "$P1" \
+        "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'standby1'" 0
+    say "standby 127.0.0.1:$P2 detached at $(psql_at "$P2" "SELECT pg_last_wal_replay_lsn()")"
+}
+
+# A restore of a file-system snapshot of the standby: same system identifier, same timeline, an
+# earlier position than the primary reached. Crash recovery, not archive recovery: no new timeline.
+restore() {
+    stop_node "$ROOT/primary" fast
+    stop_node "$ROOT/standby" fast
+    as_pg rm -f "$ROOT/standby/standby.signal"
+    as_pg "$BIN/pg_ctl" -D "$ROOT/standby" -l "$ROOT/log/standby.log" -w -t 60 -s start
+    wait_until 60 "standby restored as a primary" query_is "$P2" "SELECT pg_is_in_recovery()" f
+    say "standby's copy 127.0.0.1:$P2 runs as a primary on timeline $(psql_at "$P2" "SELECT timeline_id FROM pg_control_checkpoint()")"
 }
 
 down() {
@@ -130,6 +160,8 @@ case ${1:-} in
         stop_node "$ROOT/primary" "$2"
         say "primary 127.0.0.1:$P1 stopped ($2)"
         ;;
+    detach) detach ;;
+    restore) restore ;;
     down) down ;;
-    *) sed -n 2,16p "${BASH_SOURCE[0]}" >&2; exit 2 ;;
+    *) sed -n 2,20p "${BASH_SOURCE[0]}" >&2; exit 2 ;;
 esac

@@ -2,6 +2,11 @@
 // failover slot with a multi-host DSN, a writer committing throughout, the old primary stopped
 // (fast, then immediate) and the standby promoted. Every committed id must reach Kafka, and gap
 // detection must accept the new timeline only for the synchronized slot.
+//
+// Exactly-once when the server's history goes back (issue 20, defect 1): the standby falls
+// behind, the primary commits past it and outboxd's checkpoint with it, then the standby is
+// promoted (or its copy restored as a primary on the same timeline) and commits 10 rows whose
+// LSNs lie below that checkpoint. Each must reach Kafka once (read_committed).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -9,6 +14,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <functional>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -18,9 +24,12 @@
 #include <thread>
 #include <vector>
 
+#include <httplib.h>
+
 #include "absl/time/clock.h"
 #include "fmt/format.h"
 #include "harness.h"
+#include "support/free_port.h"
 
 namespace outboxd::it {
 namespace {
@@ -329,6 +338,171 @@ TEST_F(SwitchoverTest, SlotMadeAnewOnThePromotedServerIsAGap) {
 
   OutboxdProcess& accepted = StartOutboxd({"--accept-gap"});
   ASSERT_TRUE(accepted.WaitForLog("--accept-gap: created slot", absl::Seconds(60))) << accepted.Log();
+}
+
+// The value of the sample `series` (exactly as rendered) on 127.0.0.1:`port`/metrics; -1 when
+// absent or nothing answers.
+double Metric(int port, const std::string& series) {
+  httplib::Client client("127.0.0.1", port);
+  client.set_connection_timeout(2, 0);
+  client.set_read_timeout(5, 0);
+  auto res = client.Get("/metrics");
+  if (!res || res->status != 200) return -1;
+  const std::string prefix = series + " ";
+  for (size_t at = res->body.find(prefix); at != std::string::npos; at = res->body.find(prefix, at + 1)) {
+    if (at == 0 || res->body[at - 1] == '\n') return std::strtod(res->body.c_str() + at + prefix.size(), nullptr);
+  }
+  return -1;
+}
+
+class ExactlyOnceRewindTest : public SwitchoverTest {
+ protected:
+  void SetUp() override {
+    SwitchoverTest::SetUp();
+    checkpoint_topic_ = UniqueName("it.sw.checkpoints");
+    transactional_id_ = UniqueName("it_sw_txid");
+    http_port_ = test_support::FreePort();
+  }
+
+  std::string EosConfig() const {
+    std::string config = Config();
+    const std::string kafka = "[sink.kafka]";
+    config.insert(config.find(kafka), fmt::format("[sink]\ndelivery = \"exactly_once\"\ntransactional_id = \"{}\"\n"
+                                                  "checkpoint_topic = \"{}\"\n\n",
+                                                  transactional_id_, checkpoint_topic_));
+    const std::string off = "listen = \"off\"";
+    config.replace(config.find(off), off.size(), fmt::format("listen = \"127.0.0.1:{}\"", http_port_));
+    return config;
+  }
+  OutboxdProcess& StartEos() {
+    if (outboxd_ != nullptr) outboxd_->Stop(SIGKILL);
+    outboxd_ = std::make_unique<OutboxdProcess>(EosConfig());
+    outboxd_->Start();
+    EXPECT_TRUE(outboxd_->WaitForLog("streaming slot", absl::Seconds(60))) << outboxd_->Log();
+    return *outboxd_;
+  }
+
+  std::set<std::string> IdsAt(int port, const std::string& where = "true") {
+    std::set<std::string> ids;
+    for (const Row& row : QueryAt(port, fmt::format("SELECT id::text FROM public.{} WHERE {}", table_, where))) {
+      ids.insert(row[0].value_or(""));
+    }
+    return ids;
+  }
+  // The newest checkpoint's "lsn" (read_committed).
+  Lsn CheckpointLsn() {
+    std::string newest;
+    for (const Record& r : ReadToEnd({checkpoint_topic_}, Isolation::kReadCommitted, absl::Seconds(60))) newest = r.value;
+    const std::string field = "\"lsn\":\"";
+    const size_t at = newest.find(field);
+    if (at == std::string::npos) return Lsn::Invalid();
+    auto lsn = Lsn::Parse(newest.substr(at + field.size(), newest.find('"', at + field.size()) - at - field.size()));
+    return lsn.ok() ? *lsn : Lsn::Invalid();
+  }
+  Lsn WalAt(int port) {
+    return Lsn::Parse(ScalarAt(port, "SELECT pg_current_wal_lsn()")).value_or(Lsn::Invalid());
+  }
+
+  // outboxd publishes from the primary, and the standby holds the slot; then the standby stops
+  // following, the primary writes 4 MB of other WAL and one more outbox transaction, outboxd
+  // publishes it and stops. Returns the checkpoint, ahead of everything the standby has.
+  Lsn CommitPastTheStandby() {
+    StartEos();
+    for (int t = 0; t < 5; ++t) QueryAt(PrimaryPort(), InsertTxnSql(table_, t, 2));
+    EXPECT_EQ(ReadUntilAllKeys({topic_}, IdsAt(PrimaryPort()), absl::Seconds(60)).size(), 10u) << outboxd_->Log();
+    const std::string lsn = ScalarAt(PrimaryPort(), "SELECT pg_current_wal_lsn()");
+    EXPECT_TRUE(WaitFor([&] { return SyncedOnStandbyPast(lsn); }, absl::Seconds(90)))
+        << "the standby never synchronized slot " << slot_ << "\n" << outboxd_->Log();
+    CommandResult detached = Pair("detach");
+    EXPECT_EQ(detached.code, 0) << detached.output;
+    standby_at_ = Lsn::Parse(ScalarAt(StandbyPort(), "SELECT pg_last_wal_replay_lsn()")).value_or(Lsn::Invalid());
+    QueryAt(PrimaryPort(), "CREATE TABLE public.past_the_standby AS SELECT repeat('x', 1000) AS v FROM "
+                           "generate_series(1, 4000)");
+    QueryAt(PrimaryPort(), InsertTxnSql(table_, 5, 1));
+    EXPECT_EQ(ReadUntilAllKeys({topic_}, IdsAt(PrimaryPort()), absl::Seconds(60)).size(), 11u) << outboxd_->Log();
+    EXPECT_EQ(outboxd_->Stop(SIGTERM), 0) << outboxd_->Log();
+    const Lsn checkpoint = CheckpointLsn();
+    EXPECT_GT(checkpoint, Lsn(standby_at_.value() + 3'000'000)) << "the checkpoint must be far past the standby";
+    return checkpoint;
+  }
+
+  // 10 transactions of one row on the standby's port, each below `checkpoint` (what outboxd up to
+  // 9d4c84d skipped as already in Kafka); restarts outboxd and expects each once (read_committed).
+  void TenRowsBelowTheCheckpointArrive(Lsn checkpoint, const std::string& context,
+                                       const std::function<void()>& before_restart = [] {}) {
+    for (int t = 100; t < 110; ++t) QueryAt(StandbyPort(), InsertTxnSql(table_, t, 1));
+    const std::set<std::string> ten = IdsAt(StandbyPort(), "aggregate_id LIKE 't10_-1'");
+    ASSERT_EQ(ten.size(), 10u);
+    new_rows_end_ = WalAt(StandbyPort());
+    ASSERT_LT(new_rows_end_, checkpoint) << "the new rows must lie below the checkpoint";
+    before_restart();
+    StartEos();
+    ReadUntilAllKeys({topic_}, ten, absl::Seconds(90));
+    std::map<std::string, int> copies;
+    for (const Record& r : ReadToEnd({topic_}, Isolation::kReadCommitted, absl::Seconds(60))) ++copies[r.key];
+    size_t missing = 0, twice = 0, duplicates = 0;
+    for (const std::string& id : ten) {
+      auto it = copies.find(id);
+      missing += it == copies.end() ? 1 : 0;
+      twice += it != copies.end() && it->second > 1 ? 1 : 0;
+    }
+    for (const auto& [id, n] : copies) duplicates += static_cast<size_t>(n - 1);
+    std::cout << fmt::format("[ figures ] {}: standby at {}, checkpoint {}, 10 new rows up to {}; missing {}, "
+                             "published twice {}; duplicates of the earlier rows {}\n",
+                             context, standby_at_.ToString(), checkpoint.ToString(), new_rows_end_.ToString(),
+                             missing, twice, duplicates);
+    EXPECT_EQ(missing, 0u) << outboxd_->Log();
+    EXPECT_EQ(twice, 0u) << outboxd_->Log();
+    duplicates_ = duplicates;
+    // What an operator reads.
+    const std::string log = outboxd_->Log();
+    for (const std::string what : {"exactly-once: the checkpoint", "exactly-once: transactional.id"}) {
+      for (size_t at = log.find(what); at != std::string::npos; at = log.find(what, at + 1)) {
+        std::cout << "[ log ] " << log.substr(at, log.find('\n', at) - at) << "\n";
+      }
+    }
+  }
+
+  std::string checkpoint_topic_, transactional_id_;
+  int http_port_ = 0;
+  Lsn standby_at_, new_rows_end_;
+  size_t duplicates_ = 0;
+};
+
+// Promoted to timeline 2 at the standby's position: the checkpoint (timeline 1) is trusted only
+// before the switch point, read with TIMELINE_HISTORY. The new timeline's WAL runs past the
+// checkpoint before outboxd starts, so only the timeline tells.
+TEST_F(ExactlyOnceRewindTest, PromotionOfAStandbyThatFellBehindLosesNothing) {
+  const Lsn checkpoint = CommitPastTheStandby();
+  ASSERT_EQ(Pair("stop-primary fast").code, 0);
+  CommandResult promoted = Pair("promote");
+  ASSERT_EQ(promoted.code, 0) << promoted.output;
+  TenRowsBelowTheCheckpointArrive(checkpoint, "promotion", [&] {
+    QueryAt(StandbyPort(), "CREATE TABLE public.after_the_promotion AS SELECT repeat('x', 1000) AS v FROM "
+                           "generate_series(1, 8000)");
+    EXPECT_GT(WalAt(StandbyPort()), checkpoint) << "the WAL position alone must not give it away";
+  });
+  EXPECT_THAT(outboxd_->Log(), HasSubstr("timeline 2"));
+  EXPECT_THAT(outboxd_->Log(), HasSubstr("is trusted only before"));
+  EXPECT_THAT(outboxd_->Log(), HasSubstr("branched off timeline 1"));
+  EXPECT_EQ(Metric(http_port_, "outboxd_checkpoint_bounded_total{reason=\"timeline\"}"), 1) << outboxd_->Log();
+  EXPECT_EQ(Metric(http_port_, "outboxd_checkpoint_bounded_total{reason=\"ahead_of_server\"}"), 0);
+  // Bounded, not dropped: what both histories share stays skipped.
+  EXPECT_EQ(duplicates_, 0u) << outboxd_->Log();
+}
+
+// The standby's copy started as a primary on timeline 1, as a restored snapshot would be: the
+// checkpoint lies past the server's WAL position (IDENTIFY_SYSTEM xlogpos) and is not trusted.
+TEST_F(ExactlyOnceRewindTest, RestoreToAnEarlierPositionLosesNothing) {
+  const Lsn checkpoint = CommitPastTheStandby();
+  CommandResult restored = Pair("restore");
+  ASSERT_EQ(restored.code, 0) << restored.output;
+  ASSERT_EQ(ScalarAt(StandbyPort(), "SELECT timeline_id FROM pg_control_checkpoint()"), "1");
+  TenRowsBelowTheCheckpointArrive(checkpoint, "restore");
+  EXPECT_THAT(outboxd_->Log(), HasSubstr("is not trusted"));
+  EXPECT_THAT(outboxd_->Log(), HasSubstr("past the server's WAL position"));
+  EXPECT_EQ(Metric(http_port_, "outboxd_checkpoint_bounded_total{reason=\"ahead_of_server\"}"), 1)
+      << outboxd_->Log();
 }
 
 }  // namespace
