@@ -7,6 +7,7 @@ JOBS ?= 2
 .PHONY: all deps build bin test unit integration demo stack-up stack-down stack-status clean
 .PHONY: python-test asan fuzz chaos registry-test
 .PHONY: bench bench-quick portability conformance
+.PHONY: deb deb-test image image-test helm-test
 
 all: build
 
@@ -91,6 +92,17 @@ portability:
 # Central on first use); builds only outboxd; not part of test. Summary in .run/conformance/summary.txt.
 conformance:
 	@bash scripts/conformance.sh
+
+# The Debian package: build-deb/outboxd_<version>_amd64.deb (+ -dbgsym .ddeb), built with CPack
+# from the install() rules (cmake/Install.cmake) for this machine's Debian release.
+deb:
+	@bash scripts/deb.sh
+
+# The package in a clean Debian 12 chroot (needs root): lintian, apt-get install ./outboxd_*.deb,
+# systemd-analyze verify, the installed binary against the local stack (started if not running)
+# until an event arrives, purge (tests/deploy/deb_test.sh). make test runs it too.
+deb-test:
+	@bash tests/deploy/deb_test.sh "$$(bash scripts/deb.sh | tail -n 1)"
 
 stack-up:
 	@bash deploy/local/stack.sh up

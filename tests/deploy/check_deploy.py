@@ -6,7 +6,7 @@
   copy must fail that validation;
 
 - promtool check rules / test rules on the alert rules, check config on prometheus.yml;
-- systemd-analyze verify on the unit (when systemd-analyze exists);
+- systemd-analyze verify on the unit this build configures (when systemd-analyze exists);
 - every YAML and JSON file parses, and the manifests say what docs/deployment.md promises;
 - every metric the alerts and the dashboard use is documented in docs/metrics.md.
 
@@ -53,22 +53,29 @@ with tempfile.TemporaryDirectory() as tmp:
     check(run(["promtool", "check", "config", "prometheus.yml"], cwd=tmp) == 0,
           "promtool check config (compose's prometheus.yml)")
 
-# systemd unit: verified with the binary path rewritten to the build's.
-unit_path = os.path.join(deploy, "systemd", "outboxd.service")
+# systemd unit: the one cmake/Install.cmake configures from deploy/systemd/outboxd.service.in
+# (this build's prefix), verified with the binary path rewritten to the build's.
+# tests/deploy/deb_test.sh verifies the packaged one where it is installed.
+unit_path = os.path.join(os.path.dirname(os.path.abspath(binary)), "deploy", "outboxd.service")
 with open(unit_path) as f:
     unit = f.read()
-for directive in ["Restart=on-failure", "DynamicUser=yes", "ProtectSystem=strict",
-                  "NoNewPrivileges=yes", "StateDirectory=outboxd", "EnvironmentFile=",
-                  "ExecStart=/usr/local/bin/outboxd run --config /etc/outboxd/outboxd.toml"]:
+exec_start = re.search(r"^ExecStart=(\S+) run --config (\S+)/outboxd.toml$", unit, re.M)
+check(exec_start is not None, "unit: ExecStart=<bindir>/outboxd run --config <sysconfdir>/outboxd/outboxd.toml")
+for directive in ["Restart=on-failure", "User=outboxd", "StateDirectory=outboxd", "ProtectSystem=strict",
+                  "NoNewPrivileges=yes", "EnvironmentFile=", "SuccessExitStatus=3",
+                  "RestartPreventExitStatus=2", "KillSignal=SIGTERM"]:
     check(re.search("^" + re.escape(directive), unit, re.M) is not None, "unit has " + directive)
-if shutil.which("systemd-analyze"):
+# One TimeoutStopSec, above outboxd's stop flush timeout (30 s) plus time for the final status update.
+stop = re.findall(r"^TimeoutStopSec=(\d+)$", unit, re.M)
+check(len(stop) == 1 and int(stop[0]) >= 40, "unit: one TimeoutStopSec, at least 40 s (stop flush timeout 30 s + margin)")
+if shutil.which("systemd-analyze") and exec_start:
     with tempfile.TemporaryDirectory() as tmp:
-        local = (unit.replace("/usr/local/bin/outboxd", os.path.abspath(binary))
+        local = (unit.replace(exec_start.group(1), os.path.abspath(binary))
                  .replace("EnvironmentFile=/", "EnvironmentFile=-/"))
         path = os.path.join(tmp, "outboxd.service")
         with open(path, "w") as f:
             f.write(local)
-        check(run(["systemd-analyze", "verify", path]) == 0, "systemd-analyze verify outboxd.service")
+        check(run(["systemd-analyze", "verify", "--man=no", path]) == 0, "systemd-analyze verify outboxd.service")
 else:
     print("skip systemd-analyze verify: not installed")
 
@@ -175,7 +182,8 @@ check(set(re.findall(r"\$\{(\w+)\}", toml_text)) <= env_names, "every ${NAME} of
 env = dict(os.environ, OUTBOXD_PG_PASSWORD="x", KAFKA_SASL_PASSWORD="x", POSTGRES_PASSWORD="x")
 with tempfile.TemporaryDirectory() as tmp:
     for name, text in [("configmap", toml_text),
-                       ("compose", open(os.path.join(deploy, "compose", "outboxd.toml")).read())]:
+                       ("compose", open(os.path.join(deploy, "compose", "outboxd.toml")).read()),
+                       ("package example", open(os.path.join(deploy, "systemd", "outboxd.toml")).read())]:
         path = os.path.join(tmp, name + ".toml")
         with open(path, "w") as f:
             f.write(text)
