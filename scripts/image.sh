@@ -92,5 +92,5 @@ say "buildah bud --isolation chroot --pull=never -f deploy/Dockerfile -t $image 
 "${BUILDAH[@]}" bud --isolation chroot --pull=never --layers=false -f deploy/Dockerfile -t "$image" .
 t2=$(date +%s)
 "${BUILDAH[@]}" tag "$image" localhost/outboxd:latest
-size=$("${BUILDAH[@]}" images --format '{{.Size}}' "$image")
+size=$("${BUILDAH[@]}" images --format '{{.Size}}' "$image" | awk 'NR == 1')
 say "base image $(( t1 - t0 )) s, build $(( t2 - t1 )) s; $image: $size"

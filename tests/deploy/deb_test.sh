@@ -16,13 +16,15 @@
 #      state directory (and the system user that owns it).
 #
 #   tests/deploy/deb_test.sh DEB          (as root; make deb-test builds DEB first)
+#   tests/deploy/deb_test.sh --prepare    only what needs no package or stack: lintian installed,
+#                                         the Debian 12 base made (make test, in the background)
 #
 # Uses the local stack on OUTBOXD_PG_PORT / OUTBOXD_KAFKA_PORT and starts it (and stops it
 # after) when it is not running. The chroot's base lives in .run/bookworm (made once by
 # scripts/debootstrap.sh, ~1 min); each run gets an overlay of it, removed at the end.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
-deb=$(realpath "${1:?usage: deb_test.sh path/to/outboxd_VERSION_amd64.deb}")
+deb=${1:?usage: deb_test.sh path/to/outboxd_VERSION_amd64.deb | --prepare}
 pg_port=${OUTBOXD_PG_PORT:-54329}
 kafka_port=${OUTBOXD_KAFKA_PORT:-59092}
 base=$repo/.run/bookworm
@@ -35,8 +37,16 @@ fail() { printf 'deb-test: FAIL %s\n' "$*" >&2; exit 1; }
 ok() { printf 'ok   %s\n' "$*"; }
 [[ $EUID -eq 0 ]] || fail "needs root (debootstrap, mount, chroot)"
 
-# ---- 1. lintian ---------------------------------------------------------------------------
 command -v lintian >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends lintian >/dev/null
+. "$repo/scripts/debootstrap.sh"
+debootstrap_root bookworm "$base" systemd
+if [[ $deb == --prepare ]]; then
+    say "prepared: lintian, Debian 12 base in $base ($(( $(date +%s) - start )) s)"
+    exit 0
+fi
+deb=$(realpath "$deb")
+
+# ---- 1. lintian ---------------------------------------------------------------------------
 say "lintian --pedantic --info $(basename "$deb")"
 # Root is fine here: lintian only reads the package.
 lintian --pedantic --show-overrides "$deb" 2>&1 | grep -E '^[A-Z]: ' | sed 's/^/   /' || true
@@ -44,9 +54,7 @@ lintian --pedantic --info --fail-on error,warning,info,pedantic "$deb" >/dev/nul
     || fail "lintian reports findings (above): fix them or explain each in deploy/debian/lintian-overrides"
 ok "lintian: no finding beyond the explained overrides"
 
-# ---- 2. a clean Debian 12 -----------------------------------------------------------------
-. "$repo/scripts/debootstrap.sh"
-debootstrap_root bookworm "$base" systemd
+# ---- 2. a clean Debian 12 (an overlay of the base made above) ------------------------------
 
 outboxd_pid=
 stack_started=0
