@@ -13,6 +13,7 @@
   with a read-only root file system, no service-account token, the secrets' wiring, the http
   port of the config equal to the container's, the PrometheusRule equal to
   deploy/prometheus/alerts.yml;
+- values.schema.json refuses a misspelt option and a grace period below 40 s;
 - the TOML of each rendered ConfigMap is a valid outboxd config (`outboxd check` does not exit 2);
 - deploy/kubernetes/outboxd.yaml is the chart rendered with deploy/kubernetes/values.yaml
   (--update rewrites it: `make kubernetes-manifests`);
@@ -288,6 +289,15 @@ with tempfile.TemporaryDirectory() as tmp:
             yaml.safe_dump(doc, f)
         tool = [crdcheck, path] if kind in ("ServiceMonitor", "PrometheusRule") else [python, validator, path]
         check(run(tool)[0] == 1, f"validator rejects a broken render: {what}")
+
+# values.schema.json: a misspelt option or an unsafe value fails at install, not silently.
+print("\n== values the chart's schema must refuse")
+for what, setting in [("a misspelt option", "replicasCount=3"),
+                      ("a grace period below the stop flush timeout plus margin", "terminationGracePeriodSeconds=20"),
+                      ("a misspelt nested option", "persistence.existingclaim=x"),
+                      ("an unknown image pull policy", "image.pullPolicy=Sometimes")]:
+    rc, _ = run([helm, "template", "outboxd", chart, "--set", setting])
+    check(rc != 0, f"helm template --set {setting} fails ({what})")
 
 # ---- each rendered config is a valid outboxd config -----------------------------------------
 # [source] databases and max_active_slots come with issue 21; until outboxd knows them, a config
