@@ -1,6 +1,7 @@
 """The venv .run/deploy-venv with tests/deploy/requirements.txt (the offline Kubernetes schema
 validator), made or remade when the requirements changed. Used by check_deploy.py and
 helm_test.sh (`python3 tests/deploy/deploy_venv.py` prints the venv's python)."""
+import fcntl
 import os
 import shutil
 import subprocess
@@ -8,6 +9,15 @@ import sys
 
 
 def deploy_venv(src):
+    # make test runs check_deploy.py and helm_test.sh at the same time: one makes the venv, the
+    # other waits for it.
+    os.makedirs(os.path.join(src, ".run"), exist_ok=True)
+    with open(os.path.join(src, ".run", "deploy-venv.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _deploy_venv(src)
+
+
+def _deploy_venv(src):
     venv = os.path.join(src, ".run", "deploy-venv")
     reqs = os.path.join(src, "tests", "deploy", "requirements.txt")
     stamp = os.path.join(venv, ".installed")
