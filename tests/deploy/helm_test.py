@@ -31,6 +31,7 @@ import tempfile
 
 import yaml
 
+sys.stdout.reconfigure(line_buffering=True)  # progress as it happens, in make test's log too
 here = os.path.dirname(os.path.abspath(__file__))
 src = os.path.dirname(os.path.dirname(here))
 chart = os.path.join(src, "deploy", "helm", "outboxd")
