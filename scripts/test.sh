@@ -20,8 +20,9 @@
 # (build-deb), the Helm chart's test (helm built from the Go module proxy the
 # first time) and the making of the Debian 12 chroot base run in the background;
 # the package is then installed and run in that chroot against the stack (phase
-# deploy). The container image (make image-test, ~10 min) is not part of it. Integration tests run in parallel (ctest -j $IT_JOBS); the test cases
-# that stop, kill or reconfigure the shared PostgreSQL or Kafka are marked
+# deploy). The container image (make image-test, ~10 min) is not part of it.
+# Integration tests run in parallel (ctest -j $IT_JOBS); the test cases that stop,
+# kill or reconfigure the shared PostgreSQL or Kafka are marked
 # RUN_SERIAL in CMake (outboxd_test(... SERIAL filter), tests/CMakeLists.txt), so
 # ctest runs each of them alone.
 #
