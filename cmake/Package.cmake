@@ -2,8 +2,8 @@
 # cmake/Install.cmake, configured with CMAKE_INSTALL_PREFIX=/usr. Why CPack rather than a debian/
 # directory and dpkg-buildpackage: the install() rules already say what goes where (for
 # `cmake --install` too), the version is CMake's project version with nothing to keep in step (a
-# debian/changelog would be a second place), and the package is built from the same build tree
-# as everything else. What debhelper would have added is here by hand: dependencies from
+# debian/changelog would be a second place), and the package is built by the same CMake build as
+# everything else (scripts/deb.sh: a build tree of its own, configured for /usr). What debhelper would have added is here by hand: dependencies from
 # dpkg-shlibdeps, md5sums, stripped binaries with a -dbgsym package, conffiles, and the
 # maintainer scripts of deploy/debian (system user, systemd hooks). `lintian` runs on the result
 # (tests/deploy/deb_test.sh); deploy/debian/lintian-overrides explains what it still reports.
