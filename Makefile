@@ -7,6 +7,7 @@ JOBS ?= 2
 .PHONY: all deps build bin test unit integration demo stack-up stack-down stack-status clean
 .PHONY: python-test asan fuzz chaos registry-test
 .PHONY: bench bench-quick portability conformance
+.PHONY: deb deb-test image image-test helm-test kubernetes-manifests
 
 all: build
 
@@ -91,6 +92,38 @@ portability:
 # Central on first use); builds only outboxd; not part of test. Summary in .run/conformance/summary.txt.
 conformance:
 	@bash scripts/conformance.sh
+
+# The Debian package: build-deb/outboxd_<version>_amd64.deb (+ -dbgsym .ddeb), built with CPack
+# from the install() rules (cmake/Install.cmake) for this machine's Debian release.
+deb:
+	@bash scripts/deb.sh
+
+# The package in a clean Debian 12 chroot (needs root): lintian, apt-get install ./outboxd_*.deb,
+# systemd-analyze verify, the installed binary against the local stack (started if not running)
+# until an event arrives, purge (tests/deploy/deb_test.sh). make test runs it too.
+deb-test:
+	@bash tests/deploy/deb_test.sh "$$(bash scripts/deb.sh | tail -n 1)"
+
+# The container image of deploy/Dockerfile, built unchanged with buildah (vfs, chroot isolation;
+# needs root) on a debian:trixie-slim made from a debootstrap (scripts/image.sh). Not part of test.
+image:
+	@bash scripts/image.sh
+
+# The image run against the local stack (started if not running): non-root, mounted config, an
+# event arrives, /healthz, SIGTERM exits 0, no compiler, ldd, size (tests/deploy/image_test.sh).
+# Slow (the image build); not part of test.
+image-test: image
+	@bash tests/deploy/image_test.sh
+
+# The Helm chart: helm lint, helm template with each values file, every manifest validated
+# strictly, deploy/kubernetes/outboxd.yaml up to date (tests/deploy/helm_test.sh; installs helm
+# from the Go module proxy into .run/ when missing). make test runs it too.
+helm-test: bin
+	@bash tests/deploy/helm_test.sh $(BUILD_DIR)/outboxd
+
+# deploy/kubernetes/outboxd.yaml rendered from the chart (commit the result).
+kubernetes-manifests:
+	@bash tests/deploy/helm_test.sh --update
 
 stack-up:
 	@bash deploy/local/stack.sh up

@@ -19,6 +19,7 @@ PACKAGES=(
     libcpp-httplib-dev prometheus python3-yaml
     python3-venv
     clang libclang-rt-14-dev
+    file lintian debootstrap  # make deb (CPack's dpkg-shlibdeps), tests/deploy/deb_test.sh
 )
 
 say() { printf 'deps: %s\n' "$*" >&2; }

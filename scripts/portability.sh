@@ -16,7 +16,6 @@ set -euo pipefail
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
 ROOT=${OUTBOXD_TRIXIE_ROOT:-$REPO/.run/trixie}
 BUILD=${OUTBOXD_TRIXIE_BUILD:-$REPO/build-trixie}
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 JOBS=${JOBS:-2}
 
 # What scripts/deps.sh installs for building and unit-testing, by trixie's names.
@@ -39,31 +38,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The chroot itself: scripts/debootstrap.sh (shared with the package test and the image's base).
+. "$REPO/scripts/debootstrap.sh"
 make_chroot() {
-    local wanted="${PACKAGES[*]}"
-    if [[ -f $ROOT/.outboxd-packages && $(<"$ROOT/.outboxd-packages") == "$wanted" ]]; then
-        return
-    fi
-    command -v debootstrap >/dev/null || {
-        say "installing debootstrap"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
-    }
-    # Never rm -rf through a mount: the repository itself is bind-mounted in there.
-    if awk -v r="$ROOT/" 'index($2, r) == 1 { found = 1 } END { exit !found }' /proc/mounts; then
-        die "something under $ROOT is still mounted (an interrupted run?); umount it first"
-    fi
-    rm -rf --one-file-system "$ROOT"
-    mkdir -p "$(dirname "$ROOT")"
-    say "debootstrap trixie into $ROOT from $MIRROR (a few minutes)"
-    local log="$REPO/.run/trixie-debootstrap.log"
-    # The .deb files stay in .run/trixie-debs, so remaking the chroot downloads nothing again.
-    mkdir -p "$REPO/.run/trixie-debs"
-    if ! debootstrap --variant=minbase --include="$(IFS=,; echo "${PACKAGES[*]}")" \
-            --cache-dir="$REPO/.run/trixie-debs" trixie "$ROOT" "$MIRROR" >"$log" 2>&1; then
-        tail -20 "$log" >&2
-        die "debootstrap failed (log: $log)"
-    fi
-    printf '%s' "$wanted" >"$ROOT/.outboxd-packages"
+    debootstrap_root trixie "$ROOT" "${PACKAGES[@]}" || die "cannot make the trixie chroot"
 }
 
 enter() {

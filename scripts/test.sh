@@ -16,8 +16,13 @@
 # Phases, in order (the PHASES list below). Work that needs no compiler output
 # (the local stack, the Python venv) starts in the background at once; the plain
 # build and the fuzz smoke run in the background while the sanitizer build's
-# tests run. Integration tests run in parallel (ctest -j $IT_JOBS); the test cases
-# that stop, kill or reconfigure the shared PostgreSQL or Kafka are marked
+# tests run. From the start, at the lowest priority, the Debian package's build
+# (build-deb), the Helm chart's test (helm built from the Go module proxy the
+# first time) and the making of the Debian 12 chroot base run in the background;
+# the package is then installed and run in that chroot against the stack (phase
+# deploy). The container image (make image-test, ~10 min) is not part of it.
+# Integration tests run in parallel (ctest -j $IT_JOBS); the test cases that stop,
+# kill or reconfigure the shared PostgreSQL or Kafka are marked
 # RUN_SERIAL in CMake (outboxd_test(... SERIAL filter), tests/CMakeLists.txt), so
 # ctest runs each of them alone.
 #
@@ -46,11 +51,12 @@ logs="$repo/.run/ci"
 mkdir -p "$logs"
 
 PHASES=(
-  start_background   # stack up, Python venv (background)
+  start_background   # stack up, Python venv, PostgreSQL matrix, package and chart (background)
   asan_build         # sanitizer build: all targets, tests included
   start_after_build  # plain build then fuzz smoke (background)
   asan_unit          # unit tests under the sanitizers
   integration        # waits for the stack; integration tests (chaos short forms included, both modes)
+  deploy             # waits for the package and chart job; the package installed in Debian 12 (deb_test.sh)
   pg_matrix          # waits for PostgreSQL 14, 16, 17, 18; the relay's end-to-end tests on each
   python             # waits for the venv, the plain build and the fuzz smoke; clients/python, examples/flask-orders
 )
@@ -127,6 +133,15 @@ ctest_asan() {
 }
 
 # ---- phases ----------------------------------------------------------------
+# The Debian package (its own build tree, configured for /usr), the Helm chart's test (helm from
+# the Go module proxy the first time) and the Debian 12 base the package test installs into:
+# nothing here needs the stack. At low priority: the tests running meanwhile come first.
+package_and_chart() {
+  set -euo pipefail
+  JOBS=1 bash scripts/deb.sh >/dev/null
+  bash tests/deploy/helm_test.sh build-deb/outboxd
+  bash tests/deploy/deb_test.sh --prepare
+}
 phase_start_background() {
   stack_started=1
   bg_start stack bash deploy/local/stack.sh up
@@ -136,6 +151,9 @@ phase_start_background() {
   export PG_MATRIX_VERSIONS
   export -f pg_matrix_up pg_matrix_port
   bg_start pg_matrix_up bash -c pg_matrix_up
+  # At the lowest priority: it yields the cores to the sanitizer build and the tests.
+  export -f package_and_chart
+  bg_start package_chart nice -n 19 bash -c package_and_chart
 }
 
 phase_asan_build() {
@@ -167,6 +185,11 @@ phase_asan_unit() {
 phase_integration() {
   bg_wait stack
   ctest_asan -L integration -j "$it_jobs" --timeout 900
+}
+
+phase_deploy() {
+  bg_wait package_chart
+  bash tests/deploy/deb_test.sh "$(ls build-deb/outboxd_*_amd64.deb)"
 }
 
 # ---- PostgreSQL version matrix ---------------------------------------------

@@ -6,7 +6,7 @@
   copy must fail that validation;
 
 - promtool check rules / test rules on the alert rules, check config on prometheus.yml;
-- systemd-analyze verify on the unit (when systemd-analyze exists);
+- systemd-analyze verify on the unit this build configures (when systemd-analyze exists);
 - every YAML and JSON file parses, and the manifests say what docs/deployment.md promises;
 - every metric the alerts and the dashboard use is documented in docs/metrics.md.
 
@@ -23,6 +23,9 @@ import tempfile
 
 import yaml
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from deploy_venv import deploy_venv  # noqa: E402
+
 src, binary = sys.argv[1], sys.argv[2]
 deploy = os.path.join(src, "deploy")
 failures = []
@@ -36,7 +39,8 @@ def check(ok, what):
 
 def run(cmd, cwd=None):
     p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    print("$ " + " ".join(cmd) + "\n" + (p.stdout + p.stderr).rstrip())
+    out = (p.stdout + p.stderr).rstrip()
+    print("$ " + " ".join(cmd) + "".join("\n   " + l for l in out.splitlines()))
     return p.returncode
 
 
@@ -53,28 +57,37 @@ with tempfile.TemporaryDirectory() as tmp:
     check(run(["promtool", "check", "config", "prometheus.yml"], cwd=tmp) == 0,
           "promtool check config (compose's prometheus.yml)")
 
-# systemd unit: verified with the binary path rewritten to the build's.
-unit_path = os.path.join(deploy, "systemd", "outboxd.service")
+# systemd unit: the one cmake/Install.cmake configures from deploy/systemd/outboxd.service.in
+# (this build's prefix), verified with the binary path rewritten to the build's.
+# tests/deploy/deb_test.sh verifies the packaged one where it is installed.
+unit_path = os.path.join(os.path.dirname(os.path.abspath(binary)), "deploy", "outboxd.service")
 with open(unit_path) as f:
     unit = f.read()
-for directive in ["Restart=on-failure", "DynamicUser=yes", "ProtectSystem=strict",
-                  "NoNewPrivileges=yes", "StateDirectory=outboxd", "EnvironmentFile=",
-                  "ExecStart=/usr/local/bin/outboxd run --config /etc/outboxd/outboxd.toml"]:
+exec_start = re.search(r"^ExecStart=(\S+) run --config (\S+)/outboxd.toml$", unit, re.M)
+check(exec_start is not None, "unit: ExecStart=<bindir>/outboxd run --config <sysconfdir>/outboxd/outboxd.toml")
+for directive in ["Restart=on-failure", "User=outboxd", "StateDirectory=outboxd", "ProtectSystem=strict",
+                  "NoNewPrivileges=yes", "EnvironmentFile=", "SuccessExitStatus=3",
+                  "RestartPreventExitStatus=2", "KillSignal=SIGTERM"]:
     check(re.search("^" + re.escape(directive), unit, re.M) is not None, "unit has " + directive)
-if shutil.which("systemd-analyze"):
+# One TimeoutStopSec, above outboxd's stop flush timeout (30 s) plus time for the final status update.
+stop = re.findall(r"^TimeoutStopSec=(\d+)$", unit, re.M)
+check(len(stop) == 1 and int(stop[0]) >= 40, "unit: one TimeoutStopSec, at least 40 s (stop flush timeout 30 s + margin)")
+if shutil.which("systemd-analyze") and exec_start:
     with tempfile.TemporaryDirectory() as tmp:
-        local = (unit.replace("/usr/local/bin/outboxd", os.path.abspath(binary))
+        local = (unit.replace(exec_start.group(1), os.path.abspath(binary))
                  .replace("EnvironmentFile=/", "EnvironmentFile=-/"))
         path = os.path.join(tmp, "outboxd.service")
         with open(path, "w") as f:
             f.write(local)
-        check(run(["systemd-analyze", "verify", path]) == 0, "systemd-analyze verify outboxd.service")
+        check(run(["systemd-analyze", "verify", "--man=no", path]) == 0, "systemd-analyze verify outboxd.service")
 else:
     print("skip systemd-analyze verify: not installed")
 
 # YAML and JSON parse.
 docs = {}
-for path in sorted(glob.glob(os.path.join(deploy, "**", "*.y*ml"), recursive=True)):
+# Not the chart's templates: Go templates, not YAML (tests/deploy/helm_test.sh renders them).
+for path in sorted(p for p in glob.glob(os.path.join(deploy, "**", "*.y*ml"), recursive=True)
+                   if "/templates/" not in os.path.relpath(p, deploy)):
     try:
         with open(path) as f:
             docs[os.path.relpath(path, deploy)] = [d for d in yaml.safe_load_all(f) if d is not None]
@@ -87,40 +100,24 @@ with open(dashboard_path) as f:
 check(len(dashboard["panels"]) >= 10, "dashboard JSON parses, %d panels" % len(dashboard["panels"]))
 
 # Kubernetes: schema validation (strict, offline), then what docs/deployment.md promises.
-def deploy_venv():
-    """.run/deploy-venv with tests/deploy/requirements.txt, made or remade when they changed."""
-    venv = os.path.join(src, ".run", "deploy-venv")
-    reqs = os.path.join(src, "tests", "deploy", "requirements.txt")
-    stamp = os.path.join(venv, ".installed")
-    python = os.path.join(venv, "bin", "python")
-    with open(reqs) as f:
-        wanted = f.read()
-    if os.path.exists(stamp) and open(stamp).read() == wanted:
-        return python
-    print("creating " + venv + " (pip install -r tests/deploy/requirements.txt)")
-    shutil.rmtree(venv, ignore_errors=True)
-    subprocess.run(["/usr/bin/python3", "-m", "venv", venv], check=True)
-    subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                    "--only-binary=:all:", "-r", reqs], check=True)
-    with open(stamp, "w") as f:
-        f.write(wanted)
-    return python
-
-
 k8s = os.path.join(deploy, "kubernetes")
 validator = os.path.join(src, "tests", "deploy", "validate_manifests.py")
-python = deploy_venv()
-manifests = sorted(glob.glob(os.path.join(k8s, "*.yaml")))
+python = deploy_venv(src)
+# Every file of deploy/kubernetes that holds resources (values.yaml is the chart's values).
+manifests = sorted(p for p in glob.glob(os.path.join(k8s, "*.yaml"))
+                   if any("kind" in d for d in docs["kubernetes/" + os.path.basename(p)]))
 check(run([python, validator] + manifests) == 0, "Kubernetes manifests valid against the schemas (strict)")
 # The validator must catch what a key check would miss: a misspelt field, a wrong type, an
 # unknown kind, a field at the wrong level.
-with open(os.path.join(k8s, "deployment.yaml")) as f:
-    good = f.read()
+raw = {d["kind"]: d for d in docs["kubernetes/outboxd.yaml"]}
+good = yaml.safe_dump(raw["Deployment"])
 breakages = {
     "misspelt field": ("  replicas: 2\n", "  replica: 2\n"),
     "wrong type": ("containerPort: 9187", 'containerPort: "9187"'),
     "unknown kind": ("kind: Deployment", "kind: Deploymnet"),
-    "probe at the pod level": ("      containers:\n", "      readinessProbe: {httpGet: {path: /readyz, port: 9187}}\n      containers:\n"),
+    "probe at the pod level": ("    spec:\n      automountServiceAccountToken",
+                               "    spec:\n      readinessProbe: {httpGet: {path: /readyz, port: 9187}}\n"
+                               "      automountServiceAccountToken"),
 }
 with tempfile.TemporaryDirectory() as tmp:
     for what, (old, new) in breakages.items():
@@ -130,7 +127,9 @@ with tempfile.TemporaryDirectory() as tmp:
             f.write(good.replace(old, new, 1))
         check(run([python, validator, path]) == 1, "validator rejects a broken Deployment: " + what)
 
-deployment = docs["kubernetes/deployment.yaml"][0]
+# What docs/deployment.md promises of the raw manifests (the chart rendered with
+# deploy/kubernetes/values.yaml; tests/deploy/helm_test.sh checks every render of the chart).
+deployment = raw["Deployment"]
 pod = deployment["spec"]["template"]["spec"]
 container = pod["containers"][0]
 check(deployment["spec"]["replicas"] == 2, "Deployment has 2 replicas")
@@ -140,23 +139,29 @@ check(container["readinessProbe"]["httpGet"]["path"] == "/readyz", "readiness pr
 strategy = deployment["spec"]["strategy"]
 check(strategy["type"] == "RollingUpdate" and strategy["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0},
       "rolling update one pod at a time (maxSurge 1, maxUnavailable 0)")
-pdb = docs["kubernetes/pdb.yaml"][0]
-check(pdb["kind"] == "PodDisruptionBudget" and pdb["spec"]["maxUnavailable"] == 1
-      and pdb["spec"]["selector"] == deployment["spec"]["selector"], "PodDisruptionBudget: one pod at a time")
+check(pod["terminationGracePeriodSeconds"] >= 40,
+      "terminationGracePeriodSeconds %d: above the stop flush timeout (30 s) plus margin" % pod["terminationGracePeriodSeconds"])
+pdb = raw["PodDisruptionBudget"]
+check(pdb["spec"]["maxUnavailable"] == 1 and pdb["spec"]["selector"] == deployment["spec"]["selector"],
+      "PodDisruptionBudget: one pod at a time")
+check(not any(k.startswith("helm.sh/") or k == "app.kubernetes.io/managed-by"
+              for d in docs["kubernetes/outboxd.yaml"] for k in d["metadata"].get("labels", {})),
+      "raw manifests carry no Helm management labels")
 mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
 volumes = {v["name"]: v for v in pod["volumes"]}
-pvc = docs["kubernetes/pvc.yaml"][0]
+pvc = raw["PersistentVolumeClaim"]
 check(volumes.get(mounts.get("/var/lib/outboxd"), {}).get("persistentVolumeClaim", {}).get("claimName")
       == pvc["metadata"]["name"], "state directory /var/lib/outboxd on the PersistentVolumeClaim")
 check(pvc["spec"]["accessModes"] == ["ReadWriteMany"], "state volume shared by both replicas (ReadWriteMany)")
 kustomization = docs["kubernetes/kustomization.yaml"][0]
-check({"pdb.yaml", "pvc.yaml", "deployment.yaml"} <= set(kustomization["resources"]),
-      "kustomization applies the Deployment, PodDisruptionBudget and PersistentVolumeClaim")
+check(kustomization["resources"] == ["outboxd.yaml"], "kustomization applies the rendered outboxd.yaml")
+check({"ConfigMap", "PersistentVolumeClaim", "Deployment", "PodDisruptionBudget", "Service"} <= set(raw),
+      "outboxd.yaml: ConfigMap, PersistentVolumeClaim, Deployment, PodDisruptionBudget, Service")
 check(all("secretKeyRef" in e.get("valueFrom", {}) for e in container["env"]), "secrets from a Secret via env")
 check(any(v.get("configMap", {}).get("name") == "outboxd" for v in pod["volumes"]), "config from the ConfigMap")
 check(container["securityContext"]["readOnlyRootFilesystem"] and pod["securityContext"]["runAsNonRoot"],
       "non-root, read-only root filesystem")
-configmap = docs["kubernetes/configmap.yaml"][0]
+configmap = raw["ConfigMap"]
 toml_text = configmap["data"]["outboxd.toml"]
 check("${OUTBOXD_PG_PASSWORD}" in toml_text and "${KAFKA_SASL_PASSWORD}" in toml_text,
       "ConfigMap refers to secrets by ${NAME} only")
@@ -175,7 +180,8 @@ check(set(re.findall(r"\$\{(\w+)\}", toml_text)) <= env_names, "every ${NAME} of
 env = dict(os.environ, OUTBOXD_PG_PASSWORD="x", KAFKA_SASL_PASSWORD="x", POSTGRES_PASSWORD="x")
 with tempfile.TemporaryDirectory() as tmp:
     for name, text in [("configmap", toml_text),
-                       ("compose", open(os.path.join(deploy, "compose", "outboxd.toml")).read())]:
+                       ("compose", open(os.path.join(deploy, "compose", "outboxd.toml")).read()),
+                       ("package example", open(os.path.join(deploy, "systemd", "outboxd.toml")).read())]:
         path = os.path.join(tmp, name + ".toml")
         with open(path, "w") as f:
             f.write(text)
@@ -198,13 +204,17 @@ with open(os.path.join(deploy, "Dockerfile")) as f:
     dockerfile = f.read()
 check(len(re.findall(r"^FROM debian:trixie-slim", dockerfile, re.M)) == 2, "Dockerfile: two stages on debian:trixie-slim")
 check(re.search(r"^USER 10001", dockerfile, re.M) is not None, "Dockerfile: runs as a non-root user")
-check(re.search(r"install -d -o outboxd -g outboxd -m 0750 /var/lib/outboxd", dockerfile) is not None,
-      "Dockerfile: /var/lib/outboxd owned by the outboxd user")
+check(re.search(r"cpack -G DEB", dockerfile) is not None
+      and re.search(r"apt-get install .*/tmp/pkg/outboxd_\*_amd64\.deb", dockerfile) is not None,
+      "Dockerfile: the runtime stage installs the Debian package its build stage made")
+check(re.search(r"--uid 10001", dockerfile) is not None and re.search(r"--gid 10001", dockerfile) is not None,
+      "Dockerfile: the outboxd user and group have the uid/gid 10001 the chart's securityContext names")
 # .dockerignore: ignore everything, then let in exactly what the build stage COPYs.
 with open(os.path.join(src, ".dockerignore")) as f:
     ignore = [l.strip() for l in f if l.strip() and not l.startswith("#")]
 allowed = {l[1:].rstrip("/") for l in ignore if l.startswith("!")}
-copied = {m.rstrip("/") for m in re.findall(r"^COPY (?!--from)(\S+)", dockerfile, re.M)}
+copied = {src.rstrip("/") for line in re.findall(r"^COPY (?!--from)(.+)$", dockerfile, re.M)
+          for src in line.split()[:-1]}
 missing = sorted(c for c in copied
                  if not any(c == a or c.startswith(a + "/") or a.startswith(c + "/") for a in allowed))
 check(ignore[:1] == ["*"] and not missing, ".dockerignore lets in only the files the Dockerfile copies"

@@ -5,7 +5,7 @@ field, a wrong type, a missing required field or an unknown kind fails.
 Every resource is checked against each Kubernetes minor version from MIN_VERSION
 to the newest bundled one. A Kustomization has no Kubernetes schema: its
 resources must exist and parse, and every manifest of its directory except
-*.example.yaml must be listed.
+*.example.yaml must be listed (a YAML file that holds no resource is not a manifest).
 
 usage: validate_manifests.py FILE...   (run with the venv's python)
 exit 0: every resource valid; 1: any failure (each printed).
@@ -48,16 +48,7 @@ def main(paths):
             if res["kind"] == "Kustomization":
                 failures += check_kustomization(path, res)
                 continue
-            bad = []
-            for v in checked:
-                try:
-                    kubernetes_validate.validate(res, v, strict=True)
-                except kubernetes_validate.ValidationError as e:
-                    where = ".".join(str(p) for p in e.path) or "(top)"
-                    bad.append(f"Kubernetes {v}: at {where}: {e.message}")
-                except kubernetes_validate.SchemaNotFoundError:
-                    bad.append(f"Kubernetes {v}: no schema for kind {res['kind']} of apiVersion "
-                               f"{res['apiVersion']} (misspelt, or not in this Kubernetes version)")
+            bad = validate_resource(res, checked)
             if bad:
                 failures += 1
                 # The first errors say it; the same error for every version would be noise.
@@ -66,6 +57,21 @@ def main(paths):
             else:
                 print(f"ok   {path} {name}: valid (strict) for Kubernetes {checked[0]}..{checked[-1]}")
     return failures
+
+
+def validate_resource(res, checked):
+    """The errors of one resource against each Kubernetes version in checked (empty: valid)."""
+    bad = []
+    for v in checked:
+        try:
+            kubernetes_validate.validate(res, v, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            where = ".".join(str(p) for p in e.path) or "(top)"
+            bad.append(f"Kubernetes {v}: at {where}: {e.message}")
+        except kubernetes_validate.SchemaNotFoundError:
+            bad.append(f"Kubernetes {v}: no schema for kind {res['kind']} of apiVersion "
+                       f"{res['apiVersion']} (misspelt, or not in this Kubernetes version)")
+    return bad
 
 
 def check_kustomization(path, res):
@@ -79,6 +85,10 @@ def check_kustomization(path, res):
     own = {os.path.basename(path)}
     for f in sorted(os.listdir(base)):
         if f.endswith(".yaml") and f not in own and f not in listed and not f.endswith(".example.yaml"):
+            with open(os.path.join(base, f)) as fh:
+                docs = [d for d in yaml.safe_load_all(fh) if isinstance(d, dict)]
+            if not any("kind" in d and "apiVersion" in d for d in docs):
+                continue  # not a manifest (e.g. the chart's values.yaml the manifests are rendered with)
             print(f"FAIL {path}: {f} is not listed in resources")
             failures += 1
     if not failures:
