@@ -11,6 +11,8 @@
 #include "absl/strings/cord.h"
 #include "common/status_macros.h"
 #include "fmt/format.h"
+#include "replication/slot_creation.h"
+#include "replication/standby_source.h"
 #include "replication/timeline.h"
 
 namespace outboxd::replication {
@@ -102,18 +104,20 @@ absl::Status ConnectionError(PGconn* conn, std::string_view what) {
 }
 
 absl::StatusOr<SlotState> ReadSlot(PgConnection& conn, std::string_view slot, bool* found) {
-  const bool has_wal_status = conn.server_version() >= 130000;
-  const bool has_failover = conn.server_version() >= 170000;
+  const int version = conn.server_version();
   ASSIGN_OR_RETURN(
       std::vector<Row> rows,
-      conn.Query(fmt::format("SELECT slot_type, plugin, database, active, active_pid, {}, confirmed_flush_lsn, {} "
-                             "FROM pg_catalog.pg_replication_slots WHERE slot_name = {}",
-                             has_wal_status ? "wal_status" : "NULL",
-                             has_failover ? "failover, synced" : "false, false", QuoteLiteral(slot))));
+      conn.Query(fmt::format("SELECT slot_type, plugin, database, active, active_pid, {}, confirmed_flush_lsn, {}, {}, "
+                             "{} FROM pg_catalog.pg_replication_slots WHERE slot_name = {}",
+                             version >= 130000 ? "wal_status" : "NULL",
+                             version >= 170000 ? "failover, synced" : "false, false",
+                             version >= 160000 ? "conflicting" : "NULL",
+                             version >= 170000 ? "invalidation_reason" : "NULL", QuoteLiteral(slot))));
   *found = !rows.empty();
   SlotState state;
   if (rows.empty()) return state;
   const Row& row = rows[0];
+  if (row.size() < 11) return absl::InternalError("pg_replication_slots returned fewer columns than asked for");
   state.slot_type = row[0].value_or("");
   state.plugin = row[1].value_or("");
   state.database = row[2].value_or("");
@@ -121,9 +125,46 @@ absl::StatusOr<SlotState> ReadSlot(PgConnection& conn, std::string_view slot, bo
   if (row[4].has_value()) state.active_pid = std::atoi(row[4]->c_str());
   state.wal_status = row[5].value_or("");
   ASSIGN_OR_RETURN(state.confirmed_flush, ParseLsnField(row[6], "confirmed_flush_lsn"));
-  state.failover = row.size() > 7 && row[7].value_or("f") == "t";
-  state.synced = row.size() > 8 && row[8].value_or("f") == "t";
+  state.failover = row[7].value_or("f") == "t";
+  state.synced = row[8].value_or("f") == "t";
+  std::optional<bool> conflicting;
+  if (row[9].has_value()) conflicting = *row[9] == "t";
+  state.invalidation = ClassifyInvalidation(state.wal_status, conflicting, row[10]);
   return state;
+}
+
+// The value of the setting that decided an invalidation, for its message; "" when
+// none applies or it cannot be read.
+std::string DecidingSetting(PgConnection& conn, const Invalidation& invalidation) {
+  const char* name = nullptr;
+  if (invalidation.kind == InvalidationKind::kIdleTimeout) name = "idle_replication_slot_timeout";
+  if (invalidation.kind == InvalidationKind::kWalRemoved || invalidation.kind == InvalidationKind::kLost) {
+    name = "max_slot_wal_keep_size";
+  }
+  if (name == nullptr) return "";
+  auto rows = conn.Query(fmt::format("SHOW {}", name));
+  if (!rows.ok() || rows->empty() || (*rows)[0].empty()) return "";
+  return (*rows)[0][0].value_or("");
+}
+
+// On a hot standby: the settings decoding there needs, and whether it may
+// host the slot (CheckStandbySource).
+absl::Status ReadStandby(PgConnection& conn, const StreamOptions& options, const SlotState& slot, bool found,
+                         SystemInfo* info) {
+  ASSIGN_OR_RETURN(std::vector<Row> rows,
+                   conn.Query("SELECT pg_catalog.pg_is_in_recovery(), "
+                              "pg_catalog.current_setting('hot_standby_feedback'), "
+                              "pg_catalog.current_setting('primary_slot_name')"));
+  if (rows.empty() || rows[0].size() < 3) return absl::InternalError("pg_is_in_recovery() returned no row");
+  info->in_recovery = rows[0][0].value_or("f") == "t";
+  if (!info->in_recovery) return absl::OkStatus();
+  info->hot_standby_feedback = rows[0][1].value_or("");
+  info->primary_slot_name = rows[0][2].value_or("");
+  return CheckStandbySource(StandbySource{.server_version = info->server_version,
+                                          .failover = options.failover,
+                                          .slot_found = found,
+                                          .slot_synced = found && slot.synced,
+                                          .slot = options.slot});
 }
 
 absl::Status CheckPublication(PgConnection& conn, const StreamOptions& options, std::string_view database) {
@@ -312,12 +353,20 @@ absl::StatusOr<std::unique_ptr<PgReplicationStream>> PgReplicationStream::Start(
     if (shape.wal_status == "lost") shape.wal_status.clear();
     RETURN_IF_ERROR(CheckSlot(options.slot, shape, database));
   }
+  if (absl::Status standby = ReadStandby(*conn, options, *slot, found, &info); !standby.ok()) {
+    return standby.code() == absl::StatusCode::kFailedPrecondition
+               ? standby
+               : WithContext(standby, fmt::format("asking {} whether it is a standby", where));
+  }
+  const Invalidation invalidation = found ? slot->invalidation : Invalidation{};
+  const std::string deciding_setting = DecidingSetting(*conn, invalidation);
   const SlotFacts facts{
       .slot = options.slot,
       .system_id = info.system_id,
       .database = database,
       .found = found,
-      .invalidated = found && slot->wal_status == "lost",
+      .invalidation = invalidation,
+      .invalidation_setting = deciding_setting,
       .timeline = info.timeline,
       .synced = found && slot->synced,
       .confirmed_flush = found ? slot->confirmed_flush : Lsn::Invalid(),
@@ -352,7 +401,17 @@ absl::StatusOr<std::unique_ptr<PgReplicationStream>> PgReplicationStream::Start(
     const std::string create =
         CreateSlotCommand(options.slot, info.server_version, options.failover, export_snapshot);
     if (options.before_create) RETURN_IF_ERROR(options.before_create());
-    auto created = conn->Query(create);
+    SlotCreationWatch watch({.slot = options.slot,
+                             .where = where,
+                             .on_standby = info.in_recovery,
+                             .primary_dsn = info.in_recovery ? options.primary_dsn : std::string(),
+                             .stop_fd = options.stop_fd});
+    auto created = conn->QueryWhileWaiting(
+        create, absl::Seconds(1), [&watch](absl::Duration waited) { return watch.Tick(waited); },
+        info.in_recovery ? kStandbyCreationLimit : absl::InfiniteDuration());
+    if (absl::IsDeadlineExceeded(created.status())) {
+      return absl::UnavailableError(CreationTimeoutMessage(watch.wait(), kStandbyCreationLimit));
+    }
     if (!created.ok()) {
       if (SqlStateOf(created.status()) == "42710") {
         // Another instance created it between our look-up and now.
@@ -409,11 +468,24 @@ absl::StatusOr<std::unique_ptr<PgReplicationStream>> PgReplicationStream::Start(
                                                         options.slot)),
                         absl::StatusCode::kUnavailable);
       }
-      return MarkGap(WithContext(status, fmt::format("replication slot \"{}\" was invalidated by PostgreSQL: the "
-                                                     "WAL it needed is gone, so some events may never reach Kafka "
-                                                     "(a gap upstream). outboxd never recreates it by itself: "
-                                                     "republish the missing events from the outbox table, then "
-                                                     "restart once with --accept-gap",
+      // Invalidated between our look-up and now: the slot's row says why, and
+      // DecideSlotAction words it as a start that found it so would.
+      bool still_found = false;
+      if (auto now = ReadSlot(*conn, options.slot, &still_found); now.ok() && still_found &&
+                                                                   now->invalidation.invalidated()) {
+        const std::string setting = DecidingSetting(*conn, now->invalidation);
+        SlotFacts invalidated = facts;
+        invalidated.invalidation = now->invalidation;
+        invalidated.invalidation_setting = setting;
+        if (absl::StatusOr<SlotAction> decided = DecideSlotAction(invalidated, options.saved); !decided.ok()) {
+          return decided.status();
+        }
+      }
+      return MarkGap(WithContext(status, fmt::format("replication slot \"{}\" was invalidated by PostgreSQL: "
+                                                     "the slot can no longer decode, so some events may never "
+                                                     "reach Kafka (a gap upstream). outboxd never recreates it "
+                                                     "by itself: republish the missing events from the outbox "
+                                                     "table, then restart once with --accept-gap",
                                                      options.slot)),
                      /*invalidated=*/true);
     }
