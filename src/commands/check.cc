@@ -828,7 +828,7 @@ void CheckKafka(const config::Config& config, Report& report) {
 void CheckSchemaRegistry(const config::Config& config, Report& report) {
   const config::SchemaRegistryConfig& reg = config.schema_registry;
   if (!reg.enabled) return;
-  telemetry::Metrics metrics;
+  telemetry::ProcessMetrics metrics;
   auto client = registry::SchemaRegistryClient::Create(RegistryClientOptions(reg), &metrics);
   if (!client.ok()) {
     report.Fail("registry", std::string(client.status().message()), "fix [schema_registry] url");
