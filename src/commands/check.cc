@@ -93,11 +93,11 @@ std::string PublicationNames(const config::Config& config) {
 
 // With [source] databases (or several publications): the server once, on the
 // DSN's database; then which databases discovery finds; then one block per
-// database with its streams.
-void CheckCluster(const config::Config& config, CheckReport& report) {
+// database with its streams. The streams found, for the Kafka checks.
+std::vector<config::StreamSpec> CheckCluster(const config::Config& config, CheckReport& report) {
   report.Block(fmt::format("cluster (discovery on database \"{}\")", config::DsnDatabase(config.source.dsn)));
   std::unique_ptr<PgConnection> home = CheckServer(config.source.dsn, report);
-  if (home == nullptr) return;
+  if (home == nullptr) return {};
   {
     PostgresDoctor server(config, *home, report);
     server.CheckRolePrivileges();
@@ -111,12 +111,12 @@ void CheckCluster(const config::Config& config, CheckReport& report) {
   if (!found.ok()) {
     report.Fail("databases", fmt::format("cannot list the databases: {}", found.status().message()),
                 "the role needs CONNECT on the databases to stream; see the server's message");
-    return;
+    return {};
   }
   absl::StatusOr<config::StreamPlan> plan = config::PlanStreams(config, found->databases, "");
   if (!plan.ok()) {
     report.Fail("databases", std::string(plan.status().message()), "fix [source] dsn");
-    return;
+    return {};
   }
   std::set<std::string> streamed;
   for (const config::StreamSpec& s : plan->streams) streamed.insert(s.database);
@@ -188,6 +188,7 @@ void CheckCluster(const config::Config& config, CheckReport& report) {
   }
   report.SetDatabase("");
   report.Block("Kafka");
+  return std::move(plan->streams);
 }
 
 }  // namespace
@@ -195,13 +196,24 @@ void CheckCluster(const config::Config& config, CheckReport& report) {
 int RunCheck(const config::Config& config, std::ostream& out, const CheckOptions& options) {
   CheckReport report(options.json ? nullptr : &out);
   if (config.MultiStream()) {
-    CheckCluster(config, report);
+    // Kafka and the registry see the topics each stream will use ({database}
+    // filled in), every table once per stream.
+    config::Config topics = config;
+    topics.outbox.clear();
+    std::vector<std::string> messages_topics;
+    for (const config::StreamSpec& stream : CheckCluster(config, report)) {
+      topics.outbox.insert(topics.outbox.end(), stream.tables.begin(), stream.tables.end());
+      messages_topics.push_back(stream.messages_topic);
+    }
+    if (config.messages.enabled && messages_topics.size() == 1) topics.messages.topic = messages_topics.front();
+    check::CheckKafka(topics, report);
+    check::CheckSchemaRegistry(topics, report);
   } else {
     CheckSingleDatabase(config, report);
     report.SetDatabase("");
+    check::CheckKafka(config, report);
+    check::CheckSchemaRegistry(config, report);
   }
-  check::CheckKafka(config, report);
-  check::CheckSchemaRegistry(config, report);
   if (options.json) {
     report.PrintJson(out);
   } else {

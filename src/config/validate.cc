@@ -12,6 +12,7 @@
 #include "common/format.h"
 #include "common/status_macros.h"
 #include "config/streams.h"
+#include "outbox/routing.h"
 #include "outbox/values.h"
 
 namespace outboxd::config {
@@ -128,12 +129,38 @@ absl::Status CheckTransactionalId(const Parser& p, const toml::table& root, cons
                  "\"outboxd-<system identifier>-<slot>\"");
 }
 
+// A single-stream config knows its database now: {database} in a topic is
+// filled in at once (as config::StreamConfig does per stream), so that the
+// topic stays fixed and no event has to carry the name.
+absl::Status FillSingleStreamTopics(const Parser& p, const toml::table& root, Config* config) {
+  if (config->MultiStream()) return absl::OkStatus();
+  const std::string database = DsnDatabase(config->source.dsn);
+  const auto fill = [&](std::string* topic, const toml::node* where, std::string_view path) -> absl::Status {
+    const std::string filled = FillDatabase(*topic, database);
+    if (filled == *topic) return absl::OkStatus();
+    absl::StatusOr<outbox::TopicTemplate> parsed = outbox::TopicTemplate::Parse(filled);
+    if (!parsed.ok()) {
+      return p.Error(where, fmt::format("{} = \"{}\" with {{database}} = \"{}\" (the DSN's database): {}", path,
+                                        *topic, Printable(database), parsed.status().message()));
+    }
+    *topic = filled;
+    return absl::OkStatus();
+  };
+  for (size_t i = 0; i < config->outbox.size(); ++i) {
+    RETURN_IF_ERROR(fill(&config->outbox[i].topic, OutboxEntry(root, i, "topic"),
+                         fmt::format("[[outbox]] #{} topic", i + 1)));
+  }
+  const toml::table* messages = root.get_as<toml::table>("messages");
+  return fill(&config->messages.topic, messages != nullptr ? messages->get("topic") : nullptr, "messages.topic");
+}
+
 }  // namespace
 
-absl::Status Validate(const Parser& p, const toml::table& root, const Config& config) {
-  RETURN_IF_ERROR(CheckOutboxScopes(p, root, config));
-  RETURN_IF_ERROR(CheckSlotNames(p, root, config));
-  return CheckTransactionalId(p, root, config);
+absl::Status Validate(const Parser& p, const toml::table& root, Config* config) {
+  RETURN_IF_ERROR(CheckOutboxScopes(p, root, *config));
+  RETURN_IF_ERROR(CheckSlotNames(p, root, *config));
+  RETURN_IF_ERROR(CheckTransactionalId(p, root, *config));
+  return FillSingleStreamTopics(p, root, config);
 }
 
 }  // namespace outboxd::config

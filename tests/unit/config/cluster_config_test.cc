@@ -211,6 +211,26 @@ TEST(ClusterConfigTest, FixedTransactionalIdNeedsOneStream) {
   EXPECT_TRUE(Parse(File("") + sink).ok());
 }
 
+// Without `databases` the database is known when the file is read: {database}
+// in a topic is filled in at once, so the topic stays fixed.
+TEST(ClusterConfigTest, SingleStreamFillsDatabaseInTopics) {
+  absl::StatusOr<Config> config = Parse(File("", "table = \"outbox\"\ntopic = \"{database}.{aggregate_type}\"\n"
+                                                 "[messages]\nenabled = true\ntopic = \"{database}.messages\"\n"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->outbox[0].topic, "postgres.{aggregate_type}");
+  EXPECT_EQ(config->messages.topic, "postgres.messages");
+  // A database name that cannot be in a topic name.
+  EXPECT_THAT(ErrorOf("[source]\ndsn = \"host=db dbname='my db'\"\n[sink.kafka]\n\"bootstrap.servers\" = \"k:9092\"\n"
+                      "[[outbox]]\ntable = \"outbox\"\ntopic = \"{database}.events\"\n"),
+              HasSubstr("line 7: [[outbox]] #1 topic = \"{database}.events\" with {database} = \"my db\" (the DSN's "
+                        "database): topic template"));
+  // With `databases`, each stream fills it in (config::StreamConfig).
+  absl::StatusOr<Config> cluster = Parse(File("databases = \"*\"\nslot = \"s_{database}\"\n",
+                                              "table = \"outbox\"\ntopic = \"{database}.events\"\n"));
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  EXPECT_EQ(cluster->outbox[0].topic, "{database}.events");
+}
+
 TEST(DsnTest, WithDatabaseReplacesOrAddsDbnameThroughLibpq) {
   EXPECT_EQ(*DsnWithDatabase("host=db port=5432 dbname=app user=o", "orders"),
             "user='o' dbname='orders' host='db' port='5432'")
