@@ -57,6 +57,11 @@ absl::StatusOr<StreamPlan> PlanStreams(const Config& config, const std::vector<D
   std::vector<const DiscoveredDatabase*> chosen;
   std::map<std::string, const DiscoveredDatabase*> by_name;
   for (const DiscoveredDatabase& db : discovered) by_name.emplace(db.name, &db);
+  if (source.selection == DatabaseSelection::kDsn && discovered.size() > 1) {
+    return absl::InvalidArgumentError(fmt::format(
+        "without [source] databases there is one database, the DSN's; {} were given (a bug of the caller)",
+        discovered.size()));
+  }
   switch (source.selection) {
     case DatabaseSelection::kDsn:
     case DatabaseSelection::kAll:
@@ -98,9 +103,10 @@ absl::StatusOr<StreamPlan> PlanStreams(const Config& config, const std::vector<D
         // "*" picks the databases that have the publication; a listed one must.
         if (source.selection != DatabaseSelection::kAll) {
           plan.refused.push_back({db->name, publication, fmt::format(
-              "database \"{}\" has no publication \"{}\"; create it there (sql/outbox.sql), or remove the "
-              "database from [source] databases",
-              Printable(db->name), publication)});
+              "database \"{}\" has no publication \"{}\"; create it there (sql/outbox.sql){}",
+              Printable(db->name), publication,
+              source.selection == DatabaseSelection::kList ? ", or remove the database from [source] databases"
+                                                           : "")});
         }
         continue;
       }

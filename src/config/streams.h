@@ -73,7 +73,8 @@ struct StreamPlan {
 // - A database that no [[outbox]] entry applies to, with [messages] off, is
 //   refused: it would hold a slot and publish nothing.
 // `state_dir` empty: no state files. InvalidArgumentError only for a DSN
-// that libpq rejects (config parsing has refused the rest).
+// that libpq rejects (config parsing has refused the rest), or several
+// databases given for a config without `databases`.
 absl::StatusOr<StreamPlan> PlanStreams(const Config& config, const std::vector<DiscoveredDatabase>& discovered,
                                        std::string_view state_dir);
 

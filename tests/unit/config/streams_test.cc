@@ -49,6 +49,14 @@ TEST(PlanStreamsTest, WithoutDatabasesTheDsnIsUsedAsItIs) {
   EXPECT_EQ(s.messages_topic, "outbox.event.{aggregate_type}");
   EXPECT_EQ(s.state_file, "/var/lib/outboxd/relay.state");
   EXPECT_THAT(plan->refused, IsEmpty());
+  EXPECT_EQ(PlanStreams(config, {{"a", {"outboxd"}}, {"b", {"outboxd"}}}, "").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // The DSN's database without the publication: nothing to stream, and said so.
+  plan = PlanStreams(config, {{"postgres", {}}}, "");
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_THAT(plan->streams, IsEmpty());
+  ASSERT_THAT(plan->refused, SizeIs(1));
+  EXPECT_THAT(plan->refused[0].reason, HasSubstr("has no publication \"outboxd\""));
 }
 
 TEST(PlanStreamsTest, StarStreamsEveryDatabaseWithThePublication) {
