@@ -41,8 +41,9 @@ void OnSignal(int) {
 constexpr std::string_view kUsage =
     "usage: outboxd run --config FILE [--state-dir DIR] [--accept-gap]\n"
     "                                     stream outbox events from PostgreSQL to Kafka\n"
-    "       outboxd check --config FILE   check the config, servers, privileges, slot\n"
-    "       outboxd replay --config FILE --table T --since TIME [--until TIME] [--dry-run]\n"
+    "       outboxd check --config FILE [--json]\n"
+    "                                     check the config, servers, privileges, slots (every database)\n"
+    "       outboxd replay --config FILE [--database NAME] --table T --since TIME [--until TIME] [--dry-run]\n"
     "                                     re-publish outbox rows with created_at in [since, until)\n"
     "       outboxd --version\n";
 
@@ -72,6 +73,7 @@ int main(int argc, char** argv) {
   std::string config_path;
   std::vector<std::string_view> replay_args;
   commands::RunFlags flags;
+  commands::CheckOptions check_options;
   for (size_t i = 1; i < args.size(); ++i) {
     if (args[i] == "--config" && i + 1 < args.size()) {
       config_path = std::string(args[++i]);
@@ -85,6 +87,8 @@ int main(int argc, char** argv) {
       if (flags.state_dir.empty()) return Usage("--state-dir needs a directory");
     } else if (command == "run" && args[i] == "--accept-gap") {
       flags.accept_gap = true;
+    } else if (command == "check" && args[i] == "--json") {
+      check_options.json = true;
     } else if (command == "replay") {
       replay_args.push_back(args[i]);
     } else {
@@ -100,7 +104,7 @@ int main(int argc, char** argv) {
   }
   commands::ApplyLogConfig(config->log);
   config::RegisterLogSecrets(*config);
-  if (command == "check") return commands::RunCheck(*config, std::cout);
+  if (command == "check") return commands::RunCheck(*config, std::cout, check_options);
   if (command == "replay") {
     absl::StatusOr<commands::ReplayOptions> options = commands::ParseReplayFlags(replay_args);
     if (!options.ok()) return Usage(std::string(options.status().message()));

@@ -10,6 +10,8 @@
 #include <utility>
 
 #include "common/format.h"
+#include "config/streams.h"
+#include "fmt/ranges.h"
 #include "common/status_macros.h"
 #include "fmt/format.h"
 #include "kafka/rdkafka_sink.h"
@@ -83,7 +85,7 @@ absl::StatusOr<absl::Time> ParseReplayTime(std::string_view flag, std::string_vi
 }
 
 absl::StatusOr<ReplayOptions> ParseReplayFlags(const std::vector<std::string_view>& args) {
-  std::optional<std::string> table, since, until;
+  std::optional<std::string> table, since, until, database;
   ReplayOptions options;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string_view arg = args[i];
@@ -93,7 +95,7 @@ absl::StatusOr<ReplayOptions> ParseReplayFlags(const std::vector<std::string_vie
     }
     bool known = false;
     const std::pair<std::string_view, std::optional<std::string>*> flags[] = {
-        {"--table", &table}, {"--since", &since}, {"--until", &until}};
+        {"--table", &table}, {"--since", &since}, {"--until", &until}, {"--database", &database}};
     for (const auto& [name, value] : flags) {
       if (arg == name && i + 1 < args.size()) {
         *value = std::string(args[++i]);
@@ -113,6 +115,10 @@ absl::StatusOr<ReplayOptions> ParseReplayFlags(const std::vector<std::string_vie
     return absl::InvalidArgumentError("replay needs --since TIME, e.g. --since 2026-11-27T03:00:00Z");
   }
   options.table = *table;
+  if (database) {
+    if (database->empty()) return absl::InvalidArgumentError("--database needs a database name");
+    options.database = *database;
+  }
   ASSIGN_OR_RETURN(options.since, ParseReplayTime("--since", *since));
   if (until) {
     ASSIGN_OR_RETURN(const absl::Time end, ParseReplayTime("--until", *until));
@@ -217,7 +223,55 @@ absl::Status ReplayPublisher::Finish(absl::Duration timeout) {
   return sink_->FatalError();
 }
 
-int RunReplay(const config::Config& config, const ReplayOptions& options, std::ostream& out) {
+absl::StatusOr<config::Config> ReplayConfig(const config::Config& config, std::string_view database) {
+  const config::SourceConfig& source = config.source;
+  if (source.selection == config::DatabaseSelection::kDsn) {
+    const std::string own = config::DsnDatabase(source.dsn);
+    if (!database.empty() && database != own) {
+      return absl::InvalidArgumentError(fmt::format(
+          "--database {}: this config streams the DSN's database \"{}\" only (no [source] databases); drop "
+          "--database, or point [source] dsn at that database",
+          database, own));
+    }
+    if (!config.MultiStream()) return config;
+    database = own;  // several publications in one database
+  } else if (database.empty()) {
+    return absl::InvalidArgumentError(
+        "the config names several databases ([source] databases): say which one to replay from with "
+        "--database NAME");
+  } else if (source.selection == config::DatabaseSelection::kList &&
+             std::find(source.databases.begin(), source.databases.end(), database) == source.databases.end()) {
+    return absl::InvalidArgumentError(fmt::format("--database {} is not in [source] databases ({})", database,
+                                                  fmt::join(source.databases, ", ")));
+  }
+  // Replay reads tables, not the publication: every publication's entries
+  // that apply to this database, each table once.
+  ASSIGN_OR_RETURN(config::StreamPlan plan,
+                   config::PlanStreams(config, {{std::string(database), source.publications}}, ""));
+  if (plan.streams.empty()) {
+    return absl::InvalidArgumentError(fmt::format(
+        "--database {}: {}", database,
+        plan.refused.empty() ? std::string("no [[outbox]] entry applies to it") : plan.refused.front().reason));
+  }
+  config::Config out = config::StreamConfig(config, plan.streams.front());
+  for (size_t i = 1; i < plan.streams.size(); ++i) {
+    for (const outbox::TableConfig& table : plan.streams[i].tables) {
+      const bool seen = std::any_of(out.outbox.begin(), out.outbox.end(), [&](const outbox::TableConfig& t) {
+        return t.schema == table.schema && t.table == table.table;
+      });
+      if (!seen) out.outbox.push_back(table);
+    }
+  }
+  return out;
+}
+
+int RunReplay(const config::Config& cluster_config, const ReplayOptions& options, std::ostream& out) {
+  absl::StatusOr<config::Config> chosen = ReplayConfig(cluster_config, options.database);
+  if (!chosen.ok()) {
+    telemetry::LogError("replay: {}", chosen.status().message());
+    return 2;
+  }
+  const config::Config& config = *chosen;
   const outbox::TableConfig* table = FindTable(config, options.table);
   if (table == nullptr) {
     std::string known;

@@ -24,6 +24,7 @@ namespace outboxd::commands {
 
 struct ReplayOptions {
   std::string table;                // as in [[outbox]] table: "schema.table" or "table"
+  std::string database;             // --database: required when the config names several
   absl::Time since;                 // created_at >= since
   std::optional<absl::Time> until;  // created_at < until; none: up to the snapshot
   bool dry_run = false;             // count the rows, produce nothing
@@ -38,7 +39,8 @@ struct ReplayResult {
 };
 
 // Parses the arguments of `outboxd replay` other than --config: --table T,
-// --since TIME, --until TIME (each also as --flag=value) and --dry-run.
+// --since TIME, --until TIME, --database NAME (each also as --flag=value) and
+// --dry-run.
 // InvalidArgumentError saying what to write for a missing, malformed or
 // unknown argument.
 absl::StatusOr<ReplayOptions> ParseReplayFlags(const std::vector<std::string_view>& args);
@@ -82,7 +84,14 @@ class ReplayPublisher {
   absl::Status first_error_;
 };
 
-// Runs the replay against the config's database and Kafka; writes progress
+// The single-stream config replay reads `database` with (config::StreamConfig:
+// its DSN, and the [[outbox]] entries of every publication that apply to it).
+// `database` may be empty only when the config names one database.
+// InvalidArgumentError saying what to pass otherwise.
+absl::StatusOr<config::Config> ReplayConfig(const config::Config& config, std::string_view database);
+
+// Runs the replay against the config's database (--database's, with
+// [source] databases) and Kafka; writes progress
 // and the summary to `out`. Exit code: 0 when every row was sent (or counted,
 // with dry_run), 1 when any failed, 2 for a usage error (unknown table).
 int RunReplay(const config::Config& config, const ReplayOptions& options, std::ostream& out);

@@ -357,7 +357,21 @@ absl::Status PrepareExactlyOnce(kafka::RdKafkaSink& sink, const config::Config& 
 
 int RunRelay(const config::Config& config, const RunFlags& flags, const std::atomic<bool>& stop,
              int stop_fd) {
-  telemetry::Metrics metrics;
+  if (config.MultiStream()) {
+    // The stream supervisor (one pipeline per slot in this process) is the
+    // second half of issue 21; `check` and `replay` already serve such configs.
+    telemetry::LogError("[source] databases or several publications: this outboxd streams one slot per process; "
+                        "until the stream supervisor lands, run one outboxd per database and publication (without "
+                        "databases, one publication each). `outboxd check` and `outboxd replay --database` already "
+                        "take this config");
+    return 2;
+  }
+  // One stream, labelled with the DSN's database and the slot.
+  telemetry::MetricsRegistry metrics_registry(OUTBOXD_VERSION);
+  metrics_registry.process().streams_known.store(1);
+  const std::shared_ptr<telemetry::Metrics> stream_metrics =
+      *metrics_registry.AddStream({config::DsnDatabase(config.source.dsn), config.source.slot});
+  telemetry::Metrics& metrics = *stream_metrics;
   if (absl::Status interval = CheckSenderTimeout(config, stop_fd); !interval.ok()) {
     telemetry::LogError("{}", interval.message());
     return 2;
@@ -524,7 +538,7 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
             telemetry::Log(ours, "kafka {}: {}", facility, message);
           },
       .error = [](const absl::Status& error) { telemetry::LogWarn("kafka: {}", error.message()); },
-      .brokers_up = [&metrics](int up) { metrics.kafka_brokers_up.store(up); },
+      .brokers_up = [&metrics_registry](int up) { metrics_registry.process().kafka_brokers_up.store(up); },
       .transactional_id = "",  // set per producer in exactly-once mode
   };
   // [schema_registry]: envelopes framed in Confluent's wire format. Ids are
@@ -534,7 +548,8 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
   std::optional<registry::EnvelopeSchemas> schemas;
   const std::vector<std::string> fixed_topics = FixedTopics(config);
   if (config.schema_registry.enabled) {
-    auto client = registry::SchemaRegistryClient::Create(RegistryClientOptions(config.schema_registry), &metrics);
+    auto client = registry::SchemaRegistryClient::Create(RegistryClientOptions(config.schema_registry),
+                                                         &metrics_registry.process());
     if (!client.ok()) {
       telemetry::LogError("{}", client.status().message());
       return 2;
@@ -546,7 +561,7 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
                        registry_client->url(), registry::SubjectStrategyName(config.schema_registry.subject_strategy));
   }
   pipeline::SinkFactory sinks = [&]() -> absl::StatusOr<std::unique_ptr<kafka::EventSink>> {
-    metrics.kafka_brokers_up.store(-1);  // unknown until the new producer's first statistics
+    metrics_registry.process().kafka_brokers_up.store(-1);  // unknown until the new producer's first statistics
     kafka::RdKafkaSinkOptions options = sink_options;
     if (exactly_once.has_value()) {
       // The stream is open (the relay opens it first): the system is known.
@@ -574,8 +589,8 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
   std::unique_ptr<telemetry::HttpServer> http;
   if (!telemetry::HttpDisabled(config.http.listen)) {
     auto server = telemetry::HttpServer::Start(
-        config.http.listen, [&metrics, &stop](std::string_view method, std::string_view path) {
-          return telemetry::ServeHttp(method, path, metrics, stop.load());
+        config.http.listen, [&metrics_registry, &stop](std::string_view method, std::string_view path) {
+          return telemetry::ServeHttp(method, path, metrics_registry, stop.load());
         });
     if (!server.ok()) {
       telemetry::LogError("{}", server.status().message());

@@ -72,7 +72,7 @@ absl::StatusOr<Config> Parse(const Parser& p, const toml::table& root) {
                    "nothing to relay: add an [[outbox]] table, or set messages.enabled = true "
                    "to relay pg_logical_emit_message events");
   }
-  RETURN_IF_ERROR(Validate(p, root, config));
+  RETURN_IF_ERROR(Validate(p, root, &config));
   return config;
 }
 

@@ -20,10 +20,38 @@
 
 namespace outboxd::config {
 
+// [source] databases: which databases of the cluster are streamed.
+enum class DatabaseSelection {
+  kDsn,   // no `databases` key: the DSN's own database only (one stream, as before)
+  kList,  // databases = ["orders", "billing"]
+  kAll,   // databases = "*": every database that allows connections and has the publication
+};
+
 struct SourceConfig {
-  std::string dsn;                 // libpq connection string, without replication=
+  // libpq connection string, without replication=. With `databases`, it names
+  // the cluster: its dbname, if any, is only where discovery connects.
+  std::string dsn;
+  DatabaseSelection selection = DatabaseSelection::kDsn;
+  std::vector<std::string> databases;  // kList: the names, in file order
+  // kAll: how often the databases are listed again.
+  absl::Duration discovery_interval = absl::Seconds(30);
+  // The slot name as written: a template when it holds {database} or
+  // {publication} (required as soon as several streams can exist; see
+  // config/streams.h for the expansion).
+  std::string slot_template = "outboxd";
+  // The slot name of a single-stream config (no `databases` key, one
+  // publication): the template with its placeholders filled in. Empty when the
+  // config can give several streams: each stream's slot is then
+  // config::PlanStreams's.
   std::string slot = "outboxd";
+  // Every publication; one stream per database and publication (a sharded
+  // outbox lists several).
+  std::vector<std::string> publications = {"outboxd"};
+  // The first publication: the single-stream config's one.
   std::string publication = "outboxd";
+  // How many slots one process streams at most (0: no cap), so that replicas
+  // of the process spread the streams between them.
+  int max_active_slots = 0;
   bool create_slot = true;
   // PostgreSQL 17+: create the slot with FAILOVER, or set it on an existing
   // slot, so that standbys with sync_replication_slots keep a copy of it.
@@ -113,6 +141,12 @@ struct LogConfig {
 };
 
 struct Config {
+  // True when this config can give more than one stream (a `databases` key,
+  // or several publications); such a config runs under the stream supervisor.
+  bool MultiStream() const {
+    return source.selection != DatabaseSelection::kDsn || source.publications.size() > 1;
+  }
+
   SourceConfig source;
   KafkaConfig kafka;
   std::vector<outbox::TableConfig> outbox;  // [[outbox]]
@@ -147,5 +181,15 @@ absl::Status CheckStatusInterval(absl::Duration status_interval, absl::Duration 
 // sslpassword replaced by "********", for logs and errors. Never fails: on
 // malformed input it masks more, not less.
 std::string RedactDsn(std::string_view dsn);
+
+// The database a DSN connects to, as libpq resolves it: its dbname, else
+// PGDATABASE, else the user name (its user, PGUSER, or the login name). For
+// the `database` label of a single-stream process and {database} in its slot.
+std::string DsnDatabase(std::string_view dsn);
+
+// The DSN with its dbname replaced by `database`: every other option kept as
+// libpq parsed it (PQconninfoParse), written back as key='value' pairs.
+// InvalidArgumentError when libpq rejects the DSN.
+absl::StatusOr<std::string> DsnWithDatabase(std::string_view dsn, std::string_view database);
 
 }  // namespace outboxd::config

@@ -7,12 +7,15 @@
 
 #include <libpq-fe.h>
 
+#include "absl/status/statusor.h"
+
 #include "config/config.h"
 #include "config/parser.h"
 
 namespace outboxd::config {
 namespace {
 constexpr std::string_view kMask = "********";
+std::string QuoteDsnValue(std::string_view value);
 bool IsSpace(char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; }
 }  // namespace
 
@@ -36,6 +39,52 @@ std::optional<std::vector<std::pair<std::string, std::string>>> LibpqOptions(std
   }
   PQconninfoFree(options);
   return set;
+}
+
+std::string DsnDatabase(std::string_view dsn) {
+  const auto options = LibpqOptions(dsn);
+  std::string user;
+  if (options.has_value()) {
+    for (const auto& [keyword, value] : *options) {
+      if (keyword == "dbname" && !value.empty()) return value;
+      if (keyword == "user") user = value;
+    }
+  }
+  // libpq's own defaults (PGDATABASE, PGUSER, the login name), as it would connect.
+  std::string default_db, default_user;
+  if (PQconninfoOption* defaults = PQconndefaults(); defaults != nullptr) {
+    for (const PQconninfoOption* o = defaults; o->keyword != nullptr; ++o) {
+      if (o->val == nullptr) continue;
+      if (std::string_view(o->keyword) == "dbname") default_db = o->val;
+      if (std::string_view(o->keyword) == "user") default_user = o->val;
+    }
+    PQconninfoFree(defaults);
+  }
+  if (!default_db.empty()) return default_db;
+  return !user.empty() ? user : default_user;
+}
+
+absl::StatusOr<std::string> DsnWithDatabase(std::string_view dsn, std::string_view database) {
+  auto options = LibpqOptions(dsn);
+  if (!options.has_value()) {
+    return absl::InvalidArgumentError("libpq cannot parse [source] dsn; run outboxd check for libpq's reason");
+  }
+  bool replaced = false;
+  for (auto& [keyword, value] : *options) {
+    if (keyword == "dbname") {
+      value = std::string(database);
+      replaced = true;
+    }
+  }
+  if (!replaced) options->emplace_back("dbname", std::string(database));
+  std::string out;
+  for (const auto& [keyword, value] : *options) {
+    if (!out.empty()) out += ' ';
+    out += keyword;
+    out += '=';
+    out += QuoteDsnValue(value);
+  }
+  return out;
 }
 
 namespace {

@@ -18,7 +18,7 @@ namespace outboxd::config {
 
 const std::vector<std::string_view>& OutboxKeys() {
   static const auto* keys =
-      new std::vector<std::string_view>{"table", "topic", "key", "columns", "value", "id_header",
+      new std::vector<std::string_view>{"table", "database", "publication", "topic", "key", "columns", "value", "id_header",
                                         "key_column", "timestamp_column", "partition_column",
                                         "tracing_column", "tombstone_on_empty_payload", "fields"};
   return *keys;
@@ -181,6 +181,13 @@ absl::Status ParseOutboxEntry(const Parser& p, const toml::table& entry, const s
                                            prefix, name));
   }
 
+  // Where it applies; checked against [source] in validate.cc.
+  for (const auto& [key, field] : {std::pair<std::string_view, std::string*>{"database", &out->database},
+                                   std::pair<std::string_view, std::string*>{"publication", &out->publication}}) {
+    if (entry.get(key) != nullptr) {
+      RETURN_IF_ERROR(p.GetNonEmptyString(entry, key, fmt::format("{} {}", prefix, key), field));
+    }
+  }
   RETURN_IF_ERROR(GetTopic(p, entry, prefix + " topic", &out->topic));
   RETURN_IF_ERROR(GetKeySource(p, entry, prefix + " key", &out->key));
   RETURN_IF_ERROR(ParseRecord(p, entry, prefix, &out->record));
@@ -223,12 +230,22 @@ absl::Status ParseOutbox(const Parser& p, const toml::table& root, std::vector<o
     const std::string prefix = fmt::format("[[outbox]] #{}", i + 1);
     outbox::TableConfig table;
     RETURN_IF_ERROR(ParseOutboxEntry(p, entry, prefix, &table));
+    // One table may have an entry per database or publication, never two
+    // entries for the same stream (which one would map its rows?).
+    const auto overlap = [](const std::string& a, const std::string& b) { return a.empty() || b.empty() || a == b; };
     for (size_t j = 0; j < out->size(); ++j) {
-      if ((*out)[j].schema == table.schema && (*out)[j].table == table.table) {
+      const outbox::TableConfig& other = (*out)[j];
+      if (other.schema == table.schema && other.table == table.table && overlap(other.database, table.database) &&
+          overlap(other.publication, table.publication)) {
+        const bool scoped = !other.database.empty() || !other.publication.empty() || !table.database.empty() ||
+                            !table.publication.empty();
         return p.Error(entry.get("table"),
-                       fmt::format("{} table = \"{}.{}\" is already configured by [[outbox]] #{}; "
-                                   "list each table once",
-                                   prefix, table.schema, table.table, j + 1));
+                       fmt::format("{} table = \"{}.{}\" is already configured by [[outbox]] #{}; list each "
+                                   "table once{}",
+                                   prefix, table.schema, table.table, j + 1,
+                                   scoped ? " per database and publication (an entry without database or "
+                                            "publication applies to every one)"
+                                          : ""));
       }
     }
     out->push_back(std::move(table));

@@ -40,7 +40,8 @@ absl::Status ParseHttp(const Parser& p, const toml::table& root, HttpConfig* out
 absl::Status ParseLog(const Parser& p, const toml::table& root, LogConfig* out);
 
 // The checks between tables (one key's range depends on another's), once
-// every table parsed: config/validate.cc.
-absl::Status Validate(const Parser& p, const toml::table& root, const Config& config);
+// every table parsed, and what a single-stream config fills in at once
+// ({database} in topics): config/validate.cc.
+absl::Status Validate(const Parser& p, const toml::table& root, Config* config);
 
 }  // namespace outboxd::config

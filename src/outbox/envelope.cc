@@ -131,6 +131,7 @@ absl::Status DecodeEnvelope(std::string_view bytes, OutboxEvent* out) {
   out->source.schema = source.schema();
   out->source.table = source.table();
   out->source.message_prefix = source.message_prefix();
+  out->source.database = source.database();
   for (const ::outbox::v1::Header& h : envelope.attributes()) {
     out->attributes.push_back(Header{h.key(), h.value()});
   }
@@ -146,7 +147,7 @@ void EncodeEnvelope(const OutboxEvent& event, std::string* out) {
       VarintFieldSize(src.commit_lsn.value()) + VarintFieldSize(src.lsn.value()) +
       VarintFieldSize(src.xid) + (has_commit_time ? MessageFieldSize(commit_time.body) : 0) +
       BytesFieldSize(src.schema) +
-      BytesFieldSize(src.table) + BytesFieldSize(src.message_prefix);
+      BytesFieldSize(src.table) + BytesFieldSize(src.message_prefix) + BytesFieldSize(src.database);
   Timestamp created_at{};
   if (event.created_at.has_value()) created_at = ToTimestamp(*event.created_at);
 
@@ -181,6 +182,7 @@ void EncodeEnvelope(const OutboxEvent& event, std::string* out) {
   p = PutBytesField(p, 5, src.schema);
   p = PutBytesField(p, 6, src.table);
   p = PutBytesField(p, 7, src.message_prefix);
+  p = PutBytesField(p, 8, src.database);
   for (const Header& h : event.attributes) {
     p = PutMessageHeader(p, 10, HeaderBodySize(h));
     p = PutBytesField(p, 1, h.key);

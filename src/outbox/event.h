@@ -27,6 +27,9 @@ struct SourcePosition {
   std::string schema;       // empty for logical decoding messages
   std::string table;        // for messages: "" (the prefix goes in `message_prefix`)
   std::string message_prefix;
+  // The database the event was committed in: a constant of the stream. Empty
+  // until the pipeline sets it (the envelope then leaves it out).
+  std::string database;
 };
 
 struct OutboxEvent {

@@ -53,12 +53,12 @@ absl::StatusOr<TopicTemplate> TopicTemplate::Parse(std::string_view text) {
   static constexpr std::pair<std::string_view, Part> kPlaceholders[] = {
       {"aggregate_type", Part::kAggregateType}, {"destination", Part::kDestination},
       {"event_type", Part::kEventType},         {"table", Part::kTable},
-      {"schema", Part::kSchema},
+      {"schema", Part::kSchema},                {"database", Part::kDatabase},
   };
   const auto error = [text](std::string_view what) {
     return absl::InvalidArgumentError(fmt::format(
         "topic template \"{}\": {}; placeholders are {{aggregate_type}}, {{destination}}, "
-        "{{event_type}}, {{table}} and {{schema}}, anything else is literal (see "
+        "{{event_type}}, {{table}}, {{schema}} and {{database}}, anything else is literal (see "
         "docs/configuration.md, [[outbox]] topic)",
         Printable(text, kTopicPreview), what));
   };
@@ -141,6 +141,15 @@ absl::Status TopicTemplate::Render(const OutboxEvent& event, std::string* out) c
         break;
       case Part::kSchema:
         out->append(event.source.schema);
+        break;
+      case Part::kDatabase:
+        if (event.source.database.empty()) {
+          return BadEventError(bad_event::kInvalidTopic, fmt::format(
+              "topic template \"{}\" needs the event's database, and this stream does not name one; "
+              "this is a bug of outboxd: {{database}} is filled in per stream",
+              Printable(text_, kTopicPreview)));
+        }
+        out->append(event.source.database);
         break;
     }
   }

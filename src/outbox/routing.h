@@ -1,6 +1,8 @@
 // Router: the Kafka topic, key and headers of an event. Topic templates are
 // compiled once from the config: "{aggregate_type}", "{destination}",
-// "{event_type}", "{table}", "{schema}" are replaced; anything else is literal.
+// "{event_type}", "{table}", "{schema}", "{database}" are replaced; anything
+// else is literal. {database} is normally filled in per stream before the
+// template is compiled (config::StreamConfig), so that the topic stays fixed.
 #pragma once
 
 #include <string>
@@ -28,7 +30,7 @@ class TopicTemplate {
   const std::string& text() const { return text_; }
 
  private:
-  enum class Part { kLiteral, kAggregateType, kDestination, kEventType, kTable, kSchema };
+  enum class Part { kLiteral, kAggregateType, kDestination, kEventType, kTable, kSchema, kDatabase };
   struct Piece {
     Part part;
     std::string literal;

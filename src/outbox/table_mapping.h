@@ -43,6 +43,10 @@ struct TableConfig {
   KeySource key = KeySource::kId;
   ColumnNames columns;
   RecordConfig record;  // value format, headers, key/timestamp/partition columns
+  // Where the entry applies ([[outbox]] database, publication): empty for
+  // every database / every publication of [source].
+  std::string database;
+  std::string publication;
 };
 
 // Column positions of one outbox table, bound from its newest Relation message.

@@ -25,7 +25,7 @@ absl::Status StatusForAnswer(int status, std::string_view what, std::string_view
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<SchemaRegistryClient>> SchemaRegistryClient::Create(ClientOptions options,
-                                                                                   telemetry::Metrics* metrics) {
+                                                                                   telemetry::ProcessMetrics* metrics) {
   const std::string& url = options.url;
   const bool https = absl::StartsWith(url, "https://");
   if (!https && !absl::StartsWith(url, "http://")) {
@@ -70,7 +70,7 @@ absl::StatusOr<std::unique_ptr<SchemaRegistryClient>> SchemaRegistryClient::Crea
 }
 
 SchemaRegistryClient::SchemaRegistryClient(ClientOptions options, std::string prefix,
-                                           std::unique_ptr<httplib::Client> http, telemetry::Metrics* metrics)
+                                           std::unique_ptr<httplib::Client> http, telemetry::ProcessMetrics* metrics)
     : options_(std::move(options)), prefix_(std::move(prefix)), http_(std::move(http)), metrics_(metrics) {}
 
 SchemaRegistryClient::~SchemaRegistryClient() = default;

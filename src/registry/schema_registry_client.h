@@ -38,7 +38,7 @@ class SchemaRegistryClient {
  public:
   // InvalidArgumentError for a URL that is not http(s)://host[:port][/path].
   static absl::StatusOr<std::unique_ptr<SchemaRegistryClient>> Create(ClientOptions options,
-                                                                      telemetry::Metrics* metrics);
+                                                                      telemetry::ProcessMetrics* metrics);
   ~SchemaRegistryClient();
 
   // POST /subjects/{subject}/versions: registers (or finds) the schema; its id.
@@ -59,7 +59,7 @@ class SchemaRegistryClient {
 
  private:
   SchemaRegistryClient(ClientOptions options, std::string prefix, std::unique_ptr<httplib::Client> http,
-                       telemetry::Metrics* metrics);
+                       telemetry::ProcessMetrics* metrics);
   struct Answer {
     int status = 0;
     std::string body;
@@ -69,7 +69,7 @@ class SchemaRegistryClient {
   ClientOptions options_;
   std::string prefix_;  // the URL's path, without a trailing slash
   std::unique_ptr<httplib::Client> http_;
-  telemetry::Metrics* metrics_;
+  telemetry::ProcessMetrics* metrics_;
 };
 
 }  // namespace outboxd::registry

@@ -27,7 +27,7 @@ uint64_t LabeledCounter::Get(std::string_view label) const {
   return it == values_.end() ? 0 : it->second;
 }
 
-void LabeledCounter::Render(std::string_view name, std::string_view label_name,
+void LabeledCounter::Render(std::string_view name, std::string_view prefix, std::string_view label_name,
                             std::string* out) const {
   std::vector<std::pair<std::string, uint64_t>> rows;
   {
@@ -36,7 +36,8 @@ void LabeledCounter::Render(std::string_view name, std::string_view label_name,
   }
   std::sort(rows.begin(), rows.end());
   for (const auto& [label, value] : rows) {
-    fmt::format_to(std::back_inserter(*out), "{}{{{}=\"{}\"}} {}\n", name, label_name, label, value);
+    fmt::format_to(std::back_inserter(*out), "{}{{{}{}=\"{}\"}} {}\n", name, prefix, label_name,
+                   EscapeLabelValue(label), value);
   }
 }
 
@@ -50,16 +51,34 @@ void Histogram::Observe(double seconds, uint64_t count) {
                         std::memory_order_relaxed);
 }
 
-void Histogram::Render(std::string_view name, std::string* out) const {
+void Histogram::Render(std::string_view name, std::string_view labels, std::string* out) const {
+  const std::string prefix = labels.empty() ? std::string() : std::string(labels) + ",";
+  const std::string braces = labels.empty() ? std::string() : "{" + std::string(labels) + "}";
   uint64_t cumulative = 0;
   for (size_t i = 0; i < kBuckets; ++i) {
     cumulative += counts_[i].load(std::memory_order_relaxed);
-    fmt::format_to(std::back_inserter(*out), "{}_bucket{{le=\"{}\"}} {}\n", name, kBounds[i], cumulative);
+    fmt::format_to(std::back_inserter(*out), "{}_bucket{{{}le=\"{}\"}} {}\n", name, prefix, kBounds[i], cumulative);
   }
   cumulative += counts_[kBuckets].load(std::memory_order_relaxed);
-  fmt::format_to(std::back_inserter(*out), "{}_bucket{{le=\"+Inf\"}} {}\n", name, cumulative);
-  fmt::format_to(std::back_inserter(*out), "{}_sum {}\n", name, sum_micros_.load(std::memory_order_relaxed) / 1e6);
-  fmt::format_to(std::back_inserter(*out), "{}_count {}\n", name, count_.load(std::memory_order_relaxed));
+  fmt::format_to(std::back_inserter(*out), "{}_bucket{{{}le=\"+Inf\"}} {}\n", name, prefix, cumulative);
+  fmt::format_to(std::back_inserter(*out), "{}_sum{} {}\n", name, braces, sum_micros_.load(std::memory_order_relaxed) / 1e6);
+  fmt::format_to(std::back_inserter(*out), "{}_count{} {}\n", name, braces, count_.load(std::memory_order_relaxed));
+}
+
+std::string EscapeLabelValue(std::string_view value) {
+  std::string out;
+  out.reserve(value.size());
+  for (char c : value) {
+    if (c == '\\' || c == '"') {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  return out;
 }
 
 namespace {
@@ -68,16 +87,169 @@ void Family(std::string* out, std::string_view name, std::string_view type, std:
   fmt::format_to(std::back_inserter(*out), "# HELP outboxd_{} {}\n# TYPE outboxd_{} {}\n", name, help, name, type);
 }
 
+// One stream's labels as rendered inside braces: `database="a",slot="b"`, or
+// "" for an unlabelled set.
+std::string LabelText(const StreamLabels& labels) {
+  if (labels.database.empty() && labels.slot.empty()) return "";
+  return fmt::format("database=\"{}\",slot=\"{}\"", EscapeLabelValue(labels.database), EscapeLabelValue(labels.slot));
+}
+
 template <typename T>
-void Gauge(std::string* out, std::string_view name, std::string_view type, std::string_view help,
-           const std::atomic<T>& value) {
-  Family(out, name, type, help);
-  fmt::format_to(std::back_inserter(*out), "outboxd_{} {}\n", name, value.load(std::memory_order_relaxed));
+void Sample(std::string* out, std::string_view name, std::string_view labels, const std::atomic<T>& value) {
+  if (labels.empty()) {
+    fmt::format_to(std::back_inserter(*out), "outboxd_{} {}\n", name, value.load(std::memory_order_relaxed));
+  } else {
+    fmt::format_to(std::back_inserter(*out), "outboxd_{}{{{}}} {}\n", name, labels, value.load(std::memory_order_relaxed));
+  }
+}
+
+// A per-stream family: its header once, then `samples` for each stream that
+// `has` it. Streams are given with their label text.
+struct StreamFamily {
+  const char* name;
+  const char* type;
+  const char* help;
+  void (*samples)(const Metrics& m, const std::string& labels, std::string* out);
+  bool (*has)(const Metrics& m);
+};
+
+std::string Prefix(const std::string& labels) { return labels.empty() ? labels : labels + ","; }
+bool Always(const Metrics&) { return true; }
+bool SlotKnown(const Metrics& m) { return m.slot_known.load(std::memory_order_relaxed) != 0; }
+
+#define OUTBOXD_GAUGE(field) [](const Metrics& m, const std::string& l, std::string* out) { Sample(out, kName_##field, l, m.field); }
+
+constexpr const char* kName_transactions = "transactions_total";
+constexpr const char* kName_events_skipped = "events_skipped_total";
+constexpr const char* kName_transactions_split = "transactions_split_total";
+constexpr const char* kName_producer_fenced = "producer_fenced_total";
+constexpr const char* kName_replication_lag_bytes = "replication_lag_bytes";
+constexpr const char* kName_confirmed_flush_lsn = "confirmed_flush_lsn";
+constexpr const char* kName_received_lsn = "received_lsn";
+constexpr const char* kName_inflight_events = "inflight_events";
+constexpr const char* kName_producer_queue_bytes = "producer_queue_bytes";
+constexpr const char* kName_standby = "standby";
+constexpr const char* kName_slot_invalidated = "slot_invalidated";
+constexpr const char* kName_streaming = "streaming";
+constexpr const char* kName_stopped = "stopped";
+constexpr const char* kName_slot_active = "slot_active";
+constexpr const char* kName_slot_retained_wal_bytes = "slot_retained_wal_bytes";
+constexpr const char* kName_slot_safe_wal_size_bytes = "slot_safe_wal_size_bytes";
+constexpr const char* kName_slot_checked_unixtime = "slot_checked_timestamp_seconds";
+
+const StreamFamily kStreamFamilies[] = {
+    {"events_published_total", "counter", "Events acknowledged by Kafka, by topic.",
+     [](const Metrics& m, const std::string& l, std::string* out) {
+       m.events_published.Render("outboxd_events_published_total", Prefix(l), "topic", out);
+     },
+     Always},
+    {"events_dead_lettered_total", "counter", "Bad events sent to the dead-letter topic, by reason.",
+     [](const Metrics& m, const std::string& l, std::string* out) {
+       m.events_dead_lettered.Render("outboxd_events_dead_lettered_total", Prefix(l), "reason", out);
+     },
+     Always},
+    {"changes_ignored_total", "counter",
+     "Changes that are not events (updates, deletes, truncates, non-transactional or foreign messages), by kind.",
+     [](const Metrics& m, const std::string& l, std::string* out) {
+       m.changes_ignored.Render("outboxd_changes_ignored_total", Prefix(l), "kind", out);
+     },
+     Always},
+    {"reconnects_total", "counter", "Reconnections after a transient fault, by target.",
+     [](const Metrics& m, const std::string& l, std::string* out) {
+       m.reconnects.Render("outboxd_reconnects_total", Prefix(l), "target", out);
+     },
+     Always},
+    {"transactions_total", "counter", "Committed transactions received.", OUTBOXD_GAUGE(transactions), Always},
+    {"kafka_transactions_total", "counter",
+     "Kafka transactions of delivery = \"exactly_once\", by result: committed, aborted.",
+     [](const Metrics& m, const std::string& l, std::string* out) {
+       m.kafka_transactions.Render("outboxd_kafka_transactions_total", Prefix(l), "result", out);
+     },
+     Always},
+    {"events_skipped_total", "counter",
+     "Events not published again because the checkpoint shows Kafka committed them (exactly-once restarts).",
+     OUTBOXD_GAUGE(events_skipped), Always},
+    {"transactions_split_total", "counter",
+     "PostgreSQL transactions that outgrew one Kafka transaction and were committed in pieces (exactly-once).",
+     OUTBOXD_GAUGE(transactions_split), Always},
+    {"producer_fenced_total", "counter",
+     "Times another producer with the same transactional.id fenced this one (exactly-once).",
+     OUTBOXD_GAUGE(producer_fenced), Always},
+    {"checkpoint_bounded_total", "counter",
+     "Exactly-once starts whose checkpoint reached past the server's WAL history (a promotion, a restore), "
+     "so that it was trusted only in part or not at all, by reason: timeline, ahead_of_server.",
+     [](const Metrics& m, const std::string& l, std::string* out) {
+       m.checkpoint_bounded.Render("outboxd_checkpoint_bounded_total", Prefix(l), "reason", out);
+     },
+     Always},
+    {"publish_latency_seconds", "histogram", "Commit time to Kafka acknowledgement.",
+     [](const Metrics& m, const std::string& l, std::string* out) {
+       m.publish_latency.Render("outboxd_publish_latency_seconds", l, out);
+     },
+     Always},
+    {"replication_lag_bytes", "gauge", "Server WAL end minus confirmed flush LSN.",
+     OUTBOXD_GAUGE(replication_lag_bytes), Always},
+    {"confirmed_flush_lsn", "gauge", "Last flush LSN sent to PostgreSQL, as a number.",
+     OUTBOXD_GAUGE(confirmed_flush_lsn), Always},
+    {"received_lsn", "gauge", "Newest WAL position received, as a number.", OUTBOXD_GAUGE(received_lsn), Always},
+    {"inflight_events", "gauge", "Events produced and not yet acknowledged.", OUTBOXD_GAUGE(inflight_events), Always},
+    {"producer_queue_bytes", "gauge", "Bytes waiting in the producer queue.", OUTBOXD_GAUGE(producer_queue_bytes),
+     Always},
+    {"standby", "gauge", "1 while waiting for another instance to release the slot.", OUTBOXD_GAUGE(standby), Always},
+    {"slot_invalidated", "gauge",
+     "1 when PostgreSQL invalidated the replication slot (wal_status lost): events were lost upstream; see the "
+     "README section on faults.",
+     OUTBOXD_GAUGE(slot_invalidated), Always},
+    {"streaming", "gauge", "1 while a replication session streams from the slot.", OUTBOXD_GAUGE(streaming), Always},
+    {"stopped", "gauge",
+     "1 once the stream stopped on a fatal error (its last error is on /readyz); the other streams go on.",
+     OUTBOXD_GAUGE(stopped), Always},
+    {"slot_active", "gauge",
+     "1 while some process (this one or another) holds the slot, from pg_replication_slots.",
+     OUTBOXD_GAUGE(slot_active), SlotKnown},
+    {"slot_retained_wal_bytes", "gauge", "WAL the slot keeps on the server: pg_current_wal_lsn() minus restart_lsn.",
+     OUTBOXD_GAUGE(slot_retained_wal_bytes), SlotKnown},
+    {"slot_safe_wal_size_bytes", "gauge",
+     "WAL that can still be written before the slot is in danger of invalidation (max_slot_wal_keep_size).",
+     OUTBOXD_GAUGE(slot_safe_wal_size_bytes),
+     [](const Metrics& m) {
+       return SlotKnown(m) && m.slot_safe_wal_size_bytes.load(std::memory_order_relaxed) != Metrics::kUnknown;
+     }},
+    {"slot_wal_status", "gauge", "1 for the slot's current wal_status in pg_replication_slots, 0 for the others.",
+     [](const Metrics& m, const std::string& l, std::string* out) {
+       const int status = m.slot_wal_status.load(std::memory_order_relaxed);
+       for (int i = 0; i < static_cast<int>(std::size(Metrics::kSlotWalStatuses)); ++i) {
+         fmt::format_to(std::back_inserter(*out), "outboxd_slot_wal_status{{{}status=\"{}\"}} {}\n", Prefix(l),
+                        Metrics::kSlotWalStatuses[i], i == status ? 1 : 0);
+       }
+     },
+     SlotKnown},
+    {"slot_checked_timestamp_seconds", "gauge", "Unix time of the last successful pg_replication_slots query.",
+     OUTBOXD_GAUGE(slot_checked_unixtime), SlotKnown},
+};
+
+#undef OUTBOXD_GAUGE
+
+// Every per-stream family over `streams` (each with its label text).
+void RenderStreams(const std::vector<std::pair<const Metrics*, std::string>>& streams, std::string* out) {
+  for (const StreamFamily& family : kStreamFamilies) {
+    bool header = false;
+    for (const auto& [metrics, labels] : streams) {
+      if (!family.has(*metrics)) continue;
+      if (!header) {
+        Family(out, family.name, family.type, family.help);
+        header = true;
+      }
+      family.samples(*metrics, labels, out);
+    }
+  }
 }
 
 }  // namespace
 
-Metrics::Metrics() {
+Metrics::Metrics() : Metrics(StreamLabels{}) {}
+
+Metrics::Metrics(StreamLabels labels) : labels_(std::move(labels)) {
   for (std::string_view reason : bad_event::kAllReasons) events_dead_lettered.Declare(reason);
   for (std::string_view target : kReconnectTargets) reconnects.Declare(target);
   for (std::string_view result : {"committed", "aborted"}) kafka_transactions.Declare(result);
@@ -94,59 +266,58 @@ Metrics::Metrics() {
 
 std::string Metrics::RenderPrometheus() const {
   std::string out;
-  Family(&out, "events_published_total", "counter", "Events acknowledged by Kafka, by topic.");
-  events_published.Render("outboxd_events_published_total", "topic", &out);
-  Family(&out, "events_dead_lettered_total", "counter", "Bad events sent to the dead-letter topic, by reason.");
-  events_dead_lettered.Render("outboxd_events_dead_lettered_total", "reason", &out);
-  Family(&out, "changes_ignored_total", "counter", "Changes that are not events (updates, deletes, truncates, non-transactional or foreign messages), by kind.");
-  changes_ignored.Render("outboxd_changes_ignored_total", "kind", &out);
-  Family(&out, "reconnects_total", "counter", "Reconnections after a transient fault, by target.");
-  reconnects.Render("outboxd_reconnects_total", "target", &out);
+  RenderStreams({{this, LabelText(labels_)}}, &out);
+  return out;
+}
+
+ProcessMetrics::ProcessMetrics() = default;
+
+MetricsRegistry::MetricsRegistry(std::string version) : version_(std::move(version)) {}
+
+absl::StatusOr<std::shared_ptr<Metrics>> MetricsRegistry::AddStream(const StreamLabels& labels) {
+  absl::MutexLock lock(&mu_);
+  auto at = std::lower_bound(streams_.begin(), streams_.end(), labels,
+                             [](const std::shared_ptr<Metrics>& m, const StreamLabels& l) { return m->labels() < l; });
+  if (at != streams_.end() && (*at)->labels() == labels) {
+    return absl::AlreadyExistsError(fmt::format("metrics of database \"{}\" slot \"{}\" exist already",
+                                                labels.database, labels.slot));
+  }
+  auto metrics = std::make_shared<Metrics>(labels);
+  streams_.insert(at, metrics);
+  return metrics;
+}
+
+void MetricsRegistry::RemoveStream(const StreamLabels& labels) {
+  absl::MutexLock lock(&mu_);
+  streams_.erase(std::remove_if(streams_.begin(), streams_.end(),
+                                [&](const std::shared_ptr<Metrics>& m) { return m->labels() == labels; }),
+                 streams_.end());
+}
+
+std::vector<std::shared_ptr<const Metrics>> MetricsRegistry::Streams() const {
+  absl::MutexLock lock(&mu_);
+  return {streams_.begin(), streams_.end()};
+}
+
+std::string MetricsRegistry::RenderPrometheus() const {
+  const std::vector<std::shared_ptr<const Metrics>> streams = Streams();
+  std::string out;
+  Family(&out, "up", "gauge", "1 while the process runs.");
+  Sample(&out, "up", "", process_.up);
+  if (!version_.empty()) {
+    Family(&out, "build_info", "gauge", "1, labelled with the version of outboxd.");
+    fmt::format_to(std::back_inserter(out), "outboxd_build_info{{version=\"{}\"}} 1\n", EscapeLabelValue(version_));
+  }
+  Family(&out, "kafka_brokers_up", "gauge",
+         "Kafka brokers the producer is connected to (-1 before the first statistics report).");
+  Sample(&out, "kafka_brokers_up", "", process_.kafka_brokers_up);
   Family(&out, "schema_registry_requests_total", "counter",
          "Schema registry requests, by result: ok, unreachable, refused.");
-  schema_registry_requests.Render("outboxd_schema_registry_requests_total", "result", &out);
-  Gauge(&out, "transactions_total", "counter", "Committed transactions received.", transactions);
-  Family(&out, "kafka_transactions_total", "counter",
-         "Kafka transactions of delivery = \"exactly_once\", by result: committed, aborted.");
-  kafka_transactions.Render("outboxd_kafka_transactions_total", "result", &out);
-  Gauge(&out, "events_skipped_total", "counter",
-        "Events not published again because the checkpoint shows Kafka committed them (exactly-once restarts).",
-        events_skipped);
-  Gauge(&out, "transactions_split_total", "counter",
-        "PostgreSQL transactions that outgrew one Kafka transaction and were committed in pieces (exactly-once).",
-        transactions_split);
-  Gauge(&out, "producer_fenced_total", "counter",
-        "Times another producer with the same transactional.id fenced this one (exactly-once).", producer_fenced);
-  Family(&out, "checkpoint_bounded_total", "counter",
-         "Exactly-once starts whose checkpoint reached past the server's WAL history (a promotion, a restore), "
-         "so that it was trusted only in part or not at all, by reason: timeline, ahead_of_server.");
-  checkpoint_bounded.Render("outboxd_checkpoint_bounded_total", "reason", &out);
-  Family(&out, "publish_latency_seconds", "histogram", "Commit time to Kafka acknowledgement.");
-  publish_latency.Render("outboxd_publish_latency_seconds", &out);
-  Gauge(&out, "replication_lag_bytes", "gauge", "Server WAL end minus confirmed flush LSN.", replication_lag_bytes);
-  Gauge(&out, "confirmed_flush_lsn", "gauge", "Last flush LSN sent to PostgreSQL, as a number.", confirmed_flush_lsn);
-  Gauge(&out, "received_lsn", "gauge", "Newest WAL position received, as a number.", received_lsn);
-  Gauge(&out, "inflight_events", "gauge", "Events produced and not yet acknowledged.", inflight_events);
-  Gauge(&out, "producer_queue_bytes", "gauge", "Bytes waiting in the producer queue.", producer_queue_bytes);
-  Gauge(&out, "standby", "gauge", "1 while waiting for another instance to release the slot.", standby);
-  Gauge(&out, "slot_invalidated", "gauge", "1 when PostgreSQL invalidated the replication slot (wal_status lost): events were lost upstream; see the README section on faults.", slot_invalidated);
-  Gauge(&out, "up", "gauge", "1 while the process runs.", up);
-  Gauge(&out, "streaming", "gauge", "1 while a replication session streams from the slot.", streaming);
-  Gauge(&out, "kafka_brokers_up", "gauge", "Kafka brokers the producer is connected to (-1 before the first statistics report).", kafka_brokers_up);
-  if (slot_known.load(std::memory_order_relaxed) != 0) {
-    Gauge(&out, "slot_active", "gauge", "1 while some process (this one or another) holds the slot, from pg_replication_slots.", slot_active);
-    Gauge(&out, "slot_retained_wal_bytes", "gauge", "WAL the slot keeps on the server: pg_current_wal_lsn() minus restart_lsn.", slot_retained_wal_bytes);
-    if (slot_safe_wal_size_bytes.load(std::memory_order_relaxed) != kUnknown) {
-      Gauge(&out, "slot_safe_wal_size_bytes", "gauge", "WAL that can still be written before the slot is in danger of invalidation (max_slot_wal_keep_size).", slot_safe_wal_size_bytes);
-    }
-    Family(&out, "slot_wal_status", "gauge", "1 for the slot's current wal_status in pg_replication_slots, 0 for the others.");
-    const int status = slot_wal_status.load(std::memory_order_relaxed);
-    for (int i = 0; i < static_cast<int>(std::size(kSlotWalStatuses)); ++i) {
-      fmt::format_to(std::back_inserter(out), "outboxd_slot_wal_status{{status=\"{}\"}} {}\n",
-                     kSlotWalStatuses[i], i == status ? 1 : 0);
-    }
-    Gauge(&out, "slot_checked_timestamp_seconds", "gauge", "Unix time of the last successful pg_replication_slots query.", slot_checked_unixtime);
-  }
+  process_.schema_registry_requests.Render("outboxd_schema_registry_requests_total", "", "result", &out);
+  std::vector<std::pair<const Metrics*, std::string>> labelled;
+  labelled.reserve(streams.size());
+  for (const auto& m : streams) labelled.emplace_back(m.get(), LabelText(m->labels()));
+  RenderStreams(labelled, &out);
   return out;
 }
 

@@ -1,14 +1,29 @@
 // Metrics: the counters and gauges of ../docs (DESIGN "Metrics"), kept as
 // atomics so the pipeline updates them without locks and an HTTP thread can
 // render them. Names are Prometheus names without the outboxd_ prefix.
+// `Metrics` is one stream's set (its series carry database and slot labels);
+// `ProcessMetrics` the process-wide set (unlabelled); `MetricsRegistry` owns
+// both, one Metrics per (database, slot), and renders them together.
+//
+// Why not prometheus-cpp (Debian's prometheus-cpp-dev 1.0, core): measured by
+// tests/unit/telemetry/metrics_bench.cc, its per-event cost matches ours only
+// when the caller caches a Counter* per (database, slot, topic) (Family::Add
+// per event is 6-9x slower), which LabeledCounter already does inside without
+// changing the pipeline's calls; and serializing 3 of its families for 20
+// streams takes about as long as rendering all 27 of ours. So it would add a
+// dependency (CI, image) for no gain on the hot path or at idle.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -32,8 +47,10 @@ class LabeledCounter {
     warn_ = std::move(warn);
   }
   uint64_t Get(std::string_view label) const;
-  // Appends "name{label_name="v"} n" lines.
-  void Render(std::string_view name, std::string_view label_name, std::string* out) const;
+  // Appends "name{<prefix>label_name="v"} n" lines; `prefix` is "" or the
+  // stream's labels followed by a comma.
+  void Render(std::string_view name, std::string_view prefix, std::string_view label_name,
+              std::string* out) const;
 
  private:
   mutable absl::Mutex mu_;
@@ -51,7 +68,8 @@ class Histogram {
  public:
   // Observes `seconds` `count` times (e.g. once per event of a batch).
   void Observe(double seconds, uint64_t count = 1);
-  void Render(std::string_view name, std::string* out) const;
+  // `labels` is "" or the stream's labels, e.g. database="app",slot="s".
+  void Render(std::string_view name, std::string_view labels, std::string* out) const;
 
  private:
   static constexpr double kBounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -70,18 +88,32 @@ inline constexpr std::string_view kReconnectTargets[] = {"postgres", "kafka"};
 // server's WAL position (not trusted). pipeline/checkpoint.h names them too.
 inline constexpr std::string_view kCheckpointBoundReasons[] = {"timeline", "ahead_of_server"};
 
+// Which stream a Metrics set belongs to: its `database` and `slot` labels.
+struct StreamLabels {
+  std::string database;
+  std::string slot;
+
+  friend bool operator==(const StreamLabels&, const StreamLabels&) = default;
+  friend bool operator<(const StreamLabels& a, const StreamLabels& b) {
+    return a.database != b.database ? a.database < b.database : a.slot < b.slot;
+  }
+};
+
+// One stream's metrics: the pipeline, the relay and the slot monitor of that
+// stream write them.
 struct Metrics {
   // Declares every known label value of the labelled counters (reconnect
   // targets, dead-letter reasons) so each is exported at 0 from the start.
+  // Without labels (tests, a pipeline alone) the series render unlabelled.
   Metrics();
+  explicit Metrics(StreamLabels labels);
+  Metrics(const Metrics&) = delete;
+  Metrics& operator=(const Metrics&) = delete;
 
   LabeledCounter events_published;       // {topic}
   LabeledCounter events_dead_lettered;   // {reason}
   LabeledCounter changes_ignored;        // {kind}: update, delete, truncate, message, relation
   LabeledCounter reconnects;             // {target}: postgres, kafka
-  // {result}: ok, unreachable (no answer, timeout, 5xx), refused (4xx: auth,
-  // incompatible schema, unknown subject). Only with [schema_registry].
-  LabeledCounter schema_registry_requests;
   std::atomic<uint64_t> transactions{0};
   // [sink] delivery = "exactly_once": Kafka transactions by result (committed,
   // aborted), events skipped because a checkpoint says Kafka holds them,
@@ -104,10 +136,10 @@ struct Metrics {
   std::atomic<int> standby{0};
   std::atomic<int> slot_invalidated{0};  // 1: PostgreSQL invalidated the slot (gap upstream)
   std::atomic<int> streaming{0};
-  std::atomic<int> up{1};
-  // Brokers the producer is connected to, from librdkafka's statistics; -1
-  // until the first report.
-  std::atomic<int> kafka_brokers_up{-1};
+  // 1 once the stream stopped for good on a fatal error (slot invalidated or
+  // dropped, on_bad_event = "stop", a protocol violation): the process's
+  // other streams go on. Set by whoever ran it (the stream supervisor).
+  std::atomic<int> stopped{0};
   // From the periodic pg_replication_slots query (SlotMonitor); rendered only
   // once a query succeeded. wal_status is an index into kSlotWalStatuses.
   std::atomic<int> slot_known{0};
@@ -124,12 +156,67 @@ struct Metrics {
   void SetLastError(std::string_view message);
   std::string LastError() const;
 
-  // Prometheus text exposition format, every name prefixed outboxd_.
+  const StreamLabels& labels() const { return labels_; }
+
+  // This stream's series alone, in the Prometheus text exposition format,
+  // every name prefixed outboxd_ (the process's are MetricsRegistry's).
   std::string RenderPrometheus() const;
 
  private:
+  const StreamLabels labels_;
   mutable absl::Mutex last_error_mu_;
   std::string last_error_ ABSL_GUARDED_BY(last_error_mu_);
 };
+
+// The process-wide metrics: no database or slot label.
+struct ProcessMetrics {
+  ProcessMetrics();
+  ProcessMetrics(const ProcessMetrics&) = delete;
+  ProcessMetrics& operator=(const ProcessMetrics&) = delete;
+
+  std::atomic<int> up{1};
+  // Brokers the (shared) producer is connected to, from librdkafka's
+  // statistics; -1 until the first report.
+  std::atomic<int> kafka_brokers_up{-1};
+  // {result}: ok, unreachable (no answer, timeout, 5xx), refused (4xx: auth,
+  // incompatible schema, unknown subject). Only with [schema_registry].
+  LabeledCounter schema_registry_requests;
+  // 1 once the process knows which streams it serves (the first discovery
+  // ran, or a single-stream config): before that, no stream is no news.
+  std::atomic<int> streams_known{0};
+};
+
+// Owns the process-wide set and one Metrics per stream, created and removed
+// at run time (a database that gains or loses the publication), and renders
+// them together: each family's HELP and TYPE once, then its series for every
+// stream. Thread-safe.
+class MetricsRegistry {
+ public:
+  // `version` becomes outboxd_build_info{version="..."} 1.
+  explicit MetricsRegistry(std::string version = "");
+
+  ProcessMetrics& process() { return process_; }
+  const ProcessMetrics& process() const { return process_; }
+
+  // The set of one stream; AlreadyExistsError when (database, slot) has one.
+  // The registry keeps a reference until RemoveStream, so a scrape never
+  // reads a set that its stream just dropped.
+  absl::StatusOr<std::shared_ptr<Metrics>> AddStream(const StreamLabels& labels);
+  // Its series disappear from the next scrape. No-op when absent.
+  void RemoveStream(const StreamLabels& labels);
+  // Every stream's set, by database then slot.
+  std::vector<std::shared_ptr<const Metrics>> Streams() const;
+
+  std::string RenderPrometheus() const;
+
+ private:
+  const std::string version_;
+  ProcessMetrics process_;
+  mutable absl::Mutex mu_;
+  std::vector<std::shared_ptr<Metrics>> streams_ ABSL_GUARDED_BY(mu_);  // sorted by labels
+};
+
+// A Prometheus label value with \, " and newline escaped.
+std::string EscapeLabelValue(std::string_view value);
 
 }  // namespace outboxd::telemetry

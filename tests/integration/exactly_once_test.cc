@@ -103,7 +103,7 @@ double Metric(int port, const std::string& series, double fallback = 0) {
   client.set_read_timeout(5, 0);
   auto res = client.Get("/metrics");
   if (!res || res->status != 200) return fallback;
-  const std::string& body = res->body;
+  const std::string body = WithoutStreamLabels(res->body);
   const std::string prefix = series + " ";
   for (size_t at = body.find(prefix); at != std::string::npos; at = body.find(prefix, at + 1)) {
     if (at == 0 || body[at - 1] == '\n') return std::strtod(body.c_str() + at + prefix.size(), nullptr);

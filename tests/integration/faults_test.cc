@@ -437,7 +437,7 @@ TEST_F(FaultsTest, InvalidatedSlotStopsWithAMetricAndIsRecreatedOnlyOnRequest) {
   ASSERT_TRUE(refused.WaitForLog("before exiting", absl::Seconds(30))) << refused.Log();
   const auto [metrics_status, scrape] = HttpGet(port, "/metrics");
   EXPECT_EQ(metrics_status, 200);
-  EXPECT_THAT(scrape, HasSubstr("\noutboxd_slot_invalidated 1\n"));
+  EXPECT_THAT(scrape, HasSubstr("\n" + StreamSeries("outboxd_slot_invalidated", source_.slot) + " 1\n"));
   const auto [ready_status, ready_body] = HttpGet(port, "/readyz");
   EXPECT_EQ(ready_status, 503);
   EXPECT_THAT(ready_body, HasSubstr("invalidated"));

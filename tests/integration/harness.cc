@@ -12,6 +12,7 @@ extern char** environ;
 #include <atomic>
 #include <cstdlib>
 #include <fstream>
+#include <regex>
 #include <random>
 #include <sstream>
 
@@ -216,6 +217,19 @@ level = "debug"
 )",
                      PgDsn(), source.slot, source.publication, KafkaBootstrap(), source.table,
                      source.topic_prefix, extra_outbox_keys);
+}
+
+std::string StreamSeries(const std::string& series, const std::string& slot, const std::string& database) {
+  const std::string labels = fmt::format("database=\"{}\",slot=\"{}\"", database, slot);
+  const size_t brace = series.find('{');
+  if (brace == std::string::npos) return fmt::format("{}{{{}}}", series, labels);
+  return fmt::format("{}{{{},{}", series.substr(0, brace), labels, series.substr(brace + 1));
+}
+
+std::string WithoutStreamLabels(const std::string& scrape) {
+  static const std::regex kAlone(R"re(\{database="(?:[^"\\]|\\.)*",slot="(?:[^"\\]|\\.)*"\})re");
+  static const std::regex kFirst(R"re(\{database="(?:[^"\\]|\\.)*",slot="(?:[^"\\]|\\.)*",)re");
+  return std::regex_replace(std::regex_replace(scrape, kAlone, ""), kFirst, "{");
 }
 
 std::vector<Record> ReadTopics(const std::vector<std::string>& topics, size_t expected,

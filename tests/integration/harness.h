@@ -218,6 +218,15 @@ class Writer {
 // The config for a test source against the local stack.
 std::string ConfigFor(const TestSource& source, const std::string& extra_outbox_keys = "");
 
+// The Prometheus series `series` ("name" or "name{label=\"v\",...}") of the
+// one stream of an outboxd on the local stack, as outboxd renders it: with
+// database="app" (the DSN's database) and slot="<slot>" as its first labels.
+std::string StreamSeries(const std::string& series, const std::string& slot, const std::string& database = "app");
+
+// A /metrics scrape with the database and slot labels of every per-stream
+// series removed: for tests of a single stream that look series up by name.
+std::string WithoutStreamLabels(const std::string& scrape);
+
 // Runs deploy/local/stack.sh with the arguments; true on exit 0.
 bool Stack(const std::string& args);
 

@@ -116,6 +116,8 @@ class ObservabilityTest : public ::testing::Test {
   std::string Config(int port, const std::string& extra_sections = "") const {
     return WithListen(ConfigFor(source_), port) + extra_sections;
   }
+  // A per-stream series of the test's one stream (database "app", its slot).
+  std::string S(const std::string& series) const { return StreamSeries(series, source_.slot); }
   OutboxdProcess* Start(const std::string& config) {
     processes_.push_back(std::make_unique<OutboxdProcess>(config));
     processes_.back()->Start();
@@ -144,11 +146,17 @@ TEST_F(ObservabilityTest, MetricsMoveDuringARunAndPassPromtool) {
   ASSERT_TRUE(WaitReady(port, 200, "ready: streaming", absl::Seconds(60), &ready))
       << ready.status << " " << ready.body << outboxd->Log();
   EXPECT_EQ(Get(port, "/healthz").status, 200);
+  // One stream, named by its database (the DSN's) and slot.
+  const nlohmann::json readyz = nlohmann::json::parse(ready.body);
+  ASSERT_EQ(readyz["streams"].size(), 1u) << ready.body;
+  EXPECT_EQ(readyz["streams"][0]["database"], "app");
+  EXPECT_EQ(readyz["streams"][0]["slot"], source_.slot);
+  EXPECT_EQ(readyz["streams"][0]["state"], "streaming");
 
   constexpr int kTxns = 4, kRows = 25;
   for (int t = 0; t < kTxns; ++t) InsertRows(sql_, source_.table, t, kRows);
   const std::string published =
-      fmt::format("outboxd_events_published_total{{topic=\"{}.Order\"}}", source_.topic_prefix);
+      S(fmt::format("outboxd_events_published_total{{topic=\"{}.Order\"}}", source_.topic_prefix));
   std::string scrape;
   ASSERT_TRUE(WaitFor(
       [&] {
@@ -164,25 +172,25 @@ TEST_F(ObservabilityTest, MetricsMoveDuringARunAndPassPromtool) {
         scrape = Get(port, "/metrics").body;
         const Lsn slot = sql_.ConfirmedFlush(source_.slot);
         return slot.value() != 0 &&
-               SampleOr(scrape, "outboxd_confirmed_flush_lsn") == static_cast<double>(slot.value()) &&
-               SampleOr(scrape, "outboxd_inflight_events") == 0 &&
-               Sample(scrape, "outboxd_slot_retained_wal_bytes").has_value();
+               SampleOr(scrape, S("outboxd_confirmed_flush_lsn")) == static_cast<double>(slot.value()) &&
+               SampleOr(scrape, S("outboxd_inflight_events")) == 0 &&
+               Sample(scrape, S("outboxd_slot_retained_wal_bytes")).has_value();
       },
       absl::Seconds(60), absl::Milliseconds(200)))
       << scrape;
-  EXPECT_GE(SampleOr(scrape, "outboxd_transactions_total"), kTxns);
-  EXPECT_EQ(SampleOr(scrape, "outboxd_publish_latency_seconds_count"), kTxns * kRows);
-  EXPECT_GT(SampleOr(scrape, "outboxd_publish_latency_seconds_sum"), 0);
-  EXPECT_GE(SampleOr(scrape, "outboxd_received_lsn"), SampleOr(scrape, "outboxd_confirmed_flush_lsn"));
-  EXPECT_EQ(SampleOr(scrape, "outboxd_producer_queue_bytes"), 0);
-  EXPECT_GE(SampleOr(scrape, "outboxd_replication_lag_bytes"), 0);
+  EXPECT_GE(SampleOr(scrape, S("outboxd_transactions_total")), kTxns);
+  EXPECT_EQ(SampleOr(scrape, S("outboxd_publish_latency_seconds_count")), kTxns * kRows);
+  EXPECT_GT(SampleOr(scrape, S("outboxd_publish_latency_seconds_sum")), 0);
+  EXPECT_GE(SampleOr(scrape, S("outboxd_received_lsn")), SampleOr(scrape, S("outboxd_confirmed_flush_lsn")));
+  EXPECT_EQ(SampleOr(scrape, S("outboxd_producer_queue_bytes")), 0);
+  EXPECT_GE(SampleOr(scrape, S("outboxd_replication_lag_bytes")), 0);
   EXPECT_EQ(SampleOr(scrape, "outboxd_up"), 1);
-  EXPECT_EQ(SampleOr(scrape, "outboxd_standby"), 0);
-  EXPECT_EQ(SampleOr(scrape, "outboxd_streaming"), 1);
+  EXPECT_EQ(SampleOr(scrape, S("outboxd_standby")), 0);
+  EXPECT_EQ(SampleOr(scrape, S("outboxd_streaming")), 1);
   EXPECT_GE(SampleOr(scrape, "outboxd_kafka_brokers_up"), 1);
-  EXPECT_EQ(SampleOr(scrape, "outboxd_slot_active"), 1);
-  EXPECT_EQ(SampleOr(scrape, "outboxd_slot_wal_status{status=\"reserved\"}"), 1);
-  EXPECT_GT(SampleOr(scrape, "outboxd_slot_retained_wal_bytes"), 0);
+  EXPECT_EQ(SampleOr(scrape, S("outboxd_slot_active")), 1);
+  EXPECT_EQ(SampleOr(scrape, S("outboxd_slot_wal_status{status=\"reserved\"}")), 1);
+  EXPECT_GT(SampleOr(scrape, S("outboxd_slot_retained_wal_bytes")), 0);
 
   // Unrelated writes move the server's WAL end; with the outbox idle, outboxd
   // confirms the keepalive's position, and the lag metric (computed from the
@@ -195,9 +203,9 @@ TEST_F(ObservabilityTest, MetricsMoveDuringARunAndPassPromtool) {
   EXPECT_TRUE(WaitFor(
       [&] {
         scrape = Get(port, "/metrics").body;
-        return SampleOr(scrape, "outboxd_confirmed_flush_lsn") >= static_cast<double>(after_noise.value()) &&
-               SampleOr(scrape, "outboxd_received_lsn") >= static_cast<double>(after_noise.value()) &&
-               SampleOr(scrape, "outboxd_replication_lag_bytes", 1e18) < 1024 * 1024;
+        return SampleOr(scrape, S("outboxd_confirmed_flush_lsn")) >= static_cast<double>(after_noise.value()) &&
+               SampleOr(scrape, S("outboxd_received_lsn")) >= static_cast<double>(after_noise.value()) &&
+               SampleOr(scrape, S("outboxd_replication_lag_bytes"), 1e18) < 1024 * 1024;
       },
       absl::Seconds(90), absl::Milliseconds(250)))
       << "after " << after_noise.ToString() << "\n" << scrape;
@@ -233,7 +241,7 @@ TEST_F(ObservabilityTest, ReadyzIs503WhileKafkaIsDownAnd200After) {
   // And events flow again.
   InsertRows(sql_, source_.table, 1, 5);
   const std::string published =
-      fmt::format("outboxd_events_published_total{{topic=\"{}.Order\"}}", source_.topic_prefix);
+      S(fmt::format("outboxd_events_published_total{{topic=\"{}.Order\"}}", source_.topic_prefix));
   std::string scrape;
   EXPECT_TRUE(WaitFor([&] { return SampleOr(scrape = Get(port, "/metrics").body, published) == 5; },
                       absl::Seconds(60), absl::Milliseconds(200)))
@@ -255,12 +263,12 @@ TEST_F(ObservabilityTest, StandbyIsReadyButNotActiveUntilItTakesOver) {
   ASSERT_TRUE(WaitReady(standby_port, 200, "ready: standby", absl::Seconds(60), &ready))
       << ready.status << " " << ready.body << standby->Log();
   const std::string scrape = Get(standby_port, "/metrics").body;
-  EXPECT_EQ(SampleOr(scrape, "outboxd_standby"), 1) << scrape;
-  EXPECT_EQ(SampleOr(scrape, "outboxd_streaming"), 0) << scrape;
+  EXPECT_EQ(SampleOr(scrape, S("outboxd_standby")), 1) << scrape;
+  EXPECT_EQ(SampleOr(scrape, S("outboxd_streaming")), 0) << scrape;
   EXPECT_EQ(Get(standby_port, "/healthz").status, 200);
   const HttpResult standby_active = Get(standby_port, "/active");
   EXPECT_EQ(standby_active.status, 503);
-  EXPECT_THAT(standby_active.body, StartsWith("not ready: standby"));
+  EXPECT_EQ(standby_active.body, "{\"active\":false,\"streams\":[]}\n");
   EXPECT_EQ(Get(active_port, "/readyz").status, 200);
   EXPECT_EQ(Get(active_port, "/active").status, 200);
 
@@ -268,7 +276,7 @@ TEST_F(ObservabilityTest, StandbyIsReadyButNotActiveUntilItTakesOver) {
   ASSERT_TRUE(WaitReady(standby_port, 200, "ready: streaming", absl::Seconds(90), &ready))
       << ready.status << " " << ready.body << standby->Log();
   EXPECT_EQ(Get(standby_port, "/active").status, 200);
-  EXPECT_EQ(SampleOr(Get(standby_port, "/metrics").body, "outboxd_standby"), 0);
+  EXPECT_EQ(SampleOr(Get(standby_port, "/metrics").body, S("outboxd_standby")), 0);
 }
 
 // Every line of a run with a DSN password and a Kafka secret in the config,
@@ -302,7 +310,7 @@ TEST_P(LogSecretsTest, NoSecretInAnyLogLine) {
   // Events.
   InsertRows(sql_, source_.table, 1, 10);
   const std::string published =
-      fmt::format("outboxd_events_published_total{{topic=\"{}.Order\"}}", source_.topic_prefix);
+      S(fmt::format("outboxd_events_published_total{{topic=\"{}.Order\"}}", source_.topic_prefix));
   ASSERT_TRUE(WaitFor([&] { return SampleOr(Get(port, "/metrics").body, published) == 10; },
                       absl::Seconds(60), absl::Milliseconds(200)))
       << outboxd->Log();
@@ -312,7 +320,7 @@ TEST_P(LogSecretsTest, NoSecretInAnyLogLine) {
       source_.slot));
   ASSERT_TRUE(WaitFor(
       [&] {
-        return SampleOr(Get(port, "/metrics").body, "outboxd_reconnects_total{target=\"postgres\"}", 0) >= 1;
+        return SampleOr(Get(port, "/metrics").body, S("outboxd_reconnects_total{target=\"postgres\"}"), 0) >= 1;
       },
       absl::Seconds(60), absl::Milliseconds(200)))
       << outboxd->Log();

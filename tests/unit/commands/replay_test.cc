@@ -149,6 +149,52 @@ TEST(ParseReplayFlagsTest, ReadsEveryFlagInBothForms) {
   EXPECT_TRUE(options->dry_run);
 }
 
+TEST(ParseReplayFlagsTest, DatabaseInBothForms) {
+  auto options = ParseReplayFlags({"--database", "orders", "--table", "outbox", "--since=2026-01-01T10:00:00Z"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->database, "orders");
+  options = ParseReplayFlags({"--database=billing", "--table", "outbox", "--since=2026-01-01T10:00:00Z"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->database, "billing");
+  EXPECT_EQ(ParseReplayFlags({"--database=", "--table", "t", "--since=2026-01-01T10:00:00Z"}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+config::Config ParseConfigText(std::string_view source, std::string_view outbox) {
+  const std::string text = "[source]\ndsn = \"host=db dbname=postgres user=o\"\n" + std::string(source) +
+                           "[sink.kafka]\n\"bootstrap.servers\" = \"k:9092\"\n" + std::string(outbox);
+  auto config = config::ParseConfig(text, [](std::string_view) -> std::optional<std::string> { return std::nullopt; });
+  EXPECT_TRUE(config.ok()) << config.status();
+  return config.ok() ? *config : config::Config();
+}
+
+// replay --database: required with [source] databases, and then reads that
+// database's DSN and the [[outbox]] entries that apply to it.
+TEST(ReplayConfigTest, DatabaseChoosesTheDsnAndTables) {
+  const config::Config cluster = ParseConfigText(
+      "databases = [\"orders\", \"billing\"]\nslot = \"s_{database}\"\n",
+      "[[outbox]]\ntable = \"outbox\"\ntopic = \"{database}.events\"\n"
+      "[[outbox]]\ntable = \"ledger\"\ndatabase = \"billing\"\n");
+  absl::StatusOr<config::Config> billing = ReplayConfig(cluster, "billing");
+  ASSERT_TRUE(billing.ok()) << billing.status();
+  EXPECT_EQ(billing->source.dsn, "user='o' dbname='billing' host='db'");
+  ASSERT_EQ(billing->outbox.size(), 2u);
+  EXPECT_EQ(billing->outbox[0].topic, "billing.events");
+  absl::StatusOr<config::Config> orders = ReplayConfig(cluster, "orders");
+  ASSERT_TRUE(orders.ok()) << orders.status();
+  EXPECT_EQ(orders->outbox.size(), 1u);
+
+  EXPECT_THAT(std::string(ReplayConfig(cluster, "").status().message()),
+              HasSubstr("say which one to replay from with --database NAME"));
+  EXPECT_THAT(std::string(ReplayConfig(cluster, "shipping").status().message()),
+              HasSubstr("--database shipping is not in [source] databases (orders, billing)"));
+
+  const config::Config single = ParseConfigText("", "[[outbox]]\ntable = \"outbox\"\n");
+  EXPECT_TRUE(ReplayConfig(single, "").ok());
+  EXPECT_TRUE(ReplayConfig(single, "postgres").ok());
+  EXPECT_EQ(ReplayConfig(single, "orders").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(ParseReplayFlagsTest, SaysWhatIsMissingOrWrong) {
   auto message = [](const std::vector<std::string_view>& args) {
     auto options = ParseReplayFlags(args);

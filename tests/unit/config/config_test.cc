@@ -407,9 +407,9 @@ dns = "host=db"
             "transactional_id, checkpoint_topic, transaction_interval, transaction_max_events, "
             "transaction_gap");
   EXPECT_EQ(ErrorOf("[source]\ndsn = \"h\"\non_bad_event = \"stop\"\n"),
-            "config: line 3: unknown key source.on_bad_event; the keys of [source] are: dsn, slot, "
-            "publication, create_slot, status_interval, state_dir, failover, standby_dsn, snapshot, "
-            "primary_dsn");
+            "config: line 3: unknown key source.on_bad_event; the keys of [source] are: dsn, databases, "
+            "discovery_interval, slot, max_active_slots, publication, create_slot, status_interval, state_dir, "
+            "failover, standby_dsn, snapshot, primary_dsn");
 }
 
 TEST(ParseConfigTest, WrongTypesNameKeyAndType) {
@@ -612,7 +612,7 @@ TEST(ParseConfigTest, BadTableNames) {
 TEST(ParseConfigTest, SlotAndPublicationNames) {
   EXPECT_EQ(ErrorOf("[source]\ndsn = \"h\"\nslot = \"My-Slot\"\n"),
             "config: line 3: source.slot = \"My-Slot\": a replication slot name is 1 to 63 "
-            "lower-case letters, digits and underscores");
+            "lower-case letters, digits and underscores (placeholders {database} and {publication} allowed)");
   EXPECT_THAT(ErrorOf("[source]\ndsn = \"h\"\nslot = \"" + std::string(64, 's') + "\"\n"),
               HasSubstr("line 3: source.slot = "));
   EXPECT_THAT(ErrorOf("[source]\ndsn = \"h\"\npublication = \"1pub\"\n"),

@@ -180,6 +180,7 @@ std::string ProtobufReference(const OutboxEvent& event) {
   source->set_schema(event.source.schema);
   source->set_table(event.source.table);
   source->set_message_prefix(event.source.message_prefix);
+  source->set_database(event.source.database);
   for (const Header& attribute : event.attributes) {
     ::outbox::v1::Header* h = envelope.add_attributes();
     h->set_key(attribute.key);
@@ -206,6 +207,9 @@ TEST(EncodeEnvelopeTest, BytesEqualTheGeneratedCodesOnManyEvents) {
   OutboxEvent with_attributes = FullEvent();
   with_attributes.attributes = {{"tenant", "acme"}, {"", ""}, {"big", std::string(200, 'x')}};
   events.push_back(with_attributes);
+  OutboxEvent with_database = FullEvent();
+  with_database.source.database = "billing";
+  events.push_back(with_database);
   // Lengths around the varint boundaries (127/128, 16383/16384) and a large payload.
   for (size_t n : {0, 1, 127, 128, 16383, 16384, 300000}) {
     OutboxEvent e = FullEvent();
@@ -219,6 +223,22 @@ TEST(EncodeEnvelopeTest, BytesEqualTheGeneratedCodesOnManyEvents) {
     EncodeEnvelope(events[i], &bytes);
     EXPECT_EQ(bytes, ProtobufReference(events[i]));
   }
+}
+
+// One process serves a cluster: the envelope says which database, and a
+// decoded dead letter keeps it.
+TEST(EncodeEnvelopeTest, DatabaseRoundTripsAndIsLeftOutWhenEmpty) {
+  OutboxEvent event = FullEvent();
+  event.source.database = "orders";
+  std::string bytes;
+  EncodeEnvelope(event, &bytes);
+  EXPECT_EQ(Decode(bytes).source().database(), "orders");
+  OutboxEvent decoded;
+  ASSERT_EQ(DecodeEnvelope(bytes, &decoded).code(), absl::StatusCode::kOk);
+  EXPECT_EQ(decoded.source.database, "orders");
+  std::string without;
+  EncodeEnvelope(FullEvent(), &without);
+  EXPECT_EQ(bytes.size(), without.size() + 2 + std::string("orders").size());
 }
 
 TEST(EncodeEnvelopeTest, AttributesRoundTripThroughDecode) {

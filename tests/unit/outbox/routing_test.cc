@@ -134,6 +134,20 @@ TEST(TopicTemplateTest, TableOfALogicalMessageIsEmpty) {
   EXPECT_EQ(topic->Render(event, &out).code(), absl::StatusCode::kInvalidArgument);
 }
 
+// {database} is filled in per stream (config::StreamConfig); the template
+// language knows it too, from the event's source, and never renders "".
+TEST(TopicTemplateTest, DatabasePlaceholder) {
+  OutboxEvent event = Event();
+  event.source.database = "billing";
+  EXPECT_EQ(Render("outbox.{database}.{aggregate_type}", event), "outbox.billing.Order");
+  absl::StatusOr<TopicTemplate> topic = TopicTemplate::Parse("outbox.{database}");
+  ASSERT_TRUE(topic.ok());
+  std::string out;
+  const absl::Status status = topic->Render(Event(), &out);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Message(status), HasSubstr("needs the event's database"));
+}
+
 TEST(TopicTemplateTest, NullDestination) {
   absl::StatusOr<TopicTemplate> topic = TopicTemplate::Parse("{destination}");
   ASSERT_TRUE(topic.ok());

@@ -38,15 +38,16 @@ TEST(SplitListenTest, Forms) {
 }
 
 TEST(HttpServerTest, ServesTheHandlerAndStops) {
-  Metrics metrics;
-  metrics.transactions = 7;
+  MetricsRegistry registry;
+  std::shared_ptr<Metrics> metrics = *registry.AddStream({"app", "outboxd"});
+  metrics->transactions = 7;
   std::atomic<int> calls{0};
   const int port = FreePort();
   const std::string listen = "127.0.0.1:" + std::to_string(port);
   {
     auto server = HttpServer::Start(listen, [&](std::string_view method, std::string_view path) {
       ++calls;
-      return ServeHttp(method, path, metrics, false);
+      return ServeHttp(method, path, registry, false);
     });
     ASSERT_TRUE(server.ok()) << server.status();
     EXPECT_EQ((*server)->address(), listen);
@@ -55,7 +56,7 @@ TEST(HttpServerTest, ServesTheHandlerAndStops) {
     auto res = client.Get("/metrics");
     ASSERT_TRUE(res);
     EXPECT_EQ(res->status, 200);
-    EXPECT_THAT(res->body, HasSubstr("outboxd_transactions_total 7\n"));
+    EXPECT_THAT(res->body, HasSubstr("outboxd_transactions_total{database=\"app\",slot=\"outboxd\"} 7\n"));
     EXPECT_EQ(res->get_header_value("Content-Type"), "text/plain; version=0.0.4; charset=utf-8");
     res = client.Get("/readyz");
     ASSERT_TRUE(res);
@@ -70,7 +71,7 @@ TEST(HttpServerTest, ServesTheHandlerAndStops) {
 
     // A second server on the same address fails with a message saying what to do.
     auto clash = HttpServer::Start(listen, [&](std::string_view m, std::string_view p) {
-      return ServeHttp(m, p, metrics, false);
+      return ServeHttp(m, p, registry, false);
     });
     ASSERT_FALSE(clash.ok());
     EXPECT_EQ(clash.status().code(), absl::StatusCode::kUnavailable);
@@ -85,11 +86,11 @@ TEST(HttpServerTest, ServesTheHandlerAndStops) {
 }
 
 TEST(HttpServerTest, StartAndStopAtOnce) {
-  Metrics metrics;
+  MetricsRegistry registry;
   for (int i = 0; i < 20; ++i) {
     auto server = HttpServer::Start("127.0.0.1:" + std::to_string(FreePort()),
                                     [&](std::string_view m, std::string_view p) {
-                                      return ServeHttp(m, p, metrics, false);
+                                      return ServeHttp(m, p, registry, false);
                                     });
     ASSERT_TRUE(server.ok()) << server.status();
   }

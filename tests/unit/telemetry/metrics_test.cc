@@ -1,5 +1,6 @@
 #include "telemetry/metrics.h"
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -80,6 +81,66 @@ TEST(MetricsTest, ManyDistinctTopicsWarnOnce) {
   EXPECT_THAT(log, HasSubstr("events went to 1001 distinct topics"));
   EXPECT_THAT(log, HasSubstr("{event_type}, {destination}, {aggregate_type}"));
   EXPECT_EQ(log.find("distinct topics"), log.rfind("distinct topics"));  // once
+}
+
+// The single-stream process renders the same series as before plus the two
+// labels, process-wide ones unlabelled.
+TEST(MetricsRegistryTest, StreamSeriesCarryDatabaseAndSlot) {
+  MetricsRegistry registry;
+  std::shared_ptr<Metrics> m = *registry.AddStream({"app", "outboxd"});
+  m->transactions = 5;
+  m->reconnects.Add("postgres");
+  m->confirmed_flush_lsn = 42;
+  registry.process().kafka_brokers_up = 2;
+  const std::string text = registry.RenderPrometheus();
+  EXPECT_THAT(text, HasSubstr("\noutboxd_transactions_total{database=\"app\",slot=\"outboxd\"} 5\n"));
+  EXPECT_THAT(text, HasSubstr("\noutboxd_reconnects_total{database=\"app\",slot=\"outboxd\",target=\"postgres\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("\noutboxd_confirmed_flush_lsn{database=\"app\",slot=\"outboxd\"} 42\n"));
+  EXPECT_THAT(text, HasSubstr("\noutboxd_up 1\n"));
+  EXPECT_THAT(text, HasSubstr("\noutboxd_kafka_brokers_up 2\n"));
+  EXPECT_THAT(text, Not(HasSubstr("outboxd_up{")));
+}
+
+// Prometheus wants each family's samples together under one HELP/TYPE.
+TEST(MetricsRegistryTest, EachFamilyOnceWithEveryStreamUnderIt) {
+  MetricsRegistry registry;
+  for (const char* db : {"orders", "billing", "shipping"}) {
+    std::shared_ptr<Metrics> m = *registry.AddStream({db, std::string("outboxd_") + db});
+    m->transactions = 1;
+  }
+  const std::string text = registry.RenderPrometheus();
+  const size_t type = text.find("# TYPE outboxd_transactions_total counter\n");
+  ASSERT_NE(type, std::string::npos);
+  EXPECT_EQ(text.find("# TYPE outboxd_transactions_total", type + 1), std::string::npos);
+  const size_t billing = text.find("outboxd_transactions_total{database=\"billing\"");
+  const size_t orders = text.find("outboxd_transactions_total{database=\"orders\"");
+  const size_t shipping = text.find("outboxd_transactions_total{database=\"shipping\"");
+  const size_t next = text.find("# HELP", type);
+  EXPECT_LT(type, billing);
+  EXPECT_LT(billing, orders);
+  EXPECT_LT(orders, shipping);
+  EXPECT_LT(shipping, next);
+}
+
+TEST(MetricsRegistryTest, StreamsComeAndGo) {
+  MetricsRegistry registry;
+  std::shared_ptr<Metrics> a = *registry.AddStream({"a", "s_a"});
+  EXPECT_EQ(registry.AddStream({"a", "s_a"}).status().code(), absl::StatusCode::kAlreadyExists);
+  ASSERT_TRUE(registry.AddStream({"b", "s_b"}).ok());
+  EXPECT_EQ(registry.Streams().size(), 2u);
+  registry.RemoveStream({"a", "s_a"});
+  ASSERT_EQ(registry.Streams().size(), 1u);
+  EXPECT_EQ(registry.Streams()[0]->labels().database, "b");
+  EXPECT_THAT(registry.RenderPrometheus(), Not(HasSubstr("database=\"a\"")));
+  a->transactions = 3;  // a pipeline still holding its set writes to it safely
+  registry.RemoveStream({"nope", "x"});
+  EXPECT_EQ(registry.Streams().size(), 1u);
+  // Slot families appear once a stream's monitor has read its slot.
+  EXPECT_THAT(registry.RenderPrometheus(), Not(HasSubstr("outboxd_slot_active")));
+}
+
+TEST(MetricsRegistryTest, LabelValuesAreEscaped) {
+  EXPECT_EQ(EscapeLabelValue("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
 }
 
 TEST(LabeledCounterTest, WarnAboveBoundary) {

@@ -1,0 +1,76 @@
+// Internal to `outboxd check`: the helpers and checkers its files share
+// (check_postgres.cc: the server and each database; check_slot.cc: slot and
+// failover; check_kafka.cc; check_registry.cc), around the report model of
+// check_report.h. check.cc decides which run, for which database.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "commands/check_report.h"
+#include "config/config.h"
+#include "outbox/table_mapping.h"
+#include "replication/pg_connection.h"
+
+namespace outboxd::commands::check {
+
+using replication::PgConnection;
+using replication::Row;
+
+// The text of rows[row][col], "" when absent or NULL.
+std::string Value(const std::vector<Row>& rows, size_t row = 0, size_t col = 0);
+// An identifier as an operator would type it: bare when PostgreSQL would fold
+// it to itself, quoted otherwise, so that printed SQL can be pasted as it is.
+std::string SqlIdent(const std::string& name);
+std::string TableName(const outbox::TableConfig& table);
+std::string TableSql(const std::string& schema, const std::string& table);
+std::string TableSql(const outbox::TableConfig& table);
+// Up to `limit` names, then "and N more".
+std::string NameList(const std::vector<std::string>& names, size_t limit = 5);
+
+// The PostgreSQL checks over one connection. `config` is a single-stream
+// config (config::StreamConfig for one stream of a cluster): its DSN's
+// database, slot, publication and [[outbox]] entries are the ones checked.
+class PostgresDoctor {
+ public:
+  PostgresDoctor(const config::Config& config, PgConnection& pg, CheckReport& report)
+      : config_(config), source_(config.source), pg_(pg), report_(report) {}
+
+  // Server-wide: the role's REPLICATION, wal_level, max_slot_wal_keep_size,
+  // wal_sender_timeout against status_interval.
+  void CheckRolePrivileges();
+  void CheckWalLevel();
+  void CheckWalKeepSize();
+  void CheckSenderTimeout();
+  // Per database: SELECT on its outbox tables, who may emit messages, the
+  // publication.
+  void CheckTablePrivileges();
+  void CheckMessagesPrivilege();
+  void CheckPublication();
+  // Per slot (check_slot.cc).
+  void CheckSlot();
+  // Failover has a server part (physical standbys, synchronized_standby_slots)
+  // and a slot part (the slot's failover flag, its copy on a standby).
+  enum class Part { kAll, kServer, kSlot };
+  void CheckFailover(Part part);
+
+ private:
+  // Runs a query; a failure is reported under `check` and gives nullopt.
+  std::optional<std::vector<Row>> Query(std::string_view check, const std::string& sql,
+                                        const std::vector<std::string>& params = {});
+  void CheckStandby(const std::string& standby_slots);
+
+  const config::Config& config_;
+  const config::SourceConfig& source_;
+  PgConnection& pg_;
+  CheckReport& report_;
+};
+
+// check_kafka.cc: reachability, broker defaults, the fixed topics, the delivery mode.
+void CheckKafka(const config::Config& config, CheckReport& report);
+// check_registry.cc: [schema_registry], when enabled.
+void CheckSchemaRegistry(const config::Config& config, CheckReport& report);
+
+}  // namespace outboxd::commands::check

@@ -1,0 +1,228 @@
+// `outboxd check`, Kafka: the brokers answer, their topic defaults, the fixed
+// topics (looked up, never created), the delivery mode and its checkpoint
+// topic (check_doctor.h).
+#include <librdkafka/rdkafka.h>
+
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "commands/check_doctor.h"
+#include "common/format.h"
+#include "fmt/format.h"
+#include "kafka/rdkafka_sink.h"
+
+namespace outboxd::commands::check {
+namespace {
+
+// ---- Kafka ---------------------------------------------------------------------
+
+// The brokers' auto.create.topics.enable and num.partitions, or nullopt when the
+// principal may not describe broker configs.
+struct BrokerDefaults {
+  bool auto_create = false;
+  std::string partitions;
+  std::string replication;
+};
+
+std::optional<BrokerDefaults> DescribeBroker(rd_kafka_t* rk, int32_t broker_id) {
+  char errstr[512];
+  const std::string id = std::to_string(broker_id);
+  rd_kafka_ConfigResource_t* resource = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_BROKER, id.c_str());
+  rd_kafka_AdminOptions_t* options = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS);
+  rd_kafka_AdminOptions_set_request_timeout(options, 5000, errstr, sizeof errstr);
+  rd_kafka_queue_t* queue = rd_kafka_queue_new(rk);
+  rd_kafka_DescribeConfigs(rk, &resource, 1, options, queue);
+  rd_kafka_event_t* event = rd_kafka_queue_poll(queue, 7000);
+  std::optional<BrokerDefaults> out;
+  if (event != nullptr && rd_kafka_event_type(event) == RD_KAFKA_EVENT_DESCRIBECONFIGS_RESULT &&
+      rd_kafka_event_error(event) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    size_t count = 0;
+    const rd_kafka_ConfigResource_t** results =
+        rd_kafka_DescribeConfigs_result_resources(rd_kafka_event_DescribeConfigs_result(event), &count);
+    if (count == 1 && rd_kafka_ConfigResource_error(results[0]) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      BrokerDefaults defaults;
+      size_t entries = 0;
+      const rd_kafka_ConfigEntry_t** configs = rd_kafka_ConfigResource_configs(results[0], &entries);
+      for (size_t i = 0; i < entries; ++i) {
+        const std::string name = rd_kafka_ConfigEntry_name(configs[i]);
+        const char* value = rd_kafka_ConfigEntry_value(configs[i]);
+        if (value == nullptr) continue;
+        if (name == "auto.create.topics.enable") defaults.auto_create = std::string(value) == "true";
+        if (name == "num.partitions") defaults.partitions = value;
+        if (name == "default.replication.factor") defaults.replication = value;
+      }
+      out = defaults;
+    }
+  }
+  if (event != nullptr) rd_kafka_event_destroy(event);
+  rd_kafka_queue_destroy(queue);
+  rd_kafka_AdminOptions_destroy(options);
+  rd_kafka_ConfigResource_destroy(resource);
+  return out;
+}
+
+struct TopicInfo {
+  rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+  int partitions = 0;
+};
+
+TopicInfo DescribeTopic(rd_kafka_t* rk, const std::string& topic) {
+  TopicInfo info;
+  rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk, topic.c_str(), nullptr);
+  const rd_kafka_metadata_t* metadata = nullptr;
+  info.err = rd_kafka_metadata(rk, 0, rkt, &metadata, 5000);
+  if (info.err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    if (metadata->topic_cnt == 1) {
+      info.err = metadata->topics[0].err;
+      info.partitions = metadata->topics[0].partition_cnt;
+    }
+    rd_kafka_metadata_destroy(metadata);
+  }
+  rd_kafka_topic_destroy(rkt);
+  return info;
+}
+
+}  // namespace
+
+void CheckKafka(const config::Config& config, CheckReport& report) {
+  // The check never creates a topic: metadata requests must not auto-create.
+  kafka::KafkaProperties properties = config.kafka.properties;
+  properties.emplace_back("allow.auto.create.topics", "false");
+  auto sink = kafka::RdKafkaSink::Create(properties);
+  if (!sink.ok()) {
+    report.Fail("kafka", std::string(sink.status().message()), "fix the property in [sink.kafka]");
+    return;
+  }
+  absl::Status reachable = (*sink)->CheckReachable(absl::Seconds(5));
+  if (!reachable.ok()) {
+    // The sink's message names the brokers and what to check.
+    report.Fail("kafka", std::string(reachable.message()));
+    return;
+  }
+  rd_kafka_t* rk = (*sink)->handle();
+  const rd_kafka_metadata_t* metadata = nullptr;
+  int32_t broker_id = -1;
+  int brokers = 0;
+  if (rd_kafka_metadata(rk, 0, nullptr, &metadata, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    brokers = metadata->broker_cnt;
+    if (brokers > 0) broker_id = metadata->brokers[0].id;
+    rd_kafka_metadata_destroy(metadata);
+  }
+  std::string servers;
+  for (const auto& [key, value] : config.kafka.properties) {
+    if (key == "bootstrap.servers") servers = value;
+  }
+  report.Ok("kafka", fmt::format("{} answers: {} broker(s)", servers, brokers));
+
+  const std::optional<BrokerDefaults> broker = broker_id >= 0 ? DescribeBroker(rk, broker_id) : std::nullopt;
+  std::string auto_create = "unknown (the principal may not describe broker configs)";
+  if (broker) {
+    auto_create = broker->auto_create ? fmt::format("on (new topics get {} partition(s), replication factor {})",
+                                                    broker->partitions, broker->replication)
+                                      : "off";
+  }
+
+  // Fixed topics can be looked up now; templated ones only exist once events name them.
+  std::vector<std::pair<std::string, std::string>> topics;  // template, where it comes from
+  for (const outbox::TableConfig& table : config.outbox) topics.emplace_back(table.topic, TableName(table));
+  if (config.messages.enabled) topics.emplace_back(config.messages.topic, "[messages]");
+  std::set<std::string> seen;
+  for (const auto& [topic, from] : topics) {
+    if (!seen.insert(topic).second) continue;
+    if (topic.find('{') != std::string::npos) {
+      if (broker && !broker->auto_create) {
+        report.Warn("topic",
+                    fmt::format("'{}' ({}) names topics per event, and the brokers' "
+                                "auto.create.topics.enable is off: an event for a topic that does not "
+                                "exist yet cannot be delivered",
+                                topic, from),
+                    "create every topic the template can produce before events arrive, or use a fixed "
+                    "topic name");
+      } else {
+        report.Ok("topic", fmt::format("'{}' ({}) names topics per event; they are created on first use "
+                                       "only if the brokers auto-create topics: auto-create {}",
+                                       topic, from, auto_create));
+      }
+      continue;
+    }
+    const TopicInfo info = DescribeTopic(rk, topic);
+    if (info.err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      report.Ok("topic", fmt::format("'{}' ({}) exists with {} partition(s)", topic, from, info.partitions));
+    } else if (info.err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+      const std::string create = fmt::format("create it: kafka-topics.sh --bootstrap-server {} --create "
+                                             "--topic {} --partitions <n> --replication-factor <n>",
+                                             servers, topic);
+      if (broker && !broker->auto_create) {
+        report.Fail("topic",
+                    fmt::format("'{}' ({}) does not exist and the brokers do not auto-create topics: "
+                                "events for it cannot be delivered",
+                                topic, from),
+                    create);
+      } else {
+        report.Warn("topic",
+                    fmt::format("'{}' ({}) does not exist yet; it is created on the first event only if "
+                                "the brokers auto-create topics: auto-create {}",
+                                topic, from, auto_create),
+                    create + ", to choose its partitions and replication yourself");
+      }
+    } else if (info.err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED) {
+      report.Fail("topic",
+                  fmt::format("'{}' ({}): the Kafka principal is not authorized for it", topic, from),
+                  "grant the principal Describe and Write on the topic (kafka-acls.sh --add "
+                  "--allow-principal User:<name> --operation Write --operation Describe --topic ...)");
+    } else {
+      report.Fail("topic", fmt::format("'{}' ({}): metadata request failed: {}", topic, from,
+                                       rd_kafka_err2str(info.err)),
+                  "check the brokers' health and the topic name");
+    }
+  }
+
+  if (config.kafka.delivery == config::Delivery::kExactlyOnce) {
+    // Not init_transactions: that would fence a running instance.
+    const std::string& topic = config.kafka.checkpoint_topic;
+    rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk, topic.c_str(), nullptr);
+    const rd_kafka_metadata_t* checkpoint = nullptr;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &checkpoint, 5000);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      err = checkpoint->topic_cnt == 1 ? checkpoint->topics[0].err : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC;
+      rd_kafka_metadata_destroy(checkpoint);
+    }
+    rd_kafka_topic_destroy(rkt);
+    const std::string id = config.kafka.transactional_id.empty()
+                               ? fmt::format("outboxd-<system identifier>-{}", config.source.slot.empty() ? std::string("<slot>") : config.source.slot)
+                               : config.kafka.transactional_id;
+    report.Ok("delivery", fmt::format("exactly_once: Kafka transactions with transactional.id '{}'; consumers must "
+                                      "read with isolation.level=read_committed to see each event once",
+                                      id));
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      report.Ok("delivery", fmt::format("checkpoint topic '{}' exists (it must be compacted: cleanup.policy=compact)", topic));
+    } else if (err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) {
+      report.Ok("delivery", fmt::format("checkpoint topic '{}' does not exist yet: outboxd creates it, compacted, "
+                                        "on its first start (the principal needs Create on it)",
+                                        topic));
+    } else {
+      report.Fail("delivery", fmt::format("checkpoint topic '{}': {}", topic, rd_kafka_err2str(err)),
+                  "grant the principal Describe, Read and Write on the checkpoint topic, and Write and Describe on "
+                  "the transactional id");
+    }
+  } else {
+    report.Ok("delivery", "at_least_once: after a fault an event may be published twice; consumers de-duplicate "
+                          "by the outbox id");
+  }
+
+  // The idempotent producer asks for a producer id as soon as it connects; the
+  // brokers refuse it to a principal that may write no topic at all.
+  (*sink)->Poll(absl::Milliseconds(500));
+  absl::Status fatal = (*sink)->FatalError();
+  if (!fatal.ok()) {
+    report.Fail("kafka", std::string(fatal.message()),
+                "grant the principal Write on the outbox topics (and IdempotentWrite on the cluster "
+                "for brokers older than 2.8)");
+  }
+}
+
+// [schema_registry]: the registry answers, and each subject known before the
+
+}  // namespace outboxd::commands::check
