@@ -77,11 +77,14 @@ void CheckSingleDatabase(const config::Config& config, CheckReport& report) {
   doctor.CheckRolePrivileges();
   doctor.CheckTablePrivileges();
   doctor.CheckWalLevel();
+  doctor.CheckHotStandby();
   doctor.CheckWalKeepSize();
+  doctor.CheckSlotLimits();
   doctor.CheckSenderTimeout();
   doctor.CheckMessagesPrivilege();
   doctor.CheckPublication();
   doctor.CheckSlot();
+  doctor.CheckSlotFacts();
   doctor.CheckFailover(PostgresDoctor::Part::kAll);
 }
 
@@ -102,7 +105,9 @@ std::vector<config::StreamSpec> CheckCluster(const config::Config& config, Check
     PostgresDoctor server(config, *home, report);
     server.CheckRolePrivileges();
     server.CheckWalLevel();
+    server.CheckHotStandby();
     server.CheckWalKeepSize();
+    server.CheckSlotLimits();
     server.CheckSenderTimeout();
     server.CheckFailover(PostgresDoctor::Part::kServer);
   }
@@ -183,6 +188,7 @@ std::vector<config::StreamSpec> CheckCluster(const config::Config& config, Check
       PostgresDoctor doctor(one, **conn, report);
       doctor.CheckPublication();
       doctor.CheckSlot();
+      doctor.CheckSlotFacts();
       doctor.CheckFailover(PostgresDoctor::Part::kSlot);
     }
   }
