@@ -274,9 +274,9 @@ void PostgresDoctor::CheckSlotFacts() {
   if (version < 160000) return;  // nothing beyond wal_status, which CheckSlot reports
   const bool v17 = version >= 170000;
   auto rows = Query("slot",
-                    fmt::format("SELECT conflicting::text, {} FROM pg_replication_slots WHERE slot_name = $1 AND "
+                    fmt::format("SELECT conflicting, {} FROM pg_replication_slots WHERE slot_name = $1 AND "
                                 "slot_type = 'logical'",
-                                v17 ? "invalidation_reason, synced::text, inactive_since::text, "
+                                v17 ? "invalidation_reason, synced, inactive_since::text, "
                                       "extract(epoch FROM now() - inactive_since)::float8"
                                     : "NULL, NULL, NULL, NULL"),
                     {source_.slot});
@@ -286,8 +286,9 @@ void PostgresDoctor::CheckSlotFacts() {
   const replication::Invalidation invalidation =
       replication::ClassifyInvalidation("", conflicting, (*rows)[0][1]);
   if (invalidation.invalidated()) return;  // CheckSlot fails it with the reason
-  std::vector<std::string> facts = {fmt::format("conflicting {}", Value(*rows, 0, 0).empty() ? "-" : Value(*rows, 0, 0))};
-  if (v17) facts.push_back(fmt::format("synced {}", Value(*rows, 0, 2)));
+  auto boolean = [](const std::string& v) { return v == "t" ? "true" : v == "f" ? "false" : "-"; };
+  std::vector<std::string> facts = {fmt::format("conflicting {}", boolean(Value(*rows, 0, 0)))};
+  if (v17) facts.push_back(fmt::format("synced {}", boolean(Value(*rows, 0, 2))));
   const std::string inactive_since = Value(*rows, 0, 3);
   const absl::Duration idle = absl::Seconds(std::atof(Value(*rows, 0, 4).c_str()));
   facts.push_back(inactive_since.empty() ? std::string("in use")
@@ -313,7 +314,7 @@ std::string PostgresDoctor::InvalidationOf(const std::string& slot) {
   auto rows = pg_.QueryParams(
       fmt::format("SELECT wal_status, {}, {}, current_setting('max_slot_wal_keep_size'), {} FROM "
                   "pg_replication_slots WHERE slot_name = $1",
-                  version >= 160000 ? "conflicting::text" : "NULL", version >= 170000 ? "invalidation_reason" : "NULL",
+                  version >= 160000 ? "conflicting" : "NULL", version >= 170000 ? "invalidation_reason" : "NULL",
                   version >= 180000 ? "current_setting('idle_replication_slot_timeout')" : "NULL"),
       {slot});
   if (!rows.ok() || rows->empty()) return "wal_status lost";
