@@ -147,6 +147,24 @@ std::string DecidingSetting(PgConnection& conn, const Invalidation& invalidation
   return (*rows)[0][0].value_or("");
 }
 
+// Where the timeline of the state file left the history of the server's
+// timeline, when the state file is of this slot and system on another
+// timeline and that one is an ancestor; invalid otherwise (or unreadable:
+// DecideSlotAction then leans to "possible gap").
+Lsn HistorySwitch(PgConnection& conn, const std::optional<SavedState>& saved, std::string_view slot,
+                  const SystemInfo& info) {
+  if (!saved.has_value() || saved->slot != slot || saved->system_id != info.system_id || saved->timeline <= 0 ||
+      saved->timeline == info.timeline || info.timeline < 2) {
+    return Lsn::Invalid();
+  }
+  absl::StatusOr<std::vector<TimelineSwitch>> history = ReadTimelineHistory(conn, static_cast<uint32_t>(info.timeline));
+  if (!history.ok()) return Lsn::Invalid();
+  for (const TimelineSwitch& entry : *history) {
+    if (static_cast<int>(entry.timeline) == saved->timeline) return entry.switch_point;
+  }
+  return Lsn::Invalid();
+}
+
 // On a hot standby: the settings decoding there needs, and whether it may
 // host the slot (CheckStandbySource).
 absl::Status ReadStandby(PgConnection& conn, const StreamOptions& options, const SlotState& slot, bool found,
@@ -360,6 +378,8 @@ absl::StatusOr<std::unique_ptr<PgReplicationStream>> PgReplicationStream::Start(
   }
   const Invalidation invalidation = found ? slot->invalidation : Invalidation{};
   const std::string deciding_setting = DecidingSetting(*conn, invalidation);
+  const Lsn history_switch = found && !slot->synced ? HistorySwitch(*conn, options.saved, options.slot, info)
+                                                    : Lsn::Invalid();
   const SlotFacts facts{
       .slot = options.slot,
       .system_id = info.system_id,
@@ -370,6 +390,8 @@ absl::StatusOr<std::unique_ptr<PgReplicationStream>> PgReplicationStream::Start(
       .timeline = info.timeline,
       .synced = found && slot->synced,
       .confirmed_flush = found ? slot->confirmed_flush : Lsn::Invalid(),
+      .in_recovery = info.in_recovery,
+      .history_switch = history_switch,
       .create_slot = options.create_slot,
       .accept_gap = options.accept_gap,
   };

@@ -254,19 +254,35 @@ absl::StatusOr<SlotAction> DecideSlotAction(const SlotFacts& facts, const std::o
             facts.system_id, facts.slot, saved->system_id, saved->timeline, Since(*saved))),
         /*invalidated=*/false);
   }
-  if (ours && facts.found && saved->timeline != 0 && facts.timeline != 0 && facts.timeline != saved->timeline &&
-      !facts.synced && !saved->on_standby &&
-      !(facts.confirmed_flush.valid() && facts.confirmed_flush <= saved->confirmed_lsn) && !facts.accept_gap) {
+  // A slot is safe to resume on a new timeline when nothing it confirmed can lie on a branch
+  // the server left: it was kept in step with the old primary, it stands at or behind what we
+  // confirmed, everything it confirmed lies before the point where our timeline left the
+  // server's history, or it is the promoted standby's own slot (outboxd decoded there).
+  const bool new_timeline = ours && facts.found && saved->timeline != 0 && facts.timeline != 0 &&
+                            facts.timeline != saved->timeline;
+  const bool kept = facts.synced ||
+                    (facts.confirmed_flush.valid() && facts.confirmed_flush <= saved->confirmed_lsn) ||
+                    (facts.history_switch.valid() && facts.confirmed_flush.valid() &&
+                     facts.confirmed_flush <= facts.history_switch) ||
+                    (saved.has_value() && saved->on_standby && !facts.in_recovery);
+  if (new_timeline && !kept && !facts.accept_gap) {
     return MarkGap(
         absl::FailedPreconditionError(fmt::format(
-            "the server is on timeline {} of system {}, but outboxd last streamed slot \"{}\" on timeline {}: "
-            "the server was promoted or restored, and this slot was not synchronized from the old primary "
-            "(pg_replication_slots.synced is false) and stands at {}, past the {} outboxd confirmed, so events "
-            "committed {} may never reach Kafka (a possible gap upstream). On PostgreSQL 17+ use failover slots ([source] failover = true, "
-            "docs/operations.md \"Failover\"); now republish the missing events from the outbox table, then "
-            "restart once with --accept-gap",
-            facts.timeline, facts.system_id, facts.slot, saved->timeline, facts.confirmed_flush.ToString(),
-            saved->confirmed_lsn.ToString(), Since(*saved))),
+            "the server is on timeline {} of system {}, but outboxd last streamed slot \"{}\" on timeline {}{}: "
+            "the server was promoted, restored or rewound, and this slot was not synchronized from the old "
+            "primary (pg_replication_slots.synced is false) and stands at {}, past the {} outboxd confirmed{}, so "
+            "events committed {} may never reach Kafka (a possible gap upstream). On PostgreSQL 17+ use failover "
+            "slots ([source] failover = true, docs/operations.md \"Failover\"); now republish the missing events "
+            "from the outbox table, then restart once with --accept-gap",
+            facts.timeline, facts.system_id, facts.slot, saved->timeline,
+            saved->on_standby ? " of a hot standby, and the server is still a standby (it follows a new primary)"
+                              : "",
+            facts.confirmed_flush.ToString(), saved->confirmed_lsn.ToString(),
+            facts.history_switch.valid()
+                ? fmt::format(" and the point {} where timeline {} left this server's history",
+                              facts.history_switch.ToString(), saved->timeline)
+                : std::string(),
+            Since(*saved))),
         /*invalidated=*/false);
   }
   if (facts.found) return SlotAction::kUse;

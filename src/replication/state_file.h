@@ -104,6 +104,11 @@ struct SlotFacts {
   // same system is a failover that kept it.
   bool synced = false;
   Lsn confirmed_flush;       // the slot's confirmed_flush_lsn, when found
+  // The server is in recovery (a hot standby) now.
+  bool in_recovery = false;
+  // Where the state file's timeline left the history of the server's current
+  // timeline (TIMELINE_HISTORY), when it is an ancestor; invalid when unknown.
+  Lsn history_switch;
   bool create_slot = true;   // [source] create_slot
   bool accept_gap = false;   // --accept-gap
 };
@@ -115,9 +120,11 @@ struct SlotFacts {
 //    point-in-time restore) and the slot there was neither synchronized from
 //    the old primary (pg_replication_slots.synced) nor at or behind the position
 //    we confirmed (a slot kept by other means, e.g. Patroni's permanent slots),
-//    nor a standby's own slot that outboxd streamed (`saved` on_standby: that
-//    server was promoted, or followed a new primary, and kept it): resuming
-//    from a position past ours would skip events;
+//    nor at or behind `history_switch` (all it confirmed is in the history
+//    the server kept, e.g. a standby that follows a new primary), nor the
+//    promoted standby's own slot that outboxd streamed (`saved` on_standby and
+//    the server no longer in recovery): resuming from a position past ours
+//    on a branch the server left would skip events;
 //  - the slot was invalidated, whatever the reason (the message names it);
 // unless accept_gap. The error carries the payload kGapPayload (and
 // kSlotInvalidatedPayload for an invalidated slot) so that the relay can tell

@@ -232,6 +232,37 @@ TEST(DecideSlotActionTest, AStandbysOwnSlotIsKeptAcrossAPromotion) {
   EXPECT_TRUE(IsGapUpstream(DecideSlotAction(facts, saved).status()));
 }
 
+// A standby that follows a new primary (still in recovery, on its timeline) keeps its slot, but
+// what the slot confirmed may lie on the branch the standby left (it was rewound): resumed only
+// when all of it lies before the point where the old timeline left the server's history.
+TEST(DecideSlotActionTest, AStandbyThatFollowsANewPrimaryResumesOnlyWithinTheSharedHistory) {
+  SavedState saved = Sample();
+  saved.timeline = 1;
+  saved.on_standby = true;
+  SlotFacts facts = Facts();
+  facts.found = true;
+  facts.timeline = 2;
+  facts.in_recovery = true;
+  facts.confirmed_flush = Lsn(saved.confirmed_lsn.value() + 4096);
+  absl::Status status = DecideSlotAction(facts, saved).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(IsGapUpstream(status));
+  EXPECT_THAT(status.message(), HasSubstr("of a hot standby, and the server is still a standby"));
+
+  facts.history_switch = Lsn(saved.confirmed_lsn.value() + 8192);  // left timeline 1 after all of it
+  EXPECT_EQ(*DecideSlotAction(facts, saved), SlotAction::kUse);
+
+  facts.history_switch = Lsn(saved.confirmed_lsn.value() + 1024);  // the slot went on past the branch
+  status = DecideSlotAction(facts, saved).status();
+  EXPECT_TRUE(IsGapUpstream(status));
+  EXPECT_THAT(status.message(), HasSubstr("and the point 0/16B3B48 where timeline 1 left this server's history"));
+  // The same holds for any slot kept on a new timeline, not only a standby's.
+  saved.on_standby = false;
+  facts.in_recovery = false;
+  facts.history_switch = Lsn(saved.confirmed_lsn.value() + 8192);
+  EXPECT_EQ(*DecideSlotAction(facts, saved), SlotAction::kUse);
+}
+
 TEST(DecideSlotActionTest, AnotherSystemIsAPossibleGap) {
   SlotFacts facts = Facts();
   facts.system_id = "999";
