@@ -4,7 +4,8 @@
 # local stack, outboxd as built in $BUILD_DIR. Prints Markdown tables; targets are never asserted.
 #
 #   bench/standby.sh load   outboxd decoding on the primary, then on the standby, under the same
-#                           pgbench load (bench/pgbench_outbox.sql, -R 5000 -c 8, 60 s each): the
+#                           pgbench load (bench/pgbench_outbox.sql, -R 5000 -c 8, 60 s each, twice
+#                           interleaved): the
 #                           primary's CPU (every process of it: backends, walsenders, the rest),
 #                           its walsenders' CPU, the standby's CPU, outboxd's CPU, and commit to
 #                           consumer latency (bench_consumer, first 5 s apart) of each.
@@ -18,7 +19,8 @@
 # Environment: OUTBOXD_PAIR_PORT (the pair: that port and the next; default 54347),
 # OUTBOXD_PAIR_VERSION (default 17), OUTBOXD_KAFKA_PORT (the local stack's Kafka; started and
 # stopped here unless up), BUILD_DIR (default build), BENCH_STANDBY_S (seconds per load phase,
-# default 60), BENCH_STANDBY_RATE (default 5000), BENCH_STANDBY_IDLE_S (seconds per idle phase,
+# default 60), BENCH_STANDBY_REPS (runs of both load phases, interleaved; default 2),
+# BENCH_STANDBY_RATE (default 5000), BENCH_STANDBY_IDLE_S (seconds per idle phase,
 # default 300), BENCH_OUT (where the table is written too; default .run/bench/results).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd -P)
@@ -33,6 +35,7 @@ export OUTBOXD_PAIR_VERSION=${OUTBOXD_PAIR_VERSION:-17}
 kafka_port=${OUTBOXD_KAFKA_PORT:-59092}
 brokers=127.0.0.1:$kafka_port
 load_s=${BENCH_STANDBY_S:-60}
+reps=${BENCH_STANDBY_REPS:-2}
 rate=${BENCH_STANDBY_RATE:-5000}
 idle_s=${BENCH_STANDBY_IDLE_S:-300}
 warm_s=5
@@ -145,24 +148,26 @@ load_phase() {
   pm1=$(postmaster_of "$primary_dsn") pm2=$(postmaster_of "$standby_dsn")
   walsenders=$(psql_on "$primary_dsn" "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE backend_type = 'walsender'")
   say "$name: pgbench -R $rate -c 8 for $load_s s (primary walsenders: $walsenders)"
-  # pgbench's backends exit with it, and their CPU ticks with them: a sampler keeps each primary
-  # process's last reading, so that the primary's figure counts them.
-  sample_primary "$name" "$pm1" &
-  local sampler=$!
-  until [[ -s $work/$name.primary_ticks ]]; do sleep 0.05; done
+  # pgbench's backends exit with it, and their CPU ticks with them: a sampler per node keeps each
+  # process's last reading, so that a node's figure counts the processes that came and went.
+  sample_tree "$name.primary" "$pm1" &
+  local sampler1=$!
+  sample_tree "$name.standby" "$pm2" &
+  local sampler2=$!
+  until [[ -s $work/$name.primary.ticks && -s $work/$name.standby.ticks ]]; do sleep 0.05; done
   local w0 s0 o0 t0 p_before
-  p_before=$(cat "$work/$name.primary_ticks")
-  w0=$(ticks_of $walsenders) s0=$(ticks_of $(tree_pids "$pm2")) o0=$(ticks_of "$ox")
+  p_before=$(cat "$work/$name.primary.ticks") s0=$(cat "$work/$name.standby.ticks")
+  w0=$(ticks_of $walsenders) o0=$(ticks_of "$ox")
   t0=$(date +%s%N)
   pgbench -n -M prepared -c 8 -j 2 -T "$load_s" -R "$rate" -f "$work/pgbench.sql" "$primary_dsn" \
     >"$work/$name.pgbench.out" 2>&1 || { tail "$work/$name.pgbench.out"; die "pgbench failed"; }
   local t1 p_after w1 s1 o1 elapsed
   t1=$(date +%s%N)
-  w1=$(ticks_of $walsenders) s1=$(ticks_of $(tree_pids "$pm2")) o1=$(ticks_of "$ox")
-  sleep 0.6  # one more reading
-  p_after=$(cat "$work/$name.primary_ticks")
-  kill "$sampler" 2>/dev/null || true
-  wait "$sampler" 2>/dev/null || true
+  w1=$(ticks_of $walsenders) o1=$(ticks_of "$ox")
+  sleep 0.6  # one more reading of each node
+  p_after=$(cat "$work/$name.primary.ticks") s1=$(cat "$work/$name.standby.ticks")
+  kill "$sampler1" "$sampler2" 2>/dev/null || true
+  wait "$sampler1" "$sampler2" 2>/dev/null || true
   elapsed=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", (b - a) / 1e9}')
   wait "$cons" || die "consumer failed"
   kill -TERM "$ox"; wait "$ox" || true
@@ -182,9 +187,9 @@ load_phase() {
     "standby ${R[${name}_standby]} %, outboxd ${R[${name}_outboxd]} %; p50 ${R[${name}_p50_ms]} ms p99 ${R[${name}_p99_ms]} ms"
 }
 
-# sample_primary NAME POSTMASTER: every 0.5 s, the sum over every process the postmaster ever had
-# during the phase of its last CPU ticks reading, into NAME.primary_ticks.
-sample_primary() {
+# sample_tree NAME POSTMASTER: every 0.5 s, the sum over every process the postmaster had since the
+# sampler started of its last CPU ticks reading, into NAME.ticks.
+sample_tree() {
   declare -A last=()
   local p t sum
   while :; do
@@ -194,24 +199,29 @@ sample_primary() {
     done
     sum=0
     for p in "${!last[@]}"; do sum=$((sum + last[$p])); done
-    echo "$sum" >"$work/$1.primary_ticks.tmp" && mv "$work/$1.primary_ticks.tmp" "$work/$1.primary_ticks"
+    echo "$sum" >"$work/$1.ticks.tmp" && mv "$work/$1.ticks.tmp" "$work/$1.ticks"
     sleep 0.5
   done
 }
 
 if [[ $mode == load ]]; then
-  load_phase primary "$primary_dsn"
-  load_phase standby "$standby_dsn" "$primary_dsn"
+  # Interleaved, so that whatever else loads the machine weighs on both alike.
+  phases=()
+  for ((rep = 1; rep <= reps; rep++)); do
+    load_phase "primary$rep" "$primary_dsn"
+    load_phase "standby$rep" "$standby_dsn" "$primary_dsn"
+    phases+=("primary$rep" "standby$rep")
+  done
   table_md=$work/load.md
   {
-    echo "## Decoding on the primary vs on the standby (PostgreSQL $OUTBOXD_PAIR_VERSION, pgbench -R $rate -c 8, $load_s s each, $(nproc) cores)"
+    echo "## Decoding on the primary vs on the standby (PostgreSQL $OUTBOXD_PAIR_VERSION, pgbench -R $rate -c 8, $load_s s each, $reps run(s) interleaved, $(nproc) cores, load average at the end $(cut -d' ' -f1-3 /proc/loadavg))"
     echo
-    echo "CPU in % of one core over the phase. The primary's figure is every process of it (pgbench's backends, walsenders, background processes); its walsenders are the logical one outboxd reads (decoding on the primary) and the physical one the standby reads (both phases)."
+    echo "CPU in % of one core over the phase, of every process of the node (pgbench's backends, walsenders, startup and background processes); the primary's walsenders are the logical one outboxd reads when it decodes there, and the physical one the standby reads (both phases). Primary, standby, pgbench, outboxd and Kafka share the machine."
     echo
     echo "| outboxd decodes on | committed/s | primary CPU % | primary walsenders CPU % | standby CPU % | outboxd CPU % | events received | p50 ms | p99 ms | p99.9 ms | first ${warm_s} s p99 ms |"
     echo "|---|---|---|---|---|---|---|---|---|---|---|"
-    for phase in primary standby; do
-      echo "| $phase | ${R[${phase}_rate]} | ${R[${phase}_primary]} | ${R[${phase}_walsenders]} | ${R[${phase}_standby]} | ${R[${phase}_outboxd]} | ${R[${phase}_count]} | ${R[${phase}_p50_ms]} | ${R[${phase}_p99_ms]} | ${R[${phase}_p999_ms]} | ${R[${phase}_warm_p99_ms]} |"
+    for phase in "${phases[@]}"; do
+      echo "| ${phase%[0-9]*} (run ${phase##*[a-z]}) | ${R[${phase}_rate]} | ${R[${phase}_primary]} | ${R[${phase}_walsenders]} | ${R[${phase}_standby]} | ${R[${phase}_outboxd]} | ${R[${phase}_count]} | ${R[${phase}_p50_ms]} | ${R[${phase}_p99_ms]} | ${R[${phase}_p999_ms]} | ${R[${phase}_warm_p99_ms]} |"
     done
   } >"$table_md"
   cat "$table_md"
