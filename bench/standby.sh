@@ -218,10 +218,11 @@ if [[ $mode == load ]]; then
     echo
     echo "CPU in % of one core over the phase, of every process of the node (pgbench's backends, walsenders, startup and background processes); the primary's walsenders are the logical one outboxd reads when it decodes there, and the physical one the standby reads (both phases). Primary, standby, pgbench, outboxd and Kafka share the machine."
     echo
-    echo "| outboxd decodes on | committed/s | primary CPU % | primary walsenders CPU % | standby CPU % | outboxd CPU % | events received | p50 ms | p99 ms | p99.9 ms | first ${warm_s} s p99 ms |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|"
+    echo "| outboxd decodes on | committed/s | primary CPU % | primary CPU % per 1,000/s | primary walsenders CPU % | standby CPU % | outboxd CPU % | events received | p50 ms | p99 ms | p99.9 ms | first ${warm_s} s p99 ms |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
     for phase in "${phases[@]}"; do
-      echo "| ${phase%[0-9]*} (run ${phase##*[a-z]}) | ${R[${phase}_rate]} | ${R[${phase}_primary]} | ${R[${phase}_walsenders]} | ${R[${phase}_standby]} | ${R[${phase}_outboxd]} | ${R[${phase}_count]} | ${R[${phase}_p50_ms]} | ${R[${phase}_p99_ms]} | ${R[${phase}_p999_ms]} | ${R[${phase}_warm_p99_ms]} |"
+      per=$(awk -v c="${R[${phase}_primary]}" -v r="${R[${phase}_rate]}" 'BEGIN {if (r > 0) printf "%.1f", c * 1000 / r; else print "n/a"}')
+      echo "| ${phase%[0-9]*} (run ${phase##*[a-z]}) | ${R[${phase}_rate]} | ${R[${phase}_primary]} | $per | ${R[${phase}_walsenders]} | ${R[${phase}_standby]} | ${R[${phase}_outboxd]} | ${R[${phase}_count]} | ${R[${phase}_p50_ms]} | ${R[${phase}_p99_ms]} | ${R[${phase}_p999_ms]} | ${R[${phase}_warm_p99_ms]} |"
     done
   } >"$table_md"
   cat "$table_md"
