@@ -181,17 +181,6 @@ absl::Status RemoveSnapshotMark(const std::string& path) {
   return absl::OkStatus();
 }
 
-// librdkafka's transaction.timeout.ms as configured (60 s by default).
-absl::Duration TransactionTimeout(const config::KafkaConfig& kafka) {
-  for (const auto& [name, value] : kafka.properties) {
-    if (name == "transaction.timeout.ms") {
-      const long long ms = std::atoll(value.c_str());
-      if (ms > 0) return absl::Milliseconds(ms);
-    }
-  }
-  return absl::Seconds(60);
-}
-
 // OUTBOXD_FAILPOINT=kill_after_kafka_commit:N, for tests only: SIGKILL right
 // after the N-th Kafka commit returned, before the slot hears of it (the crash
 // window exactly-once must survive). Anything else there is refused.
@@ -330,7 +319,7 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
   // and timeline the session streams (the checkpoint's key and contents).
   std::optional<pipeline::ExactlyOnce> exactly_once;
   replication::SystemInfo streamed;
-  const absl::Duration transaction_timeout = TransactionTimeout(config.kafka);
+  const absl::Duration transaction_timeout = config::TransactionTimeout(config.kafka);
   if (config.kafka.delivery == config::Delivery::kExactlyOnce) {
     absl::StatusOr<std::function<void()>> failpoint = Failpoint();
     if (!failpoint.ok()) {
