@@ -14,6 +14,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "pipeline/checkpoint.h"
+#include "pipeline/exactly_once.h"
 #include "pipeline/pipeline.h"
 
 namespace outboxd::pipeline {
@@ -101,14 +102,13 @@ class ExactlyOnceTest : public ::testing::Test {
     options_.tables.push_back(outbox::TableConfig{});
     options_.status_interval = absl::Seconds(10);
     options_.feedback_delay = absl::ZeroDuration();
-    eos_.checkpoint_topic = kCheckpoints;
-    eos_.checkpoint_key = "7000/outboxd";
-    eos_.committed.system_id = "7000";
-    eos_.committed.slot = "outboxd";
-    eos_.committed.timeline = 1;
+    checkpoint_.checkpoint_topic = kCheckpoints;
+    checkpoint_.checkpoint_key = "7000/outboxd";
+    checkpoint_.committed.system_id = "7000";
+    checkpoint_.committed.slot = "outboxd";
+    checkpoint_.committed.timeline = 1;
     eos_.interval = absl::Seconds(5);
     eos_.split_after = absl::Seconds(30);
-    options_.exactly_once = &eos_;
     stream_.PushData(0x100, Relation(kOutboxOid, "public", "outbox",
                                      {{"id", kUuid}, {"aggregate_type", kText}, {"aggregate_id", kText},
                                       {"event_type", kText}, {"payload", kJsonb}}));
@@ -130,16 +130,35 @@ class ExactlyOnceTest : public ::testing::Test {
     stream_.on_empty = [this] {
       if (++empty_reads_ >= 3) stop_ = true;
     };
-    auto pipeline = Pipeline::Create(&stream_, &sink_, options_, &metrics_, [this] { return now_; });
+    auto pipeline = MakePipeline(&stream_, &sink_);
     if (!pipeline.ok()) return pipeline.status();
     return (*pipeline)->Run(stop_);
+  }
+
+  // The stream's mode, made at first use from eos_ and checkpoint_ as the
+  // test set them: it outlives each session.
+  ExactlyOnceMode& mode() {
+    if (mode_ == nullptr) {
+      mode_ = std::make_unique<ExactlyOnceMode>(eos_, kCheckpoints);
+      mode_->checkpoint() = checkpoint_;
+      options_.delivery = mode_.get();
+    }
+    return *mode_;
+  }
+  const Checkpoint& committed() { return mode().checkpoint().committed; }
+  absl::StatusOr<std::unique_ptr<Pipeline>> MakePipeline(replication::ReplicationStream* stream,
+                                                         kafka::EventSink* sink) {
+    mode();
+    return Pipeline::Create(stream, sink, options_, &metrics_, [this] { return now_; });
   }
 
   absl::Time now_ = absl::FromUnixSeconds(1800000000);
   FakeStream stream_;
   TxnSink sink_;
   telemetry::Metrics metrics_;
-  ExactlyOnce eos_;
+  ExactlyOnceOptions eos_;
+  CheckpointState checkpoint_;
+  std::unique_ptr<ExactlyOnceMode> mode_;
   PipelineOptions options_;
   std::atomic<bool> stop_{false};
   int empty_reads_ = 0;
@@ -158,7 +177,7 @@ TEST_F(ExactlyOnceTest, EachKafkaTransactionEndsWithACheckpointOfItsLastWholeTra
   // Each checkpoint is its transaction's last record, on the key's partition.
   EXPECT_EQ(sink_.visible.back().topic, kCheckpoints);
   EXPECT_EQ(sink_.visible.back().key, "7000/outboxd");
-  EXPECT_EQ(eos_.committed.lsn, Lsn(0x2050));
+  EXPECT_EQ(committed().lsn, Lsn(0x2050));
   EXPECT_EQ(stream_.last_flushed(), Lsn(0x2050));
   EXPECT_EQ(metrics_.kafka_transactions.Get("committed"), static_cast<uint64_t>(sink_.commits));
   // Latency is observed at the Kafka commit, once per event (not at the acknowledgement too).
@@ -182,7 +201,7 @@ TEST_F(ExactlyOnceTest, TheSlotIsNotConfirmedBeforeTheKafkaCommitReturns) {
 }
 
 TEST_F(ExactlyOnceTest, ARestartSkipsTransactionsTheCheckpointCovers) {
-  eos_.committed.lsn = Lsn(0x2050);  // transactions up to the one ending at 0x2050 are in Kafka
+  checkpoint_.committed.lsn = Lsn(0x2050);  // transactions up to the one ending at 0x2050 are in Kafka
   PushTxn(0x1000, 700, 1, 2);
   PushTxn(0x2000, 701, 3, 1);
   PushTxn(0x3000, 702, 4, 2);
@@ -193,9 +212,9 @@ TEST_F(ExactlyOnceTest, ARestartSkipsTransactionsTheCheckpointCovers) {
 }
 
 TEST_F(ExactlyOnceTest, APartialCheckpointSkipsExactlyTheEventsAlreadyCommitted) {
-  eos_.committed.lsn = Lsn(0x1050);
-  eos_.committed.partial_commit_lsn = Lsn(0x2040);
-  eos_.committed.partial_through = {Lsn(0x2002), 0};  // the second event of the transaction at 0x2000
+  checkpoint_.committed.lsn = Lsn(0x1050);
+  checkpoint_.committed.partial_commit_lsn = Lsn(0x2040);
+  checkpoint_.committed.partial_through = {Lsn(0x2002), 0};  // the second event of the transaction at 0x2000
   PushTxn(0x2000, 701, 1, 4);
   ASSERT_TRUE(Run().ok());
   EXPECT_EQ(sink_.VisibleIds(), (std::vector<std::string>{Id(3), Id(4)}));
@@ -204,9 +223,9 @@ TEST_F(ExactlyOnceTest, APartialCheckpointSkipsExactlyTheEventsAlreadyCommitted)
 
 TEST_F(ExactlyOnceTest, EventsAtOneLsnAreTellApartByTheirRank) {
   // A multi-row insert (COPY) puts rows in one WAL record: one LSN, several events.
-  eos_.committed.lsn = Lsn(0x1050);
-  eos_.committed.partial_commit_lsn = Lsn(0x2040);
-  eos_.committed.partial_through = {Lsn(0x2001), 1};
+  checkpoint_.committed.lsn = Lsn(0x1050);
+  checkpoint_.committed.partial_commit_lsn = Lsn(0x2040);
+  checkpoint_.committed.partial_through = {Lsn(0x2001), 1};
   stream_.PushData(0x2000, Begin(0x2040, 701));
   for (int n = 1; n <= 3; ++n) PushInsert(0x2001, n);
   stream_.PushData(0x2040, Commit(0x2040, 0x2050));
@@ -247,7 +266,7 @@ TEST_F(ExactlyOnceTest, ACommitThatFailsAbortsAndEndsTheSessionWithoutConfirming
   EXPECT_TRUE(sink_.visible.empty());
   EXPECT_LT(stream_.max_flushed(), Lsn(0x1050));
   EXPECT_EQ(metrics_.kafka_transactions.Get("aborted"), 1u);
-  EXPECT_EQ(eos_.committed.lsn, Lsn()) << "an aborted transaction moved the checkpoint";
+  EXPECT_EQ(committed().lsn, Lsn()) << "an aborted transaction moved the checkpoint";
   EXPECT_THAT(metrics_.RenderPrometheus(), HasSubstr("outboxd_publish_latency_seconds_count 0\n"))
       << "latency observed for events no consumer can see";
 }
@@ -304,7 +323,7 @@ TEST_F(ExactlyOnceTest, AStopCutsTheGapShort) {
     });
   });
   PushTxn(0x2000, 701, 2, 1);
-  auto pipeline = Pipeline::Create(&stream_, &sink_, options_, &metrics_, [this] { return now_; });
+  auto pipeline = MakePipeline(&stream_, &sink_);
   ASSERT_TRUE(pipeline.ok());
   const absl::Time start = absl::Now();
   EXPECT_TRUE((*pipeline)->Run(stop_).ok());
@@ -322,7 +341,7 @@ TEST_F(ExactlyOnceTest, AStopInsideATransactionAbortsItsPartAndConfirmsNothingOf
   stream_.PushData(0x2000, Begin(0x2040, 701));
   PushInsert(0x2001, 2);
   stream_.PushAction([this] { stop_ = true; });
-  auto pipeline = Pipeline::Create(&stream_, &sink_, options_, &metrics_, [this] { return now_; });
+  auto pipeline = MakePipeline(&stream_, &sink_);
   ASSERT_TRUE(pipeline.ok());
   ASSERT_TRUE((*pipeline)->Run(stop_).ok());
   EXPECT_EQ(sink_.VisibleIds(), (std::vector<std::string>{Id(1)}));
@@ -341,7 +360,7 @@ TEST_F(ExactlyOnceTest, AStopWhileTheBrokerCannotCommitGivesUpAfterTheStopFlushT
     return absl::DeadlineExceededError("Local: Timed out");
   };
   stream_.on_empty = [] {};
-  auto pipeline = Pipeline::Create(&stream_, &sink_, options_, &metrics_, [this] { return now_; });
+  auto pipeline = MakePipeline(&stream_, &sink_);
   ASSERT_TRUE(pipeline.ok());
   ASSERT_TRUE((*pipeline)->Run(stop_).ok()) << "a stop is a stop, also when it cut a commit short";
   EXPECT_LE(attempts, 3 + 31) << "the commit went on past the stop flush timeout";
@@ -358,7 +377,7 @@ TEST_F(ExactlyOnceTest, ARecordTheBrokerRefusesIsDeadLetteredInTheNextSessionsTr
     return absl::AbortedError("Kafka commit_transaction failed: the transaction must be aborted");
   };
   EXPECT_EQ(Run().code(), absl::StatusCode::kAborted);
-  ASSERT_EQ(eos_.refused.size(), 1u);
+  ASSERT_EQ(mode().refused().size(), 1u);
 
   // The next session replays the transaction: the record's dead letter takes its place.
   stop_ = false;
@@ -375,7 +394,7 @@ TEST_F(ExactlyOnceTest, ARecordTheBrokerRefusesIsDeadLetteredInTheNextSessionsTr
     if (++empty >= 3) stop_ = true;
   };
   TxnSink next;
-  auto pipeline = Pipeline::Create(&replay, &next, options_, &metrics_, [this] { return now_; });
+  auto pipeline = MakePipeline(&replay, &next);
   ASSERT_TRUE(pipeline.ok());
   ASSERT_TRUE((*pipeline)->Run(stop_).ok());
   std::vector<std::string> topics;
@@ -383,7 +402,274 @@ TEST_F(ExactlyOnceTest, ARecordTheBrokerRefusesIsDeadLetteredInTheNextSessionsTr
   EXPECT_EQ(topics, (std::vector<std::string>{"outbox.event.Order", "outboxd.dlq", kCheckpoints}));
   EXPECT_EQ(next.aborts, 0);
   EXPECT_EQ(replay.last_flushed(), Lsn(0x1050));
-  EXPECT_TRUE(eos_.refused.empty()) << "kept after its transaction was committed";
+  EXPECT_TRUE(mode().refused().empty()) << "kept after its transaction was committed";
+}
+
+// ---------------------------------------------------------------------------
+// Every way out of a session aborts an open Kafka transaction, once
+// ---------------------------------------------------------------------------
+
+// A Kafka transaction holding transaction 700 (Id(1)) stays open: the
+// interval is long, and the stream is never caught up outside a PostgreSQL
+// transaction.
+class ExactlyOnceExitTest : public ExactlyOnceTest {
+ protected:
+  ExactlyOnceExitTest() { eos_.interval = absl::Hours(1); }
+  void ExpectAbortedOnce(const absl::Status& status, absl::StatusCode code) {
+    EXPECT_EQ(status.code(), code) << status;
+    EXPECT_EQ(sink_.aborts, 1) << "the open Kafka transaction was left to transaction.timeout.ms";
+    EXPECT_FALSE(sink_.open);
+    EXPECT_TRUE(sink_.visible.empty());
+    EXPECT_EQ(metrics_.kafka_transactions.Get("aborted"), 1u);
+    EXPECT_LT(stream_.max_flushed(), Lsn(0x1050));
+  }
+  void PushBadRow(uint64_t lsn, uint32_t xid, int n) {
+    stream_.PushData(lsn, Begin(lsn + 0x40, xid));
+    stream_.PushData(lsn + 1, Insert(kOutboxOid, {Id(n), "Order", std::nullopt, "OrderCreated", "{}"}));
+    stream_.PushData(lsn + 0x40, Commit(lsn + 0x40, lsn + 0x50));
+  }
+};
+
+TEST_F(ExactlyOnceExitTest, ABadEventUnderOnBadEventStop) {
+  options_.on_bad_event = outbox::BadEventPolicy::kStop;
+  PushTxn(0x1000, 700, 1, 1);
+  PushBadRow(0x2000, 701, 2);
+  ExpectAbortedOnce(Run(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ExactlyOnceExitTest, AStreamThatBreaksTheProtocol) {
+  PushTxn(0x1000, 700, 1, 1);
+  stream_.PushData(0x3040, Commit(0x3040, 0x3050));  // no Begin
+  ExpectAbortedOnce(Run(), absl::StatusCode::kDataLoss);
+}
+
+TEST_F(ExactlyOnceExitTest, ARecordTheSinkRefusesForGood) {
+  // What a schema registry that refuses the subject answers.
+  sink_.produce_hook = [](const kafka::ProduceRequest& r) {
+    return r.key == Id(2) ? absl::FailedPreconditionError("the schema registry refused subject x-value")
+                          : absl::OkStatus();
+  };
+  PushTxn(0x1000, 700, 1, 1);
+  PushTxn(0x2000, 701, 2, 1);
+  ExpectAbortedOnce(Run(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ExactlyOnceExitTest, ARefusedDeadLetter) {
+  PushTxn(0x1000, 700, 1, 1);
+  PushBadRow(0x2000, 701, 2);
+  stream_.PushData(0x3000, Begin(0x3040, 702));  // inside a transaction: nothing commits on its own
+  stream_.PushAction([this] {
+    ASSERT_EQ(sink_.produced.size(), 2u);
+    ASSERT_EQ(sink_.produced[1].topic, "outboxd.dlq");
+    sink_.DeliverAt(1, BadEventError(bad_event::kMessageTooLarge, "dead letter too large"));
+  });
+  stream_.PushKeepalive(0x3000, /*reply=*/true);
+  ExpectAbortedOnce(Run(), absl::StatusCode::kFailedPrecondition);
+}
+
+// A delivery fails while the checkpoint waits for room in the producer queue:
+// the Kafka transaction is aborted once, and counted once.
+TEST_F(ExactlyOnceExitTest, ADeliveryFailureWhileTheCheckpointWaitsForRoom) {
+  eos_.interval = absl::Seconds(5);
+  sink_.queue_limit = 2;
+  bool failed = false;
+  sink_.on_poll = [&] {
+    if (sink_.queue_full_answers > 0 && !failed) {
+      failed = true;
+      sink_.DeliverAt(0, absl::UnavailableError("Local: Message timed out"));
+    }
+  };
+  PushTxn(0x1000, 700, 1, 2);  // caught up: the commit's checkpoint finds the queue full
+  ExpectAbortedOnce(Run(), absl::StatusCode::kAborted);
+  EXPECT_TRUE(failed);
+}
+
+// A dead letter the broker refused is fatal; a refusal of a record the
+// session does not track (another producer's token, the checkpoint record)
+// that comes after it must not turn the stop into a retry loop.
+TEST_F(ExactlyOnceExitTest, ARefusedDeadLetterStaysFatalWhateverIsRefusedAfterIt) {
+  PushTxn(0x1000, 700, 1, 1);
+  PushBadRow(0x2000, 701, 2);
+  stream_.PushData(0x3000, Begin(0x3040, 702));
+  stream_.PushAction([this] {
+    ASSERT_EQ(sink_.produced.size(), 2u);
+    sink_.DeliverAt(1, BadEventError(bad_event::kMessageTooLarge, "dead letter too large"));
+    ASSERT_TRUE(sink_.Produce({.topic = "elsewhere", .key = "k", .value = "v", .token = uint64_t{1} << 40}).ok());
+    sink_.DeliverAt(sink_.pending() - 1, BadEventError(bad_event::kUnknownTopic, "Broker: Unknown topic"));
+  });
+  stream_.PushKeepalive(0x3000, /*reply=*/true);
+  ExpectAbortedOnce(Run(), absl::StatusCode::kFailedPrecondition);
+}
+
+// transaction_interval past half of transaction.timeout.ms (which config
+// validation refuses, but the loop must survive): a Kafka transaction open
+// while a PostgreSQL transaction without events is read, and nothing else
+// arrives for a minute. The loop waits for its deadlines (simulated time
+// passes) and commits at the interval, never spinning on a deadline that
+// has passed.
+TEST_F(ExactlyOnceTest, TheLoopNeverSpinsOnADeadlineInThePast) {
+  eos_.interval = absl::Seconds(40);
+  eos_.split_after = absl::Seconds(30);
+  sink_.auto_ack = true;  // else the loop polls the test double every millisecond
+  const absl::Time start = now_;
+  PushTxn(0x1000, 700, 1, 1);
+  stream_.PushData(0x2000, Begin(0x2040, 701));
+  int reads_at_gate = 0;
+  stream_.PushAction([&] { reads_at_gate = stream_.reads_; });
+  stream_.PushGate([&] { return now_ >= start + absl::Seconds(60); }, absl::Seconds(3));
+  int reads_in_gate = 0;
+  stream_.PushAction([&] {
+    reads_in_gate = stream_.reads_ - reads_at_gate;
+    EXPECT_EQ(sink_.commits, 1) << "the interval's commit did not happen while waiting";
+  });
+  PushInsert(0x2001, 2);
+  stream_.PushData(0x2040, Commit(0x2040, 0x2050));
+  ASSERT_TRUE(Run().ok());
+  EXPECT_LT(reads_in_gate, 100) << "the loop spun instead of waiting";
+  EXPECT_GE(now_ - start, absl::Seconds(60));
+  EXPECT_EQ(sink_.VisibleIds(), (std::vector<std::string>{Id(1), Id(2)}));
+  EXPECT_EQ(stream_.last_flushed(), Lsn(0x2050));
+}
+
+// ---------------------------------------------------------------------------
+// The mode alone: the flush position it lets the slot have, its deadlines
+// ---------------------------------------------------------------------------
+
+// The session as the mode sees it, driven by hand.
+class FakeSession : public Session {
+ public:
+  FakeSession() { sink_.SetDeliveryHandler([](uint64_t, const absl::Status&) {}); }
+  kafka::EventSink& sink() override { return sink_; }
+  telemetry::Metrics& metrics() override { return metrics_; }
+  const AckTracker& tracker() const override { return tracker_; }
+  absl::Time Now() const override { return now_; }
+  bool stopping() const override { return stop_.load(); }
+  const std::atomic<bool>& stop_flag() const override { return stop_; }
+  int stop_fd() const override { return -1; }
+  absl::Duration stop_flush_timeout() const override { return absl::Seconds(30); }
+  Lsn read_through() const override { return read_through_; }
+  absl::Status ProduceUntracked(const kafka::ProduceRequest& request) override { return sink_.Produce(request); }
+  absl::Status KeepStatusFlowing() override { return absl::OkStatus(); }
+
+  TxnSink sink_;
+  telemetry::Metrics metrics_;
+  AckTracker tracker_;
+  absl::Time now_ = absl::FromUnixSeconds(1800000000);
+  std::atomic<bool> stop_{false};
+  Lsn read_through_;
+};
+
+ExactlyOnceOptions Options(absl::Duration interval) {
+  ExactlyOnceOptions options;
+  options.interval = interval;
+  options.split_after = absl::Seconds(30);
+  return options;
+}
+
+class ExactlyOnceModeTest : public ::testing::Test {
+ protected:
+  ExactlyOnceModeTest() : mode_(Options(absl::Seconds(5))) {
+    mode_.checkpoint().checkpoint_topic = kCheckpoints;
+    mode_.BeginSession(&session_);
+  }
+  // Reads the PostgreSQL transaction committed at `commit` (ending at +0x10)
+  // with `events` events, producing each.
+  void ReadTransaction(uint64_t commit, int events) {
+    session_.tracker_.Begin();
+    mode_.OnBegin({.final_lsn = Lsn(commit), .commit_time = 0, .xid = 1});
+    for (int i = 0; i < events; ++i) {
+      const EventPosition position{Lsn(commit - 0x10 + i), 0};
+      ASSERT_FALSE(mode_.AlreadyInKafka(Lsn(commit), position));
+      ASSERT_TRUE(mode_.BeforeProduce().ok());
+      const uint64_t token = session_.tracker_.AddEvent();
+      ASSERT_TRUE(session_.sink_.Produce({.topic = "t", .key = "k", .value = "v", .token = token}).ok());
+    }
+  }
+  void CommitTransaction(uint64_t commit) {
+    session_.tracker_.Commit(Lsn(commit + 0x10));
+    session_.read_through_ = Lsn(commit + 0x10);
+    ASSERT_TRUE(mode_.OnCommit({.commit_lsn = Lsn(commit), .end_lsn = Lsn(commit + 0x10)}).ok());
+  }
+  // Acknowledges every record produced so far (as the tracker hears it).
+  void AcknowledgeAll() {
+    session_.sink_.SetDeliveryHandler(
+        [this](uint64_t token, const absl::Status& status) { session_.tracker_.OnDelivery(token, status.ok()); });
+    session_.sink_.DeliverAll(absl::OkStatus());
+  }
+
+  FakeSession session_;
+  ExactlyOnceMode mode_;
+};
+
+TEST_F(ExactlyOnceModeTest, TheSafeLsnPassesAsItIsWithNoKafkaTransactionOpen) {
+  EXPECT_EQ(mode_.ClampFlush(Lsn(0x500)), Lsn(0x500));
+  EXPECT_EQ(mode_.NextDeadline(), absl::InfiniteFuture());
+}
+
+TEST_F(ExactlyOnceModeTest, AcknowledgedIsNotConfirmedBeforeTheKafkaCommit) {
+  session_.read_through_ = Lsn(0x1000);
+  ReadTransaction(0x1040, 2);
+  CommitTransaction(0x1040);
+  AcknowledgeAll();
+  ASSERT_EQ(session_.tracker_.safe_lsn(), Lsn(0x1050));
+  // Where the Kafka transaction began: everything read before it.
+  EXPECT_EQ(mode_.ClampFlush(session_.tracker_.safe_lsn()), Lsn(0x1000));
+  EXPECT_EQ(mode_.ClampFlush(Lsn(0x800)), Lsn(0x800)) << "never above the tracker's";
+  ASSERT_TRUE(mode_.AfterBatch(/*caught_up=*/true).ok());
+  EXPECT_EQ(session_.sink_.commits, 1);
+  EXPECT_EQ(mode_.ClampFlush(session_.tracker_.safe_lsn()), Lsn(0x1050));
+  EXPECT_EQ(mode_.checkpoint().committed.lsn, Lsn(0x1050));
+}
+
+TEST_F(ExactlyOnceModeTest, AFailedKafkaTransactionKeepsTheSlotBackUntilItIsAborted) {
+  session_.read_through_ = Lsn(0x1000);
+  ReadTransaction(0x1040, 1);
+  CommitTransaction(0x1040);
+  AcknowledgeAll();
+  session_.sink_.commit_hook = [] { return absl::AbortedError("the transaction must be aborted"); };
+  const absl::Status failed = mode_.AfterBatch(/*caught_up=*/true);
+  EXPECT_EQ(failed.code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(mode_.ClampFlush(Lsn(0x1050)), Lsn(0x1000)) << "confirmed what never became visible";
+  EXPECT_EQ(session_.sink_.aborts, 0) << "the abort is the session's way out, not the failure's";
+  EXPECT_EQ(mode_.EndSession(failed).code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(session_.sink_.aborts, 1);
+  EXPECT_EQ(mode_.EndSession(absl::OkStatus()).code(), absl::StatusCode::kOk);
+  EXPECT_EQ(session_.sink_.aborts, 1) << "aborted twice";
+  EXPECT_EQ(session_.metrics_.kafka_transactions.Get("aborted"), 1u);
+}
+
+TEST_F(ExactlyOnceModeTest, AFencedProducerIsNeverAskedToAbort) {
+  session_.read_through_ = Lsn(0x1000);
+  ReadTransaction(0x1040, 1);
+  EXPECT_TRUE(kafka::IsFenced(mode_.EndSession(kafka::FencedError("fenced"))));
+  EXPECT_EQ(session_.sink_.aborts, 0);
+  EXPECT_EQ(session_.metrics_.kafka_transactions.Get("aborted"), 1u);
+}
+
+// After each batch the mode's next deadline lies ahead, whatever the options
+// (an interval past the split point included) and wherever the stream is.
+TEST_F(ExactlyOnceModeTest, TheNextDeadlineIsNeverInThePastAfterABatch) {
+  for (const absl::Duration interval : {absl::Seconds(5), absl::Seconds(40)}) {
+    FakeSession session;
+    ExactlyOnceMode mode(Options(interval));
+    mode.BeginSession(&session);
+    session.tracker_.Begin();
+    mode.OnBegin({.final_lsn = Lsn(0x1040)});
+    ASSERT_FALSE(mode.AlreadyInKafka(Lsn(0x1040), {Lsn(0x1001), 0}));
+    ASSERT_TRUE(mode.BeforeProduce().ok());
+    session.tracker_.AddEvent();
+    session.tracker_.Commit(Lsn(0x1050));
+    ASSERT_TRUE(mode.OnCommit({.commit_lsn = Lsn(0x1040), .end_lsn = Lsn(0x1050)}).ok());
+    session.tracker_.Begin();  // a long transaction without events yet
+    mode.OnBegin({.final_lsn = Lsn(0x9040)});
+    for (int second = 0; second < 90; ++second) {
+      ASSERT_TRUE(mode.AfterBatch(/*caught_up=*/true).ok());
+      EXPECT_GT(mode.NextDeadline(), session.now_) << "interval " << interval << ", at " << second << " s";
+      session.now_ += absl::Seconds(1);
+    }
+    EXPECT_EQ(session.sink_.commits, 1) << "interval " << interval;
+    EXPECT_TRUE(mode.EndSession(absl::OkStatus()).ok());
+  }
 }
 
 TEST(CheckpointTest, RoundTripsThroughItsJson) {

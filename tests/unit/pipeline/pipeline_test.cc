@@ -1,9 +1,14 @@
 #include "pipeline/pipeline.h"
 
+#include <poll.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <algorithm>
 #include <memory>
 #include <optional>
+#include <thread>
+#include <tuple>
 
 #include "common/time.h"
 #include "fakes.h"
@@ -11,6 +16,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "outbox/v1/envelope.pb.h"
+#include "pipeline/at_least_once.h"
+#include "registry/registry_sink.h"
 
 namespace outboxd::pipeline {
 namespace {
@@ -47,6 +54,7 @@ class PipelineTest : public ::testing::Test {
     options_.tables.push_back(outbox::TableConfig{});
     options_.status_interval = absl::Seconds(10);
     options_.feedback_delay = absl::ZeroDuration();
+    options_.delivery = &mode_;
   }
 
   void PushRelation() {
@@ -81,6 +89,7 @@ class PipelineTest : public ::testing::Test {
   FakeStream stream_;
   FakeSink sink_;
   telemetry::Metrics metrics_;
+  AtLeastOnceMode mode_;  // the stream's: it outlives each session
   PipelineOptions options_;
   std::atomic<bool> stop_{false};
 };
@@ -335,6 +344,110 @@ TEST_F(PipelineTest, StreamErrorsEndTheSessionAsTransient) {
   EXPECT_EQ((*pipeline)->Run(stop_).code(), absl::StatusCode::kUnavailable);
 }
 
+// [schema_registry] in front of the producer: a refused report that the
+// producer serves after the session ended (the stream broke with the record
+// still queued, and the producer is kept for the next session) reaches
+// nothing that throws.
+TEST_F(PipelineTest, ARefusedReportServedAfterTheSessionEndedIsHarmlessWithASchemaRegistry) {
+  auto inner = std::make_unique<FakeSink>();
+  FakeSink* producer = inner.get();
+  registry::RegistrySink sink(std::move(inner), registry::SubjectStrategy::kTopicName,
+                              [](const std::string&) -> absl::StatusOr<int32_t> { return 7; }, "outboxd.dlq");
+  ASSERT_TRUE(sink.Prepare({"outbox.event.Order"}).ok());
+  PushRelation();
+  stream_.PushData(0x1000, Begin(0x1040, 700));
+  PushInsert(0x1001, 1);
+  stream_.error_when_empty = absl::UnavailableError("server closed the connection");
+  {
+    auto pipeline = Pipeline::Create(&stream_, &sink, options_, &metrics_, [this] { return now_; });
+    ASSERT_TRUE(pipeline.ok());
+    EXPECT_EQ((*pipeline)->Run(stop_).code(), absl::StatusCode::kUnavailable);
+    ASSERT_EQ(producer->pending(), 1u);
+  }
+  producer->DeliverAll(BadEventError(bad_event::kMessageTooLarge, "Broker: Message size too large"));
+  EXPECT_EQ(producer->pending(), 0u);
+}
+
+// A registry slower than the status interval: the lookup of a new topic's
+// schema id runs off the loop, which keeps confirming to PostgreSQL
+// meanwhile (the walsender drops a connection that stays silent for
+// wal_sender_timeout), and then produces the framed record.
+TEST_F(PipelineTest, StatusUpdatesKeepFlowingWhileTheSchemaRegistryIsSlow) {
+  options_.status_interval = absl::Milliseconds(100);
+  // The lookup's start and end, as the statuses' clock field counts time.
+  std::atomic<int64_t> asked{0}, answered{0};
+  auto inner = std::make_unique<FakeSink>();
+  FakeSink* producer = inner.get();
+  registry::RegistrySink sink(std::move(inner), registry::SubjectStrategy::kTopicName,
+                              [&](const std::string&) -> absl::StatusOr<int32_t> {
+                                asked = TimeToPgTimestamp(absl::Now());
+                                absl::SleepFor(absl::Milliseconds(700));
+                                answered = TimeToPgTimestamp(absl::Now());
+                                return 7;
+                              },
+                              "outboxd.dlq");
+  PushRelation();
+  PushTxn(0x1000, 700, 1, 1);
+  stream_.on_empty = [this] { stop_ = true; };
+  producer->ack_on_flush = true;
+  auto pipeline = Pipeline::Create(&stream_, &sink, options_, &metrics_);  // the real clock
+  ASSERT_TRUE(pipeline.ok());
+  ASSERT_TRUE((*pipeline)->Run(stop_).ok());
+  const int64_t during = std::count_if(stream_.statuses.begin(), stream_.statuses.end(), [&](const auto& st) {
+    return st.clock >= asked.load() && st.clock <= answered.load();
+  });
+  EXPECT_GE(during, 3) << "too few status updates while the registry was asked";
+  ASSERT_EQ(producer->produced.size(), 1u);
+  EXPECT_EQ(producer->produced[0].value.substr(0, 5), std::string("\x00\x00\x00\x00\x07", 5)) << "framed";
+  EXPECT_EQ(stream_.last_flushed(), Lsn(0x1050));
+}
+
+// A stop while the registry does not answer ends the session at once; the
+// lookup is cancelled when the sink goes.
+TEST_F(PipelineTest, AStopDuringASchemaRegistryLookupEndsTheSessionPromptly) {
+  int stop_pipe[2];
+  ASSERT_EQ(pipe(stop_pipe), 0);
+  options_.stop_fd = stop_pipe[0];
+  absl::Mutex mu;
+  bool cancelled = false;
+  std::atomic<bool> asked{false};
+  auto sink = std::make_unique<registry::RegistrySink>(
+      std::make_unique<FakeSink>(), registry::SubjectStrategy::kTopicName,
+      [&](const std::string&) -> absl::StatusOr<int32_t> {
+        asked = true;
+        absl::MutexLock lock(&mu);
+        // A registry that answers after 10 s, unless cancelled.
+        mu.AwaitWithTimeout(absl::Condition(&cancelled), absl::Seconds(10));
+        return absl::UnavailableError("no answer");
+      },
+      "outboxd.dlq", [&] {
+        absl::MutexLock lock(&mu);
+        cancelled = true;
+      });
+  PushRelation();
+  PushTxn(0x1000, 700, 1, 1);
+  stream_.on_empty = [] {};
+  std::thread stopper([&] {
+    while (!asked) absl::SleepFor(absl::Milliseconds(5));
+    absl::SleepFor(absl::Milliseconds(200));
+    stop_ = true;
+    EXPECT_EQ(write(stop_pipe[1], "x", 1), 1);
+  });
+  auto pipeline = Pipeline::Create(&stream_, sink.get(), options_, &metrics_);
+  ASSERT_TRUE(pipeline.ok());
+  const absl::Time start = absl::Now();
+  EXPECT_TRUE((*pipeline)->Run(stop_).ok());
+  EXPECT_LT(absl::Now() - start, absl::Seconds(3)) << "the stop waited for the registry";
+  EXPECT_EQ((*pipeline)->unacknowledged_at_stop(), 1u);
+  stopper.join();
+  pipeline->reset();
+  const absl::Time dropping = absl::Now();
+  sink.reset();
+  EXPECT_LT(absl::Now() - dropping, absl::Seconds(3)) << "dropping the sink waited for the registry";
+  close(stop_pipe[0]);
+  close(stop_pipe[1]);
+}
+
 namespace dead_letters {
 
 constexpr uint64_t kEnd = 0x2050;
@@ -476,7 +589,11 @@ TEST_F(DeadLetterTest, RecordRefusedAtProduceTimeIsReplacedByItsDeadLetter) {
   EXPECT_EQ(stream_.max_flushed(), Lsn(kEnd));
 }
 
-TEST_F(DeadLetterTest, RecordRefusedInItsDeliveryReportKeepsItsSlotUntilTheDeadLetterIsAcked) {
+// The broker refuses a record in its delivery report: the session ends
+// without confirming it, and the next one, reading its event again from the
+// slot, produces the event's dead letter (built from the row read again) in
+// its place. Then the slot moves past it.
+TEST_F(DeadLetterTest, RecordRefusedInItsDeliveryReportIsDeadLetteredWhenItsEventIsReadAgain) {
   PushRelation();
   PushTxn(0x1000, 700, 1, 2);  // ends at 0x1050
   PushTxn(0x2000, 701, 3, 1);  // ends at 0x2050
@@ -489,26 +606,53 @@ TEST_F(DeadLetterTest, RecordRefusedInItsDeliveryReportKeepsItsSlotUntilTheDeadL
     sink_.DeliverAt(0, absl::OkStatus());  // Id(3), the next transaction
   });
   stream_.PushKeepalive(0x2050, /*reply=*/true);
-  stream_.PushAction([this] {
-    ASSERT_EQ(sink_.produced.size(), 4u) << "the dead letter was produced";
-    EXPECT_LT(stream_.max_flushed(), Lsn(0x1050)) << "the dead letter is not acknowledged yet";
-    sink_.DeliverAll(absl::OkStatus());
-  });
-  stream_.PushKeepalive(0x2050, /*reply=*/true);
-  ASSERT_TRUE(RunUntilScriptEnds().ok());
-  const testing::Produced& dl = sink_.produced[3];
+  const absl::Status first = RunUntilScriptEnds();
+  EXPECT_EQ(first.code(), absl::StatusCode::kAborted) << first;
+  EXPECT_TRUE(IsRefusedRecordRestart(first)) << first;
+  EXPECT_THAT(first.message(), HasSubstr("LSN 0/1002"));
+  EXPECT_LT(stream_.max_flushed(), Lsn(0x1050)) << "confirmed past the refused record";
+  EXPECT_EQ(mode_.refused().size(), 1u);
+
+  // The next session: PostgreSQL sends both transactions again.
+  FakeStream replay(&now_);
+  replay.PushData(0x100, Relation(kOutboxOid, "public", "outbox",
+                                  {{"id", kUuid}, {"aggregate_type", kText}, {"aggregate_id", kText},
+                                   {"event_type", kText}, {"payload", kJsonb}, {"created_at", kTimestamptz}}));
+  for (const auto& [lsn, xid, first_id, events] : {std::tuple{0x1000, 700, 1, 2}, std::tuple{0x2000, 701, 3, 1}}) {
+    replay.PushData(lsn, Begin(lsn + 0x40, xid));
+    for (int i = 0; i < events; ++i) {
+      const int n = first_id + i;
+      replay.PushData(lsn + 1 + i, Insert(kOutboxOid, {Id(n), "Order", fmt::format("order-{}", n), "OrderCreated",
+                                                       fmt::format("{{\"n\": {}}}", n), "2026-11-27 03:09:58.5+00"}));
+    }
+    replay.PushData(lsn + 0x40, Commit(lsn + 0x40, lsn + 0x50));
+  }
+  replay.on_empty = [this] { stop_ = true; };
+  stop_ = false;
+  FakeSink next;
+  next.auto_ack = true;
+  auto pipeline = Pipeline::Create(&replay, &next, options_, &metrics_, [this] { return now_; });
+  ASSERT_TRUE(pipeline.ok());
+  ASSERT_TRUE((*pipeline)->Run(stop_).ok());
+  ASSERT_EQ(next.produced.size(), 3u);
+  EXPECT_EQ(next.produced[0].key, Id(1));
+  EXPECT_EQ(next.produced[2].key, Id(3));
+  const testing::Produced& dl = next.produced[1];
   EXPECT_EQ(dl.topic, "outboxd.dlq");
-  EXPECT_EQ(dl.token, sink_.produced[1].token);
   EXPECT_EQ(dl.key, Id(2));
   EXPECT_EQ(Header(dl, "outboxd-dlq-reason"), "message_too_large");
+  EXPECT_THAT(Header(dl, "outboxd-dlq-error"), HasSubstr("MSG_SIZE_TOO_LARGE"));
   EXPECT_EQ(Header(dl, "outboxd-dlq-lsn"), "0/1002");
   EXPECT_EQ(Header(dl, "outboxd-dlq-commit-lsn"), "0/1040");
   EXPECT_EQ(Header(dl, "outboxd-dlq-xid"), "700");
+  EXPECT_EQ(Header(dl, "outboxd-dlq-topic"), "outbox.event.Order");
   ::outbox::v1::Envelope envelope;
   ASSERT_TRUE(envelope.ParseFromString(dl.value));
   EXPECT_EQ(envelope.payload(), "");
   EXPECT_EQ(envelope.aggregate_id(), "order-2");
-  EXPECT_EQ(stream_.max_flushed(), Lsn(0x2050));
+  EXPECT_EQ(metrics_.events_dead_lettered.Get("message_too_large"), 1u);
+  EXPECT_EQ(replay.max_flushed(), Lsn(0x2050));
+  EXPECT_TRUE(mode_.refused().empty()) << "kept after the slot passed its transaction";
 }
 
 TEST_F(DeadLetterTest, RefusedDeadLetterStopsForGood) {
@@ -517,17 +661,33 @@ TEST_F(DeadLetterTest, RefusedDeadLetterStopsForGood) {
   stream_.PushAction([this] {
     sink_.DeliverAt(0, BadEventError(bad_event::kMessageTooLarge, "too large"));
   });
-  stream_.PushKeepalive(0x1050, /*reply=*/false);  // a loop turn: the dead letter goes out
-  stream_.PushAction([this] {
-    ASSERT_EQ(sink_.produced.size(), 2u);
-    sink_.DeliverAt(0, BadEventError(bad_event::kMessageTooLarge, "dead letter too large"));
-  });
   stream_.PushKeepalive(0x1050, /*reply=*/true);
-  absl::Status status = RunUntilScriptEnds();
+  EXPECT_TRUE(IsRefusedRecordRestart(RunUntilScriptEnds()));
+
+  // Read again: its dead letter goes out, and the broker refuses that too.
+  FakeStream replay(&now_);
+  replay.PushData(0x100, Relation(kOutboxOid, "public", "outbox",
+                                  {{"id", kUuid}, {"aggregate_type", kText}, {"aggregate_id", kText},
+                                   {"event_type", kText}, {"payload", kJsonb}, {"created_at", kTimestamptz}}));
+  replay.PushData(0x1000, Begin(0x1040, 700));
+  replay.PushData(0x1001, Insert(kOutboxOid, {Id(1), "Order", "order-1", "OrderCreated", "{}", std::nullopt}));
+  replay.PushData(0x1040, Commit(0x1040, 0x1050));
+  FakeSink next;
+  replay.PushAction([&] {
+    ASSERT_EQ(next.produced.size(), 1u);
+    EXPECT_EQ(next.produced[0].topic, "outboxd.dlq");
+    next.DeliverAt(0, BadEventError(bad_event::kMessageTooLarge, "dead letter too large"));
+  });
+  replay.PushKeepalive(0x1050, /*reply=*/true);
+  replay.on_empty = [this] { stop_ = true; };
+  stop_ = false;
+  auto pipeline = Pipeline::Create(&replay, &next, options_, &metrics_, [this] { return now_; });
+  ASSERT_TRUE(pipeline.ok());
+  absl::Status status = (*pipeline)->Run(stop_);
   EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
   EXPECT_THAT(status.message(), HasSubstr("dead_letter_topic"));
-  EXPECT_LT(stream_.max_flushed(), Lsn(0x1050));
-  EXPECT_EQ(sink_.produced.size(), 2u) << "a dead letter is never dead-lettered";
+  EXPECT_LT(replay.max_flushed(), Lsn(0x1050));
+  EXPECT_EQ(next.produced.size(), 1u) << "a dead letter is never dead-lettered";
 }
 
 TEST_F(DeadLetterTest, RefusedRecordStopsWhenOnBadEventIsStop) {
