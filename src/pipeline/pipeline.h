@@ -135,6 +135,12 @@ class Pipeline : private Session {
   // Before the mode, then the produce, waiting out backpressure.
   absl::Status ProduceWithBackpressure(const kafka::ProduceRequest& request);
   absl::Status ProduceUntilAccepted(const kafka::ProduceRequest& request);
+  // One turn of a wait on the sink instead of PostgreSQL: until the sink can
+  // take more (or a stop: CancelledError), serving its reports, the failures
+  // they show, and the status update.
+  absl::Status WaitOnSink();
+  // Until every record produced has its report.
+  absl::Status WaitUntilNothingInFlight();
   // The one wait of the loop: poll() on the replication socket (unless
   // `read_stream` is false: backpressure), the sink's wake descriptor and the
   // stop descriptor, until one is ready or `deadline`. With a stream that has
@@ -215,12 +221,17 @@ class Pipeline : private Session {
     uint32_t bytes = 0;
     bool has_topic = false;
     bool dead_letter = false;
+    // Nothing else was in flight when it was produced; with `seq` the last
+    // produced when its report comes, it was alone in its batch.
+    bool alone = false;
+    uint64_t seq = 0;
   };
   // Records `request` (its token) as in flight for the transaction `txn_token`:
   // its topic and size, for events_published_total and producer_queue_bytes.
   InflightRecord& TrackRecord(const kafka::ProduceRequest& request, const std::string& topic,
                               uint64_t txn_token);
   uint64_t next_record_token_ = 1;  // 0 is untracked (ProduceUntracked)
+  uint64_t produced_seq_ = 0;       // tracked records produced so far
   absl::flat_hash_map<uint64_t, InflightRecord> inflight_records_;
   LruMap<bool> topics_{kTopicCacheSize};
   int64_t inflight_bytes_ = 0;

@@ -140,15 +140,23 @@ absl::Status Pipeline::Publish(const outbox::TopicTemplate& topic, outbox::KeySo
                       /*token=*/std::nullopt);
   }
   const RecordPosition position{begin_.final_lsn, position_};
-  if (!mode_->refused().empty()) {
-    // The broker refused this event's record in an earlier session: its dead
-    // letter, built from the event read again, goes in its place.
-    if (const RefusedRecords::Refusal* refused = mode_->refused().Find(position)) {
-      outbox::DeadLetterForEvent(refused->reason, refused->detail, event_, topic_,
-                                 KeepPayload(refused->reason), &dead_letter_);
-      return OnBadEvent(BadEventError(refused->reason, refused->detail),
-                        fmt::format("Kafka refused {}", Describe(event_)), /*token=*/std::nullopt);
-    }
+  const RefusedRecords::Refusal* refused = mode_->refused().empty() ? nullptr : mode_->refused().Find(position);
+  if (refused != nullptr && refused->certain) {
+    // The broker refused this event's record, alone, in an earlier session:
+    // its dead letter, built from the event read again, goes in its place.
+    outbox::DeadLetterForEvent(refused->reason, refused->detail, event_, topic_, KeepPayload(refused->reason),
+                               &dead_letter_);
+    return OnBadEvent(BadEventError(refused->reason, refused->detail),
+                      fmt::format("Kafka refused {}", Describe(event_)), /*token=*/std::nullopt);
+  }
+  if (refused != nullptr) {
+    // Refused with its batch, maybe for a neighbour's size: produced again
+    // alone, so that its own report says. Nothing before it shares its batch,
+    // nothing after it either.
+    telemetry::LogInfo("Kafka refused {} together with the records batched with it ({}); producing it alone "
+                       "to tell whether it is too large itself",
+                       Describe(event_), refused->detail);
+    RETURN_IF_ERROR(WaitUntilNothingInFlight());
   }
   kafka::ProduceRequest request{
       .topic = topic_,
@@ -166,6 +174,7 @@ absl::Status Pipeline::Publish(const outbox::TopicTemplate& topic, outbox::KeySo
   };
   TrackRecord(request, topic_, tracker_.AddEvent()).position = position;
   absl::Status produced = ProduceWithBackpressure(request);
+  if (produced.ok() && refused != nullptr) return WaitUntilNothingInFlight();
   if (produced.ok() || absl::IsAborted(produced) || absl::IsCancelled(produced)) return produced;
   if (absl::IsUnavailable(produced)) {
     // A Kafka fault, not the replication stream's: Aborted tells the relay so.
@@ -254,29 +263,38 @@ absl::Status Pipeline::ProduceUntilAccepted(const kafka::ProduceRequest& request
       return status;
     }
     // The producer queue is full (or the sink waits for something else, such
-    // as a schema id): stop reading PostgreSQL (the socket is left unread, so
-    // the walsender waits on its send buffer), wait for the sink or the stop
-    // signal, and keep status updates flowing: the walsender counts each one
-    // as our reply, and a keepalive already read is answered at once. The
-    // record stays unproduced on a stop: its transaction is never confirmed,
-    // and it is published again from the slot.
-    if (stopping()) {
-      return absl::CancelledError(fmt::format("stop requested while waiting to produce: {}", status.message()));
-    }
+    // as a schema id). The record stays unproduced on a stop: its transaction
+    // is never confirmed, and it is published again from the slot.
     if (!backpressure_) {
       telemetry::LogDebug("{}: PostgreSQL input paused until the Kafka sink catches up", status.message());
       backpressure_ = true;
     }
-    RETURN_IF_ERROR(Wait(NextStatusDue(), /*read_stream=*/false));
-    sink_->Poll(absl::ZeroDuration());
-    RETURN_IF_ERROR(CheckFailures());
-    RETURN_IF_ERROR(MaybeSendStatus(/*force=*/reply_pending_));
+    RETURN_IF_ERROR(WaitOnSink());
   }
+}
+
+absl::Status Pipeline::WaitOnSink() {
+  // Stop reading PostgreSQL (the socket is left unread, so the walsender
+  // waits on its send buffer), wait for the sink or the stop signal, and keep
+  // status updates flowing: the walsender counts each one as our reply, and a
+  // keepalive already read is answered at once.
+  if (stopping()) return absl::CancelledError("stop requested while waiting on the Kafka sink");
+  RETURN_IF_ERROR(Wait(NextStatusDue(), /*read_stream=*/false));
+  sink_->Poll(absl::ZeroDuration());
+  RETURN_IF_ERROR(CheckFailures());
+  return MaybeSendStatus(/*force=*/reply_pending_);
+}
+
+absl::Status Pipeline::WaitUntilNothingInFlight() {
+  while (sink_->InFlight() > 0) RETURN_IF_ERROR(WaitOnSink());
+  return CheckFailures();
 }
 
 Pipeline::InflightRecord& Pipeline::TrackRecord(const kafka::ProduceRequest& request,
                                                const std::string& topic, uint64_t txn_token) {
   InflightRecord& record = inflight_records_[request.token];
+  record.alone = sink_->InFlight() == 0;
+  record.seq = ++produced_seq_;
   // A dead letter replaces its event's record: its topic and size.
   if (record.has_topic) topics_.Unpin(record.topic);
   std::optional<LruMap<bool>::Slot> slot = topics_.Find(topic);
@@ -335,7 +353,8 @@ void Pipeline::ClassifyFailure(uint64_t record_token, const absl::Status& status
       kind = Failure::kDeadLetterRefused;  // no dead letter for a dead letter
     } else if (options_.on_bad_event == outbox::BadEventPolicy::kStop) {
       kind = Failure::kStop;
-    } else if (mode_->refused().Add(record.position, reason, StatusMessage(status))) {
+    } else if (mode_->refused().Add(record.position, reason, StatusMessage(status),
+                                    /*certain=*/record.alone && record.seq == produced_seq_)) {
       kind = Failure::kRefused;
     }
   }

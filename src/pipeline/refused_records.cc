@@ -2,10 +2,14 @@
 
 namespace outboxd::pipeline {
 
-bool RefusedRecords::Add(const RecordPosition& at, std::string_view reason, std::string_view detail) {
-  if (entries_.contains(at)) return true;
+bool RefusedRecords::Add(const RecordPosition& at, std::string_view reason, std::string_view detail,
+                         bool certain) {
+  if (auto it = entries_.find(at); it != entries_.end()) {
+    if (certain && !it->second.certain) it->second = Refusal{std::string(reason), std::string(detail), true};
+    return true;
+  }
   if (entries_.size() >= kMaxEntries) return false;
-  entries_.emplace(at, Refusal{std::string(reason), std::string(detail)});
+  entries_.emplace(at, Refusal{std::string(reason), std::string(detail), certain});
   return true;
 }
 
@@ -16,7 +20,7 @@ const RefusedRecords::Refusal* RefusedRecords::Find(const RecordPosition& at) co
 
 void RefusedRecords::ForgetConfirmed(Lsn confirmed) {
   // Ordered by commit LSN first: the confirmed ones are a prefix.
-  entries_.erase(entries_.begin(), entries_.lower_bound(RecordPosition{.commit_lsn = confirmed}));
+  entries_.erase(entries_.begin(), entries_.lower_bound(RecordPosition{.commit_lsn = confirmed, .event = {}}));
 }
 
 }  // namespace outboxd::pipeline

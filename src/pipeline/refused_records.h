@@ -5,6 +5,11 @@
 // built from the source row read again, never from the bytes that were
 // produced (a `value = "payload"` record is not an envelope).
 //
+// The broker refuses a whole batch that is too large, so a record may have
+// been refused for a neighbour's size. A refusal is certain only when the
+// record was alone in flight; an uncertain one is produced again alone
+// first, and dead-lettered only when that is refused too.
+//
 // One per stream (it lives in the DeliveryMode, across sessions). An entry
 // goes once the slot is confirmed past its transaction.
 #pragma once
@@ -34,13 +39,16 @@ class RefusedRecords {
   struct Refusal {
     std::string reason;  // a bad_event code
     std::string detail;  // the broker's words
+    // The record was alone in flight: the refusal is its own, not its batch's.
+    bool certain = false;
   };
 
-  // Remembers the refusal of the record at `at`; the first one stays. False
-  // when the map is full (kMaxEntries: a session fails on its first refusal,
-  // so only what was in flight can add to it): that record is produced again
-  // next time, refused again, and remembered once there is room.
-  bool Add(const RecordPosition& at, std::string_view reason, std::string_view detail);
+  // Remembers the refusal of the record at `at`; a refusal already known
+  // stays, and becomes certain when this one is. False when the map is full
+  // (kMaxEntries: a session fails on its first refusal, so only what was in
+  // flight can add to it): that record is produced again next time, refused
+  // again, and remembered once there is room.
+  bool Add(const RecordPosition& at, std::string_view reason, std::string_view detail, bool certain);
   // The refusal of the record at `at`, or nullptr.
   const Refusal* Find(const RecordPosition& at) const;
   // Drops the entries of transactions the slot is confirmed past: those that

@@ -146,6 +146,49 @@ class ExactlyOnceTest : public ::testing::Test {
     return *mode_;
   }
   const Checkpoint& committed() { return mode().checkpoint().committed; }
+  // A new session of the same stream: PostgreSQL sends transaction 700 again
+  // (Begin 0x1000, the events `ids` at 0x1001.., Commit ending at 0x1050);
+  // `sink` is the broker. Sets last_replay_flushed_.
+  absl::Status RunReplay(TxnSink& sink, const std::vector<int>& ids) {
+    FakeStream replay(&now_);
+    replay.PushData(0x100, Relation(kOutboxOid, "public", "outbox",
+                                    {{"id", kUuid}, {"aggregate_type", kText}, {"aggregate_id", kText},
+                                     {"event_type", kText}, {"payload", kJsonb}}));
+    replay.PushData(0x1000, Begin(0x1040, 700));
+    for (size_t i = 0; i < ids.size(); ++i) {
+      replay.PushData(0x1001 + i, Insert(kOutboxOid, {Id(ids[i]), "Order", fmt::format("order-{}", ids[i]),
+                                                      "OrderCreated", "{}"}));
+    }
+    replay.PushData(0x1040, Commit(0x1040, 0x1050));
+    int empty = 0;
+    replay.on_empty = [this, &empty] {
+      if (++empty >= 3) stop_ = true;
+    };
+    stop_ = false;
+    auto pipeline = MakePipeline(&replay, &sink);
+    if (!pipeline.ok()) return pipeline.status();
+    absl::Status status = (*pipeline)->Run(stop_);
+    last_replay_flushed_ = replay.max_flushed();
+    return status;
+  }
+  static std::vector<std::string> Topics(const std::vector<testing::Produced>& records) {
+    std::vector<std::string> topics;
+    for (const auto& p : records) topics.push_back(p.topic);
+    return topics;
+  }
+  // The broker acknowledges each record at the next poll (before the commit),
+  // and refuses those whose key is in `refuse` as too large.
+  static void RefuseKeys(TxnSink& sink, std::set<std::string> refuse) {
+    sink.on_poll = [&sink, refuse = std::move(refuse)] {
+      while (sink.pending() > 0) {
+        const testing::Produced& next = sink.produced[sink.produced.size() - sink.pending()];
+        sink.DeliverAt(0, refuse.contains(next.key) && next.topic == "outbox.event.Order"
+                              ? BadEventError(bad_event::kMessageTooLarge, "Broker: Message size too large")
+                              : absl::OkStatus());
+      }
+    };
+  }
+  Lsn last_replay_flushed_;
   absl::StatusOr<std::unique_ptr<Pipeline>> MakePipeline(replication::ReplicationStream* stream,
                                                          kafka::EventSink* sink) {
     mode();
@@ -370,39 +413,51 @@ TEST_F(ExactlyOnceTest, AStopWhileTheBrokerCannotCommitGivesUpAfterTheStopFlushT
 }
 
 TEST_F(ExactlyOnceTest, ARecordTheBrokerRefusesIsDeadLetteredInTheNextSessionsTransaction) {
-  PushTxn(0x1000, 700, 1, 2);
+  PushTxn(0x1000, 700, 1, 1);
   sink_.commit_hook = [this]() -> absl::Status {
-    // The broker refuses the second record (too large for the topic).
-    sink_.DeliverAt(1, BadEventError(bad_event::kMessageTooLarge, "Broker: Message size too large"));
+    // The broker refuses the record (too large for the topic), alone in flight.
+    sink_.DeliverAt(0, BadEventError(bad_event::kMessageTooLarge, "Broker: Message size too large"));
     return absl::AbortedError("Kafka commit_transaction failed: the transaction must be aborted");
   };
   EXPECT_EQ(Run().code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(sink_.aborts, 1);
   ASSERT_EQ(mode().refused().size(), 1u);
 
   // The next session replays the transaction: the record's dead letter takes its place.
-  stop_ = false;
-  FakeStream replay(&now_);
-  replay.PushData(0x100, Relation(kOutboxOid, "public", "outbox",
-                                  {{"id", kUuid}, {"aggregate_type", kText}, {"aggregate_id", kText},
-                                   {"event_type", kText}, {"payload", kJsonb}}));
-  replay.PushData(0x1000, Begin(0x1040, 700));
-  replay.PushData(0x1001, Insert(kOutboxOid, {Id(1), "Order", "order-1", "OrderCreated", "{}"}));
-  replay.PushData(0x1002, Insert(kOutboxOid, {Id(2), "Order", "order-2", "OrderCreated", "{}"}));
-  replay.PushData(0x1040, Commit(0x1040, 0x1050));
-  int empty = 0;
-  replay.on_empty = [this, &empty] {
-    if (++empty >= 3) stop_ = true;
-  };
   TxnSink next;
-  auto pipeline = MakePipeline(&replay, &next);
-  ASSERT_TRUE(pipeline.ok());
-  ASSERT_TRUE((*pipeline)->Run(stop_).ok());
-  std::vector<std::string> topics;
-  for (const auto& p : next.visible) topics.push_back(p.topic);
-  EXPECT_EQ(topics, (std::vector<std::string>{"outbox.event.Order", "outboxd.dlq", kCheckpoints}));
+  ASSERT_TRUE(RunReplay(next, {1}).ok());
+  EXPECT_EQ(Topics(next.visible), (std::vector<std::string>{"outboxd.dlq", kCheckpoints}));
   EXPECT_EQ(next.aborts, 0);
-  EXPECT_EQ(replay.last_flushed(), Lsn(0x1050));
+  EXPECT_EQ(last_replay_flushed_, Lsn(0x1050));
   EXPECT_TRUE(mode().refused().empty()) << "kept after its transaction was committed";
+}
+
+// Refused with its batch: read again, each record of it goes out alone; the
+// one refused again aborts that Kafka transaction, and the session after
+// dead-letters it while the other one is published.
+TEST_F(ExactlyOnceTest, RecordsRefusedWithTheirBatchAreProducedAloneInTheNextTransactions) {
+  PushTxn(0x1000, 700, 1, 2);
+  sink_.commit_hook = [this]() -> absl::Status {
+    sink_.DeliverAll(BadEventError(bad_event::kMessageTooLarge, "Broker: Message size too large"));
+    return absl::AbortedError("Kafka commit_transaction failed: the transaction must be aborted");
+  };
+  EXPECT_EQ(Run().code(), absl::StatusCode::kAborted);
+  ASSERT_EQ(mode().refused().size(), 2u);
+
+  TxnSink second;
+  RefuseKeys(second, {Id(2)});
+  const absl::Status again = RunReplay(second, {1, 2});
+  EXPECT_TRUE(IsRefusedRecordRestart(again)) << again;
+  EXPECT_EQ(second.aborts, 1);
+  EXPECT_TRUE(second.visible.empty());
+
+  TxnSink third;
+  RefuseKeys(third, {Id(2)});
+  ASSERT_TRUE(RunReplay(third, {1, 2}).ok());
+  EXPECT_EQ(Topics(third.visible), (std::vector<std::string>{"outbox.event.Order", "outboxd.dlq", kCheckpoints}));
+  EXPECT_EQ(third.VisibleIds(), (std::vector<std::string>{Id(1), Id(2)}));
+  EXPECT_EQ(metrics_.events_dead_lettered.Get("message_too_large"), 1u);
+  EXPECT_EQ(last_replay_flushed_, Lsn(0x1050));
 }
 
 // ---------------------------------------------------------------------------
