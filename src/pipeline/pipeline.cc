@@ -100,8 +100,8 @@ absl::Status Pipeline::Run(const std::atomic<bool>& stop) {
 
 absl::Status Pipeline::Stream() {
   // A Cancelled status is the stop signal seen inside a wait (backpressure);
-  // an Aborted one that arrives while stopping (a Kafka transaction the stop
-  // cut short, a delivery that failed meanwhile) ends the session as a stop
+  // an Aborted one that arrives while stopping (work of the delivery mode the
+  // stop cut short, a delivery that failed meanwhile) ends the session as a stop
   // too: its events count as unacknowledged, and nothing of them is confirmed.
   auto stopped = [&](const absl::Status& status) {
     return stopping() && (absl::IsCancelled(status) || (absl::IsAborted(status) && !kafka::IsFenced(status)));
@@ -306,9 +306,8 @@ void Pipeline::UpdateLagMetric() {
 }
 
 absl::Status Pipeline::GracefulStop() {
-  // The mode first (exactly-once commits whole PostgreSQL transactions and
-  // aborts part of one), then: stop reading; wait for what is in flight;
-  // confirm what was acknowledged.
+  // The mode first (it finishes or drops its work in progress), then: stop
+  // reading; wait for what is in flight; confirm what was acknowledged.
   if (absl::Status stopped = mode_->Stop(); !stopped.ok()) {
     telemetry::LogWarn("stopping: {}", stopped.message());
   }

@@ -3,7 +3,7 @@
 // to events, produces them, feeds delivery reports to the AckTracker and sends
 // standby status updates with the safe flush LSN. Orchestration over the
 // ReplicationStream and EventSink interfaces only; how the events reach Kafka
-// (at least once, or exactly once with Kafka transactions) is the
+// (at least once, or exactly once) is the
 // DeliveryMode's, called at fixed points. The Relay restarts it.
 #pragma once
 
@@ -90,7 +90,7 @@ class Pipeline : private Session {
   // stop_flush_timeout), sends the final status update and returns OK, also
   // when some events stayed unacknowledged (unacknowledged_at_stop()). Errors:
   //  - UnavailableError: the replication stream broke; AbortedError: Kafka
-  //    failed (a delivery, the producer, a Kafka transaction) or refused a
+  //    failed (a delivery, the producer, the delivery mode's work) or refused a
   //    record to be dead-lettered when read again (IsRefusedRecordRestart).
   //    Transient: the caller restarts from the slot.
   //  - InvalidArgumentError: a bad event with on_bad_event = stop (the message

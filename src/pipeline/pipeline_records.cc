@@ -321,7 +321,7 @@ Pipeline::InflightRecord& Pipeline::TrackRecord(const kafka::ProduceRequest& req
 void Pipeline::OnDelivery(uint64_t record_token, const absl::Status& status) {
   auto it = inflight_records_.find(record_token);
   if (it == inflight_records_.end()) {
-    // Untracked (the checkpoint record: its Kafka commit reports on it too).
+    // Untracked: a record the delivery mode produced for itself.
     if (!status.ok()) ClassifyFailure(record_token, status);
     return;
   }
