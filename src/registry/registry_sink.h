@@ -35,6 +35,15 @@ namespace outboxd::registry {
 // sink's worker thread (and by Prepare, on the caller's), one call at a time.
 using SchemaIdResolver = std::function<absl::StatusOr<int32_t>(const std::string& subject)>;
 
+// A schema id lookup that RegistrySink's worker runs (internal).
+struct SchemaLookup {
+  std::string topic;
+  std::string subject;
+  bool started = false;
+  bool done = false;
+  absl::StatusOr<int32_t> result;
+};
+
 class RegistrySink : public kafka::EventSink {
  public:
   // Records to `unframed_topic` (the dead-letter topic, whose values are of
@@ -97,16 +106,9 @@ class RegistrySink : public kafka::EventSink {
   std::string framed_;  // reused: the framed value of the record being produced
 
   // One lookup at a time: the pipeline waits for the record that needs it.
-  struct Lookup {
-    std::string topic;
-    std::string subject;
-    bool started = false;
-    bool done = false;
-    absl::StatusOr<int32_t> result;
-  };
   std::mutex mu_;
   std::condition_variable wake_worker_;
-  std::optional<Lookup> lookup_;  // guarded by mu_
+  std::optional<SchemaLookup> lookup_;  // guarded by mu_
   bool stopping_ = false;         // guarded by mu_
   std::thread worker_;            // started at the first lookup
   int event_fd_ = -1;             // written by the worker when a lookup finished
