@@ -347,8 +347,8 @@ absl::Status RdKafkaSink::Produce(const ProduceRequest& request) {
   switch (err) {
     case RD_KAFKA_RESP_ERR__QUEUE_FULL:
       return absl::ResourceExhaustedError(
-          "Kafka producer queue is full (queue.buffering.max.messages / "
-          "queue.buffering.max.kbytes): serve delivery reports with Poll and retry");
+          "Kafka producer queue full (queue.buffering.max.messages or queue.buffering.max.kbytes "
+          "reached)");
     case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
       return BadEventError(bad_event::kMessageTooLarge, fmt::format(
           "record of {} bytes (key {}, value {}, headers {}) for topic \"{}\" exceeds the "

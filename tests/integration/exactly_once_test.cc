@@ -98,17 +98,7 @@ size_t Occurrences(const std::string& text, const std::string& what) {
 // The value of the sample `series` (name with labels, exactly as rendered) on
 // 127.0.0.1:`port`/metrics; `fallback` when absent or nothing answers.
 double Metric(int port, const std::string& series, double fallback = 0) {
-  httplib::Client client("127.0.0.1", port);
-  client.set_connection_timeout(2, 0);
-  client.set_read_timeout(5, 0);
-  auto res = client.Get("/metrics");
-  if (!res || res->status != 200) return fallback;
-  const std::string body = WithoutStreamLabels(res->body);
-  const std::string prefix = series + " ";
-  for (size_t at = body.find(prefix); at != std::string::npos; at = body.find(prefix, at + 1)) {
-    if (at == 0 || body[at - 1] == '\n') return std::strtod(body.c_str() + at + prefix.size(), nullptr);
-  }
-  return fallback;
+  return ScrapeSample(port, series, fallback);
 }
 
 constexpr char kCommittedTransactions[] = "outboxd_kafka_transactions_total{result=\"committed\"}";
