@@ -23,7 +23,9 @@
 #include "fmt/ranges.h"
 #include "kafka/checkpoint_topic.h"
 #include "kafka/rdkafka_sink.h"
+#include "pipeline/at_least_once.h"
 #include "pipeline/checkpoint.h"
+#include "pipeline/exactly_once.h"
 #include "pipeline/relay.h"
 #include "replication/pg_connection.h"
 #include "registry/envelope_schema.h"
@@ -208,17 +210,6 @@ absl::Status RemoveSnapshotMark(const std::string& path) {
   return absl::OkStatus();
 }
 
-// librdkafka's transaction.timeout.ms as configured (60 s by default).
-absl::Duration TransactionTimeout(const config::KafkaConfig& kafka) {
-  for (const auto& [name, value] : kafka.properties) {
-    if (name == "transaction.timeout.ms") {
-      const long long ms = std::atoll(value.c_str());
-      if (ms > 0) return absl::Milliseconds(ms);
-    }
-  }
-  return absl::Seconds(60);
-}
-
 // OUTBOXD_FAILPOINT=kill_after_kafka_commit:N, for tests only: SIGKILL right
 // after the N-th Kafka commit returned, before the slot hears of it (the crash
 // window exactly-once must survive). Anything else there is refused.
@@ -289,6 +280,27 @@ absl::StatusOr<bool> BoundToServerHistory(const config::Config& config, const re
   }
   return !bounds.empty();
 }
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<pipeline::DeliveryMode>> MakeDeliveryMode(const config::Config& config) {
+  if (config.kafka.delivery != config::Delivery::kExactlyOnce) {
+    return std::unique_ptr<pipeline::DeliveryMode>(std::make_unique<pipeline::AtLeastOnceMode>());
+  }
+  ASSIGN_OR_RETURN(std::function<void()> failpoint, Failpoint());
+  const absl::Duration transaction_timeout = config::TransactionTimeout(config.kafka);
+  return std::unique_ptr<pipeline::DeliveryMode>(std::make_unique<pipeline::ExactlyOnceMode>(
+      pipeline::ExactlyOnceOptions{
+          .interval = config.kafka.transaction_interval,
+          .max_events = config.kafka.transaction_max_events,
+          .transaction_gap = config.kafka.transaction_gap,
+          .split_after = transaction_timeout / 2,
+          .commit_timeout = transaction_timeout,
+          .after_commit = std::move(failpoint),
+      },
+      config.kafka.checkpoint_topic));
+}
+
+namespace {
 
 // Exactly-once, for each new producer: registers its transactional.id (which
 // fences an older producer and aborts what it left open), makes sure the
@@ -297,7 +309,7 @@ absl::StatusOr<bool> BoundToServerHistory(const config::Config& config, const re
 // history holds: what the session must not publish again.
 absl::Status PrepareExactlyOnce(kafka::RdKafkaSink& sink, const config::Config& config,
                                 const replication::SystemInfo& streamed, absl::Duration transaction_timeout,
-                                int stop_fd, telemetry::Metrics* metrics, pipeline::ExactlyOnce* exactly_once) {
+                                int stop_fd, telemetry::Metrics* metrics, pipeline::CheckpointState* exactly_once) {
   const std::string& id = sink.transactional_id();
   const std::string& topic = config.kafka.checkpoint_topic;
   RETURN_IF_ERROR(sink.InitTransactions(transaction_timeout, stop_fd));
@@ -427,27 +439,18 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
     };
   }
 
-  // [sink] delivery = "exactly_once": the state each session's producer
-  // setup and its pipeline share; the stream factory records which system
-  // and timeline the session streams (the checkpoint's key and contents).
-  std::optional<pipeline::ExactlyOnce> exactly_once;
-  replication::SystemInfo streamed;
-  const absl::Duration transaction_timeout = TransactionTimeout(config.kafka);
-  if (config.kafka.delivery == config::Delivery::kExactlyOnce) {
-    absl::StatusOr<std::function<void()>> failpoint = Failpoint();
-    if (!failpoint.ok()) {
-      telemetry::LogError("{}", failpoint.status().message());
-      return 2;
-    }
-    exactly_once.emplace();
-    exactly_once->interval = config.kafka.transaction_interval;
-    exactly_once->max_events = config.kafka.transaction_max_events;
-    exactly_once->transaction_gap = config.kafka.transaction_gap;
-    exactly_once->split_after = transaction_timeout / 2;
-    exactly_once->commit_timeout = transaction_timeout;
-    exactly_once->checkpoint_topic = config.kafka.checkpoint_topic;
-    exactly_once->after_commit = std::move(*failpoint);
+  // The stream's delivery mode, for all its sessions. In exactly-once mode
+  // each session's producer setup fills in its checkpoint state; the stream
+  // factory records which system and timeline the session streams (the
+  // checkpoint's key and contents).
+  absl::StatusOr<std::unique_ptr<pipeline::DeliveryMode>> delivery = MakeDeliveryMode(config);
+  if (!delivery.ok()) {
+    telemetry::LogError("{}", delivery.status().message());
+    return 2;
   }
+  auto* exactly_once = dynamic_cast<pipeline::ExactlyOnceMode*>(delivery->get());
+  replication::SystemInfo streamed;
+  const absl::Duration transaction_timeout = config::TransactionTimeout(config.kafka);
 
   pipeline::StreamFactory streams =
       [&]() -> absl::StatusOr<std::unique_ptr<replication::ReplicationStream>> {
@@ -542,8 +545,9 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
       .transactional_id = "",  // set per producer in exactly-once mode
   };
   // [schema_registry]: envelopes framed in Confluent's wire format. Ids are
-  // cached for the life of the process (EnvelopeSchemas), so a reconnect asks
-  // the registry nothing.
+  // cached for the life of the process (EnvelopeSchemas, bounded), so a
+  // reconnect asks the registry nothing; a sink looks a new topic's id up on
+  // its own thread.
   std::unique_ptr<registry::SchemaRegistryClient> registry_client;
   std::optional<registry::EnvelopeSchemas> schemas;
   const std::vector<std::string> fixed_topics = FixedTopics(config);
@@ -563,7 +567,7 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
   pipeline::SinkFactory sinks = [&]() -> absl::StatusOr<std::unique_ptr<kafka::EventSink>> {
     metrics_registry.process().kafka_brokers_up.store(-1);  // unknown until the new producer's first statistics
     kafka::RdKafkaSinkOptions options = sink_options;
-    if (exactly_once.has_value()) {
+    if (exactly_once != nullptr) {
       // The stream is open (the relay opens it first): the system is known.
       options.transactional_id = !config.kafka.transactional_id.empty()
                                      ? config.kafka.transactional_id
@@ -571,15 +575,15 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
     }
     auto sink = kafka::RdKafkaSink::Create(config.kafka.properties, options);
     if (!sink.ok()) return sink.status();
-    if (exactly_once.has_value()) {
-      RETURN_IF_ERROR(
-          PrepareExactlyOnce(**sink, config, streamed, transaction_timeout, stop_fd, &metrics, &*exactly_once));
+    if (exactly_once != nullptr) {
+      RETURN_IF_ERROR(PrepareExactlyOnce(**sink, config, streamed, transaction_timeout, stop_fd, &metrics,
+                                         &exactly_once->checkpoint()));
     }
     if (!schemas.has_value()) return std::unique_ptr<kafka::EventSink>(std::move(*sink));
     auto framed = std::make_unique<registry::RegistrySink>(
         std::move(*sink), config.schema_registry.subject_strategy,
         [&schemas](const std::string& subject) { return schemas->IdFor(subject); },
-        config.errors.dead_letter_topic);
+        config.errors.dead_letter_topic, [&registry_client] { registry_client->Cancel(); });
     // Before streaming: a registry that is down keeps /readyz at 503 with the
     // reason (the relay retries with backoff); one that refuses the schema stops.
     if (absl::Status prepared = framed->Prepare(fixed_topics); !prepared.ok()) return prepared;
@@ -604,10 +608,10 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
 
   pipeline::RelayOptions relay_options = RelayOptionsFrom(config);
   relay_options.pipeline.stop_fd = stop_fd;
-  if (exactly_once.has_value()) {
-    relay_options.pipeline.exactly_once = &*exactly_once;
-    relay_options.stream_before_sink = true;
-  }
+  relay_options.pipeline.delivery = delivery->get();
+  // Exactly-once: the slot decides which instance may fence the others, and
+  // a transactional producer is never kept for the next session.
+  relay_options.stream_before_sink = exactly_once != nullptr;
   if (recorder.has_value()) {
     relay_options.pipeline.on_confirmed = [&recorder](Lsn lsn) {
       if (absl::Status s = recorder->OnConfirmed(lsn); !s.ok()) telemetry::LogWarn("state file: {}", s.message());

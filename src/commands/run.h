@@ -3,10 +3,13 @@
 #pragma once
 
 #include <atomic>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "config/config.h"
+#include "pipeline/delivery_mode.h"
 #include "registry/schema_registry_client.h"
 
 namespace outboxd::commands {
@@ -24,6 +27,12 @@ registry::ClientOptions RegistryClientOptions(const config::SchemaRegistryConfig
 // The topics known before any event: the fixed (non-template) topics of the
 // tables and of messages. Their schema ids are resolved before streaming.
 std::vector<std::string> FixedTopics(const config::Config& config);
+
+// The delivery mode of one stream, from [sink] delivery: at-least-once, or
+// exactly-once with its transaction settings (and the test failpoint of
+// OUTBOXD_FAILPOINT). It lives as long as the stream, across its sessions.
+// InvalidArgumentError for a bad OUTBOXD_FAILPOINT.
+absl::StatusOr<std::unique_ptr<pipeline::DeliveryMode>> MakeDeliveryMode(const config::Config& config);
 
 // Exit code of a stop that left events unacknowledged by Kafka (stop_flush_timeout
 // passed): nothing is lost, they are published again from the slot on the next start.

@@ -104,9 +104,14 @@ struct KafkaConfig {
   int64_t transaction_max_events = 10000;
   // The pause between a Kafka commit and the next Kafka transaction's first
   // record, so the broker has written the commit's markers (see
-  // pipeline::ExactlyOnce::transaction_gap).
+  // pipeline::ExactlyOnceOptions::transaction_gap).
   absl::Duration transaction_gap = absl::Milliseconds(3);
 };
+
+// librdkafka's transaction.timeout.ms as [sink.kafka] sets it (60 s by
+// default). Exactly-once commits a PostgreSQL transaction in pieces once it
+// has been open in one Kafka transaction for half of it.
+absl::Duration TransactionTimeout(const KafkaConfig& kafka);
 
 // [errors]: what a bad event (NULL or missing required column, id not a UUID,
 // oversize payload, invalid topic name) does.

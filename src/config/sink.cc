@@ -2,6 +2,7 @@
 #include "config/tables.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -76,6 +77,16 @@ absl::Status ParseDelivery(const Parser& p, const toml::table& sink, KafkaConfig
 }
 
 }  // namespace
+
+absl::Duration TransactionTimeout(const KafkaConfig& kafka) {
+  for (const auto& [name, value] : kafka.properties) {
+    if (name == "transaction.timeout.ms") {
+      const long long ms = std::atoll(value.c_str());
+      if (ms > 0) return absl::Milliseconds(ms);
+    }
+  }
+  return absl::Seconds(60);
+}
 
 absl::Status ParseSink(const Parser& p, const toml::table& root, KafkaConfig* out) {
   static constexpr std::string_view kMissing =

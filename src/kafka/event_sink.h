@@ -30,27 +30,22 @@ struct ProduceRequest {
 };
 
 // Called from Poll()/Flush() on the caller's thread, once per produced record:
-// OK when the broker acknowledged it (acks=all), else the reason.
+// OK when the broker acknowledged it (acks=all), else the reason; a record the
+// broker refused as bad (e.g. MSG_SIZE_TOO_LARGE) carries a bad-event reason
+// (common/bad_event.h). The caller knows by the token which event it was, and
+// dead-letters that event from its source row, never from the bytes produced.
 using DeliveryHandler = std::function<void(uint64_t token, const absl::Status& status)>;
-
-// Called just before the DeliveryHandler for a failed record whose status
-// carries a bad-event reason (common/bad_event.h: the broker refused this
-// record, e.g. MSG_SIZE_TOO_LARGE), with the record as produced (views valid
-// during the call only), so that the pipeline can dead-letter it.
-using FailedRecordHandler =
-    std::function<void(const ProduceRequest& record, const absl::Status& status)>;
 
 class EventSink {
  public:
   virtual ~EventSink() = default;
 
   virtual void SetDeliveryHandler(DeliveryHandler handler) = 0;
-  // Optional: sinks that cannot hand back refused records ignore it, and
-  // those records then fail the session like any failed delivery.
-  virtual void SetFailedRecordHandler(FailedRecordHandler handler) {}
 
   // Enqueues one record; the bytes are copied. ResourceExhaustedError when the
-  // producer queue is full: backpressure, poll and try again. Other errors are
+  // record cannot be taken yet (the producer queue is full, a schema id is
+  // being looked up): backpressure, wait on WakeFd, poll and try again; the
+  // caller keeps the replication session alive meanwhile. Other errors are
   // failures of this record that produce no delivery report; a bad record
   // (larger than message.max.bytes, invalid topic) is a BadEventError
   // (InvalidArgument with a reason code, common/bad_event.h).

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -27,10 +28,6 @@ namespace outboxd::kafka {
 namespace {
 
 constexpr std::string_view kRedacted = "[redacted]";
-
-// At most this many cached topic handles; past it the oldest-inserted is
-// released (librdkafka keeps what is in flight on it alive).
-constexpr size_t kMaxTopicHandles = 1024;
 
 std::string Lower(std::string_view s) {
   std::string out(s);
@@ -282,7 +279,7 @@ RdKafkaSink::~RdKafkaSink() {
   // Drop what is queued or in flight so destroy never waits on a dead broker;
   // none of it was confirmed, so the next session re-reads it from the slot.
   rd_kafka_purge(rk_, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-  for (auto& [name, topic] : topics_) rd_kafka_topic_destroy(topic);
+  topics_.ForEach([](std::string_view, rd_kafka_topic_t* topic) { rd_kafka_topic_destroy(topic); });
   if (main_queue_ != nullptr) {
     rd_kafka_queue_io_event_enable(main_queue_, -1, nullptr, 0);
     rd_kafka_queue_destroy(main_queue_);
@@ -293,22 +290,20 @@ RdKafkaSink::~RdKafkaSink() {
 }
 
 absl::StatusOr<rd_kafka_topic_t*> RdKafkaSink::Topic(std::string_view name) {
-  auto found = topics_.find(absl::string_view(name.data(), name.size()));
-  if (found != topics_.end()) return found->second;
-  if (topics_.size() >= kMaxTopicHandles) {
-    auto victim = topics_.begin();
-    rd_kafka_topic_destroy(victim->second);
-    topics_.erase(victim);
-  }
-  std::string key(name);
+  if (rd_kafka_topic_t** found = topics_.Get(name); found != nullptr) return *found;
+  const std::string key(name);
   rd_kafka_topic_t* topic = rd_kafka_topic_new(rk_, key.c_str(), nullptr);
   if (topic == nullptr) {
     const rd_kafka_resp_err_t err = rd_kafka_last_error();
     return StatusFor(err, fmt::format("cannot produce to topic \"{}\": {}", name, ErrText(err)));
   }
-  topics_.emplace(std::move(key), topic);
+  if (std::optional<rd_kafka_topic_t*> dropped = topics_.Insert(key, topic); dropped.has_value()) {
+    rd_kafka_topic_destroy(*dropped);  // the least recently used
+  }
   return topic;
 }
+
+bool RdKafkaSink::HasTopicHandle(std::string_view topic) const { return topics_.Contains(topic); }
 
 void RdKafkaSink::PrepareTopic(std::string_view topic) {
   // An invalid name fails again, with its reason, when an event is produced to it.
@@ -352,8 +347,8 @@ absl::Status RdKafkaSink::Produce(const ProduceRequest& request) {
   switch (err) {
     case RD_KAFKA_RESP_ERR__QUEUE_FULL:
       return absl::ResourceExhaustedError(
-          "Kafka producer queue is full (queue.buffering.max.messages / "
-          "queue.buffering.max.kbytes): serve delivery reports with Poll and retry");
+          "Kafka producer queue full (queue.buffering.max.messages or queue.buffering.max.kbytes "
+          "reached)");
     case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
       return BadEventError(bad_event::kMessageTooLarge, fmt::format(
           "record of {} bytes (key {}, value {}, headers {}) for topic \"{}\" exceeds the "
@@ -518,31 +513,6 @@ void RdKafkaSink::OnDelivery(rd_kafka_t* rk, const rd_kafka_message_t* msg, void
   const char* topic = msg->rkt != nullptr ? rd_kafka_topic_name(msg->rkt) : "?";
   const absl::Status status =
       StatusFor(msg->err, fmt::format("delivery to Kafka topic \"{}\" failed: {}", topic, reason));
-  if (sink->failed_record_handler_ && !BadEventReason(status).empty()) {
-    // Hand the refused record back as produced, so it can be dead-lettered.
-    std::vector<std::pair<std::string_view, std::string_view>> headers;
-    rd_kafka_headers_t* hdrs = nullptr;
-    if (rd_kafka_message_headers(msg, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR && hdrs != nullptr) {
-      const char* name;
-      const void* value;
-      size_t size;
-      for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &value, &size) ==
-                         RD_KAFKA_RESP_ERR_NO_ERROR;
-           ++i) {
-        headers.emplace_back(name, std::string_view(static_cast<const char*>(value), size));
-      }
-    }
-    const ProduceRequest record{
-        .topic = topic,
-        .key = std::string_view(static_cast<const char*>(msg->key), msg->key_len),
-        .value = std::string_view(static_cast<const char*>(msg->payload), msg->len),
-        .headers = &headers,
-        .token = token,
-        .null_value = msg->payload == nullptr,
-        .partition = msg->partition,
-    };
-    sink->failed_record_handler_(record, status);
-  }
   sink->handler_(token, status);
 }
 

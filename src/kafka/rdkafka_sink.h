@@ -16,6 +16,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "common/lru_map.h"
 #include "kafka/event_sink.h"
 
 namespace outboxd::kafka {
@@ -44,8 +45,7 @@ struct RdKafkaSinkOptions {
 // Delivery report statuses (the pipeline treats any non-OK as failed):
 //   InvalidArgument   the record itself is bad: too large for the broker,
 //                     invalid or unknown topic (dead-letter it); a
-//                     BadEventError with its reason code, and the record is
-//                     handed to the FailedRecordHandler first;
+//                     BadEventError with its reason code;
 //   PermissionDenied  the principal may not write the topic or cluster;
 //   Aborted           purged by Purge(), or the producer hit a fatal error;
 //   Unavailable       everything else: timed out, broker down, not enough
@@ -68,9 +68,6 @@ class RdKafkaSink : public EventSink {
   static bool IsSecretProperty(std::string_view name);
 
   void SetDeliveryHandler(DeliveryHandler handler) override { handler_ = std::move(handler); }
-  void SetFailedRecordHandler(FailedRecordHandler handler) override {
-    failed_record_handler_ = std::move(handler);
-  }
   absl::Status Produce(const ProduceRequest& request) override;
   void Poll(absl::Duration timeout) override;
   absl::Status Flush(absl::Duration timeout) override;
@@ -104,6 +101,10 @@ class RdKafkaSink : public EventSink {
   // Empty unless transactional.
   const std::string& transactional_id() const { return options_.transactional_id; }
 
+  static constexpr size_t kMaxTopicHandles = 1024;
+  // Whether a handle for `topic` is cached (for tests); does not touch it.
+  bool HasTopicHandle(std::string_view topic) const;
+
  private:
   RdKafkaSink() = default;
   static void OnDelivery(rd_kafka_t* rk, const rd_kafka_message_t* msg, void* opaque);
@@ -116,7 +117,6 @@ class RdKafkaSink : public EventSink {
 
   rd_kafka_t* rk_ = nullptr;
   DeliveryHandler handler_;
-  FailedRecordHandler failed_record_handler_;
   RdKafkaSinkOptions options_;
   std::vector<std::string> secret_values_;  // to scrub from librdkafka's words
   std::string bootstrap_servers_;           // named in reachability errors
@@ -124,9 +124,11 @@ class RdKafkaSink : public EventSink {
   // A topic handle per topic name, so that producing never goes through
   // librdkafka's by-name path, which in 2.0.x leaves a new topic's metadata to
   // a 1-second timer: rd_kafka_topic_new asks for it at once. Bounded: a
-  // template over an unbounded field must not grow it forever.
+  // template over an unbounded field must not grow it forever, so past
+  // kMaxTopicHandles the least recently used handle is released (librdkafka
+  // keeps what is in flight on it alive).
   absl::StatusOr<rd_kafka_topic_t*> Topic(std::string_view name);
-  absl::flat_hash_map<std::string, rd_kafka_topic_t*> topics_;
+  LruMap<rd_kafka_topic_t*> topics_{kMaxTopicHandles};
   rd_kafka_queue_t* main_queue_ = nullptr;
   int wake_read_ = -1;
   int wake_write_ = -1;

@@ -1,11 +1,24 @@
 #include "pipeline/ack_tracker.h"
 
 #include <algorithm>
+#include <utility>
 
 namespace outboxd::pipeline {
 
+void AckTracker::Ring::push_back(const Txn& txn) {
+  if (size_ == buffer_.size()) {
+    std::vector<Txn> grown(buffer_.empty() ? 16 : buffer_.size() * 2);
+    for (size_t i = 0; i < size_; ++i) grown[i] = (*this)[i];
+    buffer_ = std::move(grown);
+    head_ = 0;
+  }
+  (*this)[size_++] = txn;
+}
+
 void AckTracker::Begin(int64_t commit_time) {
-  pending_.push_back(Txn{.commit_time = commit_time});
+  Txn txn;
+  txn.commit_time = commit_time;
+  pending_.push_back(txn);
   open_ = true;
 }
 

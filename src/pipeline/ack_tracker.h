@@ -15,7 +15,7 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
+#include <vector>
 
 #include "common/lsn.h"
 
@@ -61,7 +61,31 @@ class AckTracker {
   };
   void Advance();
 
-  std::deque<Txn> pending_;  // front has sequence number first_seq_
+  // A FIFO of transactions over a buffer that only grows: once warm, opening
+  // and confirming transactions allocates nothing (std::deque allocates a
+  // block every few transactions as its front moves on).
+  class Ring {
+   public:
+    bool empty() const { return size_ == 0; }
+    size_t size() const { return size_; }
+    Txn& operator[](size_t i) { return buffer_[(head_ + i) & (buffer_.size() - 1)]; }
+    const Txn& operator[](size_t i) const { return buffer_[(head_ + i) & (buffer_.size() - 1)]; }
+    Txn& front() { return (*this)[0]; }
+    Txn& back() { return (*this)[size_ - 1]; }
+    void push_back(const Txn& txn);
+    void pop_front() {
+      head_ = (head_ + 1) & (buffer_.size() - 1);
+      --size_;
+    }
+    void pop_back() { --size_; }
+
+   private:
+    std::vector<Txn> buffer_;  // a power of two in size
+    size_t head_ = 0;
+    size_t size_ = 0;
+  };
+
+  Ring pending_;  // front has sequence number first_seq_
   uint64_t first_seq_ = 0;
   bool open_ = false;
   bool failed_ = false;

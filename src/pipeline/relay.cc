@@ -6,6 +6,7 @@
 
 #include "common/format.h"
 #include "fmt/format.h"
+#include "pipeline/at_least_once.h"
 #include "pipeline/sleep.h"
 #include "telemetry/logging.h"
 #include "replication/state_file.h"
@@ -56,6 +57,10 @@ bool IsSlotBusy(const absl::Status& status) {
 Relay::Relay(StreamFactory streams, SinkFactory sinks, RelayOptions options, telemetry::Metrics* metrics)
     : streams_(std::move(streams)), sinks_(std::move(sinks)), options_(std::move(options)),
       metrics_(metrics) {
+  if (options_.pipeline.delivery == nullptr) {
+    own_mode_ = std::make_unique<AtLeastOnceMode>();
+    options_.pipeline.delivery = own_mode_.get();
+  }
   if (!options_.clock) options_.clock = absl::Now;
   if (!options_.sleep) {
     options_.sleep = [stop_fd = options_.pipeline.stop_fd](absl::Duration d,
@@ -83,6 +88,7 @@ absl::Status Relay::Run(const std::atomic<bool>& stop) {
     absl::Status status;
     // Which side failed, for outboxd_reconnects_total{target}.
     const char* target = "kafka";
+    bool refused = false;
     std::unique_ptr<replication::ReplicationStream> stream;
     auto open_stream = [&]() {
       absl::StatusOr<std::unique_ptr<replication::ReplicationStream>> opened = streams_();
@@ -121,14 +127,17 @@ absl::Status Relay::Run(const std::atomic<bool>& stop) {
       if (status.ok()) return status;  // graceful stop
       // The pipeline reports Kafka faults as Aborted, a broken stream as Unavailable.
       target = absl::IsAborted(status) ? "kafka" : "postgres";
-      if (now() - started >= options_.healthy_session) backoff.Reset();
+      // Not a fault: the broker refused a record, which the next session
+      // dead-letters when it reads its event again. The producer is fine.
+      refused = IsRefusedRecordRestart(status);
+      if (refused || now() - started >= options_.healthy_session) backoff.Reset();
     }
     // Rebuild only what failed. A Kafka fault destroys the producer (its
     // destructor purges); after a PostgreSQL fault it is purged and kept.
     // Either way nothing it held is confirmed: it is re-read from the slot.
     // Exactly-once makes a new producer (and reads the checkpoint) each session.
     stream.reset();
-    if (sink != nullptr && (options_.stream_before_sink || std::string_view(target) == "kafka" ||
+    if (sink != nullptr && (options_.stream_before_sink || (std::string_view(target) == "kafka" && !refused) ||
                             !ReadyForReuse(*sink))) {
       sink.reset();
     }

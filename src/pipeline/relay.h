@@ -1,4 +1,4 @@
-// Relay: runs Pipeline sessions back to back. Decides, from a session's
+// Relay: runs Pipeline sessions of one stream back to back. Decides, from a session's
 // error, whether to retry (transient faults: exponential backoff with jitter,
 // capped), wait as a standby (the slot is held by another instance), or stop
 // (fatal: bad configuration, bad event, undecodable stream, a gap upstream).
@@ -47,7 +47,7 @@ struct RelayOptions {
   absl::Duration standby_log_interval = absl::Minutes(1);
   // A session that streamed this long earns a fresh backoff.
   absl::Duration healthy_session = absl::Seconds(30);
-  // Exactly-once (pipeline.exactly_once set): each session opens the slot
+  // Exactly-once: each session opens the slot
   // first and only then makes its transactional producer, so that the slot
   // decides which instance may fence the others; the producer is never kept
   // for the next session (its transaction died with this one).
@@ -71,6 +71,8 @@ bool IsSlotBusy(const absl::Status& status);
 
 class Relay {
  public:
+  // options.pipeline.delivery: the stream's delivery mode, which must outlive
+  // the Relay; none: an at-least-once mode of the Relay's own.
   Relay(StreamFactory streams, SinkFactory sinks, RelayOptions options, telemetry::Metrics* metrics);
 
   // Returns OK after a graceful stop, or the fatal error that ended it. A gap
@@ -87,6 +89,7 @@ class Relay {
   SinkFactory sinks_;
   RelayOptions options_;
   telemetry::Metrics* metrics_;
+  std::unique_ptr<DeliveryMode> own_mode_;  // when none was given
   uint64_t unacknowledged_at_stop_ = 0;
 };
 

@@ -40,7 +40,8 @@ absl::StatusOr<SchemaReference> EnvelopeSchemas::TimestampReference() {
 
 absl::StatusOr<int32_t> EnvelopeSchemas::IdFor(const std::string& subject) {
   if (policy_.schema_id.has_value()) return *policy_.schema_id;
-  if (auto it = ids_.find(subject); it != ids_.end()) return it->second;
+  absl::MutexLock lock(&mu_);
+  if (const int32_t* id = ids_.Get(subject); id != nullptr) return *id;
   absl::StatusOr<int32_t> id;
   if (policy_.auto_register) {
     absl::StatusOr<SchemaReference> timestamp = TimestampReference();
@@ -52,7 +53,7 @@ absl::StatusOr<int32_t> EnvelopeSchemas::IdFor(const std::string& subject) {
   if (!id.ok()) return id.status();
   telemetry::LogInfo("schema registry: subject {} has schema id {} ({})", subject, *id,
                      policy_.auto_register ? "registered or found" : "its latest version");
-  ids_.emplace(subject, *id);
+  ids_.Insert(subject, *id);
   return *id;
 }
 

@@ -75,6 +75,8 @@ SchemaRegistryClient::SchemaRegistryClient(ClientOptions options, std::string pr
 
 SchemaRegistryClient::~SchemaRegistryClient() = default;
 
+void SchemaRegistryClient::Cancel() { http_->stop(); }
+
 absl::StatusOr<SchemaRegistryClient::Answer> SchemaRegistryClient::Send(std::string_view method,
                                                                         const std::string& path,
                                                                         const std::string* body) {

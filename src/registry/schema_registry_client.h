@@ -57,6 +57,11 @@ class SchemaRegistryClient {
 
   const std::string& url() const { return options_.url; }
 
+  // Ends the request in progress, from another thread: it fails at once as
+  // unreachable (for a sink dropped while its lookup waits on the registry).
+  // Later requests go out as usual.
+  void Cancel();
+
  private:
   SchemaRegistryClient(ClientOptions options, std::string prefix, std::unique_ptr<httplib::Client> http,
                        telemetry::ProcessMetrics* metrics);

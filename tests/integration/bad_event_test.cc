@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <iostream>
 #include <map>
 #include <set>
 #include <string>
@@ -19,6 +20,12 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::testing::Not;
+
+size_t Occurrences(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + what.size())) ++n;
+  return n;
+}
 
 std::string HeaderOf(const Record& r, const std::string& name) {
   for (const auto& [k, v] : r.headers) {
@@ -41,9 +48,10 @@ class BadEventTest : public ::testing::Test {
     if (outboxd_) outboxd_->Stop(SIGKILL);
     DropSource(sql_, source_);
   }
-  // `kafka_extra`: more [sink.kafka] lines.
-  void StartOutboxd(const std::string& kafka_extra = "", const std::string& errors = "") {
-    std::string config = ConfigFor(source_);
+  // `kafka_extra`: more [sink.kafka] lines; `outbox_extra`: more [[outbox]] keys.
+  void StartOutboxd(const std::string& kafka_extra = "", const std::string& errors = "",
+                    const std::string& outbox_extra = "") {
+    std::string config = ConfigFor(source_, outbox_extra);
     const std::string bootstrap = fmt::format("\"bootstrap.servers\" = \"{}\"\n", KafkaBootstrap());
     config.replace(config.find(bootstrap), bootstrap.size(), bootstrap + kafka_extra);
     config += fmt::format("\n[errors]\ndead_letter_topic = \"{}\"\n{}", DlqTopic(), errors);
@@ -151,6 +159,54 @@ TEST_F(BadEventTest, RecordTheBrokerRefusesAsTooLargeIsReplacedByItsDeadLetter) 
   EXPECT_EQ(good[0].key, after);
   EXPECT_TRUE(WaitForConfirmedPast(sql_, source_.slot, LastCommitLsn(good), absl::Seconds(30)))
       << outboxd_->Log();
+  EXPECT_TRUE(outboxd_->running());
+}
+
+// value = "payload" (Debezium's record: the payload column as the value, no
+// envelope), on a topic whose max.message.bytes is 3000: the broker refuses a
+// 20 KB row in its delivery report. Its dead letter is built from the row,
+// read again from the slot; the small row after it arrives; the slot moves
+// past both. (Decoding the refused payload as an envelope failed, and the
+// session restarted on the same row forever.)
+TEST_F(BadEventTest, PayloadRecordTheTopicRefusesIsDeadLetteredFromItsRowAndTheSlotMovesOn) {
+  ASSERT_EQ(CreateTopic(Topic(), 1, {{"max.message.bytes", "3000"}}), "");
+  StartOutboxd("", "", "value = \"payload\"\n");
+  const std::string big = "00000000-0000-4000-8000-000000000031";
+  const std::string small = "00000000-0000-4000-8000-000000000032";
+  sql_.Exec("BEGIN;" + Insert(big, "Order", "'p-1'", "jsonb_build_object('pad', repeat('z', 20000))") + "COMMIT;");
+  sql_.Exec("BEGIN;" + Insert(small, "Order", "'p-2'", "'{\"n\": 2}'") + "COMMIT;");
+  const Lsn written = sql_.CurrentLsn();
+
+  const std::vector<Record> dead =
+      ReadTopicsUntil({DlqTopic()}, [](const auto& r) { return !r.empty(); }, absl::Seconds(90));
+  ASSERT_EQ(dead.size(), 1u) << outboxd_->Log();
+  EXPECT_EQ(dead[0].key, big);
+  EXPECT_EQ(HeaderOf(dead[0], "outboxd-dlq-reason"), "message_too_large");
+  EXPECT_THAT(HeaderOf(dead[0], "outboxd-dlq-error"), HasSubstr("MSG_SIZE_TOO_LARGE"));
+  EXPECT_EQ(HeaderOf(dead[0], "outboxd-dlq-topic"), Topic());
+  EXPECT_EQ(HeaderOf(dead[0], "outboxd-dlq-source"), "public." + source_.table);
+  EXPECT_EQ(HeaderOf(dead[0], "outboxd-dlq-value"), "envelope-without-payload");
+  ::outbox::v1::Envelope envelope;
+  ASSERT_TRUE(envelope.ParseFromString(dead[0].value));
+  EXPECT_EQ(envelope.id(), big);
+  EXPECT_EQ(envelope.aggregate_id(), "p-1");
+  EXPECT_EQ(envelope.payload(), "");
+
+  const std::vector<Record> good =
+      ReadTopicsUntil({Topic()}, [](const auto& r) { return !r.empty(); }, absl::Seconds(60));
+  ASSERT_EQ(good.size(), 1u) << outboxd_->Log();
+  EXPECT_EQ(good[0].key, small);
+  EXPECT_EQ(good[0].value, "{\"n\": 2}");
+  EXPECT_TRUE(WaitFor([&] { return sql_.ConfirmedFlush(source_.slot) >= written; }, absl::Seconds(60)))
+      << "the slot is at " << sql_.ConfirmedFlush(source_.slot) << ", not past " << written << "\n"
+      << outboxd_->Log();
+  const std::string log = outboxd_->Log();
+  EXPECT_THAT(log, HasSubstr("restarting from the slot's confirmed position, where that event is read again"));
+  EXPECT_THAT(log, Not(HasSubstr("restarting from the slot's confirmed position 0/0")));
+  std::cout << "[ figures ] sessions: " << Occurrences(log, "streaming slot") << ", refusals of the 20 KB row: "
+            << Occurrences(log, "Kafka refused the record of") << "\n";
+  // Once with the records batched with it (maybe), once alone: then it is its own.
+  EXPECT_LE(Occurrences(log, "Kafka refused the record of"), 2u) << "the same row was refused again and again";
   EXPECT_TRUE(outboxd_->running());
 }
 

@@ -98,17 +98,7 @@ size_t Occurrences(const std::string& text, const std::string& what) {
 // The value of the sample `series` (name with labels, exactly as rendered) on
 // 127.0.0.1:`port`/metrics; `fallback` when absent or nothing answers.
 double Metric(int port, const std::string& series, double fallback = 0) {
-  httplib::Client client("127.0.0.1", port);
-  client.set_connection_timeout(2, 0);
-  client.set_read_timeout(5, 0);
-  auto res = client.Get("/metrics");
-  if (!res || res->status != 200) return fallback;
-  const std::string body = WithoutStreamLabels(res->body);
-  const std::string prefix = series + " ";
-  for (size_t at = body.find(prefix); at != std::string::npos; at = body.find(prefix, at + 1)) {
-    if (at == 0 || body[at - 1] == '\n') return std::strtod(body.c_str() + at + prefix.size(), nullptr);
-  }
-  return fallback;
+  return ScrapeSample(port, series, fallback);
 }
 
 constexpr char kCommittedTransactions[] = "outboxd_kafka_transactions_total{result=\"committed\"}";
@@ -906,6 +896,64 @@ TEST_F(ExactlyOnceEndToEndTest, DeadLettersAreWrittenOnceInTheTransaction) {
       << "the refused record aborts its Kafka transaction";
   std::cout << "[ figures ] dead letters: " << reasons.size() << " reasons, Kafka transactions aborted "
             << Metric(port, "outboxd_kafka_transactions_total{result=\"aborted\"}") << "\n";
+}
+
+// on_bad_event = "stop" inside a PostgreSQL transaction whose first rows are
+// already in the open Kafka transaction: outboxd exits 1, and aborts that
+// transaction on its way out. read_committed consumers of the partition are
+// not held back until transaction.timeout.ms (60 s here): a record produced
+// after the exit is visible to them within seconds. (Left open, the
+// transaction's records would hold the partition's last stable offset.)
+TEST_F(ExactlyOnceEndToEndTest, AFatalStopAbortsTheOpenKafkaTransactionSoReadCommittedConsumersGoOn) {
+  source_ = CreateDefaultSource(sql_, "eosstop");
+  sql_.Exec(fmt::format("ALTER TABLE public.{} ALTER COLUMN aggregate_id DROP NOT NULL", source_.table));
+  ASSERT_EQ(CreateTopic(Topic(), 1), "");
+  const std::string config =
+      EosConfig("transaction_interval = \"20s\"\n") + "\n[errors]\non_bad_event = \"stop\"\n";
+  OutboxdProcess& outboxd = StartStreaming(config);
+  auto insert = [&](const std::string& aggregate_id) {
+    return fmt::format(
+        "INSERT INTO public.{} (aggregate_type, aggregate_id, event_type, payload) VALUES ('Order', {}, "
+        "'OrderCreated', '{{}}');",
+        source_.table, aggregate_id);
+  };
+  // Good rows first, more than the producer queue holds (20,000), so that the
+  // broker has appended some of them to the open Kafka transaction; then the
+  // bad one.
+  sql_.Exec(fmt::format("BEGIN; INSERT INTO public.{} (aggregate_type, aggregate_id, event_type, payload) "
+                        "SELECT 'Order', 's-' || g, 'OrderCreated', '{{}}' FROM generate_series(1, 25000) g;",
+                        source_.table) +
+            insert("NULL") + "COMMIT;");
+  EXPECT_EQ(outboxd.WaitExit(absl::Seconds(60)), std::optional<int>(1)) << outboxd.Log();
+  EXPECT_THAT(outboxd.Log(), HasSubstr("on_bad_event"));
+  EXPECT_THAT(outboxd.Log(), HasSubstr("aborting it, so that read_committed consumers do not wait"));
+
+  // A record produced now, after the exit, by a plain producer.
+  char errstr[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  ASSERT_EQ(rd_kafka_conf_set(conf, "bootstrap.servers", KafkaBootstrap().c_str(), errstr, sizeof errstr),
+            RD_KAFKA_CONF_OK);
+  rd_kafka_t* producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+  ASSERT_NE(producer, nullptr) << errstr;
+  std::string key = "after-the-exit";
+  const std::string topic = Topic();
+  ASSERT_EQ(rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_KEY(key.data(), key.size()),
+                              RD_KAFKA_V_VALUE(key.data(), key.size()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                              RD_KAFKA_V_END),
+            RD_KAFKA_RESP_ERR_NO_ERROR);
+  EXPECT_EQ(rd_kafka_flush(producer, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  rd_kafka_destroy(producer);
+  const absl::Time produced = absl::Now();
+  const std::vector<Record> seen = ReadTopicsUntil(
+      {topic}, [&](const auto& records) {
+        return std::any_of(records.begin(), records.end(), [&](const Record& r) { return r.key == key; });
+      },
+      absl::Seconds(20), Isolation::kReadCommitted);
+  const bool visible = std::any_of(seen.begin(), seen.end(), [&](const Record& r) { return r.key == key; });
+  EXPECT_TRUE(visible) << "read_committed consumers wait for the abandoned transaction's timeout";
+  for (const Record& r : seen) EXPECT_EQ(r.key, key) << "a record of the aborted transaction is visible";
+  std::cout << "[ figures ] the record after the exit was visible to read_committed after "
+            << absl::FormatDuration(absl::Now() - produced) << "\n";
 }
 
 // ---------------------------------------------------------------------------

@@ -19,6 +19,7 @@ extern char** environ;
 #include "common/format.h"
 #include "fmt/format.h"
 #include "gtest/gtest.h"
+#include <httplib.h>
 
 namespace outboxd::it {
 
@@ -230,6 +231,20 @@ std::string WithoutStreamLabels(const std::string& scrape) {
   static const std::regex kAlone(R"re(\{database="(?:[^"\\]|\\.)*",slot="(?:[^"\\]|\\.)*"\})re");
   static const std::regex kFirst(R"re(\{database="(?:[^"\\]|\\.)*",slot="(?:[^"\\]|\\.)*",)re");
   return std::regex_replace(std::regex_replace(scrape, kAlone, ""), kFirst, "{");
+}
+
+double ScrapeSample(int port, const std::string& series, double absent) {
+  httplib::Client client("127.0.0.1", port);
+  client.set_connection_timeout(2, 0);
+  client.set_read_timeout(5, 0);
+  auto res = client.Get("/metrics");
+  if (!res || res->status != 200) return absent;
+  const std::string body = WithoutStreamLabels(res->body);
+  const std::string prefix = series + " ";
+  for (size_t at = body.find(prefix); at != std::string::npos; at = body.find(prefix, at + 1)) {
+    if (at == 0 || body[at - 1] == '\n') return std::strtod(body.c_str() + at + prefix.size(), nullptr);
+  }
+  return absent;
 }
 
 std::vector<Record> ReadTopics(const std::vector<std::string>& topics, size_t expected,

@@ -227,6 +227,11 @@ std::string StreamSeries(const std::string& series, const std::string& slot, con
 // series removed: for tests of a single stream that look series up by name.
 std::string WithoutStreamLabels(const std::string& scrape);
 
+// The value of the sample `series` ("name" or "name{label=\"v\",...}", exactly
+// as rendered, without the stream labels) on 127.0.0.1:`port`/metrics, or
+// `absent` when there is no such sample or nothing answers.
+double ScrapeSample(int port, const std::string& series, double absent = -1);
+
 // Runs deploy/local/stack.sh with the arguments; true on exit 0.
 bool Stack(const std::string& args);
 

@@ -340,20 +340,8 @@ TEST_F(SwitchoverTest, SlotMadeAnewOnThePromotedServerIsAGap) {
   ASSERT_TRUE(accepted.WaitForLog("--accept-gap: created slot", absl::Seconds(60))) << accepted.Log();
 }
 
-// The value of the sample `series` (exactly as rendered) on 127.0.0.1:`port`/metrics; -1 when
-// absent or nothing answers.
-double Metric(int port, const std::string& series) {
-  httplib::Client client("127.0.0.1", port);
-  client.set_connection_timeout(2, 0);
-  client.set_read_timeout(5, 0);
-  auto res = client.Get("/metrics");
-  if (!res || res->status != 200) return -1;
-  const std::string prefix = series + " ";
-  for (size_t at = res->body.find(prefix); at != std::string::npos; at = res->body.find(prefix, at + 1)) {
-    if (at == 0 || res->body[at - 1] == '\n') return std::strtod(res->body.c_str() + at + prefix.size(), nullptr);
-  }
-  return -1;
-}
+// The value of the sample `series` (without the stream labels), -1 when absent.
+double Metric(int port, const std::string& series) { return ScrapeSample(port, series, -1); }
 
 class ExactlyOnceRewindTest : public SwitchoverTest {
  protected:

@@ -246,7 +246,9 @@ TEST(DsnTest, WithDatabaseReplacesOrAddsDbnameThroughLibpq) {
 TEST(DsnTest, DsnDatabaseIsTheDbnameOrTheUser) {
   EXPECT_EQ(DsnDatabase("host=db dbname=app user=o"), "app");
   EXPECT_EQ(DsnDatabase("postgresql://o@db/shop"), "shop");
-  if (getenv("PGDATABASE") == nullptr) EXPECT_EQ(DsnDatabase("host=db user=relay"), "relay");
+  if (getenv("PGDATABASE") == nullptr) {
+    EXPECT_EQ(DsnDatabase("host=db user=relay"), "relay");
+  }
 }
 
 }  // namespace

@@ -506,5 +506,24 @@ INSTANTIATE_TEST_SUITE_P(
                    absl::StatusCode::kPermissionDenied},
         ReportCase{RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH, absl::StatusCode::kUnavailable}));
 
+// Topic handles are cached, at most kMaxTopicHandles of them (a topic
+// template over {event_type} or {destination} makes one per value): past it,
+// the least recently used handle is released, never one in use a moment ago.
+TEST(RdKafkaSinkMockTest, TopicHandlesAreBoundedLeastRecentlyUsedFirst) {
+  auto sink = MakeSink();
+  ASSERT_NE(sink, nullptr);
+  for (size_t i = 0; i < RdKafkaSink::kMaxTopicHandles; ++i) sink->PrepareTopic("t" + std::to_string(i));
+  ASSERT_TRUE(sink->HasTopicHandle("t0"));
+  sink->PrepareTopic("t0");  // used again: now the most recent
+  sink->PrepareTopic("new");
+  EXPECT_TRUE(sink->HasTopicHandle("t0")) << "the handle used last was released";
+  EXPECT_FALSE(sink->HasTopicHandle("t1")) << "the least recently used handle was kept";
+  EXPECT_TRUE(sink->HasTopicHandle("new"));
+  EXPECT_TRUE(sink->HasTopicHandle("t" + std::to_string(RdKafkaSink::kMaxTopicHandles - 1)));
+  // Producing through a released handle's topic makes a new one.
+  EXPECT_TRUE(ProduceOne(*sink, 1, "t1").ok());
+  EXPECT_TRUE(sink->HasTopicHandle("t1"));
+}
+
 }  // namespace
 }  // namespace outboxd::kafka

@@ -10,10 +10,12 @@
 #include <thread>
 
 #include "fakes.h"
+#include "txn_sink.h"
 #include "fmt/format.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "pipeline/checkpoint.h"
+#include "pipeline/exactly_once.h"
 #include "pipeline/pipeline.h"
 
 namespace outboxd::pipeline {
@@ -25,75 +27,14 @@ using ::outboxd::testing::FakeSink;
 using ::outboxd::testing::FakeStream;
 using ::outboxd::testing::Insert;
 using ::outboxd::testing::Relation;
+using ::outboxd::testing::TxnSink;
+using ::outboxd::testing::kCheckpoints;
 using ::testing::HasSubstr;
 
 constexpr uint32_t kOutboxOid = 16400;
 constexpr uint32_t kUuid = 2950, kText = 25, kJsonb = 3802;
-constexpr char kCheckpoints[] = "outboxd.checkpoints";
 
 std::string Id(int n) { return fmt::format("00000000-0000-4000-8000-{:012d}", n); }
-
-// A transactional FakeSink: records become visible (committed) only at a
-// commit that succeeds; `commit_hook` decides each commit attempt.
-class TxnSink : public FakeSink {
- public:
-  absl::Status BeginTransaction() override {
-    EXPECT_FALSE(open) << "a transaction began inside another";
-    open = true;
-    first_ = produced.size();
-    ++begins;
-    begin_times.push_back(absl::Now());
-    return begin_error;
-  }
-  absl::Status CommitTransaction(absl::Duration) override {
-    EXPECT_TRUE(open);
-    ++commit_calls;
-    if (commit_hook) {
-      if (absl::Status s = commit_hook(); !s.ok()) return s;
-    }
-    DeliverAll(absl::OkStatus());  // the commit flushes
-    for (size_t i = first_; i < produced.size(); ++i) visible.push_back(produced[i]);
-    open = false;
-    ++commits;
-    commit_times.push_back(absl::Now());
-    return absl::OkStatus();
-  }
-  absl::Status AbortTransaction(absl::Duration) override {
-    DeliverAll(absl::AbortedError("Local: Purged"));
-    open = false;
-    ++aborts;
-    return absl::OkStatus();
-  }
-
-  std::vector<std::string> VisibleIds() const {
-    std::vector<std::string> ids;
-    for (const auto& p : visible) {
-      if (p.topic != kCheckpoints) ids.push_back(p.key);
-    }
-    return ids;
-  }
-  // The checkpoints committed, in order.
-  std::vector<Checkpoint> Checkpoints() const {
-    std::vector<Checkpoint> out;
-    for (const auto& p : visible) {
-      if (p.topic != kCheckpoints) continue;
-      absl::StatusOr<Checkpoint> c = DecodeCheckpoint(p.value);
-      EXPECT_TRUE(c.ok()) << c.status();
-      if (c.ok()) out.push_back(*c);
-    }
-    return out;
-  }
-
-  bool open = false;
-  int begins = 0, commits = 0, commit_calls = 0, aborts = 0;
-  absl::Status begin_error = absl::OkStatus();
-  std::function<absl::Status()> commit_hook;
-  std::vector<testing::Produced> visible;
-  std::vector<absl::Time> begin_times, commit_times;  // real time, of the calls that succeeded
-
- private:
-  size_t first_ = 0;
-};
 
 class ExactlyOnceTest : public ::testing::Test {
  protected:
@@ -101,14 +42,13 @@ class ExactlyOnceTest : public ::testing::Test {
     options_.tables.push_back(outbox::TableConfig{});
     options_.status_interval = absl::Seconds(10);
     options_.feedback_delay = absl::ZeroDuration();
-    eos_.checkpoint_topic = kCheckpoints;
-    eos_.checkpoint_key = "7000/outboxd";
-    eos_.committed.system_id = "7000";
-    eos_.committed.slot = "outboxd";
-    eos_.committed.timeline = 1;
+    checkpoint_.checkpoint_topic = kCheckpoints;
+    checkpoint_.checkpoint_key = "7000/outboxd";
+    checkpoint_.committed.system_id = "7000";
+    checkpoint_.committed.slot = "outboxd";
+    checkpoint_.committed.timeline = 1;
     eos_.interval = absl::Seconds(5);
     eos_.split_after = absl::Seconds(30);
-    options_.exactly_once = &eos_;
     stream_.PushData(0x100, Relation(kOutboxOid, "public", "outbox",
                                      {{"id", kUuid}, {"aggregate_type", kText}, {"aggregate_id", kText},
                                       {"event_type", kText}, {"payload", kJsonb}}));
@@ -130,16 +70,78 @@ class ExactlyOnceTest : public ::testing::Test {
     stream_.on_empty = [this] {
       if (++empty_reads_ >= 3) stop_ = true;
     };
-    auto pipeline = Pipeline::Create(&stream_, &sink_, options_, &metrics_, [this] { return now_; });
+    auto pipeline = MakePipeline(&stream_, &sink_);
     if (!pipeline.ok()) return pipeline.status();
     return (*pipeline)->Run(stop_);
+  }
+
+  // The stream's mode, made at first use from eos_ and checkpoint_ as the
+  // test set them: it outlives each session.
+  ExactlyOnceMode& mode() {
+    if (mode_ == nullptr) {
+      mode_ = std::make_unique<ExactlyOnceMode>(eos_, kCheckpoints);
+      mode_->checkpoint() = checkpoint_;
+      options_.delivery = mode_.get();
+    }
+    return *mode_;
+  }
+  const Checkpoint& committed() { return mode().checkpoint().committed; }
+  // A new session of the same stream: PostgreSQL sends transaction 700 again
+  // (Begin 0x1000, the events `ids` at 0x1001.., Commit ending at 0x1050);
+  // `sink` is the broker. Sets last_replay_flushed_.
+  absl::Status RunReplay(TxnSink& sink, const std::vector<int>& ids) {
+    FakeStream replay(&now_);
+    replay.PushData(0x100, Relation(kOutboxOid, "public", "outbox",
+                                    {{"id", kUuid}, {"aggregate_type", kText}, {"aggregate_id", kText},
+                                     {"event_type", kText}, {"payload", kJsonb}}));
+    replay.PushData(0x1000, Begin(0x1040, 700));
+    for (size_t i = 0; i < ids.size(); ++i) {
+      replay.PushData(0x1001 + i, Insert(kOutboxOid, {Id(ids[i]), "Order", fmt::format("order-{}", ids[i]),
+                                                      "OrderCreated", "{}"}));
+    }
+    replay.PushData(0x1040, Commit(0x1040, 0x1050));
+    int empty = 0;
+    replay.on_empty = [this, &empty] {
+      if (++empty >= 3) stop_ = true;
+    };
+    stop_ = false;
+    auto pipeline = MakePipeline(&replay, &sink);
+    if (!pipeline.ok()) return pipeline.status();
+    absl::Status status = (*pipeline)->Run(stop_);
+    last_replay_flushed_ = replay.max_flushed();
+    return status;
+  }
+  static std::vector<std::string> Topics(const std::vector<testing::Produced>& records) {
+    std::vector<std::string> topics;
+    for (const auto& p : records) topics.push_back(p.topic);
+    return topics;
+  }
+  // The broker acknowledges each record at the next poll (before the commit),
+  // and refuses those whose key is in `refuse` as too large.
+  static void RefuseKeys(TxnSink& sink, std::set<std::string> refuse) {
+    sink.on_poll = [&sink, refuse = std::move(refuse)] {
+      while (sink.pending() > 0) {
+        const testing::Produced& next = sink.produced[sink.produced.size() - sink.pending()];
+        sink.DeliverAt(0, refuse.contains(next.key) && next.topic == "outbox.event.Order"
+                              ? BadEventError(bad_event::kMessageTooLarge, "Broker: Message size too large")
+                              : absl::OkStatus());
+      }
+    };
+  }
+  Lsn last_replay_flushed_;
+  absl::StatusOr<std::unique_ptr<Pipeline>> MakePipeline(replication::ReplicationStream* stream,
+                                                         kafka::EventSink* sink) {
+    mode();
+    return Pipeline::Create(stream, sink, options_, &metrics_, [this] { return now_; });
   }
 
   absl::Time now_ = absl::FromUnixSeconds(1800000000);
   FakeStream stream_;
   TxnSink sink_;
   telemetry::Metrics metrics_;
-  ExactlyOnce eos_;
+  ExactlyOnceOptions eos_;
+  CheckpointState checkpoint_;
+  std::unique_ptr<ExactlyOnceMode> mode_;
   PipelineOptions options_;
   std::atomic<bool> stop_{false};
   int empty_reads_ = 0;
@@ -158,7 +160,7 @@ TEST_F(ExactlyOnceTest, EachKafkaTransactionEndsWithACheckpointOfItsLastWholeTra
   // Each checkpoint is its transaction's last record, on the key's partition.
   EXPECT_EQ(sink_.visible.back().topic, kCheckpoints);
   EXPECT_EQ(sink_.visible.back().key, "7000/outboxd");
-  EXPECT_EQ(eos_.committed.lsn, Lsn(0x2050));
+  EXPECT_EQ(committed().lsn, Lsn(0x2050));
   EXPECT_EQ(stream_.last_flushed(), Lsn(0x2050));
   EXPECT_EQ(metrics_.kafka_transactions.Get("committed"), static_cast<uint64_t>(sink_.commits));
   // Latency is observed at the Kafka commit, once per event (not at the acknowledgement too).
@@ -182,7 +184,7 @@ TEST_F(ExactlyOnceTest, TheSlotIsNotConfirmedBeforeTheKafkaCommitReturns) {
 }
 
 TEST_F(ExactlyOnceTest, ARestartSkipsTransactionsTheCheckpointCovers) {
-  eos_.committed.lsn = Lsn(0x2050);  // transactions up to the one ending at 0x2050 are in Kafka
+  checkpoint_.committed.lsn = Lsn(0x2050);  // transactions up to the one ending at 0x2050 are in Kafka
   PushTxn(0x1000, 700, 1, 2);
   PushTxn(0x2000, 701, 3, 1);
   PushTxn(0x3000, 702, 4, 2);
@@ -193,9 +195,9 @@ TEST_F(ExactlyOnceTest, ARestartSkipsTransactionsTheCheckpointCovers) {
 }
 
 TEST_F(ExactlyOnceTest, APartialCheckpointSkipsExactlyTheEventsAlreadyCommitted) {
-  eos_.committed.lsn = Lsn(0x1050);
-  eos_.committed.partial_commit_lsn = Lsn(0x2040);
-  eos_.committed.partial_through = {Lsn(0x2002), 0};  // the second event of the transaction at 0x2000
+  checkpoint_.committed.lsn = Lsn(0x1050);
+  checkpoint_.committed.partial_commit_lsn = Lsn(0x2040);
+  checkpoint_.committed.partial_through = {Lsn(0x2002), 0};  // the second event of the transaction at 0x2000
   PushTxn(0x2000, 701, 1, 4);
   ASSERT_TRUE(Run().ok());
   EXPECT_EQ(sink_.VisibleIds(), (std::vector<std::string>{Id(3), Id(4)}));
@@ -204,9 +206,9 @@ TEST_F(ExactlyOnceTest, APartialCheckpointSkipsExactlyTheEventsAlreadyCommitted)
 
 TEST_F(ExactlyOnceTest, EventsAtOneLsnAreTellApartByTheirRank) {
   // A multi-row insert (COPY) puts rows in one WAL record: one LSN, several events.
-  eos_.committed.lsn = Lsn(0x1050);
-  eos_.committed.partial_commit_lsn = Lsn(0x2040);
-  eos_.committed.partial_through = {Lsn(0x2001), 1};
+  checkpoint_.committed.lsn = Lsn(0x1050);
+  checkpoint_.committed.partial_commit_lsn = Lsn(0x2040);
+  checkpoint_.committed.partial_through = {Lsn(0x2001), 1};
   stream_.PushData(0x2000, Begin(0x2040, 701));
   for (int n = 1; n <= 3; ++n) PushInsert(0x2001, n);
   stream_.PushData(0x2040, Commit(0x2040, 0x2050));
@@ -247,7 +249,7 @@ TEST_F(ExactlyOnceTest, ACommitThatFailsAbortsAndEndsTheSessionWithoutConfirming
   EXPECT_TRUE(sink_.visible.empty());
   EXPECT_LT(stream_.max_flushed(), Lsn(0x1050));
   EXPECT_EQ(metrics_.kafka_transactions.Get("aborted"), 1u);
-  EXPECT_EQ(eos_.committed.lsn, Lsn()) << "an aborted transaction moved the checkpoint";
+  EXPECT_EQ(committed().lsn, Lsn()) << "an aborted transaction moved the checkpoint";
   EXPECT_THAT(metrics_.RenderPrometheus(), HasSubstr("outboxd_publish_latency_seconds_count 0\n"))
       << "latency observed for events no consumer can see";
 }
@@ -304,7 +306,7 @@ TEST_F(ExactlyOnceTest, AStopCutsTheGapShort) {
     });
   });
   PushTxn(0x2000, 701, 2, 1);
-  auto pipeline = Pipeline::Create(&stream_, &sink_, options_, &metrics_, [this] { return now_; });
+  auto pipeline = MakePipeline(&stream_, &sink_);
   ASSERT_TRUE(pipeline.ok());
   const absl::Time start = absl::Now();
   EXPECT_TRUE((*pipeline)->Run(stop_).ok());
@@ -322,7 +324,7 @@ TEST_F(ExactlyOnceTest, AStopInsideATransactionAbortsItsPartAndConfirmsNothingOf
   stream_.PushData(0x2000, Begin(0x2040, 701));
   PushInsert(0x2001, 2);
   stream_.PushAction([this] { stop_ = true; });
-  auto pipeline = Pipeline::Create(&stream_, &sink_, options_, &metrics_, [this] { return now_; });
+  auto pipeline = MakePipeline(&stream_, &sink_);
   ASSERT_TRUE(pipeline.ok());
   ASSERT_TRUE((*pipeline)->Run(stop_).ok());
   EXPECT_EQ(sink_.VisibleIds(), (std::vector<std::string>{Id(1)}));
@@ -341,7 +343,7 @@ TEST_F(ExactlyOnceTest, AStopWhileTheBrokerCannotCommitGivesUpAfterTheStopFlushT
     return absl::DeadlineExceededError("Local: Timed out");
   };
   stream_.on_empty = [] {};
-  auto pipeline = Pipeline::Create(&stream_, &sink_, options_, &metrics_, [this] { return now_; });
+  auto pipeline = MakePipeline(&stream_, &sink_);
   ASSERT_TRUE(pipeline.ok());
   ASSERT_TRUE((*pipeline)->Run(stop_).ok()) << "a stop is a stop, also when it cut a commit short";
   EXPECT_LE(attempts, 3 + 31) << "the commit went on past the stop flush timeout";
@@ -351,39 +353,177 @@ TEST_F(ExactlyOnceTest, AStopWhileTheBrokerCannotCommitGivesUpAfterTheStopFlushT
 }
 
 TEST_F(ExactlyOnceTest, ARecordTheBrokerRefusesIsDeadLetteredInTheNextSessionsTransaction) {
-  PushTxn(0x1000, 700, 1, 2);
+  PushTxn(0x1000, 700, 1, 1);
   sink_.commit_hook = [this]() -> absl::Status {
-    // The broker refuses the second record (too large for the topic).
-    sink_.DeliverAt(1, BadEventError(bad_event::kMessageTooLarge, "Broker: Message size too large"));
+    // The broker refuses the record (too large for the topic), alone in flight.
+    sink_.DeliverAt(0, BadEventError(bad_event::kMessageTooLarge, "Broker: Message size too large"));
     return absl::AbortedError("Kafka commit_transaction failed: the transaction must be aborted");
   };
   EXPECT_EQ(Run().code(), absl::StatusCode::kAborted);
-  ASSERT_EQ(eos_.refused.size(), 1u);
+  EXPECT_EQ(sink_.aborts, 1);
+  ASSERT_EQ(mode().refused().size(), 1u);
 
   // The next session replays the transaction: the record's dead letter takes its place.
-  stop_ = false;
-  FakeStream replay(&now_);
-  replay.PushData(0x100, Relation(kOutboxOid, "public", "outbox",
-                                  {{"id", kUuid}, {"aggregate_type", kText}, {"aggregate_id", kText},
-                                   {"event_type", kText}, {"payload", kJsonb}}));
-  replay.PushData(0x1000, Begin(0x1040, 700));
-  replay.PushData(0x1001, Insert(kOutboxOid, {Id(1), "Order", "order-1", "OrderCreated", "{}"}));
-  replay.PushData(0x1002, Insert(kOutboxOid, {Id(2), "Order", "order-2", "OrderCreated", "{}"}));
-  replay.PushData(0x1040, Commit(0x1040, 0x1050));
-  int empty = 0;
-  replay.on_empty = [this, &empty] {
-    if (++empty >= 3) stop_ = true;
-  };
   TxnSink next;
-  auto pipeline = Pipeline::Create(&replay, &next, options_, &metrics_, [this] { return now_; });
-  ASSERT_TRUE(pipeline.ok());
-  ASSERT_TRUE((*pipeline)->Run(stop_).ok());
-  std::vector<std::string> topics;
-  for (const auto& p : next.visible) topics.push_back(p.topic);
-  EXPECT_EQ(topics, (std::vector<std::string>{"outbox.event.Order", "outboxd.dlq", kCheckpoints}));
+  ASSERT_TRUE(RunReplay(next, {1}).ok());
+  EXPECT_EQ(Topics(next.visible), (std::vector<std::string>{"outboxd.dlq", kCheckpoints}));
   EXPECT_EQ(next.aborts, 0);
-  EXPECT_EQ(replay.last_flushed(), Lsn(0x1050));
-  EXPECT_TRUE(eos_.refused.empty()) << "kept after its transaction was committed";
+  EXPECT_EQ(last_replay_flushed_, Lsn(0x1050));
+  EXPECT_TRUE(mode().refused().empty()) << "kept after its transaction was committed";
+}
+
+// Refused with its batch: read again, each record of it goes out alone; the
+// one refused again aborts that Kafka transaction, and the session after
+// dead-letters it while the other one is published.
+TEST_F(ExactlyOnceTest, RecordsRefusedWithTheirBatchAreProducedAloneInTheNextTransactions) {
+  PushTxn(0x1000, 700, 1, 2);
+  sink_.commit_hook = [this]() -> absl::Status {
+    sink_.DeliverAll(BadEventError(bad_event::kMessageTooLarge, "Broker: Message size too large"));
+    return absl::AbortedError("Kafka commit_transaction failed: the transaction must be aborted");
+  };
+  EXPECT_EQ(Run().code(), absl::StatusCode::kAborted);
+  ASSERT_EQ(mode().refused().size(), 2u);
+
+  TxnSink second;
+  RefuseKeys(second, {Id(2)});
+  const absl::Status again = RunReplay(second, {1, 2});
+  EXPECT_TRUE(IsRefusedRecordRestart(again)) << again;
+  EXPECT_EQ(second.aborts, 1);
+  EXPECT_TRUE(second.visible.empty());
+
+  TxnSink third;
+  RefuseKeys(third, {Id(2)});
+  ASSERT_TRUE(RunReplay(third, {1, 2}).ok());
+  EXPECT_EQ(Topics(third.visible), (std::vector<std::string>{"outbox.event.Order", "outboxd.dlq", kCheckpoints}));
+  EXPECT_EQ(third.VisibleIds(), (std::vector<std::string>{Id(1), Id(2)}));
+  EXPECT_EQ(metrics_.events_dead_lettered.Get("message_too_large"), 1u);
+  EXPECT_EQ(last_replay_flushed_, Lsn(0x1050));
+}
+
+// ---------------------------------------------------------------------------
+// Every way out of a session aborts an open Kafka transaction, once
+// ---------------------------------------------------------------------------
+
+// A Kafka transaction holding transaction 700 (Id(1)) stays open: the
+// interval is long, and the stream is never caught up outside a PostgreSQL
+// transaction.
+class ExactlyOnceExitTest : public ExactlyOnceTest {
+ protected:
+  ExactlyOnceExitTest() { eos_.interval = absl::Hours(1); }
+  void ExpectAbortedOnce(const absl::Status& status, absl::StatusCode code) {
+    EXPECT_EQ(status.code(), code) << status;
+    EXPECT_EQ(sink_.aborts, 1) << "the open Kafka transaction was left to transaction.timeout.ms";
+    EXPECT_FALSE(sink_.open);
+    EXPECT_TRUE(sink_.visible.empty());
+    EXPECT_EQ(metrics_.kafka_transactions.Get("aborted"), 1u);
+    EXPECT_LT(stream_.max_flushed(), Lsn(0x1050));
+  }
+  void PushBadRow(uint64_t lsn, uint32_t xid, int n) {
+    stream_.PushData(lsn, Begin(lsn + 0x40, xid));
+    stream_.PushData(lsn + 1, Insert(kOutboxOid, {Id(n), "Order", std::nullopt, "OrderCreated", "{}"}));
+    stream_.PushData(lsn + 0x40, Commit(lsn + 0x40, lsn + 0x50));
+  }
+};
+
+TEST_F(ExactlyOnceExitTest, ABadEventUnderOnBadEventStop) {
+  options_.on_bad_event = outbox::BadEventPolicy::kStop;
+  PushTxn(0x1000, 700, 1, 1);
+  PushBadRow(0x2000, 701, 2);
+  ExpectAbortedOnce(Run(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ExactlyOnceExitTest, AStreamThatBreaksTheProtocol) {
+  PushTxn(0x1000, 700, 1, 1);
+  stream_.PushData(0x3040, Commit(0x3040, 0x3050));  // no Begin
+  ExpectAbortedOnce(Run(), absl::StatusCode::kDataLoss);
+}
+
+TEST_F(ExactlyOnceExitTest, ARecordTheSinkRefusesForGood) {
+  // What a schema registry that refuses the subject answers.
+  sink_.produce_hook = [](const kafka::ProduceRequest& r) {
+    return r.key == Id(2) ? absl::FailedPreconditionError("the schema registry refused subject x-value")
+                          : absl::OkStatus();
+  };
+  PushTxn(0x1000, 700, 1, 1);
+  PushTxn(0x2000, 701, 2, 1);
+  ExpectAbortedOnce(Run(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ExactlyOnceExitTest, ARefusedDeadLetter) {
+  PushTxn(0x1000, 700, 1, 1);
+  PushBadRow(0x2000, 701, 2);
+  stream_.PushData(0x3000, Begin(0x3040, 702));  // inside a transaction: nothing commits on its own
+  stream_.PushAction([this] {
+    ASSERT_EQ(sink_.produced.size(), 2u);
+    ASSERT_EQ(sink_.produced[1].topic, "outboxd.dlq");
+    sink_.DeliverAt(1, BadEventError(bad_event::kMessageTooLarge, "dead letter too large"));
+  });
+  stream_.PushKeepalive(0x3000, /*reply=*/true);
+  ExpectAbortedOnce(Run(), absl::StatusCode::kFailedPrecondition);
+}
+
+// A delivery fails while the checkpoint waits for room in the producer queue:
+// the Kafka transaction is aborted once, and counted once.
+TEST_F(ExactlyOnceExitTest, ADeliveryFailureWhileTheCheckpointWaitsForRoom) {
+  eos_.interval = absl::Seconds(5);
+  sink_.queue_limit = 2;
+  bool failed = false;
+  sink_.on_poll = [&] {
+    if (sink_.queue_full_answers > 0 && !failed) {
+      failed = true;
+      sink_.DeliverAt(0, absl::UnavailableError("Local: Message timed out"));
+    }
+  };
+  PushTxn(0x1000, 700, 1, 2);  // caught up: the commit's checkpoint finds the queue full
+  ExpectAbortedOnce(Run(), absl::StatusCode::kAborted);
+  EXPECT_TRUE(failed);
+}
+
+// A dead letter the broker refused is fatal; a refusal of a record the
+// session does not track (another producer's token, the checkpoint record)
+// that comes after it must not turn the stop into a retry loop.
+TEST_F(ExactlyOnceExitTest, ARefusedDeadLetterStaysFatalWhateverIsRefusedAfterIt) {
+  PushTxn(0x1000, 700, 1, 1);
+  PushBadRow(0x2000, 701, 2);
+  stream_.PushData(0x3000, Begin(0x3040, 702));
+  stream_.PushAction([this] {
+    ASSERT_EQ(sink_.produced.size(), 2u);
+    sink_.DeliverAt(1, BadEventError(bad_event::kMessageTooLarge, "dead letter too large"));
+    ASSERT_TRUE(sink_.Produce({.topic = "elsewhere", .key = "k", .value = "v", .token = uint64_t{1} << 40}).ok());
+    sink_.DeliverAt(sink_.pending() - 1, BadEventError(bad_event::kUnknownTopic, "Broker: Unknown topic"));
+  });
+  stream_.PushKeepalive(0x3000, /*reply=*/true);
+  ExpectAbortedOnce(Run(), absl::StatusCode::kFailedPrecondition);
+}
+
+// transaction_interval past half of transaction.timeout.ms (which config
+// validation refuses, but the loop must survive): a Kafka transaction open
+// while a PostgreSQL transaction without events is read, and nothing else
+// arrives for a minute. The loop waits for its deadlines (simulated time
+// passes) and commits at the interval, never spinning on a deadline that
+// has passed.
+TEST_F(ExactlyOnceTest, TheLoopNeverSpinsOnADeadlineInThePast) {
+  eos_.interval = absl::Seconds(40);
+  eos_.split_after = absl::Seconds(30);
+  sink_.auto_ack = true;  // else the loop polls the test double every millisecond
+  const absl::Time start = now_;
+  PushTxn(0x1000, 700, 1, 1);
+  stream_.PushData(0x2000, Begin(0x2040, 701));
+  int reads_at_gate = 0;
+  stream_.PushAction([&] { reads_at_gate = stream_.reads_; });
+  stream_.PushGate([&] { return now_ >= start + absl::Seconds(60); }, absl::Seconds(3));
+  int reads_in_gate = 0;
+  stream_.PushAction([&] {
+    reads_in_gate = stream_.reads_ - reads_at_gate;
+    EXPECT_EQ(sink_.commits, 1) << "the interval's commit did not happen while waiting";
+  });
+  PushInsert(0x2001, 2);
+  stream_.PushData(0x2040, Commit(0x2040, 0x2050));
+  ASSERT_TRUE(Run().ok());
+  EXPECT_LT(reads_in_gate, 100) << "the loop spun instead of waiting";
+  EXPECT_GE(now_ - start, absl::Seconds(60));
+  EXPECT_EQ(sink_.VisibleIds(), (std::vector<std::string>{Id(1), Id(2)}));
+  EXPECT_EQ(stream_.last_flushed(), Lsn(0x2050));
 }
 
 TEST(CheckpointTest, RoundTripsThroughItsJson) {

@@ -173,9 +173,6 @@ struct Produced {
 class FakeSink : public kafka::EventSink {
  public:
   void SetDeliveryHandler(kafka::DeliveryHandler handler) override { handler_ = std::move(handler); }
-  void SetFailedRecordHandler(kafka::FailedRecordHandler handler) override {
-    failed_record_handler_ = std::move(handler);
-  }
   absl::Status Produce(const kafka::ProduceRequest& r) override {
     if (!produce_error.ok()) return produce_error;
     if (produce_hook) {
@@ -211,18 +208,7 @@ class FakeSink : public kafka::EventSink {
   void DeliverAt(size_t i, const absl::Status& status) {
     const size_t index = pending_[i];
     pending_.erase(pending_.begin() + i);
-    const uint64_t token = produced[index].token;
-    if (failed_record_handler_ && !BadEventReason(status).empty()) {
-      // Like RdKafkaSink: the refused record goes back first.
-      const Produced& p = produced[index];
-      std::vector<std::pair<std::string_view, std::string_view>> headers(p.headers.begin(),
-                                                                         p.headers.end());
-      failed_record_handler_(kafka::ProduceRequest{.topic = p.topic, .key = p.key,
-                                                   .value = p.value, .headers = &headers,
-                                                   .token = token},
-                             status);
-    }
-    handler_(token, status);
+    handler_(produced[index].token, status);
   }
   void DeliverAll(const absl::Status& status) {
     while (!pending_.empty()) DeliverAt(0, status);
@@ -244,7 +230,6 @@ class FakeSink : public kafka::EventSink {
 
  private:
   kafka::DeliveryHandler handler_;
-  kafka::FailedRecordHandler failed_record_handler_;
   std::vector<size_t> pending_;  // indexes into `produced`, oldest first
 };
 

@@ -19,6 +19,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kafka/rdkafka_sink.h"
+#include "pipeline/at_least_once.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/relay.h"
 
@@ -92,7 +93,10 @@ absl::Status RunUntilFlushed(FakeStream& stream, kafka::EventSink& sink, Lsn unt
     if (on_idle) on_idle();
     if (stream.max_flushed() >= until || absl::Now() > deadline) stop = true;
   };
-  auto pipeline = Pipeline::Create(&stream, &sink, Options(), &metrics);
+  AtLeastOnceMode mode;
+  PipelineOptions options = Options();
+  options.delivery = &mode;
+  auto pipeline = Pipeline::Create(&stream, &sink, options, &metrics);
   if (!pipeline.ok()) return pipeline.status();
   return (*pipeline)->Run(stop);
 }

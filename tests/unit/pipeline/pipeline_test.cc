@@ -1,89 +1,32 @@
 #include "pipeline/pipeline.h"
 
+#include <poll.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <algorithm>
 #include <memory>
 #include <optional>
+#include <set>
+#include <thread>
+#include <tuple>
 
 #include "common/time.h"
-#include "fakes.h"
+#include "pipeline_fixture.h"
 #include "fmt/format.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "outbox/v1/envelope.pb.h"
+#include "pipeline/at_least_once.h"
+#include "registry/registry_sink.h"
 
 namespace outboxd::pipeline {
 namespace {
 
-using ::outboxd::testing::Begin;
-using ::outboxd::testing::Commit;
-using ::outboxd::testing::Delete;
-using ::outboxd::testing::FakeSink;
-using ::outboxd::testing::FakeStream;
-using ::outboxd::testing::Insert;
-using ::outboxd::testing::Message;
-using ::outboxd::testing::Relation;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
 using ::testing::Pair;
-
-constexpr uint32_t kOutboxOid = 16400;
-constexpr uint32_t kOtherOid = 16500;
-constexpr uint32_t kUuid = 2950, kText = 25, kJsonb = 3802, kTimestamptz = 1184;
-
-std::string Header(const testing::Produced& p, std::string_view name) {
-  for (const auto& [k, v] : p.headers) {
-    if (k == name) return v;
-  }
-  return "<absent>";
-}
-
-std::string Id(int n) { return fmt::format("00000000-0000-4000-8000-{:012d}", n); }
-
-class PipelineTest : public ::testing::Test {
- protected:
-  PipelineTest() : stream_(&now_) {
-    options_.tables.push_back(outbox::TableConfig{});
-    options_.status_interval = absl::Seconds(10);
-    options_.feedback_delay = absl::ZeroDuration();
-  }
-
-  void PushRelation() {
-    stream_.PushData(0x100, Relation(kOutboxOid, "public", "outbox",
-                                     {{"id", kUuid},
-                                      {"aggregate_type", kText},
-                                      {"aggregate_id", kText},
-                                      {"event_type", kText},
-                                      {"payload", kJsonb},
-                                      {"created_at", kTimestamptz}}));
-  }
-  void PushInsert(uint64_t lsn, int n, const std::string& type = "Order") {
-    stream_.PushData(lsn, Insert(kOutboxOid, {Id(n), type, fmt::format("order-{}", n), "OrderCreated",
-                                              fmt::format("{{\"n\": {}}}", n),
-                                              "2026-11-27 03:09:58.5+00"}));
-  }
-  // One transaction: Begin at `lsn`, `events` inserts, Commit ending at lsn+0x50.
-  void PushTxn(uint64_t lsn, uint32_t xid, int first, int events) {
-    stream_.PushData(lsn, Begin(lsn + 0x40, xid));
-    for (int i = 0; i < events; ++i) PushInsert(lsn + 1 + i, first + i);
-    stream_.PushData(lsn + 0x40, Commit(lsn + 0x40, lsn + 0x50));
-  }
-
-  absl::Status RunUntilScriptEnds() {
-    stream_.on_empty = [this] { stop_ = true; };
-    auto pipeline = Pipeline::Create(&stream_, &sink_, options_, &metrics_, [this] { return now_; });
-    if (!pipeline.ok()) return pipeline.status();
-    return (*pipeline)->Run(stop_);
-  }
-
-  absl::Time now_ = absl::FromUnixSeconds(1800000000);
-  FakeStream stream_;
-  FakeSink sink_;
-  telemetry::Metrics metrics_;
-  PipelineOptions options_;
-  std::atomic<bool> stop_{false};
-};
 
 TEST_F(PipelineTest, PublishesInsertsAsEnvelopesKeyedByUuid) {
   PushRelation();
@@ -335,242 +278,110 @@ TEST_F(PipelineTest, StreamErrorsEndTheSessionAsTransient) {
   EXPECT_EQ((*pipeline)->Run(stop_).code(), absl::StatusCode::kUnavailable);
 }
 
-namespace dead_letters {
-
-constexpr uint64_t kEnd = 0x2050;
-
-class DeadLetterTest : public PipelineTest {
- protected:
-  // Transaction 701 at 0x2000: Id(1) good, `bad` row, Id(3) good; ends at kEnd.
-  void PushTxnWithBadRow(const std::vector<std::optional<std::string>>& bad) {
-    PushRelation();
-    stream_.PushData(0x2000, Begin(0x2040, 701));
-    PushInsert(0x2001, 1);
-    stream_.PushData(0x2002, Insert(kOutboxOid, bad));
-    PushInsert(0x2003, 3);
-    stream_.PushData(0x2040, Commit(0x2040, kEnd));
-  }
-  const testing::Produced* DeadLetter() const {
-    for (const auto& p : sink_.produced) {
-      if (p.topic == "outboxd.dlq") return &p;
-    }
-    return nullptr;
-  }
-};
-
-TEST_F(DeadLetterTest, NullRequiredColumnIsDeadLetteredAndTheStreamGoesOn) {
-  PushTxnWithBadRow({Id(2), "Order", std::nullopt, "OrderCreated", "{\"n\": 2}", std::nullopt});
-  // The good rows are acknowledged first: the slot must still wait for the
-  // dead letter, which holds the bad row's place in the transaction.
-  stream_.PushAction([this] {
-    ASSERT_EQ(sink_.produced.size(), 3u);
-    sink_.DeliverAt(2, absl::OkStatus());
-    sink_.DeliverAt(0, absl::OkStatus());
-  });
-  stream_.PushKeepalive(kEnd, /*reply=*/true);
-  stream_.PushAction([this] {
-    EXPECT_LT(stream_.max_flushed(), Lsn(kEnd)) << "the dead letter is not acknowledged yet";
-    sink_.DeliverAll(absl::OkStatus());
-  });
-  stream_.PushKeepalive(kEnd, /*reply=*/true);
-  ASSERT_TRUE(RunUntilScriptEnds().ok());
-
-  ASSERT_EQ(sink_.produced.size(), 3u);
-  EXPECT_EQ(sink_.produced[0].key, Id(1));
-  EXPECT_EQ(sink_.produced[2].key, Id(3));
-  const testing::Produced& dl = sink_.produced[1];
-  EXPECT_EQ(dl.topic, "outboxd.dlq");
-  EXPECT_EQ(dl.key, Id(2));
-  EXPECT_EQ(Header(dl, "outboxd-dlq-reason"), "null_column");
-  EXPECT_THAT(Header(dl, "outboxd-dlq-error"), HasSubstr("\"aggregate_id\" is NULL"));
-  EXPECT_EQ(Header(dl, "outboxd-dlq-source"), "public.outbox");
-  EXPECT_EQ(Header(dl, "outboxd-dlq-commit-lsn"), "0/2040");
-  EXPECT_EQ(Header(dl, "outboxd-dlq-lsn"), "0/2002");
-  EXPECT_EQ(Header(dl, "outboxd-dlq-xid"), "701");
-  EXPECT_EQ(Header(dl, "outbox-id"), Id(2));
-  EXPECT_EQ(Header(dl, "outboxd-dlq-value"), "row");
-  EXPECT_EQ(dl.value, fmt::format(R"({{"id":"{}","aggregate_type":"Order","aggregate_id":null,)"
-                                  R"("event_type":"OrderCreated","payload":"{{\"n\": 2}}",)"
-                                  R"("created_at":null}})",
-                                  Id(2)));
-  EXPECT_EQ(metrics_.events_dead_lettered.Get("null_column"), 1u);
-  EXPECT_EQ(stream_.max_flushed(), Lsn(kEnd));
-}
-
-TEST_F(DeadLetterTest, IdThatIsNotAUuidIsDeadLetteredWithoutAnOutboxId) {
-  PushTxnWithBadRow({"order-2", "Order", "o-2", "OrderCreated", "{}", std::nullopt});
-  sink_.auto_ack = true;
-  ASSERT_TRUE(RunUntilScriptEnds().ok());
-  const testing::Produced* dl = DeadLetter();
-  ASSERT_NE(dl, nullptr);
-  EXPECT_EQ(Header(*dl, "outboxd-dlq-reason"), "invalid_uuid");
-  EXPECT_EQ(Header(*dl, "outbox-id"), "<absent>");
-  EXPECT_EQ(dl->key, "");
-  EXPECT_THAT(dl->value, HasSubstr(R"("id":"order-2")"));
-  EXPECT_EQ(metrics_.events_dead_lettered.Get("invalid_uuid"), 1u);
-  EXPECT_EQ(stream_.max_flushed(), Lsn(kEnd));
-}
-
-TEST_F(DeadLetterTest, MissingRequiredColumnIsDeadLettered) {
-  stream_.PushData(0x100, Relation(kOutboxOid, "public", "outbox",
-                                   {{"id", kUuid}, {"aggregate_type", kText}, {"payload", kJsonb}}));
-  stream_.PushData(0x2000, Begin(0x2040, 701));
-  stream_.PushData(0x2001, Insert(kOutboxOid, {Id(1), "Order", "{}"}));
-  stream_.PushData(0x2040, Commit(0x2040, kEnd));
-  sink_.auto_ack = true;
-  ASSERT_TRUE(RunUntilScriptEnds().ok());
-  ASSERT_EQ(sink_.produced.size(), 1u);
-  EXPECT_EQ(Header(sink_.produced[0], "outboxd-dlq-reason"), "missing_column");
-  EXPECT_THAT(Header(sink_.produced[0], "outboxd-dlq-error"), HasSubstr("does not exist"));
-  EXPECT_EQ(stream_.max_flushed(), Lsn(kEnd));
-}
-
-TEST_F(DeadLetterTest, TopicTemplateYieldingAnInvalidNameIsDeadLetteredWithTheEnvelope) {
-  PushTxnWithBadRow({Id(2), "Order Created", "o-2", "OrderCreated", "{\"n\": 2}", std::nullopt});
-  sink_.auto_ack = true;
-  ASSERT_TRUE(RunUntilScriptEnds().ok());
-  const testing::Produced* dl = DeadLetter();
-  ASSERT_NE(dl, nullptr);
-  EXPECT_EQ(Header(*dl, "outboxd-dlq-reason"), "invalid_topic");
-  EXPECT_THAT(Header(*dl, "outboxd-dlq-error"), HasSubstr("not a valid Kafka topic name"));
-  EXPECT_EQ(Header(*dl, "outboxd-dlq-value"), "envelope");
-  ::outbox::v1::Envelope envelope;
-  ASSERT_TRUE(envelope.ParseFromString(dl->value));
-  EXPECT_EQ(envelope.id(), Id(2));
-  EXPECT_EQ(envelope.payload(), "{\"n\": 2}");
-  EXPECT_EQ(envelope.source().lsn(), 0x2002u);
-  EXPECT_EQ(stream_.max_flushed(), Lsn(kEnd));
-}
-
-TEST_F(DeadLetterTest, RecordRefusedAtProduceTimeIsReplacedByItsDeadLetter) {
-  sink_.produce_hook = [](const kafka::ProduceRequest& r) {
-    if (r.topic != "outboxd.dlq" && r.key == Id(2)) {
-      return BadEventError(bad_event::kMessageTooLarge, "record of 2000000 bytes exceeds 1000000");
-    }
-    return absl::OkStatus();
-  };
-  PushTxnWithBadRow({Id(2), "Order", "o-2", "OrderCreated", "{\"big\": true}", std::nullopt});
-  stream_.PushAction([this] {
-    ASSERT_EQ(sink_.produced.size(), 3u);
-    sink_.DeliverAt(0, absl::OkStatus());
-    sink_.DeliverAt(1, absl::OkStatus());  // Id(3)
-  });
-  stream_.PushKeepalive(kEnd, /*reply=*/true);
-  stream_.PushAction([this] {
-    EXPECT_LT(stream_.max_flushed(), Lsn(kEnd)) << "the dead letter is not acknowledged yet";
-    sink_.DeliverAll(absl::OkStatus());
-  });
-  stream_.PushKeepalive(kEnd, /*reply=*/true);
-  ASSERT_TRUE(RunUntilScriptEnds().ok());
-  const testing::Produced* dl = DeadLetter();
-  ASSERT_NE(dl, nullptr);
-  EXPECT_EQ(Header(*dl, "outboxd-dlq-reason"), "message_too_large");
-  EXPECT_EQ(Header(*dl, "outboxd-dlq-value"), "envelope-without-payload");
-  EXPECT_EQ(Header(*dl, "outboxd-dlq-topic"), "outbox.event.Order");
-  ::outbox::v1::Envelope envelope;
-  ASSERT_TRUE(envelope.ParseFromString(dl->value));
-  EXPECT_EQ(envelope.id(), Id(2));
-  EXPECT_EQ(envelope.payload(), "");
-  EXPECT_EQ(envelope.event_type(), "OrderCreated");
-  EXPECT_EQ(metrics_.events_dead_lettered.Get("message_too_large"), 1u);
-  EXPECT_EQ(stream_.max_flushed(), Lsn(kEnd));
-}
-
-TEST_F(DeadLetterTest, RecordRefusedInItsDeliveryReportKeepsItsSlotUntilTheDeadLetterIsAcked) {
+// [schema_registry] in front of the producer: a refused report that the
+// producer serves after the session ended (the stream broke with the record
+// still queued, and the producer is kept for the next session) reaches
+// nothing that throws.
+TEST_F(PipelineTest, ARefusedReportServedAfterTheSessionEndedIsHarmlessWithASchemaRegistry) {
+  auto inner = std::make_unique<FakeSink>();
+  FakeSink* producer = inner.get();
+  registry::RegistrySink sink(std::move(inner), registry::SubjectStrategy::kTopicName,
+                              [](const std::string&) -> absl::StatusOr<int32_t> { return 7; }, "outboxd.dlq");
+  ASSERT_TRUE(sink.Prepare({"outbox.event.Order"}).ok());
   PushRelation();
-  PushTxn(0x1000, 700, 1, 2);  // ends at 0x1050
-  PushTxn(0x2000, 701, 3, 1);  // ends at 0x2050
-  stream_.PushAction([this] {
-    ASSERT_EQ(sink_.produced.size(), 3u);
-    sink_.DeliverAt(0, absl::OkStatus());
-    sink_.DeliverAt(0, BadEventError(bad_event::kMessageTooLarge,
-                                     "delivery to Kafka topic \"outbox.event.Order\" failed: "
-                                     "Broker: Message size too large (MSG_SIZE_TOO_LARGE)"));
-    sink_.DeliverAt(0, absl::OkStatus());  // Id(3), the next transaction
-  });
-  stream_.PushKeepalive(0x2050, /*reply=*/true);
-  stream_.PushAction([this] {
-    ASSERT_EQ(sink_.produced.size(), 4u) << "the dead letter was produced";
-    EXPECT_LT(stream_.max_flushed(), Lsn(0x1050)) << "the dead letter is not acknowledged yet";
-    sink_.DeliverAll(absl::OkStatus());
-  });
-  stream_.PushKeepalive(0x2050, /*reply=*/true);
-  ASSERT_TRUE(RunUntilScriptEnds().ok());
-  const testing::Produced& dl = sink_.produced[3];
-  EXPECT_EQ(dl.topic, "outboxd.dlq");
-  EXPECT_EQ(dl.token, sink_.produced[1].token);
-  EXPECT_EQ(dl.key, Id(2));
-  EXPECT_EQ(Header(dl, "outboxd-dlq-reason"), "message_too_large");
-  EXPECT_EQ(Header(dl, "outboxd-dlq-lsn"), "0/1002");
-  EXPECT_EQ(Header(dl, "outboxd-dlq-commit-lsn"), "0/1040");
-  EXPECT_EQ(Header(dl, "outboxd-dlq-xid"), "700");
-  ::outbox::v1::Envelope envelope;
-  ASSERT_TRUE(envelope.ParseFromString(dl.value));
-  EXPECT_EQ(envelope.payload(), "");
-  EXPECT_EQ(envelope.aggregate_id(), "order-2");
-  EXPECT_EQ(stream_.max_flushed(), Lsn(0x2050));
+  stream_.PushData(0x1000, Begin(0x1040, 700));
+  PushInsert(0x1001, 1);
+  stream_.error_when_empty = absl::UnavailableError("server closed the connection");
+  {
+    auto pipeline = Pipeline::Create(&stream_, &sink, options_, &metrics_, [this] { return now_; });
+    ASSERT_TRUE(pipeline.ok());
+    EXPECT_EQ((*pipeline)->Run(stop_).code(), absl::StatusCode::kUnavailable);
+    ASSERT_EQ(producer->pending(), 1u);
+  }
+  producer->DeliverAll(BadEventError(bad_event::kMessageTooLarge, "Broker: Message size too large"));
+  EXPECT_EQ(producer->pending(), 0u);
 }
 
-TEST_F(DeadLetterTest, RefusedDeadLetterStopsForGood) {
+// A registry slower than the status interval: the lookup of a new topic's
+// schema id runs off the loop, which keeps confirming to PostgreSQL
+// meanwhile (the walsender drops a connection that stays silent for
+// wal_sender_timeout), and then produces the framed record.
+TEST_F(PipelineTest, StatusUpdatesKeepFlowingWhileTheSchemaRegistryIsSlow) {
+  options_.status_interval = absl::Milliseconds(100);
+  // The lookup's start and end, as the statuses' clock field counts time.
+  std::atomic<int64_t> asked{0}, answered{0};
+  auto inner = std::make_unique<FakeSink>();
+  FakeSink* producer = inner.get();
+  registry::RegistrySink sink(std::move(inner), registry::SubjectStrategy::kTopicName,
+                              [&](const std::string&) -> absl::StatusOr<int32_t> {
+                                asked = TimeToPgTimestamp(absl::Now());
+                                absl::SleepFor(absl::Milliseconds(700));
+                                answered = TimeToPgTimestamp(absl::Now());
+                                return 7;
+                              },
+                              "outboxd.dlq");
   PushRelation();
   PushTxn(0x1000, 700, 1, 1);
-  stream_.PushAction([this] {
-    sink_.DeliverAt(0, BadEventError(bad_event::kMessageTooLarge, "too large"));
+  stream_.on_empty = [this] { stop_ = true; };
+  producer->ack_on_flush = true;
+  auto pipeline = Pipeline::Create(&stream_, &sink, options_, &metrics_);  // the real clock
+  ASSERT_TRUE(pipeline.ok());
+  ASSERT_TRUE((*pipeline)->Run(stop_).ok());
+  const int64_t during = std::count_if(stream_.statuses.begin(), stream_.statuses.end(), [&](const auto& st) {
+    return st.clock >= asked.load() && st.clock <= answered.load();
   });
-  stream_.PushKeepalive(0x1050, /*reply=*/false);  // a loop turn: the dead letter goes out
-  stream_.PushAction([this] {
-    ASSERT_EQ(sink_.produced.size(), 2u);
-    sink_.DeliverAt(0, BadEventError(bad_event::kMessageTooLarge, "dead letter too large"));
-  });
-  stream_.PushKeepalive(0x1050, /*reply=*/true);
-  absl::Status status = RunUntilScriptEnds();
-  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
-  EXPECT_THAT(status.message(), HasSubstr("dead_letter_topic"));
-  EXPECT_LT(stream_.max_flushed(), Lsn(0x1050));
-  EXPECT_EQ(sink_.produced.size(), 2u) << "a dead letter is never dead-lettered";
+  EXPECT_GE(during, 3) << "too few status updates while the registry was asked";
+  ASSERT_EQ(producer->produced.size(), 1u);
+  EXPECT_EQ(producer->produced[0].value.substr(0, 5), std::string("\x00\x00\x00\x00\x07", 5)) << "framed";
+  EXPECT_EQ(stream_.last_flushed(), Lsn(0x1050));
 }
 
-TEST_F(DeadLetterTest, RefusedRecordStopsWhenOnBadEventIsStop) {
-  options_.on_bad_event = outbox::BadEventPolicy::kStop;
+// A stop while the registry does not answer ends the session at once; the
+// lookup is cancelled when the sink goes.
+TEST_F(PipelineTest, AStopDuringASchemaRegistryLookupEndsTheSessionPromptly) {
+  int stop_pipe[2];
+  ASSERT_EQ(pipe(stop_pipe), 0);
+  options_.stop_fd = stop_pipe[0];
+  absl::Mutex mu;
+  bool cancelled = false;
+  std::atomic<bool> asked{false};
+  auto sink = std::make_unique<registry::RegistrySink>(
+      std::make_unique<FakeSink>(), registry::SubjectStrategy::kTopicName,
+      [&](const std::string&) -> absl::StatusOr<int32_t> {
+        asked = true;
+        absl::MutexLock lock(&mu);
+        // A registry that answers after 10 s, unless cancelled.
+        mu.AwaitWithTimeout(absl::Condition(&cancelled), absl::Seconds(10));
+        return absl::UnavailableError("no answer");
+      },
+      "outboxd.dlq", [&] {
+        absl::MutexLock lock(&mu);
+        cancelled = true;
+      });
   PushRelation();
   PushTxn(0x1000, 700, 1, 1);
-  stream_.PushAction([this] {
-    sink_.DeliverAt(0, BadEventError(bad_event::kMessageTooLarge, "too large"));
+  stream_.on_empty = [] {};
+  std::thread stopper([&] {
+    while (!asked) absl::SleepFor(absl::Milliseconds(5));
+    absl::SleepFor(absl::Milliseconds(200));
+    stop_ = true;
+    EXPECT_EQ(write(stop_pipe[1], "x", 1), 1);
   });
-  stream_.PushKeepalive(0x1050, /*reply=*/true);
-  absl::Status status = RunUntilScriptEnds();
-  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
-  EXPECT_EQ(sink_.produced.size(), 1u);
-  EXPECT_LT(stream_.max_flushed(), Lsn(0x1050));
+  auto pipeline = Pipeline::Create(&stream_, sink.get(), options_, &metrics_);
+  ASSERT_TRUE(pipeline.ok());
+  const absl::Time start = absl::Now();
+  EXPECT_TRUE((*pipeline)->Run(stop_).ok());
+  EXPECT_LT(absl::Now() - start, absl::Seconds(3)) << "the stop waited for the registry";
+  EXPECT_EQ((*pipeline)->unacknowledged_at_stop(), 1u);
+  stopper.join();
+  pipeline->reset();
+  const absl::Time dropping = absl::Now();
+  sink.reset();
+  EXPECT_LT(absl::Now() - dropping, absl::Seconds(3)) << "dropping the sink waited for the registry";
+  close(stop_pipe[0]);
+  close(stop_pipe[1]);
 }
 
-TEST_F(DeadLetterTest, BadLogicalMessageIsDeadLetteredWithItsContent) {
-  stream_.PushData(0x2000, Begin(0x2040, 701));
-  stream_.PushData(0x2001, Message(true, 0x2001, "outbox", "{not json"));
-  stream_.PushData(0x2040, Commit(0x2040, kEnd));
-  sink_.auto_ack = true;
-  ASSERT_TRUE(RunUntilScriptEnds().ok());
-  ASSERT_EQ(sink_.produced.size(), 1u);
-  const testing::Produced& dl = sink_.produced[0];
-  EXPECT_EQ(dl.topic, "outboxd.dlq");
-  EXPECT_EQ(Header(dl, "outboxd-dlq-reason"), "bad_payload");
-  EXPECT_EQ(Header(dl, "outboxd-dlq-source"), "message:outbox");
-  EXPECT_THAT(Header(dl, "outboxd-dlq-error"), Not(HasSubstr("not json")))
-      << "payload contents stay out of error texts (and logs)";
-  EXPECT_EQ(dl.value, "{not json");
-  EXPECT_EQ(stream_.max_flushed(), Lsn(kEnd));
-}
-
-TEST_F(DeadLetterTest, ConfiguredDeadLetterTopicIsUsed) {
-  options_.dead_letter_topic = "app.dead";
-  PushTxnWithBadRow({Id(2), std::nullopt, "o-2", "OrderCreated", "{}", std::nullopt});
-  sink_.auto_ack = true;
-  ASSERT_TRUE(RunUntilScriptEnds().ok());
-  ASSERT_EQ(sink_.produced.size(), 3u);
-  EXPECT_EQ(sink_.produced[1].topic, "app.dead");
-}
-
-}  // namespace dead_letters
 
 }  // namespace
 }  // namespace outboxd::pipeline

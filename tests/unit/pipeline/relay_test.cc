@@ -2,12 +2,15 @@
 // with an injected clock, sleep and jitter source.
 #include "pipeline/relay.h"
 
+#include <algorithm>
 #include <atomic>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "common/bad_event.h"
 #include "fakes.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -291,6 +294,97 @@ TEST_F(RelayTest, VanishedSlotIsFatalWithoutTheInvalidatedMetric) {
   Relay relay(streams, Sinks(), Options(), &metrics_);
   EXPECT_TRUE(replication::IsGapUpstream(relay.Run(stop_)));
   EXPECT_EQ(metrics_.slot_invalidated.load(), 0);
+}
+
+// [[outbox]] value = "payload" (Debezium's record: the payload column as the
+// value, not an envelope): the broker refuses a 20 KB record in its delivery
+// report (the topic's max.message.bytes). Its event is read again from the
+// slot and dead-lettered from the row; the next row arrives, and the slot
+// moves past both.
+TEST_F(RelayTest, APayloadRecordTheBrokerRefusesIsDeadLetteredAndTheSlotMovesOn) {
+  constexpr uint32_t kOid = 16400, kUuid = 2950, kText = 25, kJsonb = 3802;
+  const std::string big_id = "00000000-0000-4000-8000-000000000001";
+  const std::string small_id = "00000000-0000-4000-8000-000000000002";
+  RelayOptions options = Options();
+  options.pipeline.tables.push_back(outbox::TableConfig{});
+  options.pipeline.tables.back().record.value = outbox::ValueFormat::kPayload;
+  options.pipeline.feedback_delay = absl::ZeroDuration();
+
+  // The slot: what every new session is sent again, from its confirmed position.
+  struct Slot : FakeStream {
+    using FakeStream::FakeStream;
+    Lsn* confirmed = nullptr;
+    absl::Status SendStatus(const replication::StandbyStatus& status) override {
+      *confirmed = std::max(*confirmed, status.flushed);
+      return FakeStream::SendStatus(status);
+    }
+  };
+  Lsn confirmed;
+  int sessions = 0;
+  StreamFactory streams = [&]() -> absl::StatusOr<std::unique_ptr<replication::ReplicationStream>> {
+    if (++sessions > 10 || confirmed >= Lsn(0x2050)) return StoppingStream();
+    auto slot = std::make_unique<Slot>(&now_);
+    slot->confirmed = &confirmed;
+    slot->PushData(0x100, testing::Relation(kOid, "public", "outbox",
+                                            {{"id", kUuid}, {"aggregate_type", kText}, {"aggregate_id", kText},
+                                             {"event_type", kText}, {"payload", kJsonb}}));
+    if (confirmed < Lsn(0x1050)) {
+      slot->PushData(0x1000, testing::Begin(0x1040, 700));
+      slot->PushData(0x1001, testing::Insert(kOid, {big_id, "Order", "o-1", "OrderCreated",
+                                                    "{\"pad\": \"" + std::string(20000, 'x') + "\"}"}));
+      slot->PushData(0x1040, testing::Commit(0x1040, 0x1050));
+    }
+    slot->PushData(0x2000, testing::Begin(0x2040, 701));
+    slot->PushData(0x2001, testing::Insert(kOid, {small_id, "Order", "o-2", "OrderCreated", "{\"n\": 2}"}));
+    slot->PushData(0x2040, testing::Commit(0x2040, 0x2050));
+    int empty = 0;
+    slot->on_empty = [this, &confirmed, empty]() mutable {
+      if (confirmed >= Lsn(0x2050) || ++empty > 100) stop_ = true;
+    };
+    return std::unique_ptr<replication::ReplicationStream>(std::move(slot));
+  };
+  // The broker: every record acknowledged at the next poll, but one over
+  // 3000 bytes is refused.
+  std::vector<testing::Produced> delivered;
+  SinkFactory sinks = [&]() -> absl::StatusOr<std::unique_ptr<kafka::EventSink>> {
+    auto sink = std::make_unique<FakeSink>();
+    FakeSink* broker = sink.get();
+    broker->on_poll = [broker, &delivered] {
+      while (broker->pending() > 0) {
+        const testing::Produced& next = broker->produced[broker->produced.size() - broker->pending()];
+        if (next.value.size() > 3000) {
+          broker->DeliverAt(0, BadEventError(bad_event::kMessageTooLarge,
+                                             "delivery to Kafka topic \"outbox.event.Order\" failed: Broker: "
+                                             "Message size too large (MSG_SIZE_TOO_LARGE)"));
+        } else {
+          delivered.push_back(next);
+          broker->DeliverAt(0, absl::OkStatus());
+        }
+      }
+    };
+    return std::unique_ptr<kafka::EventSink>(std::move(sink));
+  };
+  Relay relay(streams, sinks, options, &metrics_);
+  EXPECT_TRUE(relay.Run(stop_).ok());
+  EXPECT_LE(sessions, 3) << "the refused record restarted the session again and again";
+  EXPECT_EQ(confirmed, Lsn(0x2050)) << "the slot did not move past the refused record";
+  std::vector<std::string> topics, keys;
+  for (const testing::Produced& p : delivered) {
+    topics.push_back(p.topic);
+    keys.push_back(p.key);
+  }
+  EXPECT_THAT(topics, ::testing::Contains("outboxd.dlq"));
+  EXPECT_THAT(keys, ::testing::Contains(small_id));
+  for (const testing::Produced& p : delivered) {
+    if (p.topic != "outboxd.dlq") continue;
+    EXPECT_EQ(p.key, big_id);
+    std::map<std::string, std::string> headers(p.headers.begin(), p.headers.end());
+    EXPECT_EQ(headers["outboxd-dlq-reason"], "message_too_large");
+    EXPECT_EQ(headers["outboxd-dlq-lsn"], "0/1001");
+    EXPECT_EQ(headers["outboxd-dlq-value"], "envelope-without-payload");
+    EXPECT_LT(p.value.size(), 3000u);
+  }
+  EXPECT_EQ(metrics_.events_dead_lettered.Get("message_too_large"), 1u);
 }
 
 }  // namespace
