@@ -52,7 +52,8 @@ class PgConnection {
   // Query for a command that may wait long on the server (CREATE_REPLICATION_SLOT on a hot
   // standby): calls `tick` with the time waited so far every `every` while no answer came,
   // and gives up after `limit`. A tick's error, a stop (CancelledError) or the limit
-  // (DeadlineExceededError naming it) cancel the command on the server first.
+  // (DeadlineExceededError naming it) cancel the command on the server first; the
+  // connection is then to be closed (the cancelled command's results are not read).
   absl::StatusOr<std::vector<Row>> QueryWhileWaiting(std::string_view sql, absl::Duration every,
                                                      const std::function<absl::Status(absl::Duration)>& tick,
                                                      absl::Duration limit);
