@@ -3,6 +3,8 @@
 // topic (check_doctor.h).
 #include <librdkafka/rdkafka.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <optional>
 #include <set>
 #include <string>
@@ -24,6 +26,8 @@ struct BrokerDefaults {
   bool auto_create = false;
   std::string partitions;
   std::string replication;
+  int transaction_log_replication = 1;  // transaction.state.log.replication.factor
+  int transaction_log_min_isr = 1;      // transaction.state.log.min.isr
 };
 
 std::optional<BrokerDefaults> DescribeBroker(rd_kafka_t* rk, int32_t broker_id) {
@@ -52,6 +56,8 @@ std::optional<BrokerDefaults> DescribeBroker(rd_kafka_t* rk, int32_t broker_id) 
         if (name == "auto.create.topics.enable") defaults.auto_create = std::string(value) == "true";
         if (name == "num.partitions") defaults.partitions = value;
         if (name == "default.replication.factor") defaults.replication = value;
+        if (name == "transaction.state.log.replication.factor") defaults.transaction_log_replication = std::atoi(value);
+        if (name == "transaction.state.log.min.isr") defaults.transaction_log_min_isr = std::atoi(value);
       }
       out = defaults;
     }
@@ -86,7 +92,7 @@ TopicInfo DescribeTopic(rd_kafka_t* rk, const std::string& topic) {
 
 }  // namespace
 
-void CheckKafka(const config::Config& config, CheckReport& report) {
+void CheckKafka(const config::Config& config, CheckReport& report, const Observed& observed) {
   // The check never creates a topic: metadata requests must not auto-create.
   kafka::KafkaProperties properties = config.kafka.properties;
   properties.emplace_back("allow.auto.create.topics", "false");
@@ -179,6 +185,52 @@ void CheckKafka(const config::Config& config, CheckReport& report) {
     }
   }
 
+  // The topics the rows present route to (check_outbox.cc): each must exist,
+  // or be created by the brokers, or its events are dead-lettered.
+  if (!observed.topics.empty()) {
+    constexpr size_t kMaxLookups = 100;
+    std::vector<std::string> missing, other;
+    size_t looked = 0;
+    for (const auto& [topic, from] : observed.topics) {
+      if (seen.contains(topic)) continue;  // a fixed topic, looked up above
+      if (++looked > kMaxLookups) break;
+      const TopicInfo info = DescribeTopic(rk, topic);
+      if (info.err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+        missing.push_back(fmt::format("'{}' ({})", topic, from));
+      } else if (info.err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        other.push_back(fmt::format("'{}': {}", topic, rd_kafka_err2str(info.err)));
+      }
+    }
+    const std::string scope = fmt::format("{} topic(s) the rows present route to{}", std::min(looked, kMaxLookups),
+                                          looked > kMaxLookups ? fmt::format(" (the first {})", kMaxLookups) : "");
+    if (!other.empty()) {
+      report.Fail("topic", fmt::format("of the {}: {}", scope, NameList(other)),
+                  "grant the principal Describe and Write on them, and check the brokers' health");
+    }
+    if (missing.empty()) {
+      if (other.empty()) report.Ok("topic", fmt::format("the {} exist", scope));
+    } else if (broker && !broker->auto_create) {
+      report.Fail("topic",
+                  fmt::format("of the {}, {} do not exist and the brokers do not auto-create topics "
+                              "(auto.create.topics.enable=false): their events would be dead-lettered "
+                              "(unknown_topic): {}",
+                              scope, missing.size(), NameList(missing)),
+                  fmt::format("create them before starting outboxd: kafka-topics.sh --bootstrap-server {} --create "
+                              "--topic <name> --partitions <n> --replication-factor <n>",
+                              servers));
+    } else if (broker) {
+      report.Ok("topic", fmt::format("of the {}, {} do not exist yet and are created on their first event "
+                                     "(auto-create {}): {}",
+                                     scope, missing.size(), auto_create, NameList(missing)));
+    } else {
+      report.Warn("topic",
+                  fmt::format("of the {}, {} do not exist, and whether the brokers create them is unknown "
+                              "(the principal may not describe broker configs): {}",
+                              scope, missing.size(), NameList(missing)),
+                  "create them before starting outboxd, or grant the principal DescribeConfigs on the cluster");
+    }
+  }
+
   if (config.kafka.delivery == config::Delivery::kExactlyOnce) {
     // Not init_transactions: that would fence a running instance.
     const std::string& topic = config.kafka.checkpoint_topic;
@@ -190,12 +242,45 @@ void CheckKafka(const config::Config& config, CheckReport& report) {
       rd_kafka_metadata_destroy(checkpoint);
     }
     rd_kafka_topic_destroy(rkt);
-    const std::string id = config.kafka.transactional_id.empty()
-                               ? fmt::format("outboxd-<system identifier>-{}", config.source.slot.empty() ? std::string("<slot>") : config.source.slot)
-                               : config.kafka.transactional_id;
-    report.Ok("delivery", fmt::format("exactly_once: Kafka transactions with transactional.id '{}'; consumers must "
+    // The id run derives (commands/run.cc): the cluster's system identifier
+    // and each stream's slot.
+    std::vector<std::string> ids;
+    if (!config.kafka.transactional_id.empty()) {
+      ids.push_back("'" + config.kafka.transactional_id + "'");
+    } else {
+      const std::string system = observed.system_id.empty() ? "<system identifier>" : observed.system_id;
+      std::vector<std::string> slots = observed.slots;
+      if (slots.empty()) slots.push_back(config.source.slot.empty() ? "<slot>" : config.source.slot);
+      for (const std::string& slot : slots) ids.push_back(fmt::format("'outboxd-{}-{}'", system, slot));
+    }
+    report.Ok("delivery", fmt::format("exactly_once: Kafka transactions with transactional.id {}; consumers must "
                                       "read with isolation.level=read_committed to see each event once",
-                                      id));
+                                      NameList(ids, 10)));
+    // The brokers keep transactions in __transaction_state, created on the
+    // first transactional producer with transaction.state.log.replication.factor
+    // replicas: a cluster with fewer brokers never creates it, and every
+    // InitTransactions times out.
+    if (broker) {
+      const TopicInfo state = DescribeTopic(rk, "__transaction_state");
+      const int needed = std::max(broker->transaction_log_replication, broker->transaction_log_min_isr);
+      if (state.err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART && needed > brokers) {
+        report.Fail("delivery",
+                    fmt::format("the brokers cannot run transactions: transaction.state.log.replication.factor = {} "
+                                "(min.isr {}) but the cluster has {} broker(s), so Kafka cannot create its "
+                                "transaction log (__transaction_state); InitTransactions would time out and outboxd "
+                                "would retry it without ever streaming",
+                                broker->transaction_log_replication, broker->transaction_log_min_isr, brokers),
+                    "set transaction.state.log.replication.factor and transaction.state.log.min.isr to at most the "
+                    "number of brokers in each broker's server.properties and restart them, or use [sink] delivery "
+                    "= \"at_least_once\"");
+      } else if (state.err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        report.Ok("delivery", fmt::format("the brokers' transaction log exists ({} partition(s))", state.partitions));
+      } else {
+        report.Ok("delivery", fmt::format("the brokers create their transaction log on the first transaction "
+                                          "(replication factor {}, {} broker(s))",
+                                          broker->transaction_log_replication, brokers));
+      }
+    }
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
       report.Ok("delivery", fmt::format("checkpoint topic '{}' exists (it must be compacted: cleanup.policy=compact)", topic));
     } else if (err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) {

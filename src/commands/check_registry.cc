@@ -14,7 +14,7 @@
 namespace outboxd::commands::check {
 
 // first event has a compatibility level (and, without auto_register, a schema).
-void CheckSchemaRegistry(const config::Config& config, CheckReport& report) {
+void CheckSchemaRegistry(const config::Config& config, CheckReport& report, const Observed& observed) {
   const config::SchemaRegistryConfig& reg = config.schema_registry;
   if (!reg.enabled) return;
   telemetry::ProcessMetrics metrics;

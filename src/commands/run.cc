@@ -16,6 +16,7 @@
 #include <string_view>
 #include <utility>
 
+#include "commands/preflight.h"
 #include "commands/replay.h"
 #include "common/format.h"
 #include "common/status_macros.h"
@@ -350,6 +351,10 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
   telemetry::Metrics& metrics = *stream_metrics;
   if (absl::Status interval = CheckSenderTimeout(config, stop_fd); !interval.ok()) {
     telemetry::LogError("{}", interval.message());
+    return 2;
+  }
+  if (absl::Status ready = Preflight(config, stop_fd); !ready.ok()) {
+    telemetry::LogError("{}", ready.message());
     return 2;
   }
   absl::StatusOr<std::string> state_dir = ResolveStateDir(config, flags);
