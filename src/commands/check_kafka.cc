@@ -185,15 +185,44 @@ void CheckKafka(const config::Config& config, CheckReport& report, const Observe
     }
   }
 
-  // The topics the rows present route to (check_outbox.cc): each must exist,
-  // or be created by the brokers, or its events are dead-lettered.
+  // The dead-letter topic: a dead letter that cannot be delivered stops
+  // progress like any other record.
+  const std::string& dlq = config.errors.dead_letter_topic;
+  if (!seen.contains(dlq)) {
+    seen.insert(dlq);
+    const TopicInfo info = DescribeTopic(rk, dlq);
+    if (info.err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      report.Ok("topic", fmt::format("'{}' (dead letters) exists with {} partition(s)", dlq, info.partitions));
+    } else if (info.err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART && broker && !broker->auto_create) {
+      report.Fail("topic",
+                  fmt::format("'{}' ([errors] dead_letter_topic) does not exist and the brokers do not auto-create "
+                              "topics: a bad event's dead letter could not be delivered, and the stream would stop "
+                              "at it",
+                              dlq),
+                  fmt::format("create it: kafka-topics.sh --bootstrap-server {} --create --topic {} --partitions 1 "
+                              "--replication-factor <n>",
+                              servers, dlq));
+    } else if (info.err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+      report.Ok("topic", fmt::format("'{}' (dead letters) does not exist yet; it is created on the first dead letter "
+                                     "if the brokers auto-create topics: auto-create {}",
+                                     dlq, auto_create));
+    } else {
+      report.Fail("topic", fmt::format("'{}' (dead letters): metadata request failed: {}", dlq,
+                                       rd_kafka_err2str(info.err)),
+                  "grant the principal Describe and Write on it, and check the brokers' health");
+    }
+  }
+
+  // The topics the rows present route to (check_outbox.cc): each must exist
+  // or be created by the brokers, or delivering its events fails.
   if (!observed.topics.empty()) {
     constexpr size_t kMaxLookups = 100;
     std::vector<std::string> missing, other;
     size_t looked = 0;
     for (const auto& [topic, from] : observed.topics) {
       if (seen.contains(topic)) continue;  // a fixed topic, looked up above
-      if (++looked > kMaxLookups) break;
+      if (looked == kMaxLookups) break;
+      ++looked;
       const TopicInfo info = DescribeTopic(rk, topic);
       if (info.err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
         missing.push_back(fmt::format("'{}' ({})", topic, from));
@@ -201,32 +230,32 @@ void CheckKafka(const config::Config& config, CheckReport& report, const Observe
         other.push_back(fmt::format("'{}': {}", topic, rd_kafka_err2str(info.err)));
       }
     }
-    const std::string scope = fmt::format("{} topic(s) the rows present route to{}", std::min(looked, kMaxLookups),
-                                          looked > kMaxLookups ? fmt::format(" (the first {})", kMaxLookups) : "");
+    const std::string routed = fmt::format("the rows present route to {}{} topic(s)",
+                                           looked == kMaxLookups ? "at least " : "", looked);
     if (!other.empty()) {
-      report.Fail("topic", fmt::format("of the {}: {}", scope, NameList(other)),
+      report.Fail("topic", fmt::format("{}; looking up {}: {}", routed, other.size(), NameList(other)),
                   "grant the principal Describe and Write on them, and check the brokers' health");
     }
     if (missing.empty()) {
-      if (other.empty()) report.Ok("topic", fmt::format("the {} exist", scope));
+      if (other.empty() && looked > 0) report.Ok("topic", fmt::format("{}, which exist", routed));
     } else if (broker && !broker->auto_create) {
       report.Fail("topic",
-                  fmt::format("of the {}, {} do not exist and the brokers do not auto-create topics "
-                              "(auto.create.topics.enable=false): their events would be dead-lettered "
-                              "(unknown_topic): {}",
-                              scope, missing.size(), NameList(missing)),
+                  fmt::format("{}; {} of them do not exist, and the brokers do not auto-create topics "
+                              "(auto.create.topics.enable=false): delivering their events fails, and the stream "
+                              "retries and stalls there: {}",
+                              routed, missing.size(), NameList(missing)),
                   fmt::format("create them before starting outboxd: kafka-topics.sh --bootstrap-server {} --create "
                               "--topic <name> --partitions <n> --replication-factor <n>",
                               servers));
     } else if (broker) {
-      report.Ok("topic", fmt::format("of the {}, {} do not exist yet and are created on their first event "
+      report.Ok("topic", fmt::format("{}; {} of them do not exist yet and are created on their first event "
                                      "(auto-create {}): {}",
-                                     scope, missing.size(), auto_create, NameList(missing)));
+                                     routed, missing.size(), auto_create, NameList(missing)));
     } else {
       report.Warn("topic",
-                  fmt::format("of the {}, {} do not exist, and whether the brokers create them is unknown "
+                  fmt::format("{}; {} of them do not exist, and whether the brokers create them is unknown "
                               "(the principal may not describe broker configs): {}",
-                              scope, missing.size(), NameList(missing)),
+                              routed, missing.size(), NameList(missing)),
                   "create them before starting outboxd, or grant the principal DescribeConfigs on the cluster");
     }
   }

@@ -155,9 +155,12 @@ void PostgresDoctor::CheckFailover(Part part) {
   const bool server = part != Part::kSlot;
   const bool slot_part = part != Part::kServer;
   const int version = pg_.server_version();
+  // A physical standby streams (or catches up); a walsender that only
+  // connected (a tool, a test, check's own) or holds a logical slot is none.
   auto standbys = Query("failover",
-                        "SELECT count(*) FROM pg_stat_replication r WHERE NOT EXISTS (SELECT 1 FROM "
-                        "pg_replication_slots s WHERE s.active_pid = r.pid AND s.slot_type = 'logical')");
+                        "SELECT count(*) FROM pg_stat_replication r WHERE r.state IN ('streaming', 'catchup') AND "
+                        "NOT EXISTS (SELECT 1 FROM pg_replication_slots s WHERE s.active_pid = r.pid AND "
+                        "s.slot_type = 'logical')");
   if (!standbys) return;
   const int physical = std::atoi(Value(*standbys).c_str());
   if (!source_.failover) {

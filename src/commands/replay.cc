@@ -71,6 +71,16 @@ struct ResultDeleter {
 };
 using Result = std::unique_ptr<PGresult, ResultDeleter>;
 
+// Reading the outbox table needs SELECT on it: say so where PostgreSQL says
+// "permission denied".
+absl::Status WithPrivilegeHint(absl::Status status, const outbox::TableConfig& table) {
+  if (status.ok() || replication::SqlStateOf(status) != "42501") return status;
+  return absl::Status(status.code(),
+                      fmt::format("{}; outboxd's role needs SELECT on the outbox table to read it: as its owner, "
+                                  "GRANT SELECT ON {}.{} TO <outboxd's role> (sql/role.sql does it)",
+                                  MessageOf(status), QuoteIdentifier(table.schema), QuoteIdentifier(table.table)));
+}
+
 // How the replay's cursor selects and orders rows.
 struct RowSelection {
   std::string where;  // "" for every row
@@ -441,6 +451,7 @@ int RunReplay(const config::Config& cluster_config, const ReplayOptions& options
                               QuoteIdentifier(table->schema), QuoteIdentifier(table->table),
                               rows->where.empty() ? "" : " WHERE " + rows->where, rows->order),
                   params, context);
+    status = WithPrivilegeHint(std::move(status), *table);
   }
   uint64_t untimed = 0;  // rows the commit-time window cannot see
   if (status.ok() && !rows->untimed_sql.empty()) {
@@ -544,10 +555,12 @@ absl::Status PublishSnapshot(const config::Config& config, std::string_view snap
   for (const outbox::TableConfig& table : config.outbox) {
     const std::string qualified = table.schema + "." + table.table;
     ReplayPublisher publisher(table, sink.get());
-    RETURN_IF_ERROR(Exec(pg,
-                         fmt::format("DECLARE {} NO SCROLL CURSOR FOR SELECT * FROM {}.{}", kCursor,
-                                     QuoteIdentifier(table.schema), QuoteIdentifier(table.table)),
-                         {}, context));
+    RETURN_IF_ERROR(WithPrivilegeHint(
+        Exec(pg,
+             fmt::format("DECLARE {} NO SCROLL CURSOR FOR SELECT * FROM {}.{}", kCursor, QuoteIdentifier(table.schema),
+                         QuoteIdentifier(table.table)),
+             {}, context),
+        table));
     const std::string fetch = fmt::format("FETCH FORWARD {} FROM {}", kBatchRows, kCursor);
     bool bound = false;
     pgoutput::TupleData row;
