@@ -93,6 +93,10 @@ class PostgresDoctor {
 // the rows present route to, the delivery mode (and whether the brokers can
 // run transactions).
 void CheckKafka(const config::Config& config, CheckReport& report, const Observed& observed = {});
+// What `run` asks of Kafka before it streams (preflight.h): the topics the rows
+// present route to, and in exactly-once mode whether the brokers can run
+// transactions; nothing when neither applies. A metadata request or two.
+void CheckKafkaForRun(const config::Config& config, CheckReport& report, const Observed& observed);
 // check_registry.cc: [schema_registry], when enabled.
 void CheckSchemaRegistry(const config::Config& config, CheckReport& report, const Observed& observed = {});
 

@@ -31,7 +31,7 @@ bool LogFindings(const CheckReport& report, std::string_view fatal) {
 
 }  // namespace
 
-absl::Status Preflight(const config::Config& config, int stop_fd) {
+absl::Status Preflight(const config::Config& config, const std::atomic<bool>& stop, int stop_fd) {
   auto conn = replication::PgConnection::Connect(config.source.dsn, /*replication=*/false, stop_fd);
   if (!conn.ok()) return absl::OkStatus();
   CheckReport postgres(nullptr);
@@ -54,9 +54,9 @@ absl::Status Preflight(const config::Config& config, int stop_fd) {
   // Kafka only when something depends on it that the brokers' settings decide:
   // topics the rows route to, or transactions. Its failures are logged, not
   // fatal: the sink's own retries and errors follow.
-  if (config.kafka.delivery == config::Delivery::kExactlyOnce || !observed.topics.empty()) {
+  if (!stop.load()) {
     CheckReport kafka(nullptr);
-    check::CheckKafka(config, kafka, observed);
+    check::CheckKafkaForRun(config, kafka, observed);
     // "kafka" findings (unreachable, a bad property) are the sink's to report.
     CheckReport relevant(nullptr);
     for (const Finding& f : kafka.findings()) {

@@ -9,13 +9,17 @@
 // relay's retries report it.
 #pragma once
 
+#include <atomic>
+
 #include "absl/status/status.h"
 #include "config/config.h"
 
 namespace outboxd::commands {
 
 // `config` is a single-stream config. FailedPreconditionError (run exits 2)
-// when a column check fails; OK otherwise, findings logged.
-absl::Status Preflight(const config::Config& config, int stop_fd);
+// when a column check fails; OK otherwise, findings logged. A stop skips what
+// is left (the PostgreSQL part is cancelled through `stop_fd`; the Kafka part,
+// bounded by its own timeouts, is not started).
+absl::Status Preflight(const config::Config& config, const std::atomic<bool>& stop, int stop_fd);
 
 }  // namespace outboxd::commands

@@ -353,7 +353,7 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
     telemetry::LogError("{}", interval.message());
     return 2;
   }
-  if (absl::Status ready = Preflight(config, stop_fd); !ready.ok()) {
+  if (absl::Status ready = Preflight(config, stop, stop_fd); !ready.ok()) {
     telemetry::LogError("{}", ready.message());
     return 2;
   }
