@@ -68,7 +68,9 @@ TEST(DiagnoseColumnsTest, AMisspeltRequiredColumnFailsAndSuggestsTheColumnMeant)
   ASSERT_THAT(findings, SizeIs(1));
   EXPECT_THAT(findings[0].hint, HasSubstr("did you mean \"aggregateid\"? set [outbox.columns] aggregate_id = "
                                           "\"aggregateid\""));
-  findings = Diagnose(outbox::TableConfig{.table = "outboxevent"}, Debezium());
+  outbox::TableConfig defaults;
+  defaults.table = "outboxevent";
+  findings = Diagnose(defaults, Debezium());
   ASSERT_THAT(findings, SizeIs(3));  // aggregate_type, aggregate_id, event_type under their default names
   EXPECT_EQ(findings[0].message,
             "public.outboxevent has no column \"aggregate_type\" ([outbox.columns] aggregate_type, the default "
@@ -78,7 +80,8 @@ TEST(DiagnoseColumnsTest, AMisspeltRequiredColumnFailsAndSuggestsTheColumnMeant)
 }
 
 TEST(DiagnoseColumnsTest, EachRequiredColumnMissingIsAFailure) {
-  for (const std::string& field : {"id", "aggregate_type", "aggregate_id", "event_type", "payload"}) {
+  for (const char* name : {"id", "aggregate_type", "aggregate_id", "event_type", "payload"}) {
+    const std::string field = name;
     outbox::TableConfig table = DebeziumConfig();
     std::string* column = field == "id"               ? &table.columns.id
                           : field == "aggregate_type" ? &table.columns.aggregate_type
