@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Conformance with Debezium, measured (make conformance; slow, not part of make test).
 #
-# One outbox table in Debezium's default shape, one set of rows, two readers with equivalent
+# Two outbox tables in Debezium's default shape, one set of rows, two readers with equivalent
 # configuration: Debezium's PostgreSQL connector with the Outbox Event Router in Kafka Connect
 # standalone (jars from bench/debezium/pom.xml, as bench/bench.sh resolves them), and outboxd
-# with value = "payload". Each writes under its own topic prefix; scripts/conformance_compare.py
+# with the migration guide's own config (docs/examples/debezium-outboxd.toml, one outboxd per
+# table, only the site's values replaced by scripts/guide_config.py, which also checks that
+# docs/migrating-from-debezium.md shows the file). Each writes under its own topic prefix;
+# scripts/conformance_compare.py
 # reads both and compares event by event (matched by the id header): topic suffix, key bytes,
 # value bytes (tombstones), headers, record timestamp. Summary on stdout and in
 # .run/conformance/summary.txt; exit 1 when an event differs in a way not listed as intended.
@@ -66,8 +69,10 @@ cleanup() {
   for p in $(jobs -p); do wait "$p" 2>/dev/null || true; done
   "${psql[@]}" >/dev/null 2>&1 <<SQL || true
 SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
-  WHERE slot_name IN ('$dbz_slot', '$ox_slot') AND NOT active;
+  WHERE slot_name IN ('$dbz_slot', '$ox_slot', '${ox_slot}_t') AND NOT active;
 DROP PUBLICATION IF EXISTS $table;
+DROP PUBLICATION IF EXISTS ${table}_ox;
+DROP PUBLICATION IF EXISTS ${table}_oxt;
 DROP TABLE IF EXISTS $table, ${table}_text;
 SQL
   if ((started_stack)); then bash deploy/local/stack.sh down || true; fi
@@ -94,8 +99,12 @@ CREATE TABLE $table (
 CREATE TABLE ${table}_text (LIKE $table INCLUDING DEFAULTS, PRIMARY KEY (id));
 ALTER TABLE ${table}_text ALTER COLUMN payload TYPE text;
 CREATE PUBLICATION $table FOR TABLE $table, ${table}_text WITH (publish = 'insert');
+-- outboxd: the guide's config names one table, so one publication and slot per table.
+CREATE PUBLICATION ${table}_ox FOR TABLE $table WITH (publish = 'insert');
+CREATE PUBLICATION ${table}_oxt FOR TABLE ${table}_text WITH (publish = 'insert');
 SELECT pg_create_logical_replication_slot('$dbz_slot', 'pgoutput');
 SELECT pg_create_logical_replication_slot('$ox_slot', 'pgoutput');
+SELECT pg_create_logical_replication_slot('${ox_slot}_t', 'pgoutput');
 SQL
 
 # The rows, after both slots exist: each reader streams exactly these.
@@ -179,61 +188,22 @@ cat >"$work/connect/log4j2.xml" <<'EOF'
 </Configuration>
 EOF
 
-# outboxd: the equivalent [[outbox]].
-cat >"$work/outboxd.toml" <<TOML
-[source]
-dsn = "$dsn"
-slot = "$ox_slot"
-publication = "$table"
-create_slot = false
-[sink.kafka]
-"bootstrap.servers" = "$brokers"
-[[outbox]]
-table = "public.$table"
-topic = "$prefix.ox.outbox.event.{aggregate_type}"
-value = "payload"
-id_header = "id"
-key = "aggregate_id"
-timestamp_column = "created_at"
-tracing_column = "tracingspancontext"
-tombstone_on_empty_payload = true
-[outbox.columns]
-aggregate_type = "aggregatetype"
-aggregate_id = "aggregateid"
-event_type = "type"
-[[outbox.fields]]
-column = "type"
-alias = "eventType"
-[[outbox.fields]]
-column = "correlation"
-alias = "correlationId"
-[[outbox]]
-table = "public.${table}_text"
-topic = "$prefix.ox.outbox.event.{aggregate_type}"
-value = "payload"
-id_header = "id"
-key = "aggregate_id"
-timestamp_column = "created_at"
-tracing_column = "tracingspancontext"
-tombstone_on_empty_payload = true
-[outbox.columns]
-aggregate_type = "aggregatetype"
-aggregate_id = "aggregateid"
-event_type = "type"
-[[outbox.fields]]
-column = "type"
-alias = "eventType"
-[[outbox.fields]]
-column = "correlation"
-alias = "correlationId"
-[messages]
-enabled = false
-[http]
-listen = "off"
-TOML
+# outboxd: the migration guide's config, as the guide shows it, with this run's values.
+guide_config() {  # guide_config TABLE SLOT PUBLICATION
+  /usr/bin/python3 scripts/guide_config.py docs/examples/debezium-outboxd.toml \
+    --check-doc docs/migrating-from-debezium.md \
+    --set "source:dsn=$dsn" --set "source:slot=$2" --set "source:publication=$3" \
+    --set "sink.kafka:\"bootstrap.servers\"=$brokers" --set "outbox:table=public.$1" \
+    --set "outbox:topic=$prefix.ox.outbox.event.{aggregate_type}" --set "http:listen=off"
+}
+guide_config "$table" "$ox_slot" "${table}_ox" >"$work/outboxd.toml" || die "the guide's config (above)"
+guide_config "${table}_text" "${ox_slot}_t" "${table}_oxt" >"$work/outboxd-text.toml" || die "the guide's config (above)"
+"$build/outboxd" check --config "$work/outboxd.toml" >"$work/check.txt" 2>&1 ||
+  { cat "$work/check.txt" >&2; die "outboxd check fails on the guide's config"; }
 
 say "$expected rows in public.$table and public.${table}_text; starting outboxd and Debezium $(ls "$dbz_jars" | sed -n 's/^debezium-connector-postgres-\(.*\)\.jar$/\1/p') in Kafka Connect standalone"
 "$build/outboxd" run --config "$work/outboxd.toml" >"$work/outboxd.log" 2>&1 &
+"$build/outboxd" run --config "$work/outboxd-text.toml" >"$work/outboxd-text.log" 2>&1 &
 java -Xms128m -Xmx1g -Djava.awt.headless=true \
   -Dlog4j2.configurationFile="$work/connect/log4j2.xml" -cp "$dbz_jars/*" \
   org.apache.kafka.connect.cli.ConnectStandalone "$work/connect/worker.properties" \

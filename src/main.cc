@@ -43,8 +43,10 @@ constexpr std::string_view kUsage =
     "                                     stream outbox events from PostgreSQL to Kafka\n"
     "       outboxd check --config FILE [--json]\n"
     "                                     check the config, servers, privileges, slots (every database)\n"
-    "       outboxd replay --config FILE [--database NAME] --table T --since TIME [--until TIME] [--dry-run]\n"
-    "                                     re-publish outbox rows with created_at in [since, until)\n"
+    "       outboxd replay --config FILE [--database NAME] --table T\n"
+    "                      (--since TIME [--until TIME] | --from-id ID [--to-id ID] | --all) [--dry-run]\n"
+    "                                     re-publish outbox rows: created_at (or commit time) in\n"
+    "                                     [since, until), an id range, or every row\n"
     "       outboxd --version\n";
 
 int Usage(std::string_view error) {

@@ -25,6 +25,14 @@
 #   OUTBOXD_STACK_TIMEOUT            seconds to wait for readiness (default 120)
 #   OUTBOXD_PG_USER                  OS user running PostgreSQL when invoked as root
 #                                    (default outboxd-dev, created with useradd --system)
+#   OUTBOXD_STACK_NAME               a second stack beside the first, for servers configured
+#                                    differently (tests/integration/catalogue_stack.sh): its
+#                                    data under .run/stack-NAME/ (default: none, .run/)
+#   OUTBOXD_PG_SETTINGS              postgresql.conf lines added after the stack's own, separated
+#                                    by ';' (e.g. "wal_level = replica;max_wal_senders = 2")
+#   OUTBOXD_KAFKA_SETTINGS           server.properties lines added after the stack's own, separated
+#                                    by ';' (e.g. "auto.create.topics.enable=false"); the readiness
+#                                    topic is created first when auto-creation is off
 #
 # PostgreSQL: database "app", superuser "postgres", no password (trust on 127.0.0.1 only;
 # local development only). Kafka creates topics on first use.
@@ -32,7 +40,12 @@ set -euo pipefail
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
 REPO=$(cd -- "$SCRIPT_DIR/../.." && pwd -P)
-RUN="$REPO/.run"
+STACK_NAME=${OUTBOXD_STACK_NAME:-}
+[[ -z $STACK_NAME || $STACK_NAME =~ ^[a-z0-9-]+$ ]] ||
+    { printf 'stack: error: OUTBOXD_STACK_NAME must be lower-case letters, digits and -, got %s\n' "$STACK_NAME" >&2; exit 1; }
+RUN="$REPO/.run${STACK_NAME:+/stack-$STACK_NAME}"
+PG_SETTINGS=${OUTBOXD_PG_SETTINGS:-}
+KAFKA_SETTINGS=${OUTBOXD_KAFKA_SETTINGS:-}
 
 PG_VERSION=${OUTBOXD_PG_VERSION:-15}
 case $PG_VERSION in
@@ -60,7 +73,8 @@ fi
 PG_DB=app
 
 KAFKA_DIR="$RUN/kafka"
-KAFKA_CP_FILE="$KAFKA_DIR/classpath.txt"
+# Shared by every named stack: the jars are the same.
+KAFKA_CP_FILE="$REPO/.run/kafka/classpath.txt"
 KAFKA_PROPS="$KAFKA_DIR/server.properties"
 KAFKA_LOG4J="$KAFKA_DIR/log4j2.xml"
 KAFKA_TOOLS_LOG4J="$KAFKA_DIR/tools-log4j2.xml"
@@ -165,7 +179,7 @@ pg_root() {
         printf '%s\n' "$PG_LINK"
     else
         local h
-        h=$(printf '%s' "$REPO" | sha256sum | cut -c1-12)
+        h=$(printf '%s' "$REPO${STACK_NAME:+:$STACK_NAME}" | sha256sum | cut -c1-12)
         printf '%s\n' "/var/tmp/outboxd-$h/$(basename "$PG_LINK")"
     fi
 }
@@ -294,6 +308,10 @@ log_line_prefix = '%m [%p] %q%u@%d '
 log_timezone = 'UTC'
 timezone = 'UTC'
 EOF
+    if [[ -n $PG_SETTINGS ]]; then
+        # Later lines win in postgresql.conf.
+        printf '# OUTBOXD_PG_SETTINGS\n%s\n' "${PG_SETTINGS//;/$'\n'}" | as_pg tee -a "$PGDATA/outboxd.conf" >/dev/null
+    fi
 }
 
 pg_start() {
@@ -383,7 +401,7 @@ pg_status() {
 
 # Resolve the Kafka jars into ~/.m2 and write the classpath, unless an up-to-date one exists.
 kafka_classpath() {
-    mkdir -p "$KAFKA_DIR"
+    mkdir -p "$KAFKA_DIR" "$(dirname "$KAFKA_CP_FILE")"
     if [[ -s $KAFKA_CP_FILE && $KAFKA_CP_FILE -nt $POM ]]; then
         local ok=1 jar jars
         IFS=: read -r -a jars <"$KAFKA_CP_FILE" || true   # no trailing newline
@@ -446,6 +464,10 @@ num.network.threads=2
 num.io.threads=4
 log.retention.hours=24
 EOF
+    if [[ -n $KAFKA_SETTINGS ]]; then
+        # Later lines win in a properties file.
+        printf '# OUTBOXD_KAFKA_SETTINGS\n%s\n' "${KAFKA_SETTINGS//;/$'\n'}" >>"$KAFKA_PROPS"
+    fi
     # Broker logs go to files only; stdout/stderr of the JVM go to logs/kafka.out.
     cat >"$KAFKA_LOG4J" <<'EOF'
 <?xml version="1.0" encoding="UTF-8"?>
@@ -501,6 +523,14 @@ kafka_format() {
         tail_log "$log"
         die "kafka: storage format failed"
     fi
+}
+
+# A broker that does not auto-create topics needs the readiness topic made first.
+kafka_ready_topic() {
+    [[ $KAFKA_SETTINGS =~ auto\.create\.topics\.enable=false ]] || return 0
+    kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --create \
+        --if-not-exists --topic "$KAFKA_READY_TOPIC" --partitions 1 --replication-factor 1 \
+        >>"$KAFKA_LOGS/ready-check.log" 2>&1
 }
 
 # Ready means a real client can produce with acks=all (which also auto-creates the topic).
@@ -564,7 +594,7 @@ kafka_wait_ready() {
             tail_log "$KAFKA_LOGS/server.log"
             die "kafka: broker exited during startup"
         fi
-        if port_open "$KAFKA_PORT" && kafka_produce_check; then
+        if port_open "$KAFKA_PORT" && kafka_ready_topic && kafka_produce_check; then
             break
         fi
         if ((SECONDS >= deadline)); then

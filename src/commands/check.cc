@@ -27,7 +27,7 @@ using check::Value;
 
 // The connection, version and replication checks on `dsn`; the connection, or
 // null when it failed (reported).
-std::unique_ptr<PgConnection> CheckServer(const std::string& dsn, CheckReport& report) {
+std::unique_ptr<PgConnection> CheckServer(const std::string& dsn, CheckReport& report, check::Observed& observed) {
   absl::StatusOr<std::unique_ptr<PgConnection>> conn = PgConnection::Connect(dsn, false);
   if (!conn.ok()) {
     report.Fail("connect", std::string(conn.status().message()),
@@ -54,35 +54,48 @@ std::unique_ptr<PgConnection> CheckServer(const std::string& dsn, CheckReport& r
   // keyword "replication"), often forgotten.
   auto repl = PgConnection::Connect(dsn, true);
   if (!repl.ok()) {
-    report.Fail("replication", std::string(repl.status().message()),
-                "pg_hba.conf needs a line with database 'replication' for this user (e.g. hostssl "
-                "replication outboxd 10.0.0.0/8 scram-sha-256), and the role needs REPLICATION");
+    const std::string message(repl.status().message());
+    report.Fail("replication", message,
+                message.find("max_wal_senders") != std::string::npos
+                    ? "every WAL sender is taken (see wal_senders below): end an abandoned one (SELECT pid, "
+                      "application_name, client_addr FROM pg_stat_replication), or raise max_wal_senders and "
+                      "restart PostgreSQL"
+                    : "pg_hba.conf needs a line with database 'replication' for this user (e.g. hostssl "
+                      "replication outboxd 10.0.0.0/8 scram-sha-256), and the role needs REPLICATION");
   } else if (auto identify = (*repl)->Query("IDENTIFY_SYSTEM"); !identify.ok()) {
     report.Fail("replication", fmt::format("IDENTIFY_SYSTEM failed: {}", identify.status().message()),
                 "the role needs REPLICATION (sql/role.sql)");
   } else {
+    observed.system_id = Value(*identify, 0, 0);
     report.Ok("replication", fmt::format("replication connection works (system {}, WAL at {})",
                                          Value(*identify, 0, 0), Value(*identify, 0, 2)));
   }
+  // Closed before the checks that count walsenders: this one is check's own.
+  if (repl.ok()) repl->reset();
   return std::move(*conn);
 }
 
 // Without [source] databases: one database, its checks in the order they
 // always had.
-void CheckSingleDatabase(const config::Config& config, CheckReport& report) {
+void CheckSingleDatabase(const config::Config& config, CheckReport& report, check::Observed& observed) {
   report.SetDatabase(config::DsnDatabase(config.source.dsn));
-  std::unique_ptr<PgConnection> pg = CheckServer(config.source.dsn, report);
+  observed.slots = {config.source.slot};
+  std::unique_ptr<PgConnection> pg = CheckServer(config.source.dsn, report, observed);
   if (pg == nullptr) return;
-  PostgresDoctor doctor(config, *pg, report);
+  PostgresDoctor doctor(config, *pg, report, &observed);
   doctor.CheckRolePrivileges();
   doctor.CheckTablePrivileges();
   doctor.CheckWalLevel();
+  doctor.CheckWalSenders();
   doctor.CheckHotStandby();
   doctor.CheckWalKeepSize();
   doctor.CheckSlotLimits();
   doctor.CheckSenderTimeout();
   doctor.CheckMessagesPrivilege();
   doctor.CheckPublication();
+  doctor.CheckRowFilters();
+  doctor.CheckColumns();
+  doctor.CheckTopicNames();
   doctor.CheckSlot();
   doctor.CheckSlotFacts();
   doctor.CheckFailover(PostgresDoctor::Part::kAll);
@@ -97,14 +110,16 @@ std::string PublicationNames(const config::Config& config) {
 // With [source] databases (or several publications): the server once, on the
 // DSN's database; then which databases discovery finds; then one block per
 // database with its streams. The streams found, for the Kafka checks.
-std::vector<config::StreamSpec> CheckCluster(const config::Config& config, CheckReport& report) {
+std::vector<config::StreamSpec> CheckCluster(const config::Config& config, CheckReport& report,
+                                             check::Observed& observed) {
   report.Block(fmt::format("cluster (discovery on database \"{}\")", config::DsnDatabase(config.source.dsn)));
-  std::unique_ptr<PgConnection> home = CheckServer(config.source.dsn, report);
+  std::unique_ptr<PgConnection> home = CheckServer(config.source.dsn, report, observed);
   if (home == nullptr) return {};
   {
-    PostgresDoctor server(config, *home, report);
+    PostgresDoctor server(config, *home, report, &observed);
     server.CheckRolePrivileges();
     server.CheckWalLevel();
+    server.CheckWalSenders();
     server.CheckHotStandby();
     server.CheckWalKeepSize();
     server.CheckSlotLimits();
@@ -185,8 +200,12 @@ std::vector<config::StreamSpec> CheckCluster(const config::Config& config, Check
     }
     for (const config::StreamSpec* s : streams[database]) {
       const config::Config one = config::StreamConfig(config, *s);
-      PostgresDoctor doctor(one, **conn, report);
+      observed.slots.push_back(s->slot);
+      PostgresDoctor doctor(one, **conn, report, &observed);
       doctor.CheckPublication();
+      doctor.CheckRowFilters();
+      doctor.CheckColumns();
+      doctor.CheckTopicNames();
       doctor.CheckSlot();
       doctor.CheckSlotFacts();
       doctor.CheckFailover(PostgresDoctor::Part::kSlot);
@@ -201,24 +220,25 @@ std::vector<config::StreamSpec> CheckCluster(const config::Config& config, Check
 
 int RunCheck(const config::Config& config, std::ostream& out, const CheckOptions& options) {
   CheckReport report(options.json ? nullptr : &out);
+  check::Observed observed;
   if (config.MultiStream()) {
     // Kafka and the registry see the topics each stream will use ({database}
     // filled in), every table once per stream.
     config::Config topics = config;
     topics.outbox.clear();
     std::vector<std::string> messages_topics;
-    for (const config::StreamSpec& stream : CheckCluster(config, report)) {
+    for (const config::StreamSpec& stream : CheckCluster(config, report, observed)) {
       topics.outbox.insert(topics.outbox.end(), stream.tables.begin(), stream.tables.end());
       messages_topics.push_back(stream.messages_topic);
     }
     if (config.messages.enabled && messages_topics.size() == 1) topics.messages.topic = messages_topics.front();
-    check::CheckKafka(topics, report);
-    check::CheckSchemaRegistry(topics, report);
+    check::CheckKafka(topics, report, observed);
+    check::CheckSchemaRegistry(topics, report, observed);
   } else {
-    CheckSingleDatabase(config, report);
+    CheckSingleDatabase(config, report, observed);
     report.SetDatabase("");
-    check::CheckKafka(config, report);
-    check::CheckSchemaRegistry(config, report);
+    check::CheckKafka(config, report, observed);
+    check::CheckSchemaRegistry(config, report, observed);
   }
   if (options.json) {
     report.PrintJson(out);

@@ -3,6 +3,9 @@
 // topic (check_doctor.h).
 #include <librdkafka/rdkafka.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -24,6 +27,8 @@ struct BrokerDefaults {
   bool auto_create = false;
   std::string partitions;
   std::string replication;
+  int transaction_log_replication = 1;  // transaction.state.log.replication.factor
+  int transaction_log_min_isr = 1;      // transaction.state.log.min.isr
 };
 
 std::optional<BrokerDefaults> DescribeBroker(rd_kafka_t* rk, int32_t broker_id) {
@@ -52,6 +57,8 @@ std::optional<BrokerDefaults> DescribeBroker(rd_kafka_t* rk, int32_t broker_id) 
         if (name == "auto.create.topics.enable") defaults.auto_create = std::string(value) == "true";
         if (name == "num.partitions") defaults.partitions = value;
         if (name == "default.replication.factor") defaults.replication = value;
+        if (name == "transaction.state.log.replication.factor") defaults.transaction_log_replication = std::atoi(value);
+        if (name == "transaction.state.log.min.isr") defaults.transaction_log_min_isr = std::atoi(value);
       }
       out = defaults;
     }
@@ -84,45 +91,172 @@ TopicInfo DescribeTopic(rd_kafka_t* rk, const std::string& topic) {
   return info;
 }
 
+// A connection to the brokers for the checks: a producer handle that never
+// creates a topic (metadata requests must not auto-create), the broker count,
+// and the brokers' defaults, asked once when a check needs them.
+class KafkaSession {
+ public:
+  // Null, reported, when Kafka cannot be asked.
+  static std::unique_ptr<KafkaSession> Connect(const config::Config& config, absl::Duration timeout,
+                                               CheckReport& report) {
+    kafka::KafkaProperties properties = config.kafka.properties;
+    properties.emplace_back("allow.auto.create.topics", "false");
+    auto sink = kafka::RdKafkaSink::Create(properties);
+    if (!sink.ok()) {
+      report.Fail("kafka", std::string(sink.status().message()), "fix the property in [sink.kafka]");
+      return nullptr;
+    }
+    if (absl::Status reachable = (*sink)->CheckReachable(timeout); !reachable.ok()) {
+      // The sink's message names the brokers and what to check.
+      report.Fail("kafka", std::string(reachable.message()));
+      return nullptr;
+    }
+    auto session = std::unique_ptr<KafkaSession>(new KafkaSession(std::move(*sink)));
+    const rd_kafka_metadata_t* metadata = nullptr;
+    if (rd_kafka_metadata(session->rk(), 0, nullptr, &metadata, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      session->brokers_ = metadata->broker_cnt;
+      if (session->brokers_ > 0) session->broker_id_ = metadata->brokers[0].id;
+      rd_kafka_metadata_destroy(metadata);
+    }
+    for (const auto& [key, value] : config.kafka.properties) {
+      if (key == "bootstrap.servers") session->servers_ = value;
+    }
+    return session;
+  }
+
+  rd_kafka_t* rk() const { return sink_->handle(); }
+  kafka::RdKafkaSink& sink() { return *sink_; }
+  int brokers() const { return brokers_; }
+  const std::string& servers() const { return servers_; }
+  // The brokers' topic and transaction defaults; nullopt when the principal
+  // may not describe broker configs.
+  const std::optional<BrokerDefaults>& Broker() {
+    if (!described_) {
+      described_ = true;
+      if (broker_id_ >= 0) broker_ = DescribeBroker(rk(), broker_id_);
+    }
+    return broker_;
+  }
+  std::string AutoCreate() {
+    if (!Broker()) return "unknown (the principal may not describe broker configs)";
+    return broker_->auto_create ? fmt::format("on (new topics get {} partition(s), replication factor {})",
+                                              broker_->partitions, broker_->replication)
+                                : "off";
+  }
+
+ private:
+  explicit KafkaSession(std::unique_ptr<kafka::RdKafkaSink> sink) : sink_(std::move(sink)) {}
+
+  std::unique_ptr<kafka::RdKafkaSink> sink_;
+  int brokers_ = 0;
+  int32_t broker_id_ = -1;
+  std::string servers_;
+  bool described_ = false;
+  std::optional<BrokerDefaults> broker_;
+};
+
+// The topics the rows present route to (check_outbox.cc), but those in
+// `seen`: each must exist or be created by the brokers, or delivering its
+// events fails.
+void CheckRoutedTopics(KafkaSession& kafka, const Observed& observed, const std::set<std::string>& seen,
+                       CheckReport& report) {
+  constexpr size_t kMaxLookups = 100;
+  std::vector<std::string> missing, other;
+  size_t looked = 0;
+  for (const auto& [topic, from] : observed.topics) {
+    if (seen.contains(topic)) continue;  // a fixed topic, looked up already
+    if (looked == kMaxLookups) break;
+    ++looked;
+    const TopicInfo info = DescribeTopic(kafka.rk(), topic);
+    if (info.err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+      missing.push_back(fmt::format("'{}' ({})", topic, from));
+    } else if (info.err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      other.push_back(fmt::format("'{}': {}", topic, rd_kafka_err2str(info.err)));
+    }
+  }
+  if (looked == 0) return;
+  const std::string routed = fmt::format("the rows present route to {}{} topic(s)",
+                                         looked == kMaxLookups ? "at least " : "", looked);
+  if (!other.empty()) {
+    report.Fail("topic", fmt::format("{}; looking up {}: {}", routed, other.size(), NameList(other)),
+                "grant the principal Describe and Write on them, and check the brokers' health");
+  }
+  if (missing.empty()) {
+    if (other.empty()) report.Ok("topic", fmt::format("{}, which exist", routed));
+    return;
+  }
+  const std::optional<BrokerDefaults>& broker = kafka.Broker();
+  if (broker && !broker->auto_create) {
+    report.Fail("topic",
+                fmt::format("{}; {} of them do not exist, and the brokers do not auto-create topics "
+                            "(auto.create.topics.enable=false): delivering their events fails, and the stream "
+                            "retries and stalls there: {}",
+                            routed, missing.size(), NameList(missing)),
+                fmt::format("create them before starting outboxd: kafka-topics.sh --bootstrap-server {} --create "
+                            "--topic <name> --partitions <n> --replication-factor <n>",
+                            kafka.servers()));
+  } else if (broker) {
+    report.Ok("topic", fmt::format("{}; {} of them do not exist yet and are created on their first event "
+                                   "(auto-create {}): {}",
+                                   routed, missing.size(), kafka.AutoCreate(), NameList(missing)));
+  } else {
+    report.Warn("topic",
+                fmt::format("{}; {} of them do not exist, and whether the brokers create them is unknown "
+                            "(the principal may not describe broker configs): {}",
+                            routed, missing.size(), NameList(missing)),
+                "create them before starting outboxd, or grant the principal DescribeConfigs on the cluster");
+  }
+}
+
+// The brokers keep transactions in __transaction_state, created on the first
+// transactional producer with transaction.state.log.replication.factor
+// replicas: a cluster with fewer brokers never creates it, and every
+// InitTransactions times out.
+void CheckTransactionLog(KafkaSession& kafka, CheckReport& report) {
+  const TopicInfo state = DescribeTopic(kafka.rk(), "__transaction_state");
+  if (state.err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    report.Ok("delivery", fmt::format("the brokers' transaction log exists ({} partition(s))", state.partitions));
+    return;
+  }
+  const std::optional<BrokerDefaults>& broker = kafka.Broker();
+  if (!broker) return;
+  const int needed = std::max(broker->transaction_log_replication, broker->transaction_log_min_isr);
+  if (state.err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART && needed > kafka.brokers()) {
+    report.Fail("delivery",
+                fmt::format("the brokers cannot run transactions: transaction.state.log.replication.factor = {} "
+                            "(min.isr {}) but the cluster has {} broker(s), so Kafka cannot create its transaction "
+                            "log (__transaction_state); InitTransactions would time out and outboxd would retry it "
+                            "without ever streaming",
+                            broker->transaction_log_replication, broker->transaction_log_min_isr, kafka.brokers()),
+                "set transaction.state.log.replication.factor and transaction.state.log.min.isr to at most the "
+                "number of brokers in each broker's server.properties and restart them, or use [sink] delivery = "
+                "\"at_least_once\"");
+  } else {
+    report.Ok("delivery", fmt::format("the brokers create their transaction log on the first transaction "
+                                      "(replication factor {}, {} broker(s))",
+                                      broker->transaction_log_replication, kafka.brokers()));
+  }
+}
+
 }  // namespace
 
-void CheckKafka(const config::Config& config, CheckReport& report) {
-  // The check never creates a topic: metadata requests must not auto-create.
-  kafka::KafkaProperties properties = config.kafka.properties;
-  properties.emplace_back("allow.auto.create.topics", "false");
-  auto sink = kafka::RdKafkaSink::Create(properties);
-  if (!sink.ok()) {
-    report.Fail("kafka", std::string(sink.status().message()), "fix the property in [sink.kafka]");
-    return;
-  }
-  absl::Status reachable = (*sink)->CheckReachable(absl::Seconds(5));
-  if (!reachable.ok()) {
-    // The sink's message names the brokers and what to check.
-    report.Fail("kafka", std::string(reachable.message()));
-    return;
-  }
-  rd_kafka_t* rk = (*sink)->handle();
-  const rd_kafka_metadata_t* metadata = nullptr;
-  int32_t broker_id = -1;
-  int brokers = 0;
-  if (rd_kafka_metadata(rk, 0, nullptr, &metadata, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-    brokers = metadata->broker_cnt;
-    if (brokers > 0) broker_id = metadata->brokers[0].id;
-    rd_kafka_metadata_destroy(metadata);
-  }
-  std::string servers;
-  for (const auto& [key, value] : config.kafka.properties) {
-    if (key == "bootstrap.servers") servers = value;
-  }
-  report.Ok("kafka", fmt::format("{} answers: {} broker(s)", servers, brokers));
+void CheckKafkaForRun(const config::Config& config, CheckReport& report, const Observed& observed) {
+  const bool transactions = config.kafka.delivery == config::Delivery::kExactlyOnce;
+  if (observed.topics.empty() && !transactions) return;
+  std::unique_ptr<KafkaSession> kafka = KafkaSession::Connect(config, absl::Seconds(2), report);
+  if (kafka == nullptr) return;
+  CheckRoutedTopics(*kafka, observed, {}, report);
+  if (transactions) CheckTransactionLog(*kafka, report);
+}
 
-  const std::optional<BrokerDefaults> broker = broker_id >= 0 ? DescribeBroker(rk, broker_id) : std::nullopt;
-  std::string auto_create = "unknown (the principal may not describe broker configs)";
-  if (broker) {
-    auto_create = broker->auto_create ? fmt::format("on (new topics get {} partition(s), replication factor {})",
-                                                    broker->partitions, broker->replication)
-                                      : "off";
-  }
+void CheckKafka(const config::Config& config, CheckReport& report, const Observed& observed) {
+  std::unique_ptr<KafkaSession> kafka = KafkaSession::Connect(config, absl::Seconds(5), report);
+  if (kafka == nullptr) return;
+  rd_kafka_t* rk = kafka->rk();
+  const std::string& servers = kafka->servers();
+  report.Ok("kafka", fmt::format("{} answers: {} broker(s)", servers, kafka->brokers()));
+  const std::optional<BrokerDefaults>& broker = kafka->Broker();
+  const std::string auto_create = kafka->AutoCreate();
 
   // Fixed topics can be looked up now; templated ones only exist once events name them.
   std::vector<std::pair<std::string, std::string>> topics;  // template, where it comes from
@@ -179,6 +313,36 @@ void CheckKafka(const config::Config& config, CheckReport& report) {
     }
   }
 
+  // The dead-letter topic: a dead letter that cannot be delivered stops
+  // progress like any other record.
+  const std::string& dlq = config.errors.dead_letter_topic;
+  if (!seen.contains(dlq)) {
+    seen.insert(dlq);
+    const TopicInfo info = DescribeTopic(rk, dlq);
+    if (info.err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      report.Ok("topic", fmt::format("'{}' (dead letters) exists with {} partition(s)", dlq, info.partitions));
+    } else if (info.err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART && broker && !broker->auto_create) {
+      report.Fail("topic",
+                  fmt::format("'{}' ([errors] dead_letter_topic) does not exist and the brokers do not auto-create "
+                              "topics: a bad event's dead letter could not be delivered, and the stream would stop "
+                              "at it",
+                              dlq),
+                  fmt::format("create it: kafka-topics.sh --bootstrap-server {} --create --topic {} --partitions 1 "
+                              "--replication-factor <n>",
+                              servers, dlq));
+    } else if (info.err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+      report.Ok("topic", fmt::format("'{}' (dead letters) does not exist yet; it is created on the first dead letter "
+                                     "if the brokers auto-create topics: auto-create {}",
+                                     dlq, auto_create));
+    } else {
+      report.Fail("topic", fmt::format("'{}' (dead letters): metadata request failed: {}", dlq,
+                                       rd_kafka_err2str(info.err)),
+                  "grant the principal Describe and Write on it, and check the brokers' health");
+    }
+  }
+
+  CheckRoutedTopics(*kafka, observed, seen, report);
+
   if (config.kafka.delivery == config::Delivery::kExactlyOnce) {
     // Not init_transactions: that would fence a running instance.
     const std::string& topic = config.kafka.checkpoint_topic;
@@ -190,12 +354,21 @@ void CheckKafka(const config::Config& config, CheckReport& report) {
       rd_kafka_metadata_destroy(checkpoint);
     }
     rd_kafka_topic_destroy(rkt);
-    const std::string id = config.kafka.transactional_id.empty()
-                               ? fmt::format("outboxd-<system identifier>-{}", config.source.slot.empty() ? std::string("<slot>") : config.source.slot)
-                               : config.kafka.transactional_id;
-    report.Ok("delivery", fmt::format("exactly_once: Kafka transactions with transactional.id '{}'; consumers must "
+    // The id run derives (commands/run.cc): the cluster's system identifier
+    // and each stream's slot.
+    std::vector<std::string> ids;
+    if (!config.kafka.transactional_id.empty()) {
+      ids.push_back("'" + config.kafka.transactional_id + "'");
+    } else {
+      const std::string system = observed.system_id.empty() ? "<system identifier>" : observed.system_id;
+      std::vector<std::string> slots = observed.slots;
+      if (slots.empty()) slots.push_back(config.source.slot.empty() ? "<slot>" : config.source.slot);
+      for (const std::string& slot : slots) ids.push_back(fmt::format("'outboxd-{}-{}'", system, slot));
+    }
+    report.Ok("delivery", fmt::format("exactly_once: Kafka transactions with transactional.id {}; consumers must "
                                       "read with isolation.level=read_committed to see each event once",
-                                      id));
+                                      NameList(ids, 10)));
+    CheckTransactionLog(*kafka, report);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
       report.Ok("delivery", fmt::format("checkpoint topic '{}' exists (it must be compacted: cleanup.policy=compact)", topic));
     } else if (err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) {
@@ -214,8 +387,8 @@ void CheckKafka(const config::Config& config, CheckReport& report) {
 
   // The idempotent producer asks for a producer id as soon as it connects; the
   // brokers refuse it to a principal that may write no topic at all.
-  (*sink)->Poll(absl::Milliseconds(500));
-  absl::Status fatal = (*sink)->FatalError();
+  kafka->sink().Poll(absl::Milliseconds(500));
+  absl::Status fatal = kafka->sink().FatalError();
   if (!fatal.ok()) {
     report.Fail("kafka", std::string(fatal.message()),
                 "grant the principal Write on the outbox topics (and IdempotentWrite on the cluster "

@@ -5,11 +5,73 @@
 #include <vector>
 
 #include "commands/check_doctor.h"
+#include "config/parser.h"
 #include "common/format.h"
 #include "fmt/format.h"
 #include "fmt/ranges.h"
 
 namespace outboxd::commands::check {
+namespace {
+
+// Whether `name` is a likelier meant slot than `best` for `wanted`: within a
+// typo's distance (config::Suggest's rule: 1 edit up to 4 characters, else 2),
+// or one is the other with a suffix ("outboxd" and "outboxd_2").
+bool Closer(const std::string& wanted, const std::string& name, const std::string& best) {
+  const size_t limit = wanted.size() <= 4 ? 1 : 2;
+  const size_t distance = config::EditDistance(wanted, name);
+  if (distance > limit) return false;
+  return best.empty() || distance < config::EditDistance(wanted, best);
+}
+
+}  // namespace
+
+// The slot is missing (and could be created). A slot name that is a typo of
+// an existing one must not lead to a second slot: name this database's
+// logical slots and the closest one.
+void PostgresDoctor::MissingSlot() {
+  const std::string& slot = source_.slot;
+  auto rows = Query("slot",
+                    "SELECT slot_name, plugin, active FROM pg_replication_slots WHERE slot_type = 'logical' AND "
+                    "database = current_database() ORDER BY slot_name");
+  if (!rows) return;
+  std::vector<std::string> names, described;
+  for (size_t i = 0; i < rows->size(); ++i) {
+    names.push_back(Value(*rows, i, 0));
+    described.push_back(fmt::format("{} ({}, {})", Value(*rows, i, 0), Value(*rows, i, 1),
+                                    Value(*rows, i, 2) == "t" ? "active" : "inactive"));
+  }
+  std::string closest;
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (Closer(slot, names[i], closest)) closest = names[i];
+  }
+  const std::string existing =
+      described.empty() ? "this database has no logical slot"
+                        : fmt::format("this database's logical slots: {}", NameList(described, 10));
+  if (source_.create_slot) {
+    if (!closest.empty()) {
+      report_.Warn("slot",
+                   fmt::format("'{}' is missing and will be created on start (create_slot = true), but '{}' exists: "
+                               "if the name is a typo, a second slot starts capturing from now while '{}' keeps "
+                               "retaining WAL; {}",
+                               slot, closest, closest, existing),
+                   fmt::format("if you meant it: set [source] slot = \"{}\"", closest));
+    } else {
+      report_.Ok("slot", fmt::format("'{}' is missing and will be created on start (create_slot = true); events "
+                                     "are captured from then on ({})",
+                                     slot, existing));
+    }
+    return;
+  }
+  if (!closest.empty()) {
+    report_.Fail("slot", fmt::format("'{}' is missing and create_slot = false; {}", slot, existing),
+                 fmt::format("did you mean '{}'? set [source] slot = \"{}\"", closest, closest));
+  } else {
+    report_.Fail("slot", fmt::format("'{}' is missing and create_slot = false; {}", slot, existing),
+                 fmt::format("set [source] slot to one of them, or create it (events are captured from its "
+                             "creation on): SELECT pg_create_logical_replication_slot('{}', 'pgoutput')",
+                             slot));
+  }
+}
 
 void PostgresDoctor::CheckSlot() {
   const std::string& slot = source_.slot;
@@ -38,15 +100,8 @@ void PostgresDoctor::CheckSlot() {
                                slot, max),
                    "drop an abandoned slot (SELECT * FROM outboxd_slot_status, sql/monitoring.sql) or "
                    "raise max_replication_slots and restart PostgreSQL");
-    } else if (source_.create_slot) {
-      report_.Ok("slot", fmt::format("'{}' is missing and will be created on start (create_slot = true); "
-                                     "events are captured from then on",
-                                     slot));
     } else {
-      report_.Fail("slot", fmt::format("'{}' is missing and create_slot = false", slot),
-                   fmt::format("create it: SELECT pg_create_logical_replication_slot('{}', 'pgoutput'), or "
-                               "set create_slot = true",
-                               slot));
+      MissingSlot();
     }
     return;
   }
@@ -103,9 +158,12 @@ void PostgresDoctor::CheckFailover(Part part) {
   const bool server = part != Part::kSlot;
   const bool slot_part = part != Part::kServer;
   const int version = pg_.server_version();
+  // A physical standby streams (or catches up); a walsender that only
+  // connected (a tool, a test, check's own) or holds a logical slot is none.
   auto standbys = Query("failover",
-                        "SELECT count(*) FROM pg_stat_replication r WHERE NOT EXISTS (SELECT 1 FROM "
-                        "pg_replication_slots s WHERE s.active_pid = r.pid AND s.slot_type = 'logical')");
+                        "SELECT count(*) FROM pg_stat_replication r WHERE r.state IN ('streaming', 'catchup') AND "
+                        "NOT EXISTS (SELECT 1 FROM pg_replication_slots s WHERE s.active_pid = r.pid AND "
+                        "s.slot_type = 'logical')");
   if (!standbys) return;
   const int physical = std::atoi(Value(*standbys).c_str());
   if (!source_.failover) {
@@ -116,9 +174,9 @@ void PostgresDoctor::CheckFailover(Part part) {
                                physical),
                    version >= 170000
                        ? "set [source] failover = true and configure the standby (docs/operations.md, "
-                         "\"Failover\")"
+                         "\"PostgreSQL 17 and later: failover slots\")"
                        : "PostgreSQL 16 and older have no failover slots: follow docs/operations.md "
-                         "(\"Failover on PostgreSQL 16 and older\")");
+                         "(\"PostgreSQL 16 and older\", under \"Database failover\")");
     }
     return;
   }
@@ -126,7 +184,8 @@ void PostgresDoctor::CheckFailover(Part part) {
     if (server) {
       report_.Fail("failover",
                    fmt::format("failover = true needs PostgreSQL 17 or later; the server is {}", version / 10000),
-                   "set failover = false; see docs/operations.md (\"Failover on PostgreSQL 16 and older\")");
+                   "set failover = false; see docs/operations.md (\"PostgreSQL 16 and older\", under \"Database "
+                   "failover\")");
     }
     return;
   }
@@ -215,7 +274,7 @@ void PostgresDoctor::CheckStandby(const std::string& standby_slots) {
   }
   if (!todo.empty()) {
     report_.Fail("standby", fmt::format("{}: a promotion would not keep slot '{}'", where, source_.slot),
-                 fmt::format("set {} (and dbname in primary_conninfo); docs/operations.md, \"Failover\"",
+                 fmt::format("set {} (and dbname in primary_conninfo); docs/operations.md, \"PostgreSQL 17 and later: failover slots\"",
                              fmt::join(todo, ", ")));
   } else if (Value(*rows, 0, 4) != "t") {
     report_.Warn("standby",

@@ -6,6 +6,7 @@
 #include <libpq-fe.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <memory>
 #include <utility>
 
@@ -70,6 +71,101 @@ struct ResultDeleter {
 };
 using Result = std::unique_ptr<PGresult, ResultDeleter>;
 
+// Reading the outbox table needs SELECT on it: say so where PostgreSQL says
+// "permission denied".
+absl::Status WithPrivilegeHint(absl::Status status, const outbox::TableConfig& table) {
+  if (status.ok() || replication::SqlStateOf(status) != "42501") return status;
+  return absl::Status(status.code(),
+                      fmt::format("{}; outboxd's role needs SELECT on the outbox table to read it: as its owner, "
+                                  "GRANT SELECT ON {}.{} TO <outboxd's role> (sql/role.sql does it)",
+                                  MessageOf(status), QuoteIdentifier(table.schema), QuoteIdentifier(table.table)));
+}
+
+// How the replay's cursor selects and orders rows.
+struct RowSelection {
+  std::string where;  // "" for every row
+  std::vector<std::string> params;
+  std::string order;
+  std::string what;         // for messages: "created_at >= ... and < ...", "every row"
+  std::string untimed_sql;  // counts the rows a commit-time window cannot see; "" when not one
+};
+
+// The selection for `options` on `table` as the server has it: a time window
+// reads created_at, or for a table without that column (Debezium's) the
+// commit time of the inserting transaction when track_commit_timestamp is on;
+// otherwise InvalidArgumentError saying which selection applies.
+absl::StatusOr<RowSelection> SelectRows(PgConnection& pg, const outbox::TableConfig& table,
+                                        const ReplayOptions& options) {
+  const std::string created_at = QuoteIdentifier(table.columns.created_at);
+  const std::string id = QuoteIdentifier(table.columns.id);
+  const std::string qualified = QuoteIdentifier(table.schema) + "." + QuoteIdentifier(table.table);
+  ASSIGN_OR_RETURN(std::vector<replication::Row> facts,
+                   pg.QueryParams("SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND "
+                                  "attname = $2 AND attnum > 0 AND NOT attisdropped), "
+                                  "current_setting('track_commit_timestamp')",
+                                  {qualified, table.columns.created_at}));
+  const bool has_created_at = !facts.empty() && facts[0][0].value_or("f") == "t";
+  const bool commit_times = !facts.empty() && facts[0][1].value_or("off") == "on";
+  // Without created_at: the order the rows were inserted in, as near as the
+  // server can tell (commit time, else the inserting transaction's age).
+  const std::string commit_time = "pg_catalog.pg_xact_commit_timestamp(xmin)";
+  const std::string natural = has_created_at ? fmt::format("{}, {}", created_at, id)
+                              : commit_times ? fmt::format("{}, {}", commit_time, id)
+                                             : "pg_catalog.age(xmin) DESC, ctid";
+  RowSelection out;
+  switch (options.selection) {
+    case ReplaySelection::kAll:
+      out.order = natural;
+      out.what = "--all (every row in the table)";
+      return out;
+    case ReplaySelection::kIdRange: {
+      std::vector<std::string> bounds;
+      if (!options.from_id.empty()) {
+        out.params.push_back(options.from_id);
+        bounds.push_back(fmt::format("{} >= ${}", id, out.params.size()));
+      }
+      if (!options.to_id.empty()) {
+        out.params.push_back(options.to_id);
+        bounds.push_back(fmt::format("{} <= ${}", id, out.params.size()));
+      }
+      out.where = fmt::format("{}", fmt::join(bounds, " AND "));
+      out.order = id;
+      out.what = fmt::format("{} from {} to {}", table.columns.id,
+                             options.from_id.empty() ? "the first" : options.from_id,
+                             options.to_id.empty() ? "the last" : options.to_id);
+      return out;
+    }
+    case ReplaySelection::kTime:
+      break;
+  }
+  std::string column;
+  if (has_created_at) {
+    column = created_at;
+    out.what = table.columns.created_at;
+  } else if (commit_times) {
+    column = commit_time;
+    out.what = "commit time";
+    out.untimed_sql = fmt::format("SELECT count(*) FROM {} WHERE {} IS NULL", qualified, commit_time);
+  } else {
+    return absl::InvalidArgumentError(fmt::format(
+        "--since selects rows by their created_at, and {}.{} has no column \"{}\" ([outbox.columns] created_at), "
+        "and the server's track_commit_timestamp is off, so no time is known for its rows. Replay by id instead, "
+        "--from-id ID --to-id ID (ids in time order, such as UUIDv7, make that a time window), or every row still "
+        "in the table with --all; or turn track_commit_timestamp on (ALTER SYSTEM SET track_commit_timestamp = on, "
+        "then restart PostgreSQL), after which --since selects by the commit time of rows committed from then on",
+        table.schema, table.table, table.columns.created_at));
+  }
+  out.params.push_back(Rfc3339Utc(options.since));
+  out.where = fmt::format("{} >= $1::timestamptz", column);
+  if (options.until.has_value()) {
+    out.params.push_back(Rfc3339Utc(*options.until));
+    out.where += fmt::format(" AND {} < $2::timestamptz", column);
+  }
+  out.what = fmt::format("{} >= {}{}", out.what, out.params[0], options.until ? " and < " + out.params[1] : "");
+  out.order = natural;
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<absl::Time> ParseReplayTime(std::string_view flag, std::string_view text) {
@@ -85,7 +181,8 @@ absl::StatusOr<absl::Time> ParseReplayTime(std::string_view flag, std::string_vi
 }
 
 absl::StatusOr<ReplayOptions> ParseReplayFlags(const std::vector<std::string_view>& args) {
-  std::optional<std::string> table, since, until, database;
+  std::optional<std::string> table, since, until, database, from_id, to_id;
+  bool all = false;
   ReplayOptions options;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string_view arg = args[i];
@@ -93,9 +190,14 @@ absl::StatusOr<ReplayOptions> ParseReplayFlags(const std::vector<std::string_vie
       options.dry_run = true;
       continue;
     }
+    if (arg == "--all") {
+      all = true;
+      continue;
+    }
     bool known = false;
     const std::pair<std::string_view, std::optional<std::string>*> flags[] = {
-        {"--table", &table}, {"--since", &since}, {"--until", &until}, {"--database", &database}};
+        {"--table", &table},     {"--since", &since},     {"--until", &until},
+        {"--database", &database}, {"--from-id", &from_id}, {"--to-id", &to_id}};
     for (const auto& [name, value] : flags) {
       if (arg == name && i + 1 < args.size()) {
         *value = std::string(args[++i]);
@@ -111,13 +213,34 @@ absl::StatusOr<ReplayOptions> ParseReplayFlags(const std::vector<std::string_vie
   if (!table || table->empty()) {
     return absl::InvalidArgumentError("replay needs --table T, one of the config's [[outbox]] tables");
   }
-  if (!since) {
-    return absl::InvalidArgumentError("replay needs --since TIME, e.g. --since 2026-11-27T03:00:00Z");
+  const bool ids = from_id.has_value() || to_id.has_value();
+  if (static_cast<int>(since.has_value() || until.has_value()) + static_cast<int>(ids) + static_cast<int>(all) > 1) {
+    return absl::InvalidArgumentError(
+        "replay takes one selection of rows: a time window (--since, --until), an id range (--from-id, --to-id) "
+        "or --all");
   }
   options.table = *table;
   if (database) {
     if (database->empty()) return absl::InvalidArgumentError("--database needs a database name");
     options.database = *database;
+  }
+  if (all) {
+    options.selection = ReplaySelection::kAll;
+    return options;
+  }
+  if (ids) {
+    if ((from_id && from_id->empty()) || (to_id && to_id->empty())) {
+      return absl::InvalidArgumentError("--from-id and --to-id need an id");
+    }
+    options.selection = ReplaySelection::kIdRange;
+    options.from_id = from_id.value_or("");
+    options.to_id = to_id.value_or("");
+    return options;
+  }
+  if (!since) {
+    return absl::InvalidArgumentError(
+        "replay needs --since TIME (a window of created_at, e.g. --since 2026-11-27T03:00:00Z), --from-id/--to-id "
+        "ID (a range of ids) or --all (every row still in the table)");
   }
   ASSIGN_OR_RETURN(options.since, ParseReplayTime("--since", *since));
   if (until) {
@@ -311,34 +434,31 @@ int RunReplay(const config::Config& cluster_config, const ReplayOptions& options
     }
     sink = *std::move(created);
   }
-  ReplayPublisher publisher(*table, sink.get());
-
-  struct {
-    std::string created_at, id;
-  } const columns{QuoteIdentifier(table->columns.created_at), QuoteIdentifier(table->columns.id)};
-  std::vector<std::string> params = {Rfc3339Utc(options.since)};
-  std::string where = fmt::format("{} >= $1::timestamptz", columns.created_at);
-  if (options.until.has_value()) {
-    params.push_back(Rfc3339Utc(*options.until));
-    where += fmt::format(" AND {} < $2::timestamptz", columns.created_at);
+  absl::StatusOr<RowSelection> rows = SelectRows(pg, *table, options);
+  if (!rows.ok()) {
+    telemetry::LogError("replay of {}: {}", qualified, rows.status().message());
+    return absl::IsInvalidArgument(rows.status()) ? 2 : 1;
   }
-  const std::string window = fmt::format("created_at >= {}{}", params[0],
-                                         options.until ? " and < " + params[1] : "");
+  ReplayPublisher publisher(*table, sink.get());
+  const std::vector<std::string>& params = rows->params;
+  const std::string& window = rows->what;
   const std::string context = fmt::format("replay of {}", qualified);
 
   absl::Status status = Exec(pg, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", {}, context);
   if (status.ok()) {
     status = Exec(pg,
-                  fmt::format("DECLARE {} NO SCROLL CURSOR FOR SELECT * FROM {}.{} WHERE {} ORDER BY {}, {}",
-                              kCursor, QuoteIdentifier(table->schema), QuoteIdentifier(table->table),
-                              where, columns.created_at, columns.id),
+                  fmt::format("DECLARE {} NO SCROLL CURSOR FOR SELECT * FROM {}.{}{} ORDER BY {}", kCursor,
+                              QuoteIdentifier(table->schema), QuoteIdentifier(table->table),
+                              rows->where.empty() ? "" : " WHERE " + rows->where, rows->order),
                   params, context);
+    status = WithPrivilegeHint(std::move(status), *table);
   }
-  if (!status.ok() && replication::SqlStateOf(status) == "42703") {
-    status = absl::Status(status.code(),
-                          fmt::format("{}; replay selects rows by the column named in [[outbox]] "
-                                      "columns.created_at (\"{}\") and orders them by it and the id",
-                                      MessageOf(status), table->columns.created_at));
+  uint64_t untimed = 0;  // rows the commit-time window cannot see
+  if (status.ok() && !rows->untimed_sql.empty()) {
+    Result res(PQexec(pg.raw(), rows->untimed_sql.c_str()));
+    if (res != nullptr && PQresultStatus(res.get()) == PGRES_TUPLES_OK && PQntuples(res.get()) == 1) {
+      untimed = std::strtoull(PQgetvalue(res.get(), 0, 0), nullptr, 10);
+    }
   }
   const std::string fetch = fmt::format("FETCH FORWARD {} FROM {}", options.batch_rows, kCursor);
   bool bound = false;
@@ -385,6 +505,12 @@ int RunReplay(const config::Config& cluster_config, const ReplayOptions& options
     return 1;
   }
   const ReplayResult& r = publisher.result();
+  if (untimed > 0) {
+    out << fmt::format("note: {} row(s) of {} have no commit time (committed before track_commit_timestamp was on, "
+                       "or frozen since) and are outside any --since window: --all or --from-id/--to-id replays "
+                       "them\n",
+                       untimed, qualified);
+  }
   if (options.dry_run) {
     out << fmt::format("dry run: {} row(s) of {} with {} would be replayed ({} could not be "
                        "mapped or routed); nothing was produced\n",
@@ -429,10 +555,12 @@ absl::Status PublishSnapshot(const config::Config& config, std::string_view snap
   for (const outbox::TableConfig& table : config.outbox) {
     const std::string qualified = table.schema + "." + table.table;
     ReplayPublisher publisher(table, sink.get());
-    RETURN_IF_ERROR(Exec(pg,
-                         fmt::format("DECLARE {} NO SCROLL CURSOR FOR SELECT * FROM {}.{}", kCursor,
-                                     QuoteIdentifier(table.schema), QuoteIdentifier(table.table)),
-                         {}, context));
+    RETURN_IF_ERROR(WithPrivilegeHint(
+        Exec(pg,
+             fmt::format("DECLARE {} NO SCROLL CURSOR FOR SELECT * FROM {}.{}", kCursor, QuoteIdentifier(table.schema),
+                         QuoteIdentifier(table.table)),
+             {}, context),
+        table));
     const std::string fetch = fmt::format("FETCH FORWARD {} FROM {}", kBatchRows, kCursor);
     bool bound = false;
     pgoutput::TupleData row;

@@ -1,6 +1,8 @@
-// `outboxd replay`: re-publishes rows still in an outbox table, for a time
-// window of created_at, with their original ids, through the live path's
-// mapper, router and envelope. It reads with an ordinary connection in one
+// `outboxd replay`: re-publishes rows still in an outbox table, with their
+// original ids, through the live path's mapper, router and envelope: a time
+// window of created_at (or, for a table without one such as Debezium's, of
+// the inserting transaction's commit time where track_commit_timestamp is
+// on), an id range, or every row. It reads with an ordinary connection in one
 // read-only REPEATABLE READ snapshot and never touches the replication slot.
 #pragma once
 
@@ -22,11 +24,19 @@
 
 namespace outboxd::commands {
 
+// Which rows: --since/--until (a time window), --from-id/--to-id, or --all.
+enum class ReplaySelection { kTime, kIdRange, kAll };
+
 struct ReplayOptions {
   std::string table;                // as in [[outbox]] table: "schema.table" or "table"
   std::string database;             // --database: required when the config names several
-  absl::Time since;                 // created_at >= since
-  std::optional<absl::Time> until;  // created_at < until; none: up to the snapshot
+  ReplaySelection selection = ReplaySelection::kTime;
+  // kTime: created_at (or the commit time, for a table without created_at) in [since, until).
+  absl::Time since;
+  std::optional<absl::Time> until;  // none: up to the snapshot
+  // kIdRange: from_id <= id <= to_id, in the id column's own order (time
+  // order for UUIDv7); either may be empty for an open end.
+  std::string from_id, to_id;
   bool dry_run = false;             // count the rows, produce nothing
   size_t batch_rows = 1000;         // rows per FETCH: bounds memory
   absl::Duration flush_timeout = absl::Minutes(5);
@@ -39,8 +49,9 @@ struct ReplayResult {
 };
 
 // Parses the arguments of `outboxd replay` other than --config: --table T,
-// --since TIME, --until TIME, --database NAME (each also as --flag=value) and
-// --dry-run.
+// --since TIME, --until TIME, --from-id ID, --to-id ID, --database NAME (each
+// also as --flag=value), --all and --dry-run. Exactly one selection: a time
+// window, an id range, or --all.
 // InvalidArgumentError saying what to write for a missing, malformed or
 // unknown argument.
 absl::StatusOr<ReplayOptions> ParseReplayFlags(const std::vector<std::string_view>& args);

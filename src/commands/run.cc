@@ -16,6 +16,7 @@
 #include <string_view>
 #include <utility>
 
+#include "commands/preflight.h"
 #include "commands/replay.h"
 #include "common/format.h"
 #include "common/status_macros.h"
@@ -103,6 +104,7 @@ pipeline::RelayOptions RelayOptionsFrom(const config::Config& config) {
   options.pipeline.messages_key = config.messages.key;
   options.pipeline.messages_record = config.messages.record;
   options.pipeline.status_interval = config.source.status_interval;
+  options.pipeline.stop_flush_timeout = config.shutdown.stop_flush_timeout;
   options.pipeline.on_bad_event = config.errors.on_bad_event;
   options.pipeline.dead_letter_topic = config.errors.dead_letter_topic;
   return options;
@@ -388,6 +390,10 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
     telemetry::LogError("{}", interval.message());
     return 2;
   }
+  if (absl::Status ready = Preflight(config, stop, stop_fd); !ready.ok()) {
+    telemetry::LogError("{}", ready.message());
+    return 2;
+  }
   absl::StatusOr<std::string> state_dir = ResolveStateDir(config, flags);
   if (!state_dir.ok()) {
     telemetry::LogError("{}", state_dir.status().message());
@@ -534,10 +540,19 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
   kafka::RdKafkaSinkOptions sink_options{
       .log =
           [](int level, std::string_view facility, std::string_view message) {
-            const telemetry::LogLevel ours = level <= 3   ? telemetry::LogLevel::kError
+            telemetry::LogLevel ours = level <= 3   ? telemetry::LogLevel::kError
                                        : level == 4 ? telemetry::LogLevel::kWarn
                                        : level <= 6 ? telemetry::LogLevel::kInfo
                                                     : telemetry::LogLevel::kDebug;
+            // A broker failure comes twice: as this FAIL line and as an error
+            // event (the .error callback, which logs it once with its code). And
+            // the producer's "still in queue or transit: use flush()" at exit is
+            // advice to the application: outboxd did flush, for the stop flush
+            // timeout, and its own exit line says what stayed unacknowledged.
+            if (facility == "FAIL" ||
+                (facility == "TERMINATE" && message.find("use flush()") != std::string_view::npos)) {
+              ours = telemetry::LogLevel::kDebug;
+            }
             telemetry::Log(ours, "kafka {}: {}", facility, message);
           },
       .error = [](const absl::Status& error) { telemetry::LogWarn("kafka: {}", error.message()); },

@@ -32,7 +32,7 @@ namespace {
 const std::vector<std::string_view>& TopKeys() {
   static const auto* keys =
       new std::vector<std::string_view>{"source", "sink", "outbox", "messages", "http", "log",
-                                        "errors", "schema_registry"};
+                                        "errors", "schema_registry", "shutdown"};
   return *keys;
 }
 
@@ -43,7 +43,8 @@ absl::Status CheckTopKeys(const Parser& p, const toml::table& root) {
     // A section key written above every [section] header lands at the top.
     const std::pair<std::string_view, const std::vector<std::string_view>*> sections[] = {
         {"source", &SourceKeys()}, {"sink", &SinkKeys()}, {"messages", &MessagesKeys()},
-        {"http", &HttpKeys()},     {"log", &LogKeys()}, {"errors", &ErrorsKeys()}};
+        {"http", &HttpKeys()},     {"log", &LogKeys()}, {"errors", &ErrorsKeys()},
+        {"shutdown", &ShutdownKeys()}};
     for (const auto& [section, keys] : sections) {
       if (std::find(keys->begin(), keys->end(), name) != keys->end()) {
         return p.ErrorAt(key->source().begin.line,
@@ -56,9 +57,26 @@ absl::Status CheckTopKeys(const Parser& p, const toml::table& root) {
   return absl::OkStatus();
 }
 
+// Keys people put in the wrong table because the docs once wrote them bare:
+// the error says where they belong instead of listing the table's keys.
+absl::Status CheckMisplacedKeys(const Parser& p, const toml::table& root) {
+  static constexpr std::string_view kSections[] = {"source", "sink", "http", "log", "errors"};
+  for (std::string_view section : kSections) {
+    const toml::table* table = root[section].as_table();
+    if (table == nullptr) continue;
+    if (const toml::node* node = table->get("stop_flush_timeout"); node != nullptr) {
+      return p.Error(node, fmt::format("{}.stop_flush_timeout: the stop budget is a key of its own table: put it "
+                                       "under [shutdown] (shutdown.stop_flush_timeout = \"30s\")",
+                                       section));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Config> Parse(const Parser& p, const toml::table& root) {
   Config config;
   RETURN_IF_ERROR(CheckTopKeys(p, root));
+  RETURN_IF_ERROR(CheckMisplacedKeys(p, root));
   RETURN_IF_ERROR(ParseSource(p, root, &config.source));
   RETURN_IF_ERROR(ParseSink(p, root, &config.kafka));
   RETURN_IF_ERROR(ParseOutbox(p, root, &config.outbox));
@@ -67,6 +85,7 @@ absl::StatusOr<Config> Parse(const Parser& p, const toml::table& root) {
   RETURN_IF_ERROR(ParseLog(p, root, &config.log));
   RETURN_IF_ERROR(ParseErrors(p, root, &config.errors));
   RETURN_IF_ERROR(ParseSchemaRegistry(p, root, &config.schema_registry));
+  RETURN_IF_ERROR(ParseShutdown(p, root, &config.shutdown));
   if (config.outbox.empty() && !config.messages.enabled) {
     return p.Error(nullptr,
                    "nothing to relay: add an [[outbox]] table, or set messages.enabled = true "

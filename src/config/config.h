@@ -140,6 +140,18 @@ struct SchemaRegistryConfig {
   std::optional<int32_t> schema_id;  // a fixed id: no registry call at all
 };
 
+// [shutdown]: on SIGTERM/SIGINT, how long outboxd waits for Kafka to
+// acknowledge what is in flight before it confirms what was acknowledged and
+// exits (3 when something was left). A supervisor's grace period must exceed
+// it by kStopMargin (docs/deployment.md, "Stopping"; tests/deploy checks the
+// shipped unit, chart and compose file against it).
+inline constexpr absl::Duration kMinStopFlushTimeout = absl::Seconds(1);
+inline constexpr absl::Duration kMaxStopFlushTimeout = absl::Minutes(10);
+inline constexpr absl::Duration kStopMargin = absl::Seconds(10);
+struct ShutdownConfig {
+  absl::Duration stop_flush_timeout = absl::Seconds(30);
+};
+
 struct LogConfig {
   std::string level = "info";   // debug, info, warn, error
   std::string format = "text";  // text, json
@@ -160,6 +172,7 @@ struct Config {
   HttpConfig http;
   LogConfig log;
   SchemaRegistryConfig schema_registry;
+  ShutdownConfig shutdown;
 };
 
 using EnvLookup = std::function<std::optional<std::string>(std::string_view name)>;

@@ -1,5 +1,5 @@
 // One parser per table of the config file, each in its own file (source.cc,
-// sink.cc, outbox.cc, errors.cc, schema_registry.cc, ops.cc), so that the code
+// sink.cc, outbox.cc, errors.cc, schema_registry.cc, ops.cc, shutdown.cc), so that the code
 // for [sink] or [[outbox]] reads alone. Internal to src/config: config.cc calls
 // them in order, then the checks that span tables (validate.cc).
 #pragma once
@@ -26,6 +26,7 @@ const std::vector<std::string_view>& ErrorsKeys();
 const std::vector<std::string_view>& SchemaRegistryKeys();
 const std::vector<std::string_view>& HttpKeys();
 const std::vector<std::string_view>& LogKeys();
+const std::vector<std::string_view>& ShutdownKeys();
 
 // Each reads its table from the file's `root`; an absent optional table leaves
 // the defaults.
@@ -38,6 +39,7 @@ absl::Status ParseErrors(const Parser& p, const toml::table& root, ErrorsConfig*
 absl::Status ParseSchemaRegistry(const Parser& p, const toml::table& root, SchemaRegistryConfig* out);
 absl::Status ParseHttp(const Parser& p, const toml::table& root, HttpConfig* out);
 absl::Status ParseLog(const Parser& p, const toml::table& root, LogConfig* out);
+absl::Status ParseShutdown(const Parser& p, const toml::table& root, ShutdownConfig* out);
 
 // The checks between tables (one key's range depends on another's), once
 // every table parsed, and what a single-stream config fills in at once

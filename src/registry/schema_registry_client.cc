@@ -120,6 +120,16 @@ absl::StatusOr<int32_t> SchemaRegistryClient::LookUpVersion(std::string_view sub
   return ParseSchemaVersion(answer->body);
 }
 
+absl::StatusOr<Compatibility> SchemaRegistryClient::TestCompatibility(
+    std::string_view subject, std::string_view proto_text, const std::vector<SchemaReference>& references) {
+  const std::string body = RegisterSchemaBody(proto_text, references);
+  absl::StatusOr<Answer> answer = Send(
+      "POST", fmt::format("/compatibility/subjects/{}/versions/latest?verbose=true", EncodePathSegment(subject)),
+      &body);
+  if (!answer.ok()) return answer.status();
+  return ParseCompatibility(answer->body);
+}
+
 absl::StatusOr<int32_t> SchemaRegistryClient::LatestId(std::string_view subject) {
   absl::StatusOr<Answer> answer =
       Send("GET", fmt::format("/subjects/{}/versions/latest", EncodePathSegment(subject)), nullptr);

@@ -47,6 +47,11 @@ class SchemaRegistryClient {
   // POST /subjects/{subject}: the version of this schema under the subject.
   absl::StatusOr<int32_t> LookUpVersion(std::string_view subject, std::string_view proto_text,
                                         const std::vector<SchemaReference>& references);
+  // POST /compatibility/subjects/{subject}/versions/latest?verbose=true:
+  // whether the subject's compatibility level lets this schema follow its
+  // latest version. NotFoundError when the subject has no version.
+  absl::StatusOr<Compatibility> TestCompatibility(std::string_view subject, std::string_view proto_text,
+                                                  const std::vector<SchemaReference>& references);
   // GET /subjects/{subject}/versions/latest: the id of the latest version.
   absl::StatusOr<int32_t> LatestId(std::string_view subject);
   // GET /config/{subject}, falling back to the global GET /config when the

@@ -170,6 +170,24 @@ absl::StatusOr<std::string> ParseCompatibilityLevel(std::string_view body) {
       fmt::format("the registry's answer has no compatibility level: {}", RegistryErrorText(200, body)));
 }
 
+absl::StatusOr<Compatibility> ParseCompatibility(std::string_view body) {
+  absl::StatusOr<nlohmann::json> parsed = ParseObject(body);
+  if (!parsed.ok()) return parsed.status();
+  auto it = parsed->find("is_compatible");
+  if (it == parsed->end() || !it->is_boolean()) {
+    return absl::InvalidArgumentError(
+        fmt::format("the registry's answer has no boolean \"is_compatible\": {}", RegistryErrorText(200, body)));
+  }
+  Compatibility out{.compatible = it->get<bool>(), .messages = {}};
+  if (auto messages = parsed->find("messages"); messages != parsed->end() && messages->is_array()) {
+    for (const nlohmann::json& m : *messages) {
+      if (out.messages.size() == 5) break;
+      if (m.is_string()) out.messages.push_back(m.get<std::string>().substr(0, 300));
+    }
+  }
+  return out;
+}
+
 std::string RegistryErrorText(int http_status, std::string_view body) {
   nlohmann::json parsed = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (!parsed.is_discarded() && parsed.is_object()) {

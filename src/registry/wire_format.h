@@ -77,6 +77,14 @@ absl::StatusOr<int32_t> ParseSchemaVersion(std::string_view body);
 // {"compatibilityLevel": "BACKWARD"} (GET /config/{subject}), or
 // {"compatibility": ...} -> the level.
 absl::StatusOr<std::string> ParseCompatibilityLevel(std::string_view body);
+// POST /compatibility/subjects/{subject}/versions/latest?verbose=true:
+// {"is_compatible": false, "messages": ["..."]} (messages only with verbose).
+struct Compatibility {
+  bool compatible = false;
+  std::vector<std::string> messages;  // the registry's reasons, at most 5 kept
+};
+absl::StatusOr<Compatibility> ParseCompatibility(std::string_view body);
+
 // The registry's error answer ({"error_code": 409, "message": "..."}) in one
 // line, for messages; the body itself (shortened) when it is not JSON.
 std::string RegistryErrorText(int http_status, std::string_view body);

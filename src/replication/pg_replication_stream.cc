@@ -166,7 +166,7 @@ absl::Status CheckFailoverSupported(bool failover, int server_version) {
   if (!failover || server_version >= 170000) return absl::OkStatus();
   return absl::FailedPreconditionError(fmt::format(
       "[source] failover = true needs PostgreSQL 17 or later (failover slots), but the server is PostgreSQL {}: "
-      "set failover = false; on 16 and older a failover loses the slot, see docs/operations.md (\"Failover\")",
+      "set failover = false; on 16 and older a failover loses the slot, see docs/operations.md (\"Database failover\")",
       server_version / 10000));
 }
 

@@ -272,7 +272,7 @@ absl::StatusOr<SlotAction> DecideSlotAction(const SlotFacts& facts, const std::o
             "the server was promoted, restored or rewound, and this slot was not synchronized from the old "
             "primary (pg_replication_slots.synced is false) and stands at {}, past the {} outboxd confirmed{}, so "
             "events committed {} may never reach Kafka (a possible gap upstream). On PostgreSQL 17+ use failover "
-            "slots ([source] failover = true, docs/operations.md \"Failover\"); now republish the missing events "
+            "slots ([source] failover = true, docs/operations.md \"Database failover\"); now republish the missing events "
             "from the outbox table, then restart once with --accept-gap",
             facts.timeline, facts.system_id, facts.slot, saved->timeline,
             saved->on_standby ? " of a hot standby, and the server is still a standby (it follows a new primary)"

@@ -25,6 +25,7 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from deploy_venv import deploy_venv  # noqa: E402
+import stop_budget  # noqa: E402
 
 src, binary = sys.argv[1], sys.argv[2]
 deploy = os.path.join(src, "deploy")
@@ -69,9 +70,14 @@ for directive in ["Restart=on-failure", "User=outboxd", "StateDirectory=outboxd"
                   "NoNewPrivileges=yes", "EnvironmentFile=", "SuccessExitStatus=3",
                   "RestartPreventExitStatus=2", "KillSignal=SIGTERM"]:
     check(re.search("^" + re.escape(directive), unit, re.M) is not None, "unit has " + directive)
-# One TimeoutStopSec, above outboxd's stop flush timeout (30 s) plus time for the final status update.
+# One TimeoutStopSec, above the stop flush timeout of the config the package installs plus the
+# margin (tests/deploy/stop_budget.py).
 stop = re.findall(r"^TimeoutStopSec=(\d+)$", unit, re.M)
-check(len(stop) == 1 and int(stop[0]) >= 40, "unit: one TimeoutStopSec, at least 40 s (stop flush timeout 30 s + margin)")
+with open(os.path.join(deploy, "systemd", "outboxd.toml")) as f:
+    package_toml = f.read()
+check(len(stop) == 1 and int(stop[0]) >= stop_budget.required_grace_s(package_toml),
+      "unit: one TimeoutStopSec, " + stop_budget.describe(int(stop[0]) if stop else 0, package_toml)
+      + " (deploy/systemd/outboxd.toml)")
 if shutil.which("systemd-analyze") and exec_start:
     with tempfile.TemporaryDirectory() as tmp:
         local = (unit.replace(exec_start.group(1), os.path.abspath(binary))
@@ -139,8 +145,10 @@ check(container["readinessProbe"]["httpGet"]["path"] == "/readyz", "readiness pr
 strategy = deployment["spec"]["strategy"]
 check(strategy["type"] == "RollingUpdate" and strategy["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0},
       "rolling update one pod at a time (maxSurge 1, maxUnavailable 0)")
-check(pod["terminationGracePeriodSeconds"] >= 40,
-      "terminationGracePeriodSeconds %d: above the stop flush timeout (30 s) plus margin" % pod["terminationGracePeriodSeconds"])
+raw_toml = raw["ConfigMap"]["data"]["outboxd.toml"]
+check(pod["terminationGracePeriodSeconds"] >= stop_budget.required_grace_s(raw_toml),
+      "terminationGracePeriodSeconds: " + stop_budget.describe(pod["terminationGracePeriodSeconds"], raw_toml)
+      + " (its ConfigMap)")
 pdb = raw["PodDisruptionBudget"]
 check(pdb["spec"]["maxUnavailable"] == 1 and pdb["spec"]["selector"] == deployment["spec"]["selector"],
       "PodDisruptionBudget: one pod at a time")
@@ -198,6 +206,16 @@ check({"postgres", "kafka", "outboxd", "prometheus", "grafana"} <= set(compose["
 ports = [p for s in compose["services"].values() for p in s.get("ports", [])]
 check(all(str(p).startswith("127.0.0.1:") for p in ports), "compose publishes ports on 127.0.0.1 only")
 check("wal_level=logical" in compose["services"]["postgres"]["command"], "compose PostgreSQL has wal_level=logical")
+with open(os.path.join(deploy, "compose", "outboxd.toml")) as f:
+    compose_toml = f.read()
+compose_grace = stop_budget.duration_s(str(compose["services"]["outboxd"].get("stop_grace_period", "10s")))
+check(compose_grace >= stop_budget.required_grace_s(compose_toml),
+      "compose stop_grace_period: " + stop_budget.describe(compose_grace, compose_toml) + " (compose/outboxd.toml)")
+# The relation holds where it matters: a config raising the timeout needs a longer grace period.
+check(stop_budget.required_grace_s('[shutdown]\nstop_flush_timeout = "2m"\n') == 120 + stop_budget.MARGIN_S
+      and stop_budget.required_grace_s("") == stop_budget.DEFAULT_STOP_FLUSH_TIMEOUT_S + stop_budget.MARGIN_S,
+      "stop budget: grace >= [shutdown] stop_flush_timeout (default %d s) + %d s"
+      % (stop_budget.DEFAULT_STOP_FLUSH_TIMEOUT_S, stop_budget.MARGIN_S))
 
 # Dockerfile: multi-stage on trixie-slim (librdkafka 2.8: SCRAM with Kafka 4), non-root.
 with open(os.path.join(deploy, "Dockerfile")) as f:

@@ -13,7 +13,9 @@
   with a read-only root file system, no service-account token, the secrets' wiring, the http
   port of the config equal to the container's, the PrometheusRule equal to
   deploy/prometheus/alerts.yml;
-- values.schema.json refuses a misspelt option and a grace period below 40 s;
+- every render's terminationGracePeriodSeconds is at least the stop flush timeout of the config it
+  renders plus the margin (tests/deploy/stop_budget.py); values.schema.json refuses a misspelt
+  option and a grace period below the default timeout plus the margin (40 s);
 - the TOML of each rendered ConfigMap is a valid outboxd config (`outboxd check` does not exit 2);
 - deploy/kubernetes/outboxd.yaml is the chart rendered with deploy/kubernetes/values.yaml
   (--update rewrites it: `make kubernetes-manifests`);
@@ -23,6 +25,7 @@ usage: helm_test.py HELM CRDCHECK [OUTBOXD_BINARY] [--update]   (with the deploy
 """
 import copy
 import glob
+import json
 import os
 import re
 import subprocess
@@ -30,6 +33,9 @@ import sys
 import tempfile
 
 import yaml
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import stop_budget  # noqa: E402
 
 sys.stdout.reconfigure(line_buffering=True)  # progress as it happens, in make test's log too
 here = os.path.dirname(os.path.abspath(__file__))
@@ -157,8 +163,10 @@ def invariants(name, docs, values):
                 f"{name}: non-root, read-only root file system, no privilege escalation")
     ok &= check(pod["automountServiceAccountToken"] is False, f"{name}: no service-account token")
     grace = pod["terminationGracePeriodSeconds"]
-    ok &= check(grace == values["terminationGracePeriodSeconds"] and grace >= 40,
-                f"{name}: terminationGracePeriodSeconds {grace} (values), above the stop flush timeout (30 s)")
+    # The config the pods run: the rendered ConfigMap's, or (an existing ConfigMap) unknown: the default.
+    run_toml = by_kind["ConfigMap"][0]["data"]["outboxd.toml"] if "ConfigMap" in by_kind else ""
+    ok &= check(grace == values["terminationGracePeriodSeconds"] and grace >= stop_budget.required_grace_s(run_toml),
+                f"{name}: terminationGracePeriodSeconds (values): " + stop_budget.describe(grace, run_toml))
     selector = spec["selector"]["matchLabels"]
     ok &= check(all(pod_label in spec["template"]["metadata"]["labels"].items() for pod_label in selector.items()),
                 f"{name}: the pods carry the selector's labels")
@@ -291,10 +299,17 @@ with tempfile.TemporaryDirectory() as tmp:
         tool = [crdcheck, path] if kind in ("ServiceMonitor", "PrometheusRule") else [python, validator, path]
         check(run(tool)[0] == 1, f"validator rejects a broken render: {what}")
 
-# values.schema.json: a misspelt option or an unsafe value fails at install, not silently.
+# values.schema.json: a misspelt option or an unsafe value fails at install, not silently. Its
+# grace period minimum is the stop budget of the default config.
+with open(os.path.join(chart, "values.schema.json")) as f:
+    minimum = json.load(f)["properties"]["terminationGracePeriodSeconds"]["minimum"]
+check(minimum == stop_budget.DEFAULT_STOP_FLUSH_TIMEOUT_S + stop_budget.MARGIN_S,
+      f"values.schema.json: terminationGracePeriodSeconds minimum {minimum} = default stop_flush_timeout "
+      f"{stop_budget.DEFAULT_STOP_FLUSH_TIMEOUT_S} s + margin {stop_budget.MARGIN_S} s")
 print("\n== values the chart's schema must refuse")
 for what, setting in [("a misspelt option", "replicasCount=3"),
-                      ("a grace period below the stop flush timeout plus margin", "terminationGracePeriodSeconds=20"),
+                      ("a grace period below the default stop flush timeout plus the margin",
+       "terminationGracePeriodSeconds=%d" % (stop_budget.DEFAULT_STOP_FLUSH_TIMEOUT_S + stop_budget.MARGIN_S - 1)),
                       ("a misspelt nested option", "persistence.existingclaim=x"),
                       ("an unknown image pull policy", "image.pullPolicy=Sometimes")]:
     rc, _ = run([helm, "template", "outboxd", chart, "--set", setting])

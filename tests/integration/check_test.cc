@@ -92,6 +92,48 @@ TEST_F(DoctorTest, SuperuserAndUnboundedWalAreWarningsNotFailures) {
   EXPECT_THAT(r.output, HasSubstr("0 failure(s)"));
   // Every WARN says what to do on the next line.
   EXPECT_THAT(r.output, HasSubstr("\n                   -> "));
+  // No standby streams from the local server: check's own replication
+  // connection is not one (finding 3 of issue 24).
+  EXPECT_THAT(r.output, Not(HasSubstr("WARN  failover")));
+  EXPECT_THAT(r.output, HasSubstr(fmt::format("ok    columns      public.{}: every column outboxd reads is there and "
+                                              "sent: id (uuid), aggregate_type (text)",
+                                              source_.table)));
+}
+
+// Finding 4 of issue 24: with create_slot = false, a typo in the slot name got
+// a hint to create the typo. The database's logical slots are listed and the
+// closest is suggested; with create_slot = true, creating a near-namesake warns.
+TEST_F(DoctorTest, AMissingSlotListsTheDatabasesSlotsAndSuggestsTheClosest) {
+  sql_.Exec(fmt::format("SELECT pg_create_logical_replication_slot('{}', 'pgoutput')", source_.slot));
+  const std::string typo = source_.slot + "t";
+  std::string config = Replace(ConfigFor(source_), fmt::format("slot = \"{}\"", source_.slot),
+                               fmt::format("slot = \"{}\"", typo));
+  Result created = Check(config);
+  EXPECT_EQ(created.code, 0) << created.output;
+  EXPECT_THAT(created.output, HasSubstr(fmt::format("WARN  slot         '{}' is missing and will be created on start "
+                                                    "(create_slot = true), but '{}' exists",
+                                                    typo, source_.slot)));
+  config = Replace(config, "create_slot = true", "create_slot = false");
+  Result r = Check(config);
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr(fmt::format("FAIL  slot         '{}' is missing and create_slot = false; this "
+                                              "database's logical slots: ",
+                                              typo)));
+  EXPECT_THAT(r.output, HasSubstr(fmt::format("{} (pgoutput, inactive)", source_.slot)));
+  EXPECT_THAT(r.output, HasSubstr(fmt::format("-> did you mean '{}'? set [source] slot = \"{}\"", source_.slot,
+                                              source_.slot)));
+  EXPECT_THAT(r.output, Not(HasSubstr(fmt::format("pg_create_logical_replication_slot('{}'", typo))));
+}
+
+// Finding 10 of issue 24: for a table that does not exist, check said the role
+// may SELECT it, then that it does not exist.
+TEST_F(DoctorTest, AMissingTableIsNotReportedAsReadable) {
+  const std::string config = Replace(ConfigFor(source_), fmt::format("table = \"public.{}\"", source_.table),
+                                     "table = \"public.no_such_outbox\"");
+  Result r = Check(config);
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_THAT(r.output, Not(HasSubstr("may SELECT the 1 outbox table(s)")));
+  EXPECT_THAT(r.output, HasSubstr("FAIL  publication  outbox table(s) public.no_such_outbox do not exist"));
 }
 
 TEST_F(DoctorTest, MissingReplicationIsAFailure) {
@@ -190,9 +232,14 @@ TEST_F(DoctorTest, ExactlyOnceModeAndItsCheckpointTopicAreReported) {
   for (int i = 0; i < 2; ++i) {  // the first look-up must not have created it
     Result r = Check(config);
     EXPECT_EQ(r.code, 0) << r.output;
+    // The id in use, with the system identifier the replication line printed
+    // (finding 7 of issue 24: it printed a placeholder).
+    const std::string system = sql_.Scalar("SELECT system_identifier FROM pg_control_system()");
+    EXPECT_THAT(r.output, HasSubstr(fmt::format("replication connection works (system {},", system)));
     EXPECT_THAT(r.output, HasSubstr(fmt::format("exactly_once: Kafka transactions with transactional.id "
-                                                "'outboxd-<system identifier>-{}'",
-                                                source_.slot)));
+                                                "'outboxd-{}-{}'",
+                                                system, source_.slot)));
+    EXPECT_THAT(r.output, Not(HasSubstr("<system identifier>")));
     EXPECT_THAT(r.output, HasSubstr(fmt::format("checkpoint topic '{}' does not exist yet", checkpoints)));
   }
   Result r = Check(ConfigFor(source_));

@@ -53,10 +53,12 @@ bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout, abs
   }
 }
 
-Sql::Sql() {
-  auto conn = replication::PgConnection::Connect(PgDsn(), false);
+Sql::Sql() : Sql(PgDsn()) {}
+
+Sql::Sql(const std::string& dsn) {
+  auto conn = replication::PgConnection::Connect(dsn, false);
   if (!conn.ok()) {
-    ADD_FAILURE() << "cannot connect to the local PostgreSQL (deploy/local/stack.sh up): "
+    ADD_FAILURE() << "cannot connect to PostgreSQL at " << dsn << " (deploy/local/stack.sh up): "
                   << conn.status();
     return;
   }

@@ -40,6 +40,8 @@ bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout,
 class Sql {
  public:
   Sql();
+  // On another server or database than the local stack's app database.
+  explicit Sql(const std::string& dsn);
   std::vector<replication::Row> Query(const std::string& sql);
   // The first column of the first row, or "" if none / NULL.
   std::string Scalar(const std::string& sql);

@@ -183,5 +183,66 @@ TEST_F(ReplayTest, ABadRowFailsTheReplayAndTheOthersStillGo) {
   EXPECT_EQ(records[0].key, good);
 }
 
+
+// Finding 2 of issue 24: a Debezium-shaped table has no created_at, and
+// `replay --since` failed with PostgreSQL's "column does not exist". It says
+// which selection applies (here track_commit_timestamp is off: ids or --all),
+// and those replay the table.
+TEST_F(ReplayTest, ADebeziumTableReplaysByIdRangeOrEveryRow) {
+  const std::string table = UniqueName("dbz_replay");
+  sql_.Exec(fmt::format("CREATE TABLE public.{} (id uuid PRIMARY KEY, aggregatetype varchar(255) NOT NULL, "
+                        "aggregateid varchar(255) NOT NULL, type varchar(255) NOT NULL, payload jsonb)",
+                        table));
+  // UUIDv7-like ids: their order is the insert order.
+  std::vector<std::string> ids;
+  for (int i = 1; i <= 6; ++i) ids.push_back(fmt::format("0190f6a1-8a4b-7c3d-9e2f-00000000000{}", i));
+  for (const std::string& id : ids) {
+    sql_.Exec(fmt::format("INSERT INTO public.{} VALUES ('{}', 'Customer', 'c-{}', 'CustomerCreated', '{{}}')", table,
+                          id, id.back()));
+  }
+  const std::string config_path = fmt::format("/tmp/{}.toml", UniqueName("replay_dbz"));
+  std::string config = ConfigFor(source_, R"(key = "aggregate_id"
+value = "payload"
+[outbox.columns]
+aggregate_type = "aggregatetype"
+aggregate_id = "aggregateid"
+event_type = "type"
+)");
+  config.replace(config.find(source_.table), source_.table.size(), table);
+  std::ofstream(config_path) << config;
+  ASSERT_EQ(sql_.Scalar("SHOW track_commit_timestamp"), "off");
+
+  Result since = RunOutboxd(fmt::format("replay --config {} --table {} --since 2026-01-01T00:00:00Z --dry-run",
+                                        config_path, table));
+  EXPECT_EQ(since.code, 2) << since.output;
+  EXPECT_THAT(since.output, HasSubstr(fmt::format("has no column \"created_at\" ([outbox.columns] created_at), and "
+                                                  "the server's track_commit_timestamp is off")));
+  EXPECT_THAT(since.output, HasSubstr("--from-id ID --to-id ID"));
+  EXPECT_THAT(since.output, HasSubstr("with --all"));
+  EXPECT_THAT(since.output, HasSubstr("ALTER SYSTEM SET track_commit_timestamp = on"));
+  EXPECT_THAT(since.output, ::testing::Not(HasSubstr("does not exist")));
+
+  Result all = RunOutboxd(fmt::format("replay --config {} --table {} --all --dry-run", config_path, table));
+  EXPECT_EQ(all.code, 0) << all.output;
+  EXPECT_THAT(all.output, HasSubstr("dry run: 6 row(s)"));
+
+  Result range = RunOutboxd(
+      fmt::format("replay --config {} --table {} --from-id {} --to-id {}", config_path, table, ids[1], ids[3]));
+  ASSERT_EQ(range.code, 0) << range.output;
+  EXPECT_THAT(range.output, HasSubstr(fmt::format("replayed 3 of 3 row(s) of public.{} with id from {} to {}: 3 sent",
+                                                  table, ids[1], ids[3])));
+  const std::string topic = source_.topic_prefix + ".Customer";
+  std::vector<Record> records = ReadTopics({topic}, 3, absl::Seconds(60));
+  std::vector<std::string> sent;
+  for (const Record& r : records) {
+    for (const auto& [key, value] : r.headers) {
+      if (key == "id") sent.push_back(value);
+    }
+  }
+  EXPECT_THAT(sent, ElementsAreArray(std::vector<std::string>{ids[1], ids[2], ids[3]}));
+  std::remove(config_path.c_str());
+  sql_.Exec(fmt::format("DROP TABLE public.{}", table));
+}
+
 }  // namespace
 }  // namespace outboxd::it

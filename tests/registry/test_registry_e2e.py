@@ -297,7 +297,10 @@ def test_incompatible_schema_stops_naming_subject_and_answer(tmp_path: Path) -> 
 
         check = subprocess.run([OUTBOXD, "check", "--config", str(outboxd.config_path)],
                                capture_output=True, text=True, timeout=TIMEOUT)
-        assert f"subject {subject}: compatibility BACKWARD" in check.stdout, check.stdout + check.stderr
+        # check asks the registry whether it would take the envelope (without registering it).
+        assert check.returncode == 1, check.stdout + check.stderr
+        assert (f"FAIL  registry     subject {subject}: the registry would refuse outbox.v1.Envelope under "
+                "compatibility BACKWARD") in check.stdout, check.stdout + check.stderr
         print(check.stdout)
     finally:
         box.drop()

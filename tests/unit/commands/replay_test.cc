@@ -195,6 +195,25 @@ TEST(ReplayConfigTest, DatabaseChoosesTheDsnAndTables) {
   EXPECT_EQ(ReplayConfig(single, "orders").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// A table without created_at (Debezium's) replays by id range or every row.
+TEST(ParseReplayFlagsTest, AnIdRangeOrEveryRowInsteadOfATimeWindow) {
+  auto all = ParseReplayFlags({"--table", "outboxevent", "--all", "--dry-run"});
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->selection, ReplaySelection::kAll);
+  auto range = ParseReplayFlags({"--table", "outboxevent", "--from-id=0190f6a1-0000-7000-8000-000000000000",
+                                 "--to-id", "0190f6a2-0000-7000-8000-000000000000"});
+  ASSERT_TRUE(range.ok()) << range.status();
+  EXPECT_EQ(range->selection, ReplaySelection::kIdRange);
+  EXPECT_EQ(range->from_id, "0190f6a1-0000-7000-8000-000000000000");
+  EXPECT_EQ(range->to_id, "0190f6a2-0000-7000-8000-000000000000");
+  auto open_end = ParseReplayFlags({"--table", "outboxevent", "--from-id", "x"});
+  ASSERT_TRUE(open_end.ok()) << open_end.status();
+  EXPECT_EQ(open_end->to_id, "");
+  auto time = ParseReplayFlags({"--table", "outbox", "--since", "2026-01-01T00:00:00Z"});
+  ASSERT_TRUE(time.ok()) << time.status();
+  EXPECT_EQ(time->selection, ReplaySelection::kTime);
+}
+
 TEST(ParseReplayFlagsTest, SaysWhatIsMissingOrWrong) {
   auto message = [](const std::vector<std::string_view>& args) {
     auto options = ParseReplayFlags(args);
@@ -209,6 +228,12 @@ TEST(ParseReplayFlagsTest, SaysWhatIsMissingOrWrong) {
                        "2026-01-01T00:00:00Z"}),
               HasSubstr("--until must be later than --since"));
   EXPECT_THAT(message({"--table", "t", "--since"}), HasSubstr("unknown argument '--since'"));
+  EXPECT_THAT(message({"--table", "t"}), HasSubstr("--from-id/--to-id ID (a range of ids) or --all"));
+  EXPECT_THAT(message({"--table", "t", "--all", "--since", "2026-01-01T00:00:00Z"}),
+              HasSubstr("replay takes one selection of rows"));
+  EXPECT_THAT(message({"--table", "t", "--from-id", "a", "--until", "2026-01-01T00:00:00Z"}),
+              HasSubstr("replay takes one selection of rows"));
+  EXPECT_THAT(message({"--table", "t", "--to-id="}), HasSubstr("--from-id and --to-id need an id"));
 }
 
 }  // namespace

@@ -412,6 +412,31 @@ dns = "host=db"
             "failover, standby_dsn, snapshot, primary_dsn");
 }
 
+TEST(ParseConfigTest, StopFlushTimeoutIsAShutdownKeyWithARange) {
+  absl::StatusOr<Config> config = ParseConfig(Minimal(kMessagesOn), Env());
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->shutdown.stop_flush_timeout, absl::Seconds(30));
+  config = ParseConfig(Minimal(std::string(kMessagesOn) + "[shutdown]\nstop_flush_timeout = \"2m\"\n"), Env());
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->shutdown.stop_flush_timeout, absl::Minutes(2));
+  EXPECT_EQ(ErrorOf(Minimal("[shutdown]\nstop_flush_timeout = \"500ms\"\n")),
+            "config: line 7: shutdown.stop_flush_timeout = \"500ms\": must be from 1s to 600s; the supervisor's "
+            "grace period (systemd TimeoutStopSec, Kubernetes terminationGracePeriodSeconds) must exceed it by 10s "
+            "(docs/deployment.md, \"Stopping\")");
+  EXPECT_THAT(ErrorOf(Minimal("[shutdown]\nstop_flush_timeout = \"11m\"\n")), HasSubstr("must be from 1s to 600s"));
+  EXPECT_THAT(ErrorOf(Minimal("[shutdown]\nstop_flush_timeout = 30\n")),
+              HasSubstr("shutdown.stop_flush_timeout must be a string"));
+  EXPECT_EQ(ErrorOf(Minimal("[shutdown]\nstop_timeout = \"30s\"\n")),
+            "config: line 7: unknown key shutdown.stop_timeout; the keys of [shutdown] are: stop_flush_timeout");
+  // Where README once wrote it: the error says where it belongs.
+  EXPECT_EQ(ErrorOf("[source]\ndsn = \"h\"\nstop_flush_timeout = \"30s\"\n"),
+            "config: line 3: source.stop_flush_timeout: the stop budget is a key of its own table: put it under "
+            "[shutdown] (shutdown.stop_flush_timeout = \"30s\")");
+  EXPECT_EQ(ErrorOf("stop_flush_timeout = \"30s\"\n"),
+            "config: line 1: unknown key stop_flush_timeout; did you mean shutdown.stop_flush_timeout? Put it under "
+            "[shutdown]");
+}
+
 TEST(ParseConfigTest, WrongTypesNameKeyAndType) {
   EXPECT_EQ(ErrorOf(R"(
 [source]

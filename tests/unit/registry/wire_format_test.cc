@@ -153,6 +153,18 @@ TEST(RegistryJsonTest, ParsesAnswers) {
   EXPECT_EQ(ParseSchemaId(std::string(10000, '[')).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(RegistryJsonTest, ParsesACompatibilityAnswer) {
+  absl::StatusOr<Compatibility> no = ParseCompatibility(
+      R"({"is_compatible": false, "messages": ["Incompatible schema: message removed", 7, "field 1 changed"]})");
+  ASSERT_TRUE(no.ok()) << no.status();
+  EXPECT_FALSE(no->compatible);
+  EXPECT_EQ(no->messages,
+            (std::vector<std::string>{"Incompatible schema: message removed", "field 1 changed"}));
+  EXPECT_TRUE(ParseCompatibility(R"({"is_compatible": true})")->compatible);
+  EXPECT_EQ(ParseCompatibility(R"({"is_compatible": "yes"})").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseCompatibility("[]").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(RegistryJsonTest, ErrorTextQuotesTheRegistry) {
   EXPECT_EQ(RegistryErrorText(409, R"({"error_code":409,"message":"Schema being registered is incompatible"})"),
             "HTTP 409, error_code 409: Schema being registered is incompatible");
