@@ -148,7 +148,7 @@ void LogStandbySource(const config::SourceConfig& source, const replication::Sys
   if (info.hot_standby_feedback != "on") {
     telemetry::LogWarn("decoding on a hot standby with hot_standby_feedback = {}: when the primary vacuums catalog "
                        "rows this slot still needs, PostgreSQL invalidates the slot (rows_removed) and events are "
-                       "lost upstream. Set hot_standby_feedback = on on the standby (see docs/operations.md, "
+                       "lost upstream. On the standby, set hot_standby_feedback = on (see docs/operations.md, "
                        "\"Decoding on a standby\")",
                        info.hot_standby_feedback.empty() ? "unknown" : info.hot_standby_feedback);
   }

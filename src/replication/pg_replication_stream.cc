@@ -416,6 +416,7 @@ absl::StatusOr<std::unique_ptr<PgReplicationStream>> PgReplicationStream::Start(
                                                                    now->invalidation.invalidated()) {
         const std::string setting = DecidingSetting(*conn, now->invalidation);
         SlotFacts invalidated = facts;
+        invalidated.found = true;
         invalidated.invalidation = now->invalidation;
         invalidated.invalidation_setting = setting;
         if (absl::StatusOr<SlotAction> decided = DecideSlotAction(invalidated, options.saved); !decided.ok()) {
