@@ -57,7 +57,8 @@ PHASES=(
   asan_unit          # unit tests under the sanitizers
   integration        # waits for the stack; integration tests (chaos short forms included, both modes)
   deploy             # waits for the package and chart job; the package installed in Debian 12 (deb_test.sh)
-  pg_matrix          # waits for PostgreSQL 14, 16, 17, 18; the relay's end-to-end tests on each
+  pg_matrix          # waits for PostgreSQL 14, 16, 17, 18; the relay's end-to-end tests on each, and
+                     # decoding on a standby on 16 and 18 (background, beside them)
   python             # waits for the venv, the plain build and the fuzz smoke; clients/python, examples/flask-orders
 )
 
@@ -99,6 +100,7 @@ cleanup() {
   done
   if (( stack_started )); then
     pg_matrix_down >/dev/null 2>&1 || true
+    standby_matrix_down >/dev/null 2>&1 || true
     bash deploy/local/stack.sh down >/dev/null 2>&1 || true
   fi
   (( rc == 0 )) || echo "make test FAILED (exit $rc) after $(( $(date +%s) - start )) s" >&2
@@ -197,11 +199,33 @@ phase_deploy() {
 # but the Kafka outage, which is about the broker) and the replication stream's tests (slot
 # creation, failover slots, what each server sends) run against 14, 16, 17 and 18 too, each
 # server on its own port (OUTBOXD_PG_MATRIX_PORT_BASE + version: 54314, 54316, ...), Kafka
-# shared. The PostgreSQL 17 switchover test (switchover_test) runs with the integration tests:
-# it starts its own primary and standby.
+# shared. The PostgreSQL 17 switchover test (switchover_test) and decoding on a standby
+# (standby_test's StandbyTest) run with the integration tests: they start their own primary and
+# standby. Decoding on a standby on 16 and 18 (standby_test's StandbyMatrixTest: the standby
+# case, and 18's idle_replication_slot_timeout) runs here, in the background beside the relay's
+# tests, one version after the other, each pair on ports of its own (pg_matrix_pair_port).
 PG_MATRIX_VERSIONS=${PG_MATRIX_VERSIONS:-14 16 17 18}
 PG_MATRIX_FILTER='RelayTest.*:-RelayTest.KafkaOutage*'
 pg_matrix_port() { echo $(( ${OUTBOXD_PG_MATRIX_PORT_BASE:-54300} + $1 )); }
+STANDBY_MATRIX_VERSIONS=${STANDBY_MATRIX_VERSIONS:-16 18}
+# The primary's port; the standby's is the next one (54372 and 54373 for 16, 54376 and 54377 for 18).
+pg_matrix_pair_port() { echo $(( ${OUTBOXD_PG_MATRIX_PORT_BASE:-54300} + 40 + 2 * $1 )); }
+standby_matrix() {
+  set -euo pipefail
+  local v t0
+  for v in $STANDBY_MATRIX_VERSIONS; do
+    t0=$(date +%s)
+    OUTBOXD_PAIR_VERSION=$v OUTBOXD_STANDBY_PAIR_PORT=$(pg_matrix_pair_port "$v") \
+      "$asan/tests/integration/standby_test" --gtest_filter='StandbyMatrixTest.*' --gtest_brief=1
+    echo "PostgreSQL $v: decoding on a standby passed in $(( $(date +%s) - t0 )) s"
+  done
+}
+standby_matrix_down() {
+  local v
+  for v in $STANDBY_MATRIX_VERSIONS; do
+    OUTBOXD_PAIR_VERSION=$v OUTBOXD_PAIR_PORT=$(pg_matrix_pair_port "$v") bash tests/integration/pg_pair.sh down || true
+  done
+}
 pg_matrix_up() {
   local v
   for v in $PG_MATRIX_VERSIONS; do
@@ -216,6 +240,9 @@ pg_matrix_down() {
 }
 phase_pg_matrix() {
   bg_wait pg_matrix_up
+  export asan STANDBY_MATRIX_VERSIONS
+  export -f standby_matrix pg_matrix_pair_port
+  bg_start standby_matrix bash -c standby_matrix
   local v t0
   for v in $PG_MATRIX_VERSIONS; do
     t0=$(date +%s)
@@ -227,6 +254,8 @@ phase_pg_matrix() {
     echo "   PostgreSQL $v: relay and replication stream tests passed in $(( $(date +%s) - t0 )) s"
   done
   pg_matrix_down
+  bg_wait standby_matrix || { check_reports || true; return 1; }
+  check_reports
 }
 
 phase_python() {

@@ -19,7 +19,8 @@
 --                   partitioned outbox name the root      (default public.outbox)
 --
 -- The role gets: LOGIN, REPLICATION, CONNECT on this database, USAGE on the
--- outbox tables' schemas and SELECT on the outbox tables; nothing else. It is
+-- outbox tables' schemas and SELECT on the outbox tables, and on PostgreSQL 16+
+-- EXECUTE on pg_log_standby_snapshot() (for decoding on a standby); nothing else. It is
 -- NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS, owns nothing, and cannot read
 -- any other table. SELECT is what `outboxd replay` and `outboxd check` need;
 -- streaming itself needs only REPLICATION.
@@ -88,6 +89,12 @@ COMMIT;
 \set ECHO :outboxd_saved_echo
 \echo role.sql: password set from OUTBOXD_ROLE_PASSWORD
 \endif
+
+-- Decoding on a hot standby with [source] primary_dsn (PostgreSQL 16+): while outboxd's slot is
+-- being created on the standby, outboxd asks this primary for a standby snapshot, one small WAL
+-- record a call (superusers only by default). Run this file on the primary.
+SELECT format('GRANT EXECUTE ON FUNCTION pg_catalog.pg_log_standby_snapshot() TO %I', :'outboxd_role')
+ WHERE pg_catalog.to_regprocedure('pg_catalog.pg_log_standby_snapshot()') IS NOT NULL \gexec
 
 -- What the role ended up with, for the operator to read. Privileges granted to
 -- PUBLIC show here too: they apply to every role.

@@ -87,7 +87,9 @@ void CheckSingleDatabase(const config::Config& config, CheckReport& report, chec
   doctor.CheckTablePrivileges();
   doctor.CheckWalLevel();
   doctor.CheckWalSenders();
+  doctor.CheckHotStandby();
   doctor.CheckWalKeepSize();
+  doctor.CheckSlotLimits();
   doctor.CheckSenderTimeout();
   doctor.CheckMessagesPrivilege();
   doctor.CheckPublication();
@@ -95,6 +97,7 @@ void CheckSingleDatabase(const config::Config& config, CheckReport& report, chec
   doctor.CheckColumns();
   doctor.CheckTopicNames();
   doctor.CheckSlot();
+  doctor.CheckSlotFacts();
   doctor.CheckFailover(PostgresDoctor::Part::kAll);
 }
 
@@ -117,7 +120,9 @@ std::vector<config::StreamSpec> CheckCluster(const config::Config& config, Check
     server.CheckRolePrivileges();
     server.CheckWalLevel();
     server.CheckWalSenders();
+    server.CheckHotStandby();
     server.CheckWalKeepSize();
+    server.CheckSlotLimits();
     server.CheckSenderTimeout();
     server.CheckFailover(PostgresDoctor::Part::kServer);
   }
@@ -202,6 +207,7 @@ std::vector<config::StreamSpec> CheckCluster(const config::Config& config, Check
       doctor.CheckColumns();
       doctor.CheckTopicNames();
       doctor.CheckSlot();
+      doctor.CheckSlotFacts();
       doctor.CheckFailover(PostgresDoctor::Part::kSlot);
     }
   }

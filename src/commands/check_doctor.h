@@ -74,6 +74,17 @@ class PostgresDoctor {
   // and a slot part (the slot's failover flag, its copy on a standby).
   enum class Part { kAll, kServer, kSlot };
   void CheckFailover(Part part);
+  // Decoding on a hot standby and what 16 to 18 say about a slot
+  // (check_hot_standby.cc). Server-wide: when [source] dsn reaches a standby,
+  // what decoding there needs (16+, hot_standby_feedback, primary_slot_name,
+  // and through [source] primary_dsn the primary's wal_level, that physical
+  // slot, pg_log_standby_snapshot()); the limits that can invalidate a slot
+  // before the alerts give an operator time (idle_replication_slot_timeout,
+  // max_slot_wal_keep_size at the primary's WAL rate). Per slot: conflicting,
+  // synced, inactive_since, and 18's idle timeout drawing near.
+  void CheckHotStandby();
+  void CheckSlotLimits();
+  void CheckSlotFacts();
 
  private:
   // Runs a query; a failure is reported under `check` and gives nullopt.
@@ -81,6 +92,9 @@ class PostgresDoctor {
                                         const std::vector<std::string>& params = {});
   void CheckStandby(const std::string& standby_slots);
   void MissingSlot();
+  // Why the invalidated `slot` was invalidated and what prevents it, for
+  // CheckSlot's failure (check_hot_standby.cc).
+  std::string InvalidationOf(const std::string& slot);
 
   const config::Config& config_;
   const config::SourceConfig& source_;

@@ -75,12 +75,15 @@ void PostgresDoctor::MissingSlot() {
 
 void PostgresDoctor::CheckSlot() {
   const std::string& slot = source_.slot;
+  // On a hot standby pg_current_wal_lsn() fails; what it replayed stands in.
   auto rows = Query("slot",
+                    "WITH here AS (SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
+                    "ELSE pg_current_wal_lsn() END AS lsn) "
                     "SELECT plugin, slot_type, database, wal_status, active_pid::text, "
-                    "confirmed_flush_lsn::text, pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), "
-                    "restart_lsn)), pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), "
+                    "confirmed_flush_lsn::text, pg_size_pretty(pg_wal_lsn_diff(here.lsn, "
+                    "restart_lsn)), pg_size_pretty(pg_wal_lsn_diff(here.lsn, "
                     "confirmed_flush_lsn)), pg_size_pretty(safe_wal_size) "
-                    "FROM pg_replication_slots WHERE slot_name = $1",
+                    "FROM pg_replication_slots, here WHERE slot_name = $1",
                     {slot});
   if (!rows) return;
   if (rows->empty()) {
@@ -125,9 +128,9 @@ void PostgresDoctor::CheckSlot() {
                                                        : fmt::format(", in use by PID {}", active));
   if (wal_status == "lost") {
     report_.Fail("slot",
-                 fmt::format("'{}' was invalidated by PostgreSQL (wal_status lost): it retained more than "
-                             "max_slot_wal_keep_size, and events in the removed WAL are gone",
-                             slot),
+                 fmt::format("'{}' was invalidated by PostgreSQL ({}): it can no longer decode, and events "
+                             "committed after its confirmed position never reach Kafka from it",
+                             slot, InvalidationOf(slot)),
                  "follow docs/operations.md, \"Invalidated slot\": replay the gap from the outbox "
                  "table, then drop the slot and let outboxd create a new one");
   } else if (wal_status == "unreserved") {

@@ -135,6 +135,31 @@ absl::StatusOr<std::string> ResolveStateDir(const config::Config& config, const 
   return chosen;
 }
 
+// Decoding on a hot standby: what the standby's settings mean for the slot,
+// said at every session start (outboxd check says it with more detail).
+void LogStandbySource(const config::SourceConfig& source, const replication::SystemInfo& info) {
+  if (!info.in_recovery) {
+    if (!source.primary_dsn.empty()) {
+      telemetry::LogInfo("[source] primary_dsn is set but [source] dsn reaches a primary (promoted, or never a "
+                         "standby): primary_dsn is not needed while it stays one");
+    }
+    return;
+  }
+  if (info.hot_standby_feedback != "on") {
+    telemetry::LogWarn("decoding on a hot standby with hot_standby_feedback = {}: when the primary vacuums catalog "
+                       "rows this slot still needs, PostgreSQL invalidates the slot (rows_removed) and events are "
+                       "lost upstream. On the standby, set hot_standby_feedback = on (see docs/operations.md, "
+                       "\"Decoding on a standby\")",
+                       info.hot_standby_feedback.empty() ? "unknown" : info.hot_standby_feedback);
+  }
+  if (info.primary_slot_name.empty()) {
+    telemetry::LogWarn("decoding on a hot standby without primary_slot_name: while the standby is disconnected "
+                       "the primary keeps neither the WAL nor the catalog rows its slot needs, so a vacuum "
+                       "there can invalidate the slot (rows_removed). Give the standby a physical slot on the "
+                       "primary (primary_slot_name)");
+  }
+}
+
 // Refuses a status_interval that the server's wal_sender_timeout makes unworkable
 // (every idle stream would be dropped). Asked once at start on a plain
 // connection; if PostgreSQL cannot be reached yet the relay's own retries take
@@ -391,6 +416,7 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
       .publication = config.source.publication,
       .create_slot = config.source.create_slot,
       .failover = config.source.failover,
+      .primary_dsn = config.source.primary_dsn,
       .messages = config.messages.enabled,
       .tables = {},  // filled below
       .saved = std::nullopt,  // each session reads the state file
@@ -472,6 +498,7 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
           .timeline = info.timeline,
           .slot = stream_options.slot,
           .confirmed_lsn = info.slot_confirmed_flush,
+          .on_standby = info.in_recovery,
       });
       if (!recorded.ok()) {
         return absl::FailedPreconditionError(fmt::format(
@@ -496,11 +523,13 @@ int RunRelay(const config::Config& config, const RunFlags& flags, const std::ato
                    stream_options.saved->confirmed_lsn.ToString());
     }
     accept_gap = false;
-    telemetry::LogInfo("streaming slot '{}' of system {} timeline {} from {} (server {}, pgoutput proto_version {}{}{}{})",
+    LogStandbySource(config.source, info);
+    telemetry::LogInfo("streaming slot '{}' of system {} timeline {} from {} (server {}, pgoutput proto_version {}{}{}{}{})",
                  stream_options.slot, info.system_id, info.timeline, info.slot_confirmed_flush.ToString(),
                  info.server_version, info.proto_version, info.slot_created ? ", slot created" : "",
                  info.slot_failover ? ", failover slot" : "",
-                 info.slot_synced ? ", synchronized from the old primary" : "");
+                 info.slot_synced ? ", synchronized from the old primary" : "",
+                 info.in_recovery ? ", on a hot standby" : "");
     return std::unique_ptr<replication::ReplicationStream>(std::move(*stream));
   };
   for (const std::string& key : kafka::RdKafkaSink::OverriddenProperties(config.kafka.properties)) {

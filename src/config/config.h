@@ -59,6 +59,11 @@ struct SourceConfig {
   // Optional: a physical standby that `outboxd check` inspects to tell whether
   // a failover would keep the slot (sync_replication_slots and friends).
   std::string standby_dsn;
+  // When `dsn` reaches a hot standby (PostgreSQL 16+): its primary, where
+  // outboxd asks for a standby snapshot (pg_log_standby_snapshot()) while its
+  // slot's creation on the standby waits, and which `outboxd check` inspects
+  // (wal_level, the standby's physical slot). Empty: none.
+  std::string primary_dsn;
   absl::Duration status_interval = absl::Seconds(10);
   // Directory of the state file that detects gaps upstream; empty: not set
   // (run --state-dir wins; see README "Faults and what outboxd does").

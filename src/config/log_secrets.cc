@@ -12,7 +12,7 @@ namespace outboxd::config {
 std::vector<std::string> ConfigSecrets(const Config& config) {
   std::vector<std::string> secrets;
   // libpq's own parser, so key=value and URI DSNs read exactly as libpq reads them.
-  for (const std::string* dsn : {&config.source.dsn, &config.source.standby_dsn}) {
+  for (const std::string* dsn : {&config.source.dsn, &config.source.standby_dsn, &config.source.primary_dsn}) {
     if (dsn->empty()) continue;
     char* error = nullptr;
     if (PQconninfoOption* options = PQconninfoParse(dsn->c_str(), &error)) {

@@ -23,7 +23,8 @@ using outbox::Printable;
 const std::vector<std::string_view>& SourceKeys() {
   static const auto* keys = new std::vector<std::string_view>{
       "dsn",         "databases", "discovery_interval", "slot",     "max_active_slots", "publication",
-      "create_slot", "status_interval", "state_dir",    "failover", "standby_dsn",      "snapshot"};
+      "create_slot", "status_interval", "state_dir",    "failover", "standby_dsn",      "snapshot",
+      "primary_dsn"};
   return *keys;
 }
 
@@ -297,6 +298,12 @@ absl::Status ParseSource(const Parser& p, const toml::table& root, SourceConfig*
   RETURN_IF_ERROR(p.GetBool(*source, "create_slot", "source.create_slot", &out->create_slot));
   RETURN_IF_ERROR(p.GetBool(*source, "failover", "source.failover", &out->failover));
   RETURN_IF_ERROR(p.GetString(*source, "standby_dsn", "source.standby_dsn", &out->standby_dsn));
+  RETURN_IF_ERROR(p.GetString(*source, "primary_dsn", "source.primary_dsn", &out->primary_dsn));
+  if (HasReplicationParam(out->primary_dsn)) {
+    return p.Error(source->get("primary_dsn"),
+                   "source.primary_dsn must not set replication: outboxd asks the primary for a standby "
+                   "snapshot over an ordinary connection; remove replication=... from it");
+  }
   RETURN_IF_ERROR(p.GetString(*source, "state_dir", "source.state_dir", &out->state_dir));
   if (const toml::node* snapshot = source->get("snapshot"); snapshot != nullptr) {
     std::string mode;

@@ -6,6 +6,8 @@
 #include <cerrno>
 #include <cstring>
 #include <cctype>
+#include <climits>
+#include <cstdint>
 #include <cstdlib>
 #include <utility>
 
@@ -294,10 +296,30 @@ PgConnection::~PgConnection() {
   if (conn_ != nullptr) PQfinish(conn_);
 }
 
-absl::StatusOr<std::vector<Row>> PgConnection::QueryStoppable(const std::string& sql) {
+void PgConnection::CancelRunning() {
+  if (PGcancel* cancel = PQgetCancel(conn_); cancel != nullptr) {
+    char errbuf[256];
+    PQcancel(cancel, errbuf, sizeof errbuf);
+    PQfreeCancel(cancel);
+  }
+}
+
+absl::StatusOr<std::vector<Row>> PgConnection::QueryStoppable(
+    const std::string& sql, absl::Duration every, const std::function<absl::Status(absl::Duration)>* tick,
+    absl::Duration limit) {
   if (PQsendQuery(conn_, sql.c_str()) == 0) return StatusFromResult(nullptr, conn_, "");
+  const absl::Time started = absl::Now();
+  absl::Time next_tick = tick != nullptr ? started + every : absl::InfiniteFuture();
+  const absl::Time deadline = started + limit;
   // Like PQexec: the last result, or the first error.
   PGresult* kept = nullptr;
+  auto give_up = [&](absl::Status status) {
+    // E.g. CREATE_REPLICATION_SLOT waiting for a long transaction: cancel it
+    // on the server rather than leave it waiting behind a closed session.
+    CancelRunning();
+    if (kept != nullptr) PQclear(kept);
+    return status;
+  };
   for (;;) {
     while (PQisBusy(conn_) == 0) {
       PGresult* res = PQgetResult(conn_);
@@ -315,27 +337,41 @@ absl::StatusOr<std::vector<Row>> PgConnection::QueryStoppable(const std::string&
       // A COPY result is handed back at once, as PQexec does (START_REPLICATION).
       if (st == PGRES_COPY_BOTH || st == PGRES_COPY_IN || st == PGRES_COPY_OUT) return RowsOf(kept, conn_);
     }
+    const absl::Time now = absl::Now();
+    if (now >= deadline) {
+      return give_up(absl::DeadlineExceededError(
+          fmt::format("no answer within {}", absl::FormatDuration(limit))));
+    }
+    if (now >= next_tick) {
+      if (absl::Status ticked = (*tick)(now - started); !ticked.ok()) return give_up(ticked);
+      next_tick = absl::Now() + every;
+      continue;  // the tick may have taken a while: look at the clock again
+    }
+    const absl::Duration wait = std::min(next_tick, deadline) - now;
+    const int timeout_ms =
+        wait == absl::InfiniteDuration()
+            ? -1
+            : static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(absl::Ceil(wait, absl::Milliseconds(1))),
+                                                 INT32_MAX));
     pollfd fds[2] = {{PQsocket(conn_), POLLIN, 0}, {stop_fd_, POLLIN, 0}};
-    if (poll(fds, 2, -1) < 0 && errno != EINTR) {
+    if (poll(fds, 2, timeout_ms) < 0 && errno != EINTR) {
       if (kept != nullptr) PQclear(kept);
       return absl::UnavailableError(fmt::format("waiting for PostgreSQL failed: {}", std::strerror(errno)));
     }
     if ((fds[1].revents & POLLIN) != 0) {
-      // E.g. CREATE_REPLICATION_SLOT waiting for a long transaction: cancel it
-      // on the server rather than leave it waiting behind a closed session.
-      if (PGcancel* cancel = PQgetCancel(conn_); cancel != nullptr) {
-        char errbuf[256];
-        PQcancel(cancel, errbuf, sizeof errbuf);
-        PQfreeCancel(cancel);
-      }
-      if (kept != nullptr) PQclear(kept);
-      return absl::CancelledError("stop requested while waiting for PostgreSQL");
+      return give_up(absl::CancelledError("stop requested while waiting for PostgreSQL"));
     }
     if (fds[0].revents != 0 && PQconsumeInput(conn_) == 0) {
       if (kept != nullptr) PQclear(kept);
       return StatusFromResult(nullptr, conn_, "");
     }
   }
+}
+
+absl::StatusOr<std::vector<Row>> PgConnection::QueryWhileWaiting(
+    std::string_view sql, absl::Duration every, const std::function<absl::Status(absl::Duration)>& tick,
+    absl::Duration limit) {
+  return QueryStoppable(std::string(sql), every, &tick, limit);
 }
 
 absl::StatusOr<std::vector<Row>> PgConnection::Query(std::string_view sql) {

@@ -5,6 +5,7 @@
 
 #include <libpq-fe.h>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -13,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 
 namespace outboxd::replication {
 
@@ -47,6 +49,14 @@ class PgConnection {
   // statement's. Errors: the code of StatusCodeForSqlState, the server's words
   // and SQLSTATE in the message, the SQLSTATE also as a payload (SqlStateOf).
   absl::StatusOr<std::vector<Row>> Query(std::string_view sql);
+  // Query for a command that may wait long on the server (CREATE_REPLICATION_SLOT on a hot
+  // standby): calls `tick` with the time waited so far every `every` while no answer came,
+  // and gives up after `limit`. A tick's error, a stop (CancelledError) or the limit
+  // (DeadlineExceededError naming it) cancel the command on the server first; the
+  // connection is then to be closed (the cancelled command's results are not read).
+  absl::StatusOr<std::vector<Row>> QueryWhileWaiting(std::string_view sql, absl::Duration every,
+                                                     const std::function<absl::Status(absl::Duration)>& tick,
+                                                     absl::Duration limit);
   // Runs a parameterized query (extended protocol; not for replication commands).
   absl::StatusOr<std::vector<Row>> QueryParams(std::string_view sql, const std::vector<std::string>& params);
 
@@ -58,8 +68,12 @@ class PgConnection {
 
  private:
   explicit PgConnection(PGconn* conn, int stop_fd = -1) : conn_(conn), stop_fd_(stop_fd) {}
-  // Query with poll() on the socket and stop_fd_.
-  absl::StatusOr<std::vector<Row>> QueryStoppable(const std::string& sql);
+  // Query with poll() on the socket and stop_fd_; with `tick`, as QueryWhileWaiting.
+  absl::StatusOr<std::vector<Row>> QueryStoppable(const std::string& sql, absl::Duration every = absl::InfiniteDuration(),
+                                                  const std::function<absl::Status(absl::Duration)>* tick = nullptr,
+                                                  absl::Duration limit = absl::InfiniteDuration());
+  // Asks the server to cancel the running command (best effort).
+  void CancelRunning();
   PGconn* conn_;
   int stop_fd_ = -1;
 };

@@ -11,6 +11,9 @@
 #include "absl/strings/cord.h"
 #include "common/status_macros.h"
 #include "fmt/format.h"
+#include "replication/slot_creation.h"
+#include "replication/slot_query.h"
+#include "replication/standby_source.h"
 #include "replication/timeline.h"
 
 namespace outboxd::replication {
@@ -99,31 +102,6 @@ absl::Status ConnectionError(PGconn* conn, std::string_view what) {
   }
   if (!why.empty() && why.back() == ' ') why.pop_back();
   return absl::UnavailableError(fmt::format("{}: {}; outboxd reconnects", what, why));
-}
-
-absl::StatusOr<SlotState> ReadSlot(PgConnection& conn, std::string_view slot, bool* found) {
-  const bool has_wal_status = conn.server_version() >= 130000;
-  const bool has_failover = conn.server_version() >= 170000;
-  ASSIGN_OR_RETURN(
-      std::vector<Row> rows,
-      conn.Query(fmt::format("SELECT slot_type, plugin, database, active, active_pid, {}, confirmed_flush_lsn, {} "
-                             "FROM pg_catalog.pg_replication_slots WHERE slot_name = {}",
-                             has_wal_status ? "wal_status" : "NULL",
-                             has_failover ? "failover, synced" : "false, false", QuoteLiteral(slot))));
-  *found = !rows.empty();
-  SlotState state;
-  if (rows.empty()) return state;
-  const Row& row = rows[0];
-  state.slot_type = row[0].value_or("");
-  state.plugin = row[1].value_or("");
-  state.database = row[2].value_or("");
-  state.active = row[3].value_or("f") == "t";
-  if (row[4].has_value()) state.active_pid = std::atoi(row[4]->c_str());
-  state.wal_status = row[5].value_or("");
-  ASSIGN_OR_RETURN(state.confirmed_flush, ParseLsnField(row[6], "confirmed_flush_lsn"));
-  state.failover = row.size() > 7 && row[7].value_or("f") == "t";
-  state.synced = row.size() > 8 && row[8].value_or("f") == "t";
-  return state;
 }
 
 absl::Status CheckPublication(PgConnection& conn, const StreamOptions& options, std::string_view database) {
@@ -312,15 +290,27 @@ absl::StatusOr<std::unique_ptr<PgReplicationStream>> PgReplicationStream::Start(
     if (shape.wal_status == "lost") shape.wal_status.clear();
     RETURN_IF_ERROR(CheckSlot(options.slot, shape, database));
   }
+  if (absl::Status standby = ReadStandby(*conn, options, *slot, found, &info); !standby.ok()) {
+    return standby.code() == absl::StatusCode::kFailedPrecondition
+               ? standby
+               : WithContext(standby, fmt::format("asking {} whether it is a standby", where));
+  }
+  const Invalidation invalidation = found ? slot->invalidation : Invalidation{};
+  const std::string deciding_setting = DecidingSetting(*conn, invalidation);
+  const Lsn history_switch = found && !slot->synced ? HistorySwitch(*conn, options.saved, options.slot, info)
+                                                    : Lsn::Invalid();
   const SlotFacts facts{
       .slot = options.slot,
       .system_id = info.system_id,
       .database = database,
       .found = found,
-      .invalidated = found && slot->wal_status == "lost",
+      .invalidation = invalidation,
+      .invalidation_setting = deciding_setting,
       .timeline = info.timeline,
       .synced = found && slot->synced,
       .confirmed_flush = found ? slot->confirmed_flush : Lsn::Invalid(),
+      .in_recovery = info.in_recovery,
+      .history_switch = history_switch,
       .create_slot = options.create_slot,
       .accept_gap = options.accept_gap,
   };
@@ -352,7 +342,17 @@ absl::StatusOr<std::unique_ptr<PgReplicationStream>> PgReplicationStream::Start(
     const std::string create =
         CreateSlotCommand(options.slot, info.server_version, options.failover, export_snapshot);
     if (options.before_create) RETURN_IF_ERROR(options.before_create());
-    auto created = conn->Query(create);
+    SlotCreationWatch watch({.slot = options.slot,
+                             .where = where,
+                             .on_standby = info.in_recovery,
+                             .primary_dsn = info.in_recovery ? options.primary_dsn : std::string(),
+                             .stop_fd = options.stop_fd});
+    auto created = conn->QueryWhileWaiting(
+        create, absl::Seconds(1), [&watch](absl::Duration waited) { return watch.Tick(waited); },
+        info.in_recovery ? kStandbyCreationLimit : absl::InfiniteDuration());
+    if (absl::IsDeadlineExceeded(created.status())) {
+      return absl::UnavailableError(CreationTimeoutMessage(watch.wait(), kStandbyCreationLimit));
+    }
     if (!created.ok()) {
       if (SqlStateOf(created.status()) == "42710") {
         // Another instance created it between our look-up and now.
@@ -409,11 +409,25 @@ absl::StatusOr<std::unique_ptr<PgReplicationStream>> PgReplicationStream::Start(
                                                         options.slot)),
                         absl::StatusCode::kUnavailable);
       }
-      return MarkGap(WithContext(status, fmt::format("replication slot \"{}\" was invalidated by PostgreSQL: the "
-                                                     "WAL it needed is gone, so some events may never reach Kafka "
-                                                     "(a gap upstream). outboxd never recreates it by itself: "
-                                                     "republish the missing events from the outbox table, then "
-                                                     "restart once with --accept-gap",
+      // Invalidated between our look-up and now: the slot's row says why, and
+      // DecideSlotAction words it as a start that found it so would.
+      bool still_found = false;
+      if (auto now = ReadSlot(*conn, options.slot, &still_found); now.ok() && still_found &&
+                                                                   now->invalidation.invalidated()) {
+        const std::string setting = DecidingSetting(*conn, now->invalidation);
+        SlotFacts invalidated = facts;
+        invalidated.found = true;
+        invalidated.invalidation = now->invalidation;
+        invalidated.invalidation_setting = setting;
+        if (absl::StatusOr<SlotAction> decided = DecideSlotAction(invalidated, options.saved); !decided.ok()) {
+          return decided.status();
+        }
+      }
+      return MarkGap(WithContext(status, fmt::format("replication slot \"{}\" was invalidated by PostgreSQL: "
+                                                     "the slot can no longer decode, so some events may never "
+                                                     "reach Kafka (a gap upstream). outboxd never recreates it "
+                                                     "by itself: republish the missing events from the outbox "
+                                                     "table, then restart once with --accept-gap",
                                                      options.slot)),
                      /*invalidated=*/true);
     }

@@ -16,6 +16,7 @@
 #include "common/lsn.h"
 #include "replication/pg_connection.h"
 #include "replication/replication_stream.h"
+#include "replication/slot_invalidation.h"
 #include "replication/state_file.h"
 #include "replication/timeline.h"
 
@@ -28,6 +29,9 @@ struct StreamOptions {
   bool create_slot = true;
   // PostgreSQL 17+: a failover slot (created with FAILOVER, or altered to it).
   bool failover = false;
+  // When `dsn` reaches a hot standby (16+): the primary, asked for a standby
+  // snapshot while the slot's creation waits (SlotCreationWatch). "" for none.
+  std::string primary_dsn;
   bool messages = true;  // request logical decoding messages (PostgreSQL 14+)
   // "schema.table" names that must be in the publication.
   std::vector<std::string> tables;
@@ -61,6 +65,11 @@ struct SystemInfo {
   bool slot_recreated = false;  // an invalidated slot dropped and created again (--accept-gap)
   bool slot_failover = false;   // pg_replication_slots.failover (PostgreSQL 17+)
   bool slot_synced = false;     // synchronized from a primary: we follow a failover (PostgreSQL 17+)
+  // The server is a hot standby (pg_is_in_recovery()), and its settings that
+  // decoding there needs ("" when not a standby).
+  bool in_recovery = false;
+  std::string hot_standby_feedback;
+  std::string primary_slot_name;
 };
 
 class PgReplicationStream : public ReplicationStream {
@@ -109,6 +118,9 @@ struct SlotState {
   Lsn confirmed_flush;
   bool failover = false;  // PostgreSQL 17+; false before
   bool synced = false;    // PostgreSQL 17+: copied from a primary by slot synchronization
+  // Why it was invalidated, from wal_status, conflicting (16+) and
+  // invalidation_reason (17+); kNone while valid.
+  Invalidation invalidation;
 };
 
 // IDENTIFY_SYSTEM on a replication connection. The server's errors as Query
@@ -122,6 +134,11 @@ absl::StatusOr<SystemIdentity> IdentifySystem(PgConnection& conn);
 // file is the server's ERROR); DataLossError for content ParseTimelineHistory
 // refuses.
 absl::StatusOr<std::vector<TimelineSwitch>> ReadTimelineHistory(PgConnection& conn, uint32_t timeline);
+
+// How long CREATE_REPLICATION_SLOT may wait on a hot standby before outboxd
+// cancels it and retries (the relay's backoff), logging what it waits for
+// meanwhile. A primary's creation waits without a limit, as it always did.
+inline constexpr absl::Duration kStandbyCreationLimit = absl::Minutes(10);
 
 // The oldest and newest PostgreSQL major versions outboxd is tested against.
 inline constexpr int kMinServerVersion = 140000;

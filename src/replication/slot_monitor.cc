@@ -5,20 +5,59 @@
 
 #include <cstdlib>
 #include <iterator>
+#include <optional>
 
 #include "absl/time/clock.h"
 #include "common/format.h"
 #include "telemetry/logging.h"
 #include "replication/pg_connection.h"
+#include "replication/slot_invalidation.h"
+#include "fmt/format.h"
 
 namespace outboxd::replication {
+namespace {
 
-const char* SlotMonitor::Query() {
-  // On a hot standby pg_current_wal_lsn() fails; the receive position stands in.
-  return "SELECT active, wal_status, "
-         "pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() "
-         "ELSE pg_current_wal_lsn() END, restart_lsn)::bigint, safe_wal_size "
-         "FROM pg_replication_slots WHERE slot_name = $1";
+// The index of telemetry::Metrics::kSlotInvalidationReasons; -1 while valid.
+int ReasonIndex(const Invalidation& invalidation) {
+  switch (invalidation.kind) {
+    case InvalidationKind::kNone:
+      return -1;
+    case InvalidationKind::kWalRemoved:
+    case InvalidationKind::kLost:
+      return 0;
+    case InvalidationKind::kRowsRemoved:
+      return 1;
+    case InvalidationKind::kWalLevelInsufficient:
+      return 2;
+    case InvalidationKind::kIdleTimeout:
+      return 3;
+    case InvalidationKind::kConflict:
+      return 4;
+    case InvalidationKind::kOther:
+      return 5;
+  }
+  return 5;
+}
+
+}  // namespace
+
+std::string SlotMonitor::Query(int server_version) {
+  // On a hot standby pg_current_wal_lsn() fails; the receive position stands in
+  // (the replay position when nothing is received: archive recovery).
+  return fmt::format(
+      "SELECT active, wal_status, "
+      "pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN COALESCE(pg_last_wal_receive_lsn(), "
+      "pg_last_wal_replay_lsn()) ELSE pg_current_wal_lsn() END, restart_lsn)::bigint, safe_wal_size, "
+      "pg_is_in_recovery(), {}, {}, {}, {}, {} "
+      "FROM pg_replication_slots WHERE slot_name = $1",
+      server_version >= 160000 ? "conflicting" : "NULL::bool",
+      server_version >= 170000 ? "invalidation_reason" : "NULL::text",
+      server_version >= 170000 ? "synced" : "NULL::bool",
+      server_version >= 170000 ? "COALESCE(extract(epoch FROM inactive_since)::bigint, 0)" : "NULL::bigint",
+      server_version >= 180000
+          ? "(SELECT (setting::float8 * CASE unit WHEN 'min' THEN 60 WHEN 'h' THEN 3600 WHEN 'ms' THEN 0.001 "
+            "ELSE 1 END)::bigint FROM pg_settings WHERE name = 'idle_replication_slot_timeout')"
+          : "NULL::bigint");
 }
 
 SlotMonitor::SlotMonitor(std::string dsn, std::string slot, absl::Duration interval,
@@ -77,7 +116,7 @@ absl::Duration SlotMonitor::CheckOnce() {
     // Never let a stuck server hold this thread (and a clean shutdown) for long.
     if (auto set = conn_->Query("SET statement_timeout = '5s'"); !set.ok()) return fail(set.status());
   }
-  absl::StatusOr<std::vector<replication::Row>> rows = conn_->QueryParams(Query(), {slot_});
+  absl::StatusOr<std::vector<replication::Row>> rows = conn_->QueryParams(Query(conn_->server_version()), {slot_});
   if (!rows.ok()) return fail(rows.status());
   if (failing_) {
     telemetry::LogInfo("slot monitor: reading pg_replication_slots again");
@@ -99,6 +138,23 @@ absl::Duration SlotMonitor::CheckOnce() {
   metrics_->slot_retained_wal_bytes.store(std::atoll(text(2).c_str()), std::memory_order_relaxed);
   metrics_->slot_safe_wal_size_bytes.store(text(3).empty() ? telemetry::Metrics::kUnknown : std::atoll(text(3).c_str()),
                                            std::memory_order_relaxed);
+  metrics_->slot_on_standby.store(text(4) == "t" ? 1 : 0, std::memory_order_relaxed);
+  auto flag = [&](size_t i) { return i < row.size() && row[i] ? (*row[i] == "t" ? 1 : 0) : -1; };
+  metrics_->slot_conflicting.store(flag(5), std::memory_order_relaxed);
+  metrics_->slot_synced.store(flag(7), std::memory_order_relaxed);
+  const int version = conn_->server_version();
+  if (version >= 160000) {
+    std::optional<bool> conflicting;
+    if (flag(5) >= 0) conflicting = flag(5) == 1;
+    const Invalidation invalidation = ClassifyInvalidation(text(1), conflicting, row.size() > 6 ? row[6] : std::nullopt);
+    metrics_->slot_invalidation_reason.store(ReasonIndex(invalidation), std::memory_order_relaxed);
+    metrics_->slot_invalidation_known.store(1, std::memory_order_relaxed);
+  }
+  auto number = [&](size_t i) {
+    return i < row.size() && row[i] ? std::atoll(row[i]->c_str()) : telemetry::Metrics::kUnknown;
+  };
+  metrics_->slot_inactive_since_unixtime.store(number(8), std::memory_order_relaxed);
+  metrics_->slot_idle_timeout_seconds.store(number(9), std::memory_order_relaxed);
   metrics_->slot_checked_unixtime.store(absl::ToUnixSeconds(absl::Now()), std::memory_order_relaxed);
   metrics_->slot_known.store(1, std::memory_order_relaxed);
   return interval_;

@@ -1,6 +1,8 @@
 // SlotMonitor: every few seconds, on its own ordinary libpq connection and
 // thread, reads the slot's row of pg_replication_slots (active, wal_status,
-// retained WAL, safe_wal_size) into the metrics. It never touches the
+// retained WAL, safe_wal_size, and where the server says them: on a standby,
+// conflicting, invalidation_reason, synced, inactive_since, 18's
+// idle_replication_slot_timeout) into the metrics. It never touches the
 // replication connection, so a slow query cannot stall the pipeline.
 #pragma once
 
@@ -26,8 +28,9 @@ class SlotMonitor {
   SlotMonitor(const SlotMonitor&) = delete;
   SlotMonitor& operator=(const SlotMonitor&) = delete;
 
-  // The query, for tests and docs: one row for slot $1.
-  static const char* Query();
+  // The query for a server of `server_version`, for tests and docs: one row
+  // for slot $1.
+  static std::string Query(int server_version);
 
  private:
   void Loop();

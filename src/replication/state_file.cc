@@ -43,8 +43,9 @@ std::string Since(const SavedState& saved) {
 }  // namespace
 
 std::string EncodeState(const SavedState& state) {
-  return fmt::format("{}version=1\nsystem_identifier={}\ntimeline={}\nslot={}\nconfirmed_lsn={}\n", kHeader,
-                     state.system_id, state.timeline, state.slot, state.confirmed_lsn.ToString());
+  return fmt::format("{}version=1\nsystem_identifier={}\ntimeline={}\nslot={}\nconfirmed_lsn={}\n{}", kHeader,
+                     state.system_id, state.timeline, state.slot, state.confirmed_lsn.ToString(),
+                     state.on_standby ? "on_standby=1\n" : "");
 }
 
 absl::StatusOr<SavedState> DecodeState(std::string_view text) {
@@ -93,6 +94,11 @@ absl::StatusOr<SavedState> DecodeState(std::string_view text) {
       }
       state.confirmed_lsn = *lsn;
       have_lsn = true;
+    } else if (key == "on_standby") {
+      if (value != "0" && value != "1") {
+        return absl::DataLossError(fmt::format("state file line {}: on_standby \"{}\" is not 0 or 1", line_no, value));
+      }
+      state.on_standby = value == "1";
     } else {
       return absl::DataLossError(fmt::format("state file line {}: unknown key \"{}\"", line_no, key));
     }
@@ -222,16 +228,18 @@ bool IsSlotInvalidated(const absl::Status& status) {
 absl::StatusOr<SlotAction> DecideSlotAction(const SlotFacts& facts, const std::optional<SavedState>& saved) {
   // A state file of another slot says nothing about this one.
   const bool ours = saved.has_value() && saved->slot == facts.slot;
-  if (facts.found && facts.invalidated) {
+  if (facts.found && facts.invalidation.invalidated()) {
     if (facts.accept_gap) return SlotAction::kRecreate;
+    const std::string prevent = InvalidationPrevention(facts.invalidation);
     return MarkGap(
         absl::FailedPreconditionError(fmt::format(
-            "replication slot \"{}\" was invalidated by PostgreSQL (wal_status lost: it fell more than "
-            "max_slot_wal_keep_size behind): the WAL it still needed is gone, so events committed {} may never "
-            "reach Kafka (a gap upstream). outboxd never recreates the slot by itself: republish the missing "
-            "events from the outbox table, then restart once with --accept-gap, which drops and recreates the "
-            "slot and streams from now on",
-            facts.slot, ours ? Since(*saved) : std::string("since its confirmed position"))),
+            "replication slot \"{}\" was invalidated by PostgreSQL ({}): the slot can no longer decode, so "
+            "events committed {} may never reach Kafka (a gap upstream). outboxd never recreates the slot by "
+            "itself: republish the missing events from the outbox table, then restart once with --accept-gap, "
+            "which drops and recreates the slot and streams from now on.{}",
+            facts.slot, DescribeInvalidation(facts.invalidation, facts.invalidation_setting),
+            ours ? Since(*saved) : std::string("since its confirmed position"),
+            prevent.empty() ? std::string() : fmt::format(" To keep it from happening again: {}", prevent))),
         /*invalidated=*/true);
   }
   if (ours && saved->system_id != facts.system_id) {
@@ -246,19 +254,35 @@ absl::StatusOr<SlotAction> DecideSlotAction(const SlotFacts& facts, const std::o
             facts.system_id, facts.slot, saved->system_id, saved->timeline, Since(*saved))),
         /*invalidated=*/false);
   }
-  if (ours && facts.found && saved->timeline != 0 && facts.timeline != 0 && facts.timeline != saved->timeline &&
-      !facts.synced && !(facts.confirmed_flush.valid() && facts.confirmed_flush <= saved->confirmed_lsn) &&
-      !facts.accept_gap) {
+  // A slot is safe to resume on a new timeline when nothing it confirmed can lie on a branch
+  // the server left: it was kept in step with the old primary, it stands at or behind what we
+  // confirmed, everything it confirmed lies before the point where our timeline left the
+  // server's history, or it is the promoted standby's own slot (outboxd decoded there).
+  const bool new_timeline = ours && facts.found && saved->timeline != 0 && facts.timeline != 0 &&
+                            facts.timeline != saved->timeline;
+  const bool kept = facts.synced ||
+                    (facts.confirmed_flush.valid() && facts.confirmed_flush <= saved->confirmed_lsn) ||
+                    (facts.history_switch.valid() && facts.confirmed_flush.valid() &&
+                     facts.confirmed_flush <= facts.history_switch) ||
+                    (saved.has_value() && saved->on_standby && !facts.in_recovery);
+  if (new_timeline && !kept && !facts.accept_gap) {
     return MarkGap(
         absl::FailedPreconditionError(fmt::format(
-            "the server is on timeline {} of system {}, but outboxd last streamed slot \"{}\" on timeline {}: "
-            "the server was promoted or restored, and this slot was not synchronized from the old primary "
-            "(pg_replication_slots.synced is false) and stands at {}, past the {} outboxd confirmed, so events "
-            "committed {} may never reach Kafka (a possible gap upstream). On PostgreSQL 17+ use failover slots ([source] failover = true, "
-            "docs/operations.md \"Database failover\"); now republish the missing events from the outbox table, then "
-            "restart once with --accept-gap",
-            facts.timeline, facts.system_id, facts.slot, saved->timeline, facts.confirmed_flush.ToString(),
-            saved->confirmed_lsn.ToString(), Since(*saved))),
+            "the server is on timeline {} of system {}, but outboxd last streamed slot \"{}\" on timeline {}{}: "
+            "the server was promoted, restored or rewound, and this slot was not synchronized from the old "
+            "primary (pg_replication_slots.synced is false) and stands at {}, past the {} outboxd confirmed{}, so "
+            "events committed {} may never reach Kafka (a possible gap upstream). On PostgreSQL 17+ use failover "
+            "slots ([source] failover = true, docs/operations.md \"Database failover\"); now republish the missing events "
+            "from the outbox table, then restart once with --accept-gap",
+            facts.timeline, facts.system_id, facts.slot, saved->timeline,
+            saved->on_standby ? " of a hot standby, and the server is still a standby (it follows a new primary)"
+                              : "",
+            facts.confirmed_flush.ToString(), saved->confirmed_lsn.ToString(),
+            facts.history_switch.valid()
+                ? fmt::format(" and the point {} where timeline {} left this server's history",
+                              facts.history_switch.ToString(), saved->timeline)
+                : std::string(),
+            Since(*saved))),
         /*invalidated=*/false);
   }
   if (facts.found) return SlotAction::kUse;

@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/lsn.h"
+#include "replication/slot_invalidation.h"
 
 namespace outboxd::replication {
 
@@ -22,6 +23,9 @@ struct SavedState {
   int timeline = 0;
   std::string slot;
   Lsn confirmed_lsn;  // the newest flush LSN sent to PostgreSQL (throttled)
+  // The slot is on a hot standby (PostgreSQL 16+): it is that server's own, not a copy of a
+  // primary's, so it stays with the server when it is promoted or follows a new primary.
+  bool on_standby = false;
 
   friend bool operator==(const SavedState&, const SavedState&) = default;
 };
@@ -33,6 +37,7 @@ struct SavedState {
 //   timeline=1
 //   slot=outboxd
 //   confirmed_lsn=0/16B3748
+//   on_standby=1        (only when true: a primary's file reads as before)
 std::string EncodeState(const SavedState& state);
 // DataLossError naming the line for anything unreadable (a corrupt file must
 // not be mistaken for "no file": that would hide a gap).
@@ -89,13 +94,21 @@ struct SlotFacts {
   std::string_view system_id;  // of the server we are connected to
   std::string_view database;
   bool found = false;
-  bool invalidated = false;  // wal_status = 'lost'
+  // Why PostgreSQL invalidated the slot (ClassifyInvalidation), and the value of the setting
+  // that decided it when known (e.g. idle_replication_slot_timeout), for the message.
+  Invalidation invalidation;
+  std::string_view invalidation_setting;
   int timeline = 0;          // IDENTIFY_SYSTEM timeline of the server we are connected to
   // pg_replication_slots.synced: the slot was kept in step by a standby's slot
   // synchronization (PostgreSQL 17+ failover slot), so a new timeline of the
   // same system is a failover that kept it.
   bool synced = false;
   Lsn confirmed_flush;       // the slot's confirmed_flush_lsn, when found
+  // The server is in recovery (a hot standby) now.
+  bool in_recovery = false;
+  // Where the state file's timeline left the history of the server's current
+  // timeline (TIMELINE_HISTORY), when it is an ancestor; invalid when unknown.
+  Lsn history_switch;
   bool create_slot = true;   // [source] create_slot
   bool accept_gap = false;   // --accept-gap
 };
@@ -106,9 +119,13 @@ struct SlotFacts {
 //  - `saved` is of another timeline of the same system (a promoted standby or a
 //    point-in-time restore) and the slot there was neither synchronized from
 //    the old primary (pg_replication_slots.synced) nor at or behind the position
-//    we confirmed (a slot kept by other means, e.g. Patroni's permanent slots):
-//    resuming from a position past ours would skip events;
-//  - the slot was invalidated;
+//    we confirmed (a slot kept by other means, e.g. Patroni's permanent slots),
+//    nor at or behind `history_switch` (all it confirmed is in the history
+//    the server kept, e.g. a standby that follows a new primary), nor the
+//    promoted standby's own slot that outboxd streamed (`saved` on_standby and
+//    the server no longer in recovery): resuming from a position past ours
+//    on a branch the server left would skip events;
+//  - the slot was invalidated, whatever the reason (the message names it);
 // unless accept_gap. The error carries the payload kGapPayload (and
 // kSlotInvalidatedPayload for an invalidated slot) so that the relay can tell
 // these from other fatal errors without reading the message.

@@ -116,6 +116,11 @@ struct StreamFamily {
 std::string Prefix(const std::string& labels) { return labels.empty() ? labels : labels + ","; }
 bool Always(const Metrics&) { return true; }
 bool SlotKnown(const Metrics& m) { return m.slot_known.load(std::memory_order_relaxed) != 0; }
+// A slot fact that only some server versions give (-1 / kUnknown: not given).
+template <typename T>
+bool SlotSays(const Metrics& m, const std::atomic<T>& fact, T unknown) {
+  return SlotKnown(m) && fact.load(std::memory_order_relaxed) != unknown;
+}
 
 #define OUTBOXD_GAUGE(field) [](const Metrics& m, const std::string& l, std::string* out) { Sample(out, kName_##field, l, m.field); }
 
@@ -136,6 +141,11 @@ constexpr const char* kName_slot_active = "slot_active";
 constexpr const char* kName_slot_retained_wal_bytes = "slot_retained_wal_bytes";
 constexpr const char* kName_slot_safe_wal_size_bytes = "slot_safe_wal_size_bytes";
 constexpr const char* kName_slot_checked_unixtime = "slot_checked_timestamp_seconds";
+constexpr const char* kName_slot_on_standby = "slot_on_standby";
+constexpr const char* kName_slot_conflicting = "slot_conflicting";
+constexpr const char* kName_slot_synced = "slot_synced";
+constexpr const char* kName_slot_inactive_since_unixtime = "slot_inactive_since_timestamp_seconds";
+constexpr const char* kName_slot_idle_timeout_seconds = "slot_idle_timeout_seconds";
 
 const StreamFamily kStreamFamilies[] = {
     {"events_published_total", "counter", "Events acknowledged by Kafka, by topic.",
@@ -226,6 +236,36 @@ const StreamFamily kStreamFamilies[] = {
      SlotKnown},
     {"slot_checked_timestamp_seconds", "gauge", "Unix time of the last successful pg_replication_slots query.",
      OUTBOXD_GAUGE(slot_checked_unixtime), SlotKnown},
+    {"slot_on_standby", "gauge", "1 when the slot is on a hot standby (outboxd decodes there), 0 on a primary.",
+     OUTBOXD_GAUGE(slot_on_standby), SlotKnown},
+    {"slot_conflicting", "gauge",
+     "pg_replication_slots.conflicting (PostgreSQL 16+): 1 once a conflict with recovery on a standby invalidated "
+     "the slot.",
+     OUTBOXD_GAUGE(slot_conflicting), [](const Metrics& m) { return SlotSays(m, m.slot_conflicting, -1); }},
+    {"slot_invalidation_reason", "gauge",
+     "1 for the reason PostgreSQL (16+) gives for invalidating the slot (invalidation_reason, or conflict on 16), 0 "
+     "for the others; all 0 while the slot is valid.",
+     [](const Metrics& m, const std::string& l, std::string* out) {
+       const int reason = m.slot_invalidation_reason.load(std::memory_order_relaxed);
+       for (int i = 0; i < static_cast<int>(std::size(Metrics::kSlotInvalidationReasons)); ++i) {
+         fmt::format_to(std::back_inserter(*out), "outboxd_slot_invalidation_reason{{{}reason=\"{}\"}} {}\n",
+                        Prefix(l), Metrics::kSlotInvalidationReasons[i], i == reason ? 1 : 0);
+       }
+     },
+     [](const Metrics& m) { return SlotSays(m, m.slot_invalidation_known, 0); }},
+    {"slot_synced", "gauge",
+     "pg_replication_slots.synced (PostgreSQL 17+): 1 when the slot is a copy synchronized from a primary.",
+     OUTBOXD_GAUGE(slot_synced), [](const Metrics& m) { return SlotSays(m, m.slot_synced, -1); }},
+    {"slot_inactive_since_timestamp_seconds", "gauge",
+     "pg_replication_slots.inactive_since as Unix time (PostgreSQL 17+): since when no process streams the slot; "
+     "0 while one does.",
+     OUTBOXD_GAUGE(slot_inactive_since_unixtime),
+     [](const Metrics& m) { return SlotSays(m, m.slot_inactive_since_unixtime, Metrics::kUnknown); }},
+    {"slot_idle_timeout_seconds", "gauge",
+     "The server's idle_replication_slot_timeout in seconds (PostgreSQL 18+; 0: off): a slot inactive longer is "
+     "invalidated (idle_timeout) at the next checkpoint.",
+     OUTBOXD_GAUGE(slot_idle_timeout_seconds),
+     [](const Metrics& m) { return SlotSays(m, m.slot_idle_timeout_seconds, Metrics::kUnknown); }},
 };
 
 #undef OUTBOXD_GAUGE

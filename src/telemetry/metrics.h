@@ -148,9 +148,26 @@ struct Metrics {
   std::atomic<int64_t> slot_retained_wal_bytes{0};
   std::atomic<int64_t> slot_safe_wal_size_bytes{kUnknown};  // NULL: no max_slot_wal_keep_size
   std::atomic<int64_t> slot_checked_unixtime{0};
+  // What PostgreSQL 16 to 18 say about the slot (same query), -1 or kUnknown
+  // where the server does not say it (older versions): the slot is on a hot
+  // standby (pg_is_in_recovery(), any version); conflicting (16+); why it was
+  // invalidated, an index into kSlotInvalidationReasons, -1 while valid (16+);
+  // synced (17+); inactive_since as Unix time, 0 while in use (17+); the
+  // server's idle_replication_slot_timeout in seconds, 0 for off (18+).
+  std::atomic<int> slot_on_standby{0};
+  std::atomic<int> slot_conflicting{-1};
+  std::atomic<int> slot_invalidation_reason{-1};
+  std::atomic<int> slot_invalidation_known{0};
+  std::atomic<int> slot_synced{-1};
+  std::atomic<int64_t> slot_inactive_since_unixtime{kUnknown};
+  std::atomic<int64_t> slot_idle_timeout_seconds{kUnknown};
 
   static constexpr int64_t kUnknown = std::numeric_limits<int64_t>::min();
   static constexpr const char* kSlotWalStatuses[] = {"reserved", "extended", "unreserved", "lost"};
+  // outboxd_slot_invalidation_reason{reason}: 17's and 18's invalidation_reason,
+  // "conflict" for 16's conflicting = true, "other" for a reason of a newer server.
+  static constexpr const char* kSlotInvalidationReasons[] = {"wal_removed", "rows_removed", "wal_level_insufficient",
+                                                             "idle_timeout", "conflict",     "other"};
 
   // Why the last session ended (transient error), for /readyz; cleared while streaming.
   void SetLastError(std::string_view message);

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# A PostgreSQL 17 primary and its physical streaming standby on 127.0.0.1, for the switchover
-# test (switchover_test.cc): the standby synchronizes failover slots (sync_replication_slots,
-# hot_standby_feedback, primary_slot_name), the primary waits for it before logical decoding
-# sends anything (synchronized_standby_slots) and commits synchronously to it, so that every
-# acknowledged commit survives a promotion.
+# A PostgreSQL primary and its physical streaming standby on 127.0.0.1, for the switchover
+# test (switchover_test.cc) and decoding on a standby (standby_test.cc): the standby keeps a
+# physical slot on the primary (primary_slot_name) and sends hot_standby_feedback; on 17 and
+# later it synchronizes failover slots (sync_replication_slots) and the primary waits for it
+# before logical decoding sends anything (synchronized_standby_slots). The primary commits
+# synchronously to it, so that every acknowledged commit survives a promotion.
 #
 #   tests/integration/pg_pair.sh up              # fresh pair, standby streaming
+#   tests/integration/pg_pair.sh quiet           # the primary writes no WAL by itself from now on
+#                                                # (autovacuum off, no timed checkpoint), and its
+#                                                # last standby snapshot (running-transactions
+#                                                # record) is written and replayed: a quiet primary
 #   tests/integration/pg_pair.sh promote         # promote the standby (waits until read-write)
 #   tests/integration/pg_pair.sh stop-primary fast|immediate
 #   tests/integration/pg_pair.sh detach          # the standby stops receiving WAL (its replay stays
@@ -15,7 +20,11 @@
 #   tests/integration/pg_pair.sh down            # stop both, delete their data
 #
 # Environment: OUTBOXD_PAIR_PORT (primary, default 54347; the standby uses the next port),
-# OUTBOXD_PAIR_VERSION (default 17; 17 or later). Binaries come from deploy/local/stack.sh.
+# OUTBOXD_PAIR_VERSION (default 17; 16 or later), and for `up`: OUTBOXD_PAIR_FEEDBACK (the
+# standby's hot_standby_feedback, default on), OUTBOXD_PAIR_SYNC (on, the default: the primary
+# commits synchronously to the standby; off: asynchronous, as most streaming setups run), and
+# OUTBOXD_PAIR_PRIMARY_CONF, OUTBOXD_PAIR_STANDBY_CONF (more postgresql.conf lines, e.g.
+# "idle_replication_slot_timeout = 60"). Binaries come from deploy/local/stack.sh.
 #
 # The base backup is a cold copy of the stopped primary: the official builds carry no
 # pg_basebackup, and Debian's pg_basebackup 15 refuses newer servers. A copy of a cleanly
@@ -27,6 +36,8 @@ REPO=$(cd -- "$SCRIPT_DIR/../.." && pwd -P)
 P1=${OUTBOXD_PAIR_PORT:-54347}
 P2=$((P1 + 1))
 VERSION=${OUTBOXD_PAIR_VERSION:-17}
+FEEDBACK=${OUTBOXD_PAIR_FEEDBACK:-on}
+SYNC=${OUTBOXD_PAIR_SYNC:-on}
 PG_OS_USER=${OUTBOXD_PG_USER:-outboxd-dev}
 CLIENT=/usr/lib/postgresql/15/bin
 # Outside the repository: the PG user must reach it whatever the repository's permissions.
@@ -47,7 +58,7 @@ wait_until() {  # seconds, description, command... (run again each time: a funct
         sleep 0.2
     done
 }
-query_is() { test "$(psql_at "$1" "$2")" = "$3"; }  # port, query, expected value
+query_is() { test "$(psql_at "$1" "$2" "${4:-app}")" = "$3"; }  # port, query, expected value[, database]
 
 node_conf() {  # data dir, port, extra lines
     as_pg tee "$1/outboxd.conf" >/dev/null <<EOF
@@ -98,19 +109,51 @@ EOF
     as_pg cp -a "$ROOT/primary" "$ROOT/standby"
     as_pg find "$ROOT/standby/pg_replslot" -mindepth 1 -delete
     as_pg rm -f "$ROOT/standby/postmaster.pid"
-    node_conf "$ROOT/primary" "$P1" "synchronized_standby_slots = 'standby1'
-synchronous_standby_names = 'standby1'"
+    # Failover slots (17+): the primary waits for the standby's physical slot before logical
+    # decoding sends a change, and the standby's slot sync worker copies failover slots.
+    local primary_extra="" standby_extra=""
+    if ((VERSION >= 17)); then
+        primary_extra="synchronized_standby_slots = 'standby1'"
+        standby_extra="sync_replication_slots = on"
+    fi
+    [[ $SYNC == off ]] || primary_extra+=$'\n'"synchronous_standby_names = 'standby1'"
+    node_conf "$ROOT/primary" "$P1" "$primary_extra
+${OUTBOXD_PAIR_PRIMARY_CONF:-}"
     # dbname in primary_conninfo: the slot sync worker connects to a database.
     node_conf "$ROOT/standby" "$P2" "primary_conninfo = 'host=127.0.0.1 port=$P1 user=postgres dbname=app application_name=standby1'
 primary_slot_name = 'standby1'
-sync_replication_slots = on
-hot_standby_feedback = on"
+hot_standby_feedback = $FEEDBACK
+$standby_extra
+${OUTBOXD_PAIR_STANDBY_CONF:-}"
     as_pg touch "$ROOT/standby/standby.signal"
     as_pg "$BIN/pg_ctl" -D "$ROOT/primary" -l "$ROOT/log/primary.log" -w -t 60 -s start
     as_pg "$BIN/pg_ctl" -D "$ROOT/standby" -l "$ROOT/log/standby.log" -w -t 60 -s start
+    local sync_state=sync
+    [[ $SYNC != off ]] || sync_state=async
     wait_until 60 "standby streaming" query_is "$P1" \
-        "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'standby1' AND state = 'streaming' AND sync_state = 'sync'" 1
-    say "primary 127.0.0.1:$P1, standby 127.0.0.1:$P2 streaming (PostgreSQL $VERSION, data $ROOT)"
+        "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'standby1' AND state = 'streaming' AND sync_state = '$sync_state'" 1
+    say "primary 127.0.0.1:$P1, standby 127.0.0.1:$P2 streaming (PostgreSQL $VERSION, hot_standby_feedback $FEEDBACK, synchronous $SYNC, data $ROOT)"
+}
+
+# A primary that writes no WAL by itself: without autovacuum and timed checkpoints, only the
+# background writer's standby snapshot (a running-transactions record, logged within 15 s of
+# the last write) is still to come; wait until pg_walinspect shows it and the standby replayed
+# it. From then on a logical slot created on the standby waits for the next such record, which
+# only new activity on the primary or pg_log_standby_snapshot() writes.
+quiet() {
+    psql_at "$P1" "ALTER SYSTEM SET autovacuum = off" postgres
+    psql_at "$P1" "ALTER SYSTEM SET checkpoint_timeout = '1h'" postgres
+    psql_at "$P1" "SELECT pg_reload_conf()" postgres >/dev/null
+    psql_at "$P1" "CREATE EXTENSION IF NOT EXISTS pg_walinspect" postgres
+    # A commit with an xid is a write the background writer answers with a snapshot.
+    psql_at "$P1" "SELECT pg_current_xact_id()" postgres >/dev/null
+    local from end
+    from=$(psql_at "$P1" "SELECT pg_current_wal_insert_lsn()" postgres)
+    wait_until 60 "the primary's standby snapshot after its last write" query_is "$P1" \
+        "SELECT count(*) > 0 FROM pg_get_wal_records_info('$from', pg_current_wal_flush_lsn()) WHERE resource_manager = 'Standby' AND record_type = 'RUNNING_XACTS'" t postgres
+    end=$(psql_at "$P1" "SELECT pg_current_wal_flush_lsn()" postgres)
+    wait_until 60 "the standby replaying up to $end" query_is "$P2" "SELECT pg_last_wal_replay_lsn() >= '$end'" t
+    say "primary 127.0.0.1:$P1 is quiet at $end (the standby replayed it)"
 }
 
 promote() {
@@ -154,6 +197,7 @@ down() {
 
 case ${1:-} in
     up) up ;;
+    quiet) quiet ;;
     promote) promote ;;
     stop-primary)
         case ${2:-} in fast | immediate) ;; *) die "stop-primary fast|immediate" ;; esac
@@ -163,5 +207,5 @@ case ${1:-} in
     detach) detach ;;
     restore) restore ;;
     down) down ;;
-    *) sed -n 2,20p "${BASH_SOURCE[0]}" >&2; exit 2 ;;
+    *) sed -n 2,27p "${BASH_SOURCE[0]}" >&2; exit 2 ;;
 esac

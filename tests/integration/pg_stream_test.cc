@@ -210,6 +210,54 @@ TEST(PgConnectionTest, SetsApplicationNameAndSessionFormats) {
   EXPECT_EQ(conn->Describe(), fmt::format("host=127.0.0.1 port={} dbname=app user=postgres", PgPort()));
 }
 
+// The wait CREATE_REPLICATION_SLOT on a standby uses: a tick every `every` while the server has
+// not answered, a limit that cancels the command on the server, and a tick's error ending it.
+TEST(PgConnectionTest, QueryWhileWaitingTicksAndCancelsAtItsLimitOrOnATicksError) {
+  auto conn = MustConnect();
+  ASSERT_NE(conn, nullptr);
+  const std::string marker = "outboxd_wait_" + RandomSuffix();
+  std::vector<absl::Duration> ticks;
+  const absl::Time started = absl::Now();
+  auto slow = conn->QueryWhileWaiting(
+      fmt::format("SELECT pg_sleep(30) /* {} */", marker), absl::Milliseconds(100),
+      [&](absl::Duration waited) {
+        ticks.push_back(waited);
+        return absl::OkStatus();
+      },
+      absl::Milliseconds(700));
+  EXPECT_EQ(slow.status().code(), absl::StatusCode::kDeadlineExceeded) << slow.status();
+  EXPECT_THAT(slow.status().message(), HasSubstr("no answer within 700ms"));
+  EXPECT_LT(absl::Now() - started, absl::Seconds(5));
+  ASSERT_GE(ticks.size(), 4u);
+  EXPECT_LE(ticks.size(), 7u);
+  for (size_t i = 1; i < ticks.size(); ++i) EXPECT_GT(ticks[i], ticks[i - 1]);
+  // Cancelled on the server, not left running behind a closed wait.
+  auto other = MustConnect();
+  ASSERT_NE(other, nullptr);
+  EXPECT_TRUE(WaitFor([&] {
+    return Scalar(*other, fmt::format("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE "
+                                      "'%{}%' AND pid <> pg_backend_pid()",
+                                      marker)) == "0";
+  }));
+
+  auto fresh = MustConnect();
+  ASSERT_NE(fresh, nullptr);
+  auto refused = fresh->QueryWhileWaiting(
+      "SELECT pg_sleep(30)", absl::Milliseconds(50),
+      [](absl::Duration) { return absl::CancelledError("stop requested"); }, absl::Seconds(10));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kCancelled);
+
+  // An answer before the first tick is just the answer. (A connection whose command was given up
+  // is closed by its owner: the cancelled command's results are not read.)
+  auto third = MustConnect();
+  ASSERT_NE(third, nullptr);
+  auto quick = third->QueryWhileWaiting(
+      "SELECT 42", absl::Seconds(1), [](absl::Duration) { return absl::InternalError("never called"); },
+      absl::Seconds(10));
+  ASSERT_TRUE(quick.ok()) << quick.status();
+  EXPECT_EQ((*quick)[0][0].value_or(""), "42");
+}
+
 TEST(PgConnectionTest, KeepsTheUsersApplicationNameAndOptions) {
   auto conn = MustConnect(
       fmt::format("{} application_name=mine options='-c statement_timeout=4567 -c TimeZone=Europe/Paris'", Dsn()));

@@ -85,6 +85,7 @@ TEST(ParseConfigTest, MinimalConfigTakesEveryDefault) {
   EXPECT_EQ(config->source.state_dir, "");
   EXPECT_FALSE(config->source.failover);
   EXPECT_EQ(config->source.standby_dsn, "");
+  EXPECT_EQ(config->source.primary_dsn, "");
   EXPECT_THAT(config->kafka.properties, ElementsAre(Pair("bootstrap.servers", "kafka:9092")));
   EXPECT_TRUE(config->outbox.empty());
   EXPECT_TRUE(config->messages.enabled);
@@ -408,7 +409,7 @@ dns = "host=db"
   EXPECT_EQ(ErrorOf("[source]\ndsn = \"h\"\non_bad_event = \"stop\"\n"),
             "config: line 3: unknown key source.on_bad_event; the keys of [source] are: dsn, databases, "
             "discovery_interval, slot, max_active_slots, publication, create_slot, status_interval, state_dir, "
-            "failover, standby_dsn, snapshot");
+            "failover, standby_dsn, snapshot, primary_dsn");
 }
 
 TEST(ParseConfigTest, StopFlushTimeoutIsAShutdownKeyWithARange) {
@@ -693,6 +694,23 @@ TEST(ParseConfigTest, DsnMustNotAskForReplication) {
       "[sink.kafka]\n\"bootstrap.servers\" = \"k:1\"\n" + std::string(kMessagesOn),
       Env());
   EXPECT_TRUE(config.ok()) << config.status();
+}
+
+// [source] primary_dsn: the primary of a standby that dsn reaches; an ordinary
+// connection, and its password is a secret like dsn's.
+TEST(ParseConfigTest, PrimaryDsnIsAnOrdinaryConnectionAndItsPasswordASecret) {
+  absl::StatusOr<Config> config = ParseConfig(
+      "[source]\ndsn = \"host=replica dbname=app user=outboxd\"\n"
+      "primary_dsn = \"host=primary dbname=app user=outboxd password=pr1mary-secret\"\n"
+      "[sink.kafka]\n\"bootstrap.servers\" = \"k:1\"\n" + std::string(kMessagesOn),
+      Env());
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->source.primary_dsn, "host=primary dbname=app user=outboxd password=pr1mary-secret");
+  EXPECT_THAT(ConfigSecrets(*config), Contains("pr1mary-secret"));
+  EXPECT_EQ(ErrorOf("[source]\ndsn = \"host=replica\"\nprimary_dsn = \"host=primary replication=database\"\n"),
+            "config: line 3: source.primary_dsn must not set replication: outboxd asks the primary for a "
+            "standby snapshot over an ordinary connection; remove replication=... from it");
+  EXPECT_THAT(ErrorOf("[source]\ndsn = \"host=replica\"\nprimary_dsn = 5\n"), HasSubstr("source.primary_dsn"));
 }
 
 // libpq (PQconninfoParse) decides what the DSN sets: its spacing, quoting and

@@ -14,6 +14,7 @@ namespace outboxd::replication {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 SavedState Sample() {
   return SavedState{.system_id = "7312345678901234567", .timeline = 2, .slot = "outboxd",
@@ -27,6 +28,23 @@ TEST(StateFileTest, EncodeDecodeRoundTrip) {
   absl::StatusOr<SavedState> decoded = DecodeState(text);
   ASSERT_TRUE(decoded.ok()) << decoded.status();
   EXPECT_EQ(*decoded, Sample());
+  EXPECT_THAT(text, Not(HasSubstr("on_standby"))) << "a primary's file reads as before";
+}
+
+TEST(StateFileTest, StandbySlotRoundTripsAndIsAbsentFromAPrimarysFile) {
+  SavedState standby = Sample();
+  standby.on_standby = true;
+  const std::string text = EncodeState(standby);
+  EXPECT_THAT(text, HasSubstr("\non_standby=1\n"));
+  absl::StatusOr<SavedState> decoded = DecodeState(text);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(*decoded, standby);
+  absl::StatusOr<SavedState> zero = DecodeState(EncodeState(Sample()) + "on_standby=0\n");
+  ASSERT_TRUE(zero.ok()) << zero.status();
+  EXPECT_FALSE(zero->on_standby);
+  absl::Status bad = DecodeState(EncodeState(Sample()) + "on_standby=yes\n").status();
+  EXPECT_EQ(bad.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(bad.message(), HasSubstr("on_standby \"yes\" is not 0 or 1"));
 }
 
 TEST(StateFileTest, DecodeRejectsWhatItCannotTrust) {
@@ -138,17 +156,111 @@ TEST(DecideSlotActionTest, StateOfAnotherSlotSaysNothing) {
 TEST(DecideSlotActionTest, InvalidatedSlotStopsWithAMarkUnlessAccepted) {
   SlotFacts facts = Facts();
   facts.found = true;
-  facts.invalidated = true;
+  facts.invalidation = ClassifyInvalidation("lost", std::nullopt, std::nullopt);
   for (const std::optional<SavedState>& saved : {std::optional<SavedState>(), std::optional(Sample())}) {
     absl::Status status = DecideSlotAction(facts, saved).status();
     EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
     EXPECT_TRUE(IsGapUpstream(status));
     EXPECT_TRUE(IsSlotInvalidated(status));
-    EXPECT_THAT(status.message(), HasSubstr("invalidated"));
+    EXPECT_THAT(status.message(), HasSubstr("was invalidated by PostgreSQL (wal_status lost: it fell more than "
+                                            "max_slot_wal_keep_size behind"));
     EXPECT_THAT(status.message(), HasSubstr("--accept-gap"));
   }
   facts.accept_gap = true;
   EXPECT_EQ(*DecideSlotAction(facts, Sample()), SlotAction::kRecreate);
+}
+
+// PostgreSQL 16 to 18 say why: the message names the reason and what prevents it, never just
+// "wal_status lost" (which every invalidation shows from 16 on).
+TEST(DecideSlotActionTest, InvalidationMessageNamesTheReasonAndWhatPreventsIt) {
+  SlotFacts facts = Facts();
+  facts.found = true;
+  struct Case {
+    Invalidation invalidation;
+    std::string setting;
+    std::string named;
+    std::string prevented;
+  };
+  const Case cases[] = {
+      {ClassifyInvalidation("lost", false, "idle_timeout"), "1min",
+       "was invalidated by PostgreSQL (idle_timeout: no client streamed it for longer than "
+       "idle_replication_slot_timeout = 1min (PostgreSQL 18)",
+       "raise idle_replication_slot_timeout"},
+      {ClassifyInvalidation("lost", true, "rows_removed"), "",
+       "was invalidated by PostgreSQL (rows_removed: a conflict with recovery on this hot standby: the primary "
+       "removed catalog rows",
+       "hot_standby_feedback = on and primary_slot_name"},
+      {ClassifyInvalidation("lost", true, "wal_level_insufficient"), "",
+       "(wal_level_insufficient: a conflict with recovery on this hot standby: the primary's wal_level went below "
+       "logical",
+       "keep wal_level = logical on the primary"},
+      {ClassifyInvalidation("lost", false, "wal_removed"), "64MB",
+       "(wal_removed: it fell more than max_slot_wal_keep_size = 64MB behind", "max_slot_wal_keep_size room"},
+      {ClassifyInvalidation("lost", true, std::nullopt), "", "(conflict: a conflict with recovery on this hot "
+       "standby (PostgreSQL 16 does not say which", "hot_standby_feedback = on"},
+  };
+  for (const Case& c : cases) {
+    facts.invalidation = c.invalidation;
+    facts.invalidation_setting = c.setting;
+    absl::Status status = DecideSlotAction(facts, Sample()).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_TRUE(IsSlotInvalidated(status));
+    EXPECT_THAT(status.message(), HasSubstr(c.named));
+    EXPECT_THAT(status.message(), HasSubstr("To keep it from happening again: "));
+    EXPECT_THAT(status.message(), HasSubstr(c.prevented));
+    EXPECT_THAT(status.message(), Not(HasSubstr("wal_status lost"))) << c.invalidation.reason;
+  }
+}
+
+// Decoding on a standby: the slot is the standby's own, so a promotion (a new timeline of the
+// same system) keeps it whatever it confirmed since the state file was last written.
+TEST(DecideSlotActionTest, AStandbysOwnSlotIsKeptAcrossAPromotion) {
+  SavedState saved = Sample();
+  saved.timeline = 1;
+  saved.on_standby = true;
+  SlotFacts facts = Facts();
+  facts.found = true;
+  facts.timeline = 2;
+  facts.confirmed_flush = Lsn(saved.confirmed_lsn.value() + 4096);  // confirmed after the last write
+  EXPECT_EQ(*DecideSlotAction(facts, saved), SlotAction::kUse);
+  // The same slot streamed from a primary says nothing about another server's slot.
+  saved.on_standby = false;
+  EXPECT_TRUE(IsGapUpstream(DecideSlotAction(facts, saved).status()));
+  // Still a gap when the slot is gone from the promoted server.
+  saved.on_standby = true;
+  facts.found = false;
+  EXPECT_TRUE(IsGapUpstream(DecideSlotAction(facts, saved).status()));
+}
+
+// A standby that follows a new primary (still in recovery, on its timeline) keeps its slot, but
+// what the slot confirmed may lie on the branch the standby left (it was rewound): resumed only
+// when all of it lies before the point where the old timeline left the server's history.
+TEST(DecideSlotActionTest, AStandbyThatFollowsANewPrimaryResumesOnlyWithinTheSharedHistory) {
+  SavedState saved = Sample();
+  saved.timeline = 1;
+  saved.on_standby = true;
+  SlotFacts facts = Facts();
+  facts.found = true;
+  facts.timeline = 2;
+  facts.in_recovery = true;
+  facts.confirmed_flush = Lsn(saved.confirmed_lsn.value() + 4096);
+  absl::Status status = DecideSlotAction(facts, saved).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(IsGapUpstream(status));
+  EXPECT_THAT(status.message(), HasSubstr("of a hot standby, and the server is still a standby"));
+
+  facts.history_switch = Lsn(saved.confirmed_lsn.value() + 8192);  // left timeline 1 after all of it
+  EXPECT_EQ(*DecideSlotAction(facts, saved), SlotAction::kUse);
+
+  facts.history_switch = Lsn(saved.confirmed_lsn.value() + 1024);  // the slot went on past the branch
+  status = DecideSlotAction(facts, saved).status();
+  EXPECT_TRUE(IsGapUpstream(status));
+  EXPECT_THAT(status.message(), HasSubstr("and the point 0/16B3B48 where timeline 1 left this server's history"));
+  // The same holds for any slot kept on a new timeline, not only a standby's.
+  saved.on_standby = false;
+  facts.in_recovery = false;
+  facts.history_switch = Lsn(saved.confirmed_lsn.value() + 8192);
+  EXPECT_EQ(*DecideSlotAction(facts, saved), SlotAction::kUse);
 }
 
 TEST(DecideSlotActionTest, AnotherSystemIsAPossibleGap) {

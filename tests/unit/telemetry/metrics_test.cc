@@ -139,6 +139,41 @@ TEST(MetricsRegistryTest, StreamsComeAndGo) {
   EXPECT_THAT(registry.RenderPrometheus(), Not(HasSubstr("outboxd_slot_active")));
 }
 
+// What PostgreSQL 16 to 18 say about a slot: each fact is rendered only where the server says
+// it (the monitor leaves the others at their "unknown" values), the reason as a family.
+TEST(MetricsRegistryTest, SlotFactsAppearWhereTheServerSaysThem) {
+  MetricsRegistry registry;
+  std::shared_ptr<Metrics> m = *registry.AddStream({"app", "s"});
+  m->slot_known = 1;
+  m->slot_on_standby = 1;
+  std::string text = registry.RenderPrometheus();  // PostgreSQL 15: none of the newer facts
+  EXPECT_THAT(text, HasSubstr("\noutboxd_slot_on_standby{database=\"app\",slot=\"s\"} 1\n"));
+  for (const char* fact : {"slot_conflicting", "slot_invalidation_reason", "slot_synced",
+                           "slot_inactive_since_timestamp_seconds", "slot_idle_timeout_seconds"}) {
+    EXPECT_THAT(text, Not(HasSubstr(std::string("outboxd_") + fact))) << fact;
+  }
+  // PostgreSQL 18, invalidated for idleness.
+  m->slot_conflicting = 0;
+  m->slot_invalidation_known = 1;
+  m->slot_invalidation_reason = 3;
+  m->slot_synced = 0;
+  m->slot_inactive_since_unixtime = 1796000000;
+  m->slot_idle_timeout_seconds = 60;
+  text = registry.RenderPrometheus();
+  EXPECT_THAT(text, HasSubstr("\noutboxd_slot_conflicting{database=\"app\",slot=\"s\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("\noutboxd_slot_invalidation_reason{database=\"app\",slot=\"s\",reason=\"idle_timeout\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("\noutboxd_slot_invalidation_reason{database=\"app\",slot=\"s\",reason=\"wal_removed\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("\noutboxd_slot_invalidation_reason{database=\"app\",slot=\"s\",reason=\"other\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("\noutboxd_slot_synced{database=\"app\",slot=\"s\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("\noutboxd_slot_inactive_since_timestamp_seconds{database=\"app\",slot=\"s\"} 1796000000\n"));
+  EXPECT_THAT(text, HasSubstr("\noutboxd_slot_idle_timeout_seconds{database=\"app\",slot=\"s\"} 60\n"));
+  // A valid slot: every reason 0.
+  m->slot_invalidation_reason = -1;
+  text = registry.RenderPrometheus();
+  EXPECT_THAT(text, Not(HasSubstr("reason=\"idle_timeout\"} 1")));
+  EXPECT_THAT(text, HasSubstr("reason=\"idle_timeout\"} 0\n"));
+}
+
 TEST(MetricsRegistryTest, LabelValuesAreEscaped) {
   EXPECT_EQ(EscapeLabelValue("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
 }
