@@ -111,7 +111,11 @@ TEST_F(StateFileIoTest, UnwritableDirectoryIsAnError) {
 }
 
 SlotFacts Facts() {
-  return SlotFacts{.slot = "outboxd", .system_id = "7312345678901234567", .database = "app"};
+  SlotFacts facts;
+  facts.slot = "outboxd";
+  facts.system_id = "7312345678901234567";
+  facts.database = "app";
+  return facts;
 }
 
 TEST(DecideSlotActionTest, FirstStartCreatesTheSlot) {
